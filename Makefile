@@ -1,0 +1,44 @@
+# `make run` and `make test` work on a fresh machine: each sets up what it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+RUN_DIR ?= outputs/main
+
+.PHONY: setup data run test test-slow lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data: setup
+	bash scripts/install-fashion-mnist.sh $(BIN)/nin
+
+# The main job: the default config (MLP 1x1024, in-NIN at sigma=1, SGD) on Fashion-MNIST.
+run: data
+	$(BIN)/nin train hydra.run.dir=$(RUN_DIR) progress=false
+	$(BIN)/nin summarize $(RUN_DIR)
+
+test: setup
+	$(BIN)/pytest -q
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check nin_cli tests bench
+	$(BIN)/ruff format --check nin_cli tests bench
+
+format: setup
+	$(BIN)/ruff format nin_cli tests bench
+	$(BIN)/ruff check --fix nin_cli tests bench
+
+bench: setup
+	$(BIN)/python bench/speed.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,377 @@
+"""The training loop: one run from a resolved config to a finished run directory.
+
+Data sits on the device as tensors and batches are index gathers. Each source of randomness has
+its own generator (seeding.py), saved in the checkpoint, so a run resumed after SIGTERM or SIGKILL
+writes exactly the rows an uninterrupted run would have written.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from nin_cli.data import Dataset, Split, load_dataset
+from nin_cli.errors import ConfigError
+from nin_cli.hessian import hutchinson_traces
+from nin_cli.models import NINModel, build_model
+from nin_cli.noise import NoiseSource, sigma_at, validate_noise
+from nin_cli.objectives import LossFn, accuracy, make_loss
+from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.seeding import generator
+
+console = Console(stderr=True, soft_wrap=True)
+# Keys that may change between a run and its resumption without making it another run.
+RUNTIME_KEYS = ("resume", "progress", "device", "eval", "batched")
+
+
+class Interrupted(Exception):
+    """Raised from a signal handler so the loop can record the interruption and stop cleanly."""
+
+
+@dataclass
+class Setup:
+    """Everything a run builds from its config before the first step."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: Dataset
+    model: NINModel
+    nin_layers: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    loss_fn: LossFn
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    status: str
+    epoch: int
+    reason: str | None = None
+    last_row: dict | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but torch sees no CUDA device; use device=cpu or device=auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cheap checks that need no data: everything a typo can get wrong."""
+    validate_noise(cfg.noise)
+    for key in ("epochs", "batch_size"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+    if float(cfg.optimizer.lr) <= 0:
+        raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+    if cfg.optimizer.name not in ("sgd", "adam"):
+        raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose from sgd, adam")
+    if float(cfg.regularization.weight_decay) < 0 or float(cfg.regularization.input_noise) < 0:
+        raise ConfigError("regularization.weight_decay and regularization.input_noise must be >= 0")
+    if int(cfg.hessian.probes) < 0:
+        raise ConfigError(f"hessian.probes must be >= 0, got {cfg.hessian.probes}")
+
+
+def metric_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+    cols = ["epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc"]
+    cols += [f"niw_norm_{n}" for n in nin_layers]
+    cols += [f"weight_norm_{model.next_layer(n)}" for n in nin_layers if model.next_layer(n)]
+    cols += [f"hessian_trace_{n}" for n in nin_layers]
+    return cols + ["lr", "seconds"]
+
+
+def prepare(cfg: DictConfig) -> Setup:
+    """Validate and build data, model and loss; every bad input raises ConfigError here."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, device)
+    loss_fn = make_loss(cfg.loss.name, data.task)
+    model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, generator(cfg.seed, "init"))
+    model.to(device)
+    nin_layers = list(model.nins.keys())
+    shapes = {n: tuple(model.nins[n].weight.shape) for n in nin_layers}
+    return Setup(cfg, device, data, model, nin_layers, shapes, loss_fn, metric_columns(model, nin_layers))
+
+
+def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
+    wd = float(cfg.regularization.weight_decay)
+    if cfg.optimizer.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.optimizer.lr, betas=tuple(cfg.optimizer.betas), weight_decay=wd)
+    return torch.optim.SGD(params, lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum, weight_decay=wd)
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None) -> tuple[float, float]:
+    """Mean loss and accuracy over a split; eps = 0 unless `eps_fn(n)` supplies noise."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), device=split.x.device)
+    for start in range(0, len(split), batch_size):
+        x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+        out = model(x, eps_fn(len(x)) if eps_fn else None)
+        loss_sum += loss_fn(out, y) * len(x)
+        correct += accuracy(out, y).to(loss_sum.device) * len(x)
+    model.train(was_training)
+    n = len(split)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def train_subset(split: Split, n: int | None) -> Split:
+    return split if not n else Split(split.x[:n], split.y[:n])
+
+
+def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, seconds: float, lr: float) -> dict:
+    """The metrics.csv row for the model's current state (clean metrics use eps = 0)."""
+    cfg, model = s.cfg, s.model
+    train_loss_clean, train_acc = evaluate(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, cfg.eval.batch_size)
+    test_loss, test_acc = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "sigma": sigma,
+        "train_loss": train_loss,
+        "train_loss_clean": train_loss_clean,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "lr": lr,
+        "seconds": seconds,
+    }
+    for name in s.nin_layers:
+        row[f"niw_norm_{name}"] = float(model.nins[name].weight.detach().norm())
+        nxt = model.next_layer(name)
+        if nxt:
+            row[f"weight_norm_{nxt}"] = float(model.layer_weight_norm(nxt))
+    if s.nin_layers and cfg.hessian.probes > 0:
+        h = train_subset(s.data.train, cfg.hessian.samples)
+        model.eval()
+        traces = hutchinson_traces(
+            model, h.x, h.y, s.loss_fn, s.shapes, cfg.hessian.probes, generator(cfg.seed, f"hutchinson/{epoch}", s.device)
+        )
+        model.train()
+        row.update({f"hessian_trace_{n}": v for n, v in traces.items()})
+    return row
+
+
+def divergence_reason(row: dict, ref_loss: float, cfg: DictConfig, model: NINModel) -> str | None:
+    for key in ("train_loss", "train_loss_clean"):
+        value = row[key]
+        if not math.isfinite(value):
+            return f"{key} is {value}"
+        if value > cfg.divergence.max_loss:
+            return f"{key} {value:.3g} > divergence.max_loss {cfg.divergence.max_loss:g}"
+    if row["train_loss_clean"] > cfg.divergence.factor * ref_loss:
+        return f"train_loss_clean {row['train_loss_clean']:.3g} > {cfg.divergence.factor:g} x its epoch-0 value {ref_loss:.3g}"
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return "non-finite weights"
+    return None
+
+
+def comparable(cfg: DictConfig) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in plain.items() if k not in RUNTIME_KEYS and k != "hydra"}
+
+
+def check_same_run(records: RunRecords, cfg: DictConfig) -> None:
+    if not records.config_path.exists():
+        return
+    saved = comparable(OmegaConf.load(records.config_path))
+    current = comparable(cfg)
+    if saved != current:
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}); use a new output directory")
+
+
+@contextmanager
+def sigterm_raises():
+    """Turn SIGTERM into Interrupted (main thread only), restoring the old handler afterwards."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+class Trainer:
+    """Holds one run's mutable state; `run` trains it to completion or divergence."""
+
+    def __init__(self, setup: Setup, records: RunRecords):
+        s = self.s = setup
+        cfg = s.cfg
+        self.records = records
+        self.optimizer = make_optimizer(cfg, s.model.parameters())
+        self.data_gen = generator(cfg.seed, "data", s.device)
+        self.input_gen = generator(cfg.seed, "input_noise", s.device)
+        self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
+        self.input_noise = float(cfg.regularization.input_noise) / s.data.pixel_std
+        self.epoch = 0
+        self.step = 0
+        self.ref_loss = float("nan")
+
+    # checkpoint -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "ref_loss": self.ref_loss,
+            "model": self.s.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "input_gen": self.input_gen.get_state(),
+            "noise": self.noise.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.s.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step, self.ref_loss = state["epoch"], state["step"], state["ref_loss"]
+        self.s.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_gen.set_state(state["data_gen"])
+        self.input_gen.set_state(state["input_gen"])
+        self.noise.load_state_dict(state["noise"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.s.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # training ---------------------------------------------------------------------------------
+    def initial_row(self) -> dict:
+        """Epoch 0: the state before training; its noisy loss uses a separate noise stream."""
+        s, cfg = self.s, self.s.cfg
+        sigma = sigma_at(cfg.noise, 1, cfg.epochs)
+        eval_noise = NoiseSource(
+            OmegaConf.merge(cfg.noise, {"mode": "resample"}), s.nin_layers, 0, generator(cfg.seed, "eval_noise", s.device), s.device
+        )
+        sub = train_subset(s.data.train, cfg.eval.train_samples)
+        noisy_loss, _ = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.sample(torch.arange(n), sigma))
+        row = epoch_row(s, 0, 0, sigma, noisy_loss, 0.0, self.lr)
+        self.ref_loss = row["train_loss_clean"]
+        return row
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def train_epoch(self, sigma: float, on_step=None) -> float:
+        s, cfg = self.s, self.s.cfg
+        train = s.data.train
+        s.model.train()
+        perm = torch.randperm(len(train), generator=self.data_gen, device=s.device)
+        loss_sum = torch.zeros((), device=s.device)
+        for start in range(0, len(train), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            x, y = train.x[idx], train.y[idx]
+            if self.input_noise > 0:
+                x = x + self.input_noise * torch.randn(x.shape, generator=self.input_gen, device=s.device)
+            loss = s.loss_fn(s.model(x, self.noise.sample(idx, sigma)), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            self.step += 1
+            if on_step:
+                on_step()
+        return float(loss_sum) / len(train)
+
+    def checkpoint(self) -> None:
+        self.records.save_checkpoint(self.state_dict())
+
+    def run(self) -> RunResult:
+        s, cfg, records = self.s, self.s.cfg, self.records
+        epochs = int(cfg.epochs)
+        n_steps = math.ceil(len(s.data.train) / cfg.batch_size)
+        row = None
+        if self.epoch == 0:
+            row = self.initial_row()
+            records.append_row(row)
+            self.checkpoint()
+        with progress_bar(cfg.progress) as bar:
+            run_task = bar.add_task("epochs", total=epochs, completed=self.epoch, info="")
+            step_task = bar.add_task("steps", total=n_steps, info="")
+            while self.epoch < epochs:
+                epoch = self.epoch + 1
+                records.write_status("running", self.epoch, epochs)
+                sigma = sigma_at(cfg.noise, epoch, epochs)
+                bar.reset(step_task, total=n_steps)
+                t0 = time.perf_counter()
+                train_loss = self.train_epoch(sigma, on_step=lambda: bar.advance(step_task))
+                seconds = time.perf_counter() - t0
+                self.epoch = epoch
+                row = epoch_row(s, epoch, self.step, sigma, train_loss, seconds, self.lr)
+                records.append_row(row)
+                bar.update(run_task, completed=epoch, info=f"loss {row['train_loss']:.4g}  test acc {row['test_acc']:.4f}")
+                reason = divergence_reason(row, self.ref_loss, cfg, s.model)
+                if reason:
+                    records.write_status("diverged", epoch, epochs, reason)
+                    return RunResult("diverged", epoch, reason, row)
+                if epoch % cfg.checkpoint.every == 0 or epoch == epochs:
+                    self.checkpoint()
+        records.write_status("completed", self.epoch, epochs)
+        return RunResult("completed", self.epoch, None, row)
+
+
+def train(cfg: DictConfig, run_dir) -> RunResult:
+    """Train (or resume, or skip if already finished) the run in `run_dir`."""
+    records = RunRecords(run_dir)
+    status = records.read_status()
+    if cfg.resume and status and status["status"] in ("completed", "diverged"):
+        check_same_run(records, cfg)
+        console.print(f"[dim]{run_dir}: already {status['status']} at epoch {status['epoch']}; skipping")
+        return RunResult(status["status"], status["epoch"], status.get("reason"))
+    if cfg.resume:
+        check_same_run(records, cfg)
+    setup = prepare(cfg)
+    trainer = Trainer(setup, records)
+    state = records.load_checkpoint() if cfg.resume else None
+    if state is not None:
+        trainer.load_state_dict(state)
+        console.print(f"[yellow]{run_dir}: resuming from the checkpoint of epoch {trainer.epoch}")
+    records.start_metrics(setup.columns, keep_through_epoch=trainer.epoch if state is not None else None)
+    atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    records.write_status("running", trainer.epoch, int(cfg.epochs))
+    try:
+        with sigterm_raises():
+            result = trainer.run()
+    except Interrupted as exc:
+        records.write_status("interrupted", trainer.epoch, int(cfg.epochs), f"{exc}; rerun with the same directory to resume")
+        raise
+    except Exception as exc:
+        records.write_status("failed", trainer.epoch, int(cfg.epochs), f"{type(exc).__name__}: {exc}")
+        raise
+    return result

@@ -1,0 +1,226 @@
+"""Networks with Noise Injection Nodes.
+
+Every model is a chain of named layers. A NIN at layer l adds W_NI * eps to that layer's
+pre-activation z(l); eps comes in as an argument (one scalar per sample, None in evaluation), so
+the forward pass is a pure function of (parameters, x, eps) that torch.func can batch.
+`probes` adds a tensor to z(l) as well: the Hessian estimator differentiates through it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nin_cli.errors import ConfigError
+
+MODELS = ("linear", "mlp", "cnn", "resnet18")
+Tensors = dict[str, torch.Tensor]
+
+
+class NoiseInjection(nn.Module):
+    """W_NI: one trainable weight per unit of the layer's output (per pixel and channel for convs)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(shape))
+
+    def forward(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return z + self.weight * eps.reshape(-1, *([1] * self.weight.ndim))
+
+
+class NINModel(nn.Module):
+    """A chain of named layers (`self.layers`, in order) with optional NINs on any of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.nins = nn.ModuleDict()
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers.keys())
+
+    def inject(self, name: str, z: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
+        if self._shapes is not None:
+            self._shapes[name] = tuple(z.shape[1:])
+        if eps is not None and name in eps and name in self.nins:
+            z = self.nins[name](z, eps[name])
+        if probes is not None and name in probes:
+            z = z + probes[name]
+        return z
+
+    def preactivation_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Shape (without batch) of each layer's pre-activation, from one dry forward pass."""
+        self._shapes = {}
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                device = next(self.parameters()).device
+                self(torch.zeros(2, *in_shape, device=device))
+            return dict(self._shapes)
+        finally:
+            self._shapes = None
+            self.train(was_training)
+
+    def attach_nins(self, names: list[str], in_shape: tuple[int, ...], gen: torch.Generator) -> None:
+        """Add a NIN at each named layer; NIW ~ N(0, 1/fan_in) with the NIN's own fan-in of 1."""
+        shapes = self.preactivation_shapes(in_shape)
+        for name in names:
+            nin = NoiseInjection(shapes[name])
+            with torch.no_grad():
+                nin.weight.normal_(0.0, 1.0, generator=gen)
+            self.nins[name] = nin
+
+    def next_layer(self, name: str) -> str | None:
+        names = self.layer_names
+        i = names.index(name)
+        return names[i + 1] if i + 1 < len(names) else None
+
+    def layer_weight_norm(self, name: str) -> torch.Tensor:
+        """Frobenius norm of all weight tensors of a layer (a whole block for ResNet stages)."""
+        sq = [p.detach().pow(2).sum() for n, p in self.layers[name].named_parameters() if n.endswith("weight")]
+        return torch.stack(sq).sum().sqrt()
+
+
+def init_weights(model: nn.Module, gen: torch.Generator) -> None:
+    """Weights N(0, 1/fan_in), biases 0, for every linear and conv layer."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            fan_in = module.weight[0].numel()
+            with torch.no_grad():
+                module.weight.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+class LinearToy(NINModel):
+    """f = w1 (w0 x + w_NI eps): the linear model of the phase paper (no biases, no activation)."""
+
+    def __init__(self, in_shape: tuple[int, ...], n_out: int, width: int = 1):
+        super().__init__()
+        d_in = math.prod(in_shape)
+        self.layers = nn.ModuleDict({"w0": nn.Linear(d_in, width, bias=False), "w1": nn.Linear(width, n_out, bias=False)})
+
+    def forward(self, x, eps=None, probes=None):
+        h = self.inject("w0", self.layers["w0"](x.flatten(1)), eps, probes)
+        return self.inject("w1", self.layers["w1"](h), eps, probes)
+
+
+class MLP(NINModel):
+    """ReLU network: hidden layers fc1..fc<depth> of equal width, then `out`."""
+
+    def __init__(self, in_shape: tuple[int, ...], n_out: int, depth: int = 1, width: int = 1024, dropout: float = 0.0):
+        super().__init__()
+        dims = [math.prod(in_shape)] + [width] * depth + [n_out]
+        names = [f"fc{i + 1}" for i in range(depth)] + ["out"]
+        self.layers = nn.ModuleDict({n: nn.Linear(a, b) for n, a, b in zip(names, dims[:-1], dims[1:])})
+        self.dropout = dropout
+
+    def forward(self, x, eps=None, probes=None):
+        h = x.flatten(1)
+        *hidden, last = self.layer_names
+        for name in hidden:
+            h = F.relu(self.inject(name, self.layers[name](h), eps, probes))
+            h = F.dropout(h, self.dropout, self.training)
+        return self.inject(last, self.layers[last](h), eps, probes)
+
+
+class CNN(NINModel):
+    """conv1, conv2 (3x3, padding 1, ReLU, 2x2 max-pool), fc1, out. NINs on convs are pixel-wise."""
+
+    def __init__(self, in_shape, n_out, channels=(32, 64), hidden=128, dropout=0.0):
+        super().__init__()
+        c_in, h, w = in_shape
+        c1, c2 = channels
+        flat = c2 * (h // 4) * (w // 4)
+        self.layers = nn.ModuleDict(
+            {
+                "conv1": nn.Conv2d(c_in, c1, 3, padding=1),
+                "conv2": nn.Conv2d(c1, c2, 3, padding=1),
+                "fc1": nn.Linear(flat, hidden),
+                "out": nn.Linear(hidden, n_out),
+            }
+        )
+        self.dropout = dropout
+
+    def forward(self, x, eps=None, probes=None):
+        h = x
+        for name in ("conv1", "conv2"):
+            h = F.max_pool2d(F.relu(self.inject(name, self.layers[name](h), eps, probes)), 2)
+        h = F.relu(self.inject("fc1", self.layers["fc1"](h.flatten(1)), eps, probes))
+        h = F.dropout(h, self.dropout, self.training)
+        return self.inject("out", self.layers["out"](h), eps, probes)
+
+
+class ResNet18(NINModel):
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images."""
+
+    def __init__(self, in_shape, n_out, dropout=0.0):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(num_classes=n_out)
+        net.conv1 = nn.Conv2d(in_shape[0], 64, 3, stride=1, padding=1, bias=False)
+        self.layers = nn.ModuleDict(
+            {"conv1": net.conv1, "layer1": net.layer1, "layer2": net.layer2, "layer3": net.layer3, "layer4": net.layer4, "fc": net.fc}
+        )
+        self.bn1 = net.bn1
+        self.dropout = dropout
+
+    def forward(self, x, eps=None, probes=None):
+        h = F.relu(self.bn1(self.inject("conv1", self.layers["conv1"](x), eps, probes)))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            h = self.inject(name, self.layers[name](h), eps, probes)
+        h = F.dropout(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1), self.dropout, self.training)
+        return self.inject("fc", self.layers["fc"](h), eps, probes)
+
+
+def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list[str]:
+    """Turn a placement preset (none, input, all) or an explicit list into layer names."""
+    preset = nin_cfg.preset
+    if preset == "none":
+        return []
+    if preset == "input":
+        return layer_names[:1]
+    if preset == "all":
+        return list(layer_names)
+    if preset != "layers":
+        raise ConfigError(f"unknown nin preset {preset!r}; choose from none, input, all, layers")
+    layers = [str(name) for name in nin_cfg.layers]
+    for name in layers:
+        if name not in layer_names:
+            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have; its layers are: {', '.join(layer_names)}")
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"nin.layers lists a layer twice: {layers}")
+    return layers
+
+
+def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, gen: torch.Generator) -> NINModel:
+    """Build on the CPU from `gen` (so every device starts from the same weights), NINs attached."""
+    name = model_cfg.name
+    if name == "linear":
+        model = LinearToy(in_shape, n_out, width=model_cfg.width)
+    elif name == "mlp":
+        if model_cfg.depth < 1 or model_cfg.width < 1:
+            raise ConfigError(f"model.depth and model.width must be >= 1, got {model_cfg.depth}, {model_cfg.width}")
+        model = MLP(in_shape, n_out, depth=model_cfg.depth, width=model_cfg.width, dropout=model_cfg.dropout)
+    elif name == "cnn":
+        if len(in_shape) != 3:
+            raise ConfigError("model cnn needs image data; use model=mlp or model=linear for vector datasets")
+        model = CNN(in_shape, n_out, channels=tuple(model_cfg.channels), hidden=model_cfg.hidden, dropout=model_cfg.dropout)
+    elif name == "resnet18":
+        if len(in_shape) != 3:
+            raise ConfigError("model resnet18 needs image data")
+        model = ResNet18(in_shape, n_out, dropout=model_cfg.dropout)
+    else:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+    layers = resolve_nin_layers(nin_cfg, model.layer_names, name)
+    init_weights(model, gen)
+    model.attach_nins(layers, in_shape, gen)
+    return model

@@ -1,0 +1,90 @@
+"""What the NINs emit: unit-variance draws from a distribution, scaled by a per-epoch sigma schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nin_cli.errors import ConfigError
+
+DISTRIBUTIONS = ("gaussian", "uniform", "rademacher", "laplace")
+SCHEDULES = ("constant", "linear", "exponential", "step")
+MODES = ("resample", "fixed")
+
+
+def unit_noise(distribution: str, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """n zero-mean, unit-variance samples."""
+    if distribution == "gaussian":
+        return torch.randn(n, generator=gen, device=device)
+    u = torch.rand(n, generator=gen, device=device)
+    if distribution == "uniform":
+        return (2.0 * u - 1.0) * math.sqrt(3.0)
+    if distribution == "rademacher":
+        return torch.where(u < 0.5, -1.0, 1.0)
+    if distribution == "laplace":  # scale b = 1/sqrt(2) gives variance 2 b^2 = 1
+        centred = u - 0.5
+        return -torch.sign(centred) * torch.log1p(-2.0 * centred.abs().clamp(max=0.5 - 1e-7)) / math.sqrt(2.0)
+    raise ConfigError(f"unknown noise distribution {distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
+
+
+def sigma_at(noise_cfg, epoch: int, epochs: int) -> float:
+    """The noise scale used during training epoch `epoch` (1-based)."""
+    sigma = float(noise_cfg.sigma)
+    schedule = noise_cfg.schedule
+    k = max(epoch - 1, 0)
+    if schedule.kind == "constant":
+        return sigma
+    if schedule.kind == "linear":
+        frac = k / max(epochs - 1, 1)
+        return sigma + frac * (float(schedule.end) - sigma)
+    if schedule.kind == "exponential":
+        return sigma * float(schedule.gamma) ** k
+    if schedule.kind == "step":
+        return sigma * float(schedule.gamma) ** (k // int(schedule.step_size))
+    raise ConfigError(f"unknown noise schedule {schedule.kind!r}; choose from {', '.join(SCHEDULES)}")
+
+
+def validate_noise(noise_cfg) -> None:
+    if float(noise_cfg.sigma) < 0:
+        raise ConfigError(f"noise.sigma must be >= 0, got {noise_cfg.sigma}")
+    if noise_cfg.distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"unknown noise distribution {noise_cfg.distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
+    if noise_cfg.mode not in MODES:
+        raise ConfigError(f"noise.mode must be one of {', '.join(MODES)}, got {noise_cfg.mode!r}")
+    if noise_cfg.schedule.kind not in SCHEDULES:
+        raise ConfigError(f"unknown noise schedule {noise_cfg.schedule.kind!r}; choose from {', '.join(SCHEDULES)}")
+    if noise_cfg.schedule.kind == "linear" and float(noise_cfg.schedule.end) < 0:
+        raise ConfigError(f"noise.schedule.end must be >= 0, got {noise_cfg.schedule.end}")
+
+
+class NoiseSource:
+    """Per-step eps for each NIN layer.
+
+    `resample` draws fresh values every step; `fixed` draws one value per training sample before
+    training and gathers it by sample index, so a sample sees the same eps every epoch.
+    """
+
+    def __init__(self, noise_cfg, layers: list[str], n_train: int, gen: torch.Generator, device: torch.device):
+        self.distribution = noise_cfg.distribution
+        self.mode = noise_cfg.mode
+        self.layers = layers
+        self.gen = gen
+        self.device = device
+        self.table: dict[str, torch.Tensor] = {}
+        if self.mode == "fixed":
+            self.table = {name: unit_noise(self.distribution, n_train, gen, device) for name in layers}
+
+    def sample(self, idx: torch.Tensor, sigma: float) -> dict[str, torch.Tensor] | None:
+        if not self.layers:
+            return None
+        if self.mode == "fixed":
+            return {name: sigma * self.table[name][idx] for name in self.layers}
+        return {name: sigma * unit_noise(self.distribution, len(idx), self.gen, self.device) for name in self.layers}
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "table": {k: v.cpu() for k, v in self.table.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.table = {k: v.to(self.device) for k, v in state["table"].items()}

@@ -1,0 +1,181 @@
+"""The training engine on the embedded slice of real Fashion-MNIST and on synthetic data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import QUICK, column, make_cfg, read_rows, without_timing
+
+from nin_cli.engine import prepare, train
+from nin_cli.hessian import hutchinson_traces
+from nin_cli.models import build_model
+from nin_cli.noise import NoiseSource, unit_noise
+from nin_cli.objectives import mse_half
+from nin_cli.seeding import generator
+
+
+def run(tmp_path, *overrides, name="run", base=QUICK):
+    cfg = make_cfg(*base, *overrides)
+    result = train(cfg, tmp_path / name)
+    return result, tmp_path / name
+
+
+def test_ce_mlp_reaches_80_percent_test_accuracy(tmp_path):
+    result, d = run(tmp_path, "nin=none", "model.width=256", "epochs=3", "batch_size=64")
+    assert result.status == "completed"
+    loss = column(d, "train_loss")
+    assert loss[-1] < 0.5 * loss[0]
+    assert column(d, "test_acc")[-1] > 0.80
+
+
+def test_metrics_csv_has_the_spec_columns_and_epoch_zero(tmp_path):
+    _, d = run(tmp_path, "nin=all", "model.depth=2", "epochs=1")
+    rows = read_rows(d)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    expected = {"epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+    expected |= {f"niw_norm_{n}" for n in ("fc1", "fc2", "out")} | {f"hessian_trace_{n}" for n in ("fc1", "fc2", "out")}
+    expected |= {"weight_norm_fc2", "weight_norm_out"}
+    assert expected == set(rows[0])
+    assert rows[0]["step"] == "0" and int(rows[1]["step"]) == math.ceil(6000 / 128)
+    assert all(float(r["hessian_trace_out"]) > 0 for r in rows)  # CE is convex in the logits
+
+
+def test_niw_norm_decays_in_the_decay_range(tmp_path):
+    _, d = run(tmp_path, "noise.sigma=10", "epochs=4")
+    niw = column(d, "niw_norm_fc1")
+    assert niw[-1] < 0.8 * niw[0]
+    assert all(b <= a for a, b in zip(niw, niw[1:]))
+    assert column(d, "test_acc")[-1] > 0.75  # training proceeds as without noise
+
+
+def test_small_noise_leaves_the_niw_random_walking(tmp_path):
+    _, d = run(tmp_path, "noise.sigma=0.3", "epochs=2")
+    niw = column(d, "niw_norm_fc1")
+    assert abs(niw[-1] - niw[0]) < 0.01 * niw[0]
+
+
+@pytest.mark.parametrize("mode", ["fixed", "resample"])
+def test_fixed_and_resampled_noise_both_train(tmp_path, mode):
+    _, d = run(tmp_path, f"noise.mode={mode}", "noise.sigma=3", "epochs=2")
+    assert column(d, "train_loss")[-1] < 0.5 * column(d, "train_loss")[0]
+    assert column(d, "test_acc")[-1] > 0.75
+
+
+def test_fixed_noise_is_the_same_every_epoch_and_resampled_is_not():
+    cfg = make_cfg("noise.mode=fixed")
+    idx = torch.tensor([5, 17, 3])
+    fixed = NoiseSource(cfg.noise, ["fc1"], 100, generator(0, "noise"), torch.device("cpu"))
+    assert torch.equal(fixed.sample(idx, 2.0)["fc1"], fixed.sample(idx, 2.0)["fc1"])
+    resampled = NoiseSource(make_cfg().noise, ["fc1"], 100, generator(0, "noise"), torch.device("cpu"))
+    assert not torch.equal(resampled.sample(idx, 2.0)["fc1"], resampled.sample(idx, 2.0)["fc1"])
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "uniform", "rademacher", "laplace"])
+def test_noise_distributions_have_zero_mean_and_unit_variance(dist):
+    x = unit_noise(dist, 200_000, generator(1, "t"), torch.device("cpu"))
+    assert abs(float(x.mean())) < 0.01
+    assert abs(float(x.var()) - 1.0) < 0.02
+
+
+def test_same_seed_gives_identical_csv_and_another_seed_does_not(tmp_path):
+    _, a = run(tmp_path, "epochs=2", name="a")
+    _, b = run(tmp_path, "epochs=2", name="b")
+    _, c = run(tmp_path, "epochs=2", "seed=1", name="c")
+    assert without_timing(read_rows(a)) == without_timing(read_rows(b))
+    assert without_timing(read_rows(a)) != without_timing(read_rows(c))
+
+
+def test_evaluation_uses_zero_noise(tmp_path):
+    """Clean metrics at epoch 0 do not depend on sigma; the noisy train loss does."""
+    _, quiet = run(tmp_path, "noise.sigma=0", "epochs=1", name="quiet")
+    _, loud = run(tmp_path, "noise.sigma=20", "epochs=1", name="loud")
+    q, lo = read_rows(quiet)[0], read_rows(loud)[0]
+    for key in ("train_loss_clean", "train_acc", "test_loss", "test_acc"):
+        assert q[key] == lo[key]
+    assert float(lo["train_loss"]) > 2 * float(q["train_loss"])
+
+
+def test_init_follows_the_spec():
+    cfg = make_cfg("model.width=2000", "nin=all")
+    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+    w = model.layers["fc1"].weight.detach()
+    assert abs(float(w.std()) * math.sqrt(784) - 1.0) < 0.02
+    assert float(model.layers["fc1"].bias.abs().max()) == 0.0
+    assert abs(float(model.nins["fc1"].weight.detach().std()) - 1.0) < 0.05
+
+
+def test_cnn_nins_are_pixelwise_and_ignored_in_evaluation():
+    cfg = make_cfg("model=cnn", "nin=all")
+    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+    assert model.nins["conv1"].weight.shape == (32, 28, 28)
+    assert model.nins["conv2"].weight.shape == (64, 14, 14)
+    x = torch.randn(4, 1, 28, 28)
+    eps = {n: torch.randn(4) for n in model.nins}
+    assert not torch.allclose(model(x, eps), model(x))
+    assert torch.equal(model(x, {n: torch.zeros(4) for n in model.nins}), model(x))
+
+
+def test_hutchinson_matches_the_exact_hessian_trace():
+    cfg = make_cfg("model.width=8", "nin=all")
+    model = build_model(cfg.model, cfg.nin, (5,), 3, generator(0, "init"))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    shapes = {n: tuple(model.nins[n].weight.shape) for n in model.nins}
+    est = hutchinson_traces(model, x, y, torch.nn.functional.cross_entropy, shapes, 4000, generator(0, "h"))
+    for name, shape in shapes.items():
+
+        def loss_of(delta, name=name):
+            return torch.nn.functional.cross_entropy(model(x, probes={name: delta}), y)
+
+        exact = torch.autograd.functional.hessian(loss_of, torch.zeros(16, *shape)).reshape(16 * shape[0], -1).trace()
+        assert est[name] == pytest.approx(float(exact), rel=0.05)
+
+
+def test_linear_toy_model_regresses(tmp_path):
+    _, d = run(
+        tmp_path,
+        "model=linear",
+        "model.width=1",
+        "dataset=linear_regression",
+        "loss=mse",
+        "noise.sigma=1",
+        "optimizer.lr=0.05",
+        "epochs=20",
+        "batch_size=50",
+    )
+    loss = column(d, "train_loss_clean")
+    assert loss[-1] < 0.01 * loss[0]
+    assert math.isnan(column(d, "test_acc")[0])
+
+
+def test_resnet18_trains_a_step_with_nins(tmp_path):
+    _, d = run(
+        tmp_path,
+        "model=resnet18",
+        "nin=all",
+        "dataset.train_size=64",
+        "dataset.test_size=32",
+        "batch_size=32",
+        "epochs=1",
+        "hessian.samples=8",
+        base=("dataset=fashion_mnist_mini", "progress=false"),
+    )
+    rows = read_rows(d)
+    assert len(rows) == 2 and all(math.isfinite(float(rows[-1][f"niw_norm_{n}"])) for n in ("conv1", "layer4", "fc"))
+
+
+def test_schedules_give_sigma_per_epoch(tmp_path):
+    _, d = run(tmp_path, "schedule=linear", "noise.sigma=2", "noise.schedule.end=0", "epochs=3", "dataset.train_size=500")
+    assert column(d, "sigma") == [2.0, 2.0, 1.0, 0.0]
+
+
+def test_mse_loss_is_half_the_mean_squared_norm():
+    out, target = torch.tensor([[1.0, 2.0]]), torch.tensor([1])
+    assert float(mse_half(out, target)) == pytest.approx(0.5 * (1.0 + 1.0))
+
+
+def test_prepare_puts_data_on_the_device_as_tensors():
+    s = prepare(make_cfg(*QUICK))
+    assert isinstance(s.data.train.x, torch.Tensor) and s.data.train.x.shape == (6000, 1, 28, 28)
+    assert abs(float(s.data.train.x.mean())) < 1e-4 and abs(float(s.data.train.x.std()) - 1) < 1e-3
