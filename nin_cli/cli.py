@@ -14,6 +14,9 @@ from nin_cli.errors import ConfigError
 
 COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
+    "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
+    "plot": "PNG figures: per-run dynamics, NIW norms of a sweep, decay times against sigma with phases shaded",
+    "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
     "download": "fetch a dataset with torchvision into the cache (needs the network)",
 }
 
@@ -92,6 +95,125 @@ def download_command(args: list[str]) -> None:
     print(f"downloaded {ns.dataset} to {download(ns.dataset, ns.root)}")
 
 
+def summarize_command(args: list[str]) -> None:
+    import warnings
+
+    from rich.console import Console
+
+    from nin_cli.analysis.runs import load_runs
+    from nin_cli.analysis.summarize import analysis_config, compact, markdown, phase_rows, rich_table, run_rows, write_csv
+
+    parser = argparse.ArgumentParser(prog="nin summarize", description=COMMANDS["summarize"])
+    parser.add_argument("paths", nargs="+", help="run directories, sweep directories, or key=value overrides of conf/analysis.yaml")
+    parser.add_argument("--out", help="where runs.csv and phases.csv go (default: the single PATH, else .)")
+    parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
+    ns = parser.parse_args(args)
+    overrides = [p for p in ns.paths if "=" in p and not Path(p).exists()]
+    paths = [p for p in ns.paths if p not in overrides]
+    if not paths:
+        fail("no run or sweep directory given")
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        acfg = analysis_config(conf_dir(), overrides)
+    except Exception as exc:  # an unknown threshold name
+        fail(f"bad analysis override: {str(exc).splitlines()[0]}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = load_runs(paths)
+    for w in caught:
+        print(f"nin: warning: {w.message}", file=sys.stderr)
+    for run in runs:
+        for problem in run.warnings:
+            print(f"nin: warning: {run.path}: {problem}", file=sys.stderr)
+    if not runs:
+        fail(f"no runs found under {', '.join(paths)}")
+    root = Path(paths[0]).resolve() if len(paths) == 1 else None
+    runs_df = run_rows(runs, acfg, Path(paths[0]) if root else None)
+    phases_df = phase_rows(runs_df)
+    out = Path(ns.out) if ns.out else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(runs_df, out / "runs.csv")
+    write_csv(phases_df, out / "phases.csv")
+    shown_runs, shown_phases = compact(runs_df), compact(phases_df)
+    if ns.format == "markdown":
+        print(f"### Runs\n\n{markdown(shown_runs)}\n\n### Phases by sigma (mean ± std over seeds)\n\n{markdown(shown_phases)}")
+    else:
+        console.print(rich_table(shown_runs, f"{len(runs)} run(s)"))
+        console.print(rich_table(shown_phases, "phases by sigma (mean ± std over seeds)"))
+    print(f"wrote {out / 'runs.csv'} and {out / 'phases.csv'}", file=sys.stderr)
+
+
+def plot_command(args: list[str]) -> None:
+    import re
+
+    from nin_cli.analysis.plots import decay_times_figure, niw_overlay_figure, run_figure
+    from nin_cli.analysis.runs import load_runs
+    from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
+
+    parser = argparse.ArgumentParser(prog="nin plot", description=COMMANDS["plot"])
+    parser.add_argument("paths", nargs="+", help="run or sweep directories")
+    parser.add_argument("--out", help="figure directory (default: PATH/plots for a single PATH, else ./plots)")
+    parser.add_argument("--no-runs", action="store_true", help="skip the per-run figures")
+    ns = parser.parse_args(args)
+    runs = load_runs(ns.paths)
+    if not runs:
+        fail(f"no runs found under {', '.join(ns.paths)}")
+    out = Path(ns.out) if ns.out else (Path(ns.paths[0]) / "plots" if len(ns.paths) == 1 else Path("plots"))
+    out.mkdir(parents=True, exist_ok=True)
+    acfg = analysis_config(conf_dir())
+    table = run_rows(runs, acfg)
+    phase_of = dict(zip((r.path for r in runs), (table.set_index("run").loc[str(r.path), "phase"] for r in runs)))
+    written = []
+    if not ns.no_runs:
+        for run in runs:
+            name = re.sub(
+                r"[^A-Za-z0-9_.=,-]+",
+                "_",
+                str(run.path.resolve().relative_to(Path(ns.paths[0]).resolve()))
+                if len(ns.paths) == 1 and run.path.resolve() != Path(ns.paths[0]).resolve()
+                else run.path.name,
+            )
+            title = f"{run.path}  sigma={run.sigma:g}  phase={phase_of[run.path]}  status={run.status.get('status')}"
+            written.append(run_figure(run, title, out / f"run_{name}.png"))
+    written.append(niw_overlay_figure(runs, phase_of, out / "niw_norms.png"))
+    written.append(decay_times_figure(phase_rows(table), out / "decay_times.png"))
+    for path in filter(None, written):
+        print(path)
+
+
+def theory_command(args: list[str]) -> None:
+    from rich.console import Console
+
+    from nin_cli.analysis.runs import load_runs
+    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, write_csv
+    from nin_cli.analysis.theory import theory_rows
+
+    parser = argparse.ArgumentParser(prog="nin theory", description=COMMANDS["theory"])
+    parser.add_argument("paths", nargs="+", help="linear-model runs or sweeps (nin train -m +experiment=linear_toy)")
+    parser.add_argument("--out", help="where theory.csv goes (default: the single PATH, else .)")
+    parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
+    ns = parser.parse_args(args)
+    table, bounds = theory_rows(load_runs(ns.paths), analysis_config(conf_dir()))
+    if table.empty:
+        fail("no linear toy-model runs (model=linear, dataset=linear_regression, width 1, nin=input) found")
+    out = Path(ns.out) if ns.out else (Path(ns.paths[0]) if len(ns.paths) == 1 else Path("."))
+    write_csv(table, out / "theory.csv")
+    from nin_cli.analysis.plots import theory_figure
+
+    figure = theory_figure(table, bounds, out / "theory.png")
+    lines = [f"{name}: " + ", ".join(f"{k} at sigma^2={v:.4g} (sigma={v**0.5:.4g})" for k, v in b.items()) for name, b in bounds.items()]
+    agree = f"predicted and measured phases agree for {int(table['agree'].sum())} of {len(table)} runs"
+    if ns.format == "markdown":
+        print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{agree}")
+    else:
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        for line in lines:
+            console.print(f"[bold]boundaries[/] {line}")
+        console.print(rich_table(table, "linear toy model: theory vs simulation (tau in epochs)"))
+        console.print(agree)
+    print(f"wrote {out / 'theory.csv'}" + (f" and {figure}" if figure else ""), file=sys.stderr)
+
+
 def usage() -> str:
     lines = ["usage: nin COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
@@ -105,7 +227,13 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     command, rest = argv[0], argv[1:]
-    handlers = {"train": train_command, "download": download_command}
+    handlers = {
+        "train": train_command,
+        "summarize": summarize_command,
+        "theory": theory_command,
+        "plot": plot_command,
+        "download": download_command,
+    }
     if command not in handlers:
         fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     try:

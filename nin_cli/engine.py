@@ -48,6 +48,7 @@ class Setup:
     shapes: dict[str, tuple[int, ...]]
     loss_fn: LossFn
     columns: list[str] = field(default_factory=list)
+    step_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,12 +85,27 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"hessian.probes must be >= 0, got {cfg.hessian.probes}")
 
 
+def norm_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+    cols = [f"niw_norm_{n}" for n in nin_layers]
+    return cols + [f"weight_norm_{model.next_layer(n)}" for n in nin_layers if model.next_layer(n)]
+
+
 def metric_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
     cols = ["epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc"]
-    cols += [f"niw_norm_{n}" for n in nin_layers]
-    cols += [f"weight_norm_{model.next_layer(n)}" for n in nin_layers if model.next_layer(n)]
+    cols += norm_columns(model, nin_layers)
     cols += [f"hessian_trace_{n}" for n in nin_layers]
     return cols + ["lr", "seconds"]
+
+
+def step_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+    """steps.csv: the noisy batch loss and the norms every `log.every_steps` steps, for fast dynamics."""
+    return ["step", "epoch", "sigma", "train_loss", *norm_columns(model, nin_layers)]
+
+
+def norm_tensors(model: NINModel, nin_layers: list[str]) -> list[torch.Tensor]:
+    """The norms of norm_columns, as 0-d tensors (no host sync)."""
+    norms = [model.nins[n].weight.detach().norm() for n in nin_layers]
+    return norms + [model.layer_weight_norm(model.next_layer(n)) for n in nin_layers if model.next_layer(n)]
 
 
 def prepare(cfg: DictConfig) -> Setup:
@@ -102,7 +118,7 @@ def prepare(cfg: DictConfig) -> Setup:
     model.to(device)
     nin_layers = list(model.nins.keys())
     shapes = {n: tuple(model.nins[n].weight.shape) for n in nin_layers}
-    return Setup(cfg, device, data, model, nin_layers, shapes, loss_fn, metric_columns(model, nin_layers))
+    return Setup(cfg, device, data, model, nin_layers, shapes, loss_fn, metric_columns(model, nin_layers), step_columns(model, nin_layers))
 
 
 def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
@@ -150,11 +166,7 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
         "lr": lr,
         "seconds": seconds,
     }
-    for name in s.nin_layers:
-        row[f"niw_norm_{name}"] = float(model.nins[name].weight.detach().norm())
-        nxt = model.next_layer(name)
-        if nxt:
-            row[f"weight_norm_{nxt}"] = float(model.layer_weight_norm(nxt))
+    row.update({c: float(v) for c, v in zip(norm_columns(model, s.nin_layers), norm_tensors(model, s.nin_layers))})
     if s.nin_layers and cfg.hessian.probes > 0:
         h = train_subset(s.data.train, cfg.hessian.samples)
         model.eval()
@@ -167,14 +179,16 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
 
 
 def divergence_reason(row: dict, ref_loss: float, cfg: DictConfig, model: NINModel) -> str | None:
+    """Why the run counts as diverged, or None. The noisy loss only counts when non-finite: a
+    catapult's noisy loss can climb by orders of magnitude and still recover."""
     for key in ("train_loss", "train_loss_clean"):
-        value = row[key]
-        if not math.isfinite(value):
-            return f"{key} is {value}"
-        if value > cfg.divergence.max_loss:
-            return f"{key} {value:.3g} > divergence.max_loss {cfg.divergence.max_loss:g}"
-    if row["train_loss_clean"] > cfg.divergence.factor * ref_loss:
-        return f"train_loss_clean {row['train_loss_clean']:.3g} > {cfg.divergence.factor:g} x its epoch-0 value {ref_loss:.3g}"
+        if not math.isfinite(row[key]):
+            return f"{key} is {row[key]}"
+    clean = row["train_loss_clean"]
+    if clean > cfg.divergence.max_loss:
+        return f"train_loss_clean {clean:.3g} > divergence.max_loss {cfg.divergence.max_loss:g}"
+    if clean > cfg.divergence.factor * ref_loss:
+        return f"train_loss_clean {clean:.3g} > {cfg.divergence.factor:g} x its epoch-0 value {ref_loss:.3g}"
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         return "non-finite weights"
     return None
@@ -288,12 +302,15 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def train_epoch(self, sigma: float, on_step=None) -> float:
+    def train_epoch(self, sigma: float, on_step=None) -> tuple[float, list[dict]]:
+        """One pass over the training data; returns the mean noisy loss and the steps.csv rows."""
         s, cfg = self.s, self.s.cfg
         train = s.data.train
         s.model.train()
         perm = torch.randperm(len(train), generator=self.data_gen, device=s.device)
         loss_sum = torch.zeros((), device=s.device)
+        every = int(cfg.log.every_steps)
+        logged: list[tuple[int, torch.Tensor]] = []
         for start in range(0, len(train), cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             x, y = train.x[idx], train.y[idx]
@@ -305,9 +322,18 @@ class Trainer:
             self.optimizer.step()
             loss_sum += loss.detach() * len(idx)
             self.step += 1
+            if every > 0 and self.step % every == 0:
+                logged.append((self.step, torch.stack([loss.detach(), *norm_tensors(s.model, s.nin_layers)])))
             if on_step:
                 on_step()
-        return float(loss_sum) / len(train)
+        step_rows = []
+        if logged:
+            values = torch.stack([v for _, v in logged]).tolist()
+            names = s.step_columns[3:]
+            step_rows = [
+                {"step": st, "epoch": self.epoch + 1, "sigma": sigma, **dict(zip(names, vals))} for (st, _), vals in zip(logged, values)
+            ]
+        return float(loss_sum) / len(train), step_rows
 
     def checkpoint(self) -> None:
         self.records.save_checkpoint(self.state_dict())
@@ -319,7 +345,8 @@ class Trainer:
         row = None
         if self.epoch == 0:
             row = self.initial_row()
-            records.append_row(row)
+            records.steps.append([{k: row[k] for k in s.step_columns} | {"step": 0}])
+            records.metrics.append([row])
             self.checkpoint()
         with progress_bar(cfg.progress) as bar:
             run_task = bar.add_task("epochs", total=epochs, completed=self.epoch, info="")
@@ -330,18 +357,24 @@ class Trainer:
                 sigma = sigma_at(cfg.noise, epoch, epochs)
                 bar.reset(step_task, total=n_steps)
                 t0 = time.perf_counter()
-                train_loss = self.train_epoch(sigma, on_step=lambda: bar.advance(step_task))
+                train_loss, step_rows = self.train_epoch(sigma, on_step=lambda: bar.advance(step_task))
                 seconds = time.perf_counter() - t0
                 self.epoch = epoch
                 row = epoch_row(s, epoch, self.step, sigma, train_loss, seconds, self.lr)
-                records.append_row(row)
+                records.steps.append(step_rows)
+                records.metrics.append([row])
                 bar.update(run_task, completed=epoch, info=f"loss {row['train_loss']:.4g}  test acc {row['test_acc']:.4f}")
                 reason = divergence_reason(row, self.ref_loss, cfg, s.model)
                 if reason:
                     records.write_status("diverged", epoch, epochs, reason)
                     return RunResult("diverged", epoch, reason, row)
-                if epoch % cfg.checkpoint.every == 0 or epoch == epochs:
+                reached = cfg.target_train_acc is not None and row["train_acc"] >= cfg.target_train_acc
+                if epoch % cfg.checkpoint.every == 0 or epoch == epochs or reached:
                     self.checkpoint()
+                if reached:
+                    reason = f"reached train accuracy {row['train_acc']:.4f} >= target_train_acc {cfg.target_train_acc}"
+                    records.write_status("completed", epoch, epochs, reason)
+                    return RunResult("completed", epoch, reason, row)
         records.write_status("completed", self.epoch, epochs)
         return RunResult("completed", self.epoch, None, row)
 
@@ -362,7 +395,9 @@ def train(cfg: DictConfig, run_dir) -> RunResult:
     if state is not None:
         trainer.load_state_dict(state)
         console.print(f"[yellow]{run_dir}: resuming from the checkpoint of epoch {trainer.epoch}")
-    records.start_metrics(setup.columns, keep_through_epoch=trainer.epoch if state is not None else None)
+    resumed = state is not None
+    records.metrics.start(setup.columns, keep_through=trainer.epoch if resumed else None)
+    records.steps.start(setup.step_columns, keep_through=trainer.step if resumed else None)
     atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
     records.write_status("running", trainer.epoch, int(cfg.epochs))
     try:

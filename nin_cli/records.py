@@ -1,4 +1,4 @@
-"""A run's directory: metrics.csv, config.yaml, status.json and checkpoint.pt.
+"""A run's directory: metrics.csv, steps.csv, config.yaml, status.json and checkpoint.pt.
 
 Nothing is half-written: rows are appended and fsync'd as epochs end, every other file is written
 to a temporary name and renamed over the old one. On resume the CSV is cut back to the checkpoint's
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 METRICS = "metrics.csv"
+STEPS = "steps.csv"
 STATUS = "status.json"
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -45,11 +46,47 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+class CsvTable:
+    """An append-only CSV keyed by an integer first column (epoch or step)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+
+    def start(self, columns: list[str], keep_through: int | None) -> None:
+        """Create the file with `columns`, or keep its rows keyed <= `keep_through` (resume)."""
+        self.columns = columns
+        rows: list[list[str]] = []
+        if keep_through is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                reader = csv.reader(f)
+                if next(reader, None) != columns:
+                    raise RuntimeError(f"{self.path} has other columns than this run writes")
+                rows = [r for r in reader if len(r) == len(columns) and r[0].isdigit() and int(r[0]) <= keep_through]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        for row in rows:
+            writer.writerow([format_value(row.get(c, float("nan"))) for c in self.columns])
+        with open(self.path, "a") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+
+
 class RunRecords:
     def __init__(self, run_dir: Path | str):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / METRICS
+        self.metrics = CsvTable(self.metrics_path)
+        self.steps = CsvTable(self.dir / STEPS)
         self.status_path = self.dir / STATUS
         self.config_path = self.dir / CONFIG
         self.checkpoint_path = self.dir / CHECKPOINT
@@ -65,34 +102,6 @@ class RunRecords:
         assert status in STATES, status
         record = {"status": status, "epoch": epoch, "epochs": epochs, "reason": reason, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_text(self.status_path, json.dumps(record, indent=1) + "\n")
-
-    # metrics ----------------------------------------------------------------------------------
-    def start_metrics(self, columns: list[str], keep_through_epoch: int | None) -> None:
-        """Create metrics.csv with `columns`, or keep its rows up to `keep_through_epoch` (resume)."""
-        self.columns = columns
-        rows: list[list[str]] = []
-        if keep_through_epoch is not None and self.metrics_path.exists():
-            with open(self.metrics_path, newline="") as f:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                if header != columns:
-                    raise RuntimeError(f"{self.metrics_path} has other columns than this run writes")
-                for row in reader:
-                    if len(row) == len(columns) and row[0].isdigit() and int(row[0]) <= keep_through_epoch:
-                        rows.append(row)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        atomic_write_text(self.metrics_path, buf.getvalue())
-
-    def append_row(self, row: dict[str, Any]) -> None:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([format_value(row.get(c, float("nan"))) for c in self.columns])
-        with open(self.metrics_path, "a") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
 
     # checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:

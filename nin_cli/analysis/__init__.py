@@ -1,0 +1,1 @@
+"""From run directories to the papers' results: phases, decay times, tables and figures."""

@@ -1,0 +1,82 @@
+"""Phase of a run (decoupled / decay / catapult / divergent) and its decay times, from its trajectory.
+
+The rules, with thresholds from conf/analysis.yaml:
+- divergent: the run's status is diverged, or its last clean train loss is non-finite or above
+  divergent_loss_growth x the epoch-0 value;
+- catapult: the noisy train loss climbs above catapult_loss_growth x its step-0 value, or the NIW
+  norm climbs above catapult_niw_growth x its initial value (the run then recovers);
+- decay: the NIW norm ends below decay_niw_ratio x its initial value;
+- decoupled: otherwise: the NIW random-walks and training is unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nin_cli.analysis.fits import decay_time
+from nin_cli.analysis.runs import Run
+
+PHASES = ("decoupled", "decay", "catapult", "divergent")
+
+
+@dataclass
+class Trajectory:
+    """The curves the classifier and the fits read: finest available time axis, in epochs."""
+
+    t: np.ndarray
+    niw: np.ndarray | None
+    noisy_loss: np.ndarray
+
+
+def trajectory(run: Run) -> Trajectory:
+    first = f"niw_norm_{run.nin_layers[0]}" if run.nin_layers else None
+    spe = run.steps_per_epoch()
+    table: pd.DataFrame = run.metrics
+    t = table["epoch"].to_numpy(dtype=float)
+    if run.steps is not None and len(run.steps) > len(table) and math.isfinite(spe) and spe > 0:
+        table = run.steps
+        t = table["step"].to_numpy(dtype=float) / spe
+    niw = table[first].to_numpy(dtype=float) if first and first in table else None
+    return Trajectory(t, niw, table["train_loss"].to_numpy(dtype=float))
+
+
+def classify(run: Run, thresholds) -> tuple[str, str]:
+    """(phase, the observation that decided it)."""
+    m = run.metrics
+    if run.status.get("status") == "diverged":
+        return "divergent", f"diverged: {run.status.get('reason')}"
+    if len(m) == 0 or "train_loss_clean" not in m:
+        return "unknown", "no metrics"
+    clean = m["train_loss_clean"].to_numpy(dtype=float)
+    if not math.isfinite(clean[-1]) or clean[-1] > thresholds.divergent_loss_growth * clean[0]:
+        return "divergent", f"final clean train loss {clean[-1]:.3g} vs {clean[0]:.3g} at epoch 0"
+    traj = trajectory(run)
+    loss_growth = float(np.nanmax(traj.noisy_loss) / traj.noisy_loss[0]) if len(traj.noisy_loss) else 1.0
+    if traj.niw is None or run.sigma == 0:
+        return "decoupled", "no noise injected"
+    niw_growth = float(np.nanmax(traj.niw) / traj.niw[0])
+    if loss_growth > thresholds.catapult_loss_growth:
+        return "catapult", f"noisy loss rose {loss_growth:.3g}x"
+    if niw_growth > thresholds.catapult_niw_growth:
+        return "catapult", f"NIW norm rose {niw_growth:.3g}x"
+    ratio = float(traj.niw[-1] / traj.niw[0])
+    if ratio < thresholds.decay_niw_ratio:
+        return "decay", f"NIW norm fell to {ratio:.3g} of its initial value"
+    return "decoupled", f"NIW norm ended at {ratio:.3g} of its initial value"
+
+
+def decay_times(run: Run, fits) -> dict[str, float]:
+    """tau_niw (from the finest NIW trajectory), tau_train and tau_test (per-epoch losses), in epochs."""
+    kw = {"min_points": fits.min_points, "min_drop": fits.min_drop}
+    if len(run.metrics) == 0 or "train_loss" not in run.metrics:
+        return dict.fromkeys(("tau_niw", "tau_train", "tau_test"), math.nan)
+    traj = trajectory(run)
+    m = run.metrics
+    out = {"tau_niw": decay_time(traj.t, traj.niw, **kw) if traj.niw is not None else math.nan}
+    for name, column in (("tau_train", "train_loss_clean"), ("tau_test", "test_loss")):
+        out[name] = decay_time(m["epoch"], m[column], **kw) if column in m else math.nan
+    return out

@@ -1,0 +1,172 @@
+"""PNG figures: per-run dynamics (the papers' Fig. 2 panels) and decay times against sigma with the
+phase regions shaded (Fig. 1 right)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nin_cli.analysis.phases import PHASES  # noqa: E402
+from nin_cli.analysis.runs import Run  # noqa: E402
+
+PHASE_COLOURS = {"decoupled": "#9ecae1", "decay": "#a1d99b", "catapult": "#fdd49e", "divergent": "#fc9272", "unknown": "#dddddd"}
+
+
+def _time_axis(run: Run, table: pd.DataFrame) -> np.ndarray:
+    spe = run.steps_per_epoch()
+    if "step" in table and table is run.steps and math.isfinite(spe) and spe > 0:
+        return table["step"].to_numpy(dtype=float) / spe
+    return table["epoch"].to_numpy(dtype=float)
+
+
+def _safe_log(ax, values) -> None:
+    v = np.asarray(values, dtype=float)
+    if np.all(v[np.isfinite(v)] > 0) and np.isfinite(v).any():
+        ax.set_yscale("log")
+
+
+def run_figure(run: Run, title: str, path: Path) -> Path:
+    """2x2 panels: NIW norms, next-layer weight norms, losses, accuracies against epoch."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    m = run.metrics
+    fine = run.steps if run.steps is not None and len(run.steps) > len(m) else m
+    t_fine, t = _time_axis(run, fine), m["epoch"].to_numpy(dtype=float)
+    for ax, prefix, label in ((axes[0, 0], "niw_norm_", "NIW norm |W_NI|"), (axes[0, 1], "weight_norm_", "next layer's weight norm")):
+        cols = [c for c in fine.columns if c.startswith(prefix)]
+        for c in cols:
+            ax.plot(t_fine, fine[c], label=c.removeprefix(prefix), lw=1.2)
+            _safe_log(ax, fine[c])
+        ax.set(title=label, xlabel="epoch")
+        if cols:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no NIN", ha="center", va="center", transform=ax.transAxes)
+    ax = axes[1, 0]
+    if fine is not m:
+        ax.plot(t_fine, fine["train_loss"], lw=0.6, alpha=0.5, label="train (noisy, per step)")
+    for col, style in (("train_loss", "o-"), ("train_loss_clean", "s-"), ("test_loss", "^-")):
+        if col in m:
+            ax.plot(t, m[col], style, ms=3, label=col)
+    _safe_log(ax, m["train_loss_clean"] if "train_loss_clean" in m else [])
+    ax.set(title="losses", xlabel="epoch")
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    for col in ("train_acc", "test_acc"):
+        if col in m and m[col].notna().any():
+            ax.plot(t, m[col], "o-", ms=3, label=col)
+    ax.set(title="accuracy (eps = 0)", xlabel="epoch")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no accuracy: regression targets", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _shade_phases(ax, sigmas: np.ndarray, phases: list[str]) -> None:
+    """Colour the sigma axis by the majority phase, splitting at geometric midpoints."""
+    order = np.argsort(sigmas)
+    s, p = sigmas[order], [phases[i] for i in order]
+    positive = s > 0
+    edges_mid = np.sqrt(s[:-1] * s[1:]) if positive.all() else (s[:-1] + s[1:]) / 2
+    lo = np.concatenate([[s[0] / 2 if s[0] > 0 else s[0] - 1], edges_mid])
+    hi = np.concatenate([edges_mid, [s[-1] * 2 if s[-1] > 0 else s[-1] + 1]])
+    seen = set()
+    for a, b, phase in zip(lo, hi, p):
+        ax.axvspan(a, b, color=PHASE_COLOURS.get(phase, "#dddddd"), alpha=0.6, lw=0, label=phase if phase not in seen else None)
+        seen.add(phase)
+
+
+def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
+    """tau_niw, tau_train, tau_test (mean +- std over seeds) against sigma, phases shaded."""
+    if "noise.sigma" not in phases or phases["noise.sigma"].nunique() < 2:
+        return None
+    phases = phases.groupby("noise.sigma", as_index=False).first() if phases["noise.sigma"].duplicated().any() else phases
+    sigma = phases["noise.sigma"].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    _shade_phases(ax, sigma, list(phases["phase"]))
+    for name, marker in (("tau_niw", "o"), ("tau_train", "s"), ("tau_test", "^")):
+        mean = phases[f"{name}_mean"].to_numpy(dtype=float)
+        std = np.nan_to_num(phases[f"{name}_std"].to_numpy(dtype=float))
+        ok = np.isfinite(mean) & (mean > 0)
+        if ok.any():
+            ax.errorbar(sigma[ok], mean[ok], yerr=std[ok], fmt=f"{marker}-", capsize=3, label=name)
+    if (sigma > 0).all():
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="noise sigma", ylabel="decay time (epochs)", title="decay times and phases against sigma")
+    handles, labels = ax.get_legend_handles_labels()
+    keep = [i for i, lab in enumerate(labels) if lab in PHASES or lab.startswith("tau")]
+    ax.legend([handles[i] for i in keep], [labels[i] for i in keep], fontsize=8, loc="best")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def niw_overlay_figure(runs: list[Run], phase_of: dict[Path, str], path: Path) -> Path | None:
+    """NIW norm (relative to its start) against epoch for every run, coloured by sigma."""
+    curves = []
+    for run in runs:
+        fine = run.steps if run.steps is not None and len(run.steps) > len(run.metrics) else run.metrics
+        cols = [c for c in fine.columns if c.startswith("niw_norm_")]
+        if cols and len(fine) > 1 and math.isfinite(run.sigma):
+            curves.append((run.sigma, _time_axis(run, fine), fine[cols[0]].to_numpy(dtype=float), phase_of.get(run.path, "")))
+    if len(curves) < 2:
+        return None
+    curves.sort(key=lambda c: c[0])
+    cmap = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    for i, (sigma, t, niw, phase) in enumerate(curves):
+        ax.plot(t, niw / niw[0], color=cmap(i / max(len(curves) - 1, 1)), lw=1, label=f"sigma={sigma:g} ({phase})")
+    ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="|W_NI| / |W_NI(0)|", title="NIW norm against time")
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def theory_figure(table: pd.DataFrame, bounds: dict[str, dict[str, float]], path: Path) -> Path | None:
+    """Linear toy model: measured and predicted tau_niw against sigma, predicted boundaries as lines,
+    measured phases shaded."""
+    if table.empty or table["noise.sigma"].nunique() < 2:
+        return None
+    first_seed = table["seed"].iloc[0]
+    t = table[table["seed"] == first_seed]
+    sigma = t["noise.sigma"].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    _shade_phases(ax, sigma, list(t["measured_phase"]))
+    for col, style, label in (
+        ("tau_niw_measured", "o", "tau_niw measured"),
+        ("tau_niw_predicted", "x--", "tau_niw predicted"),
+        ("tau_train_measured", "s", "tau_train measured"),
+        ("tau_train_predicted", "+--", "tau_train predicted"),
+    ):
+        v = t[col].to_numpy(dtype=float)
+        ok = np.isfinite(v) & (v > 0)
+        ax.plot(sigma[ok], v[ok], style, label=label)
+    b = next(iter(bounds.values()))
+    for name, s2 in b.items():
+        ax.axvline(math.sqrt(s2), color="k", ls=":", lw=1)
+        ax.text(math.sqrt(s2), 1.0, f" {name}", rotation=90, va="top", ha="right", fontsize=7, transform=ax.get_xaxis_transform())
+    if (sigma > 0).all():
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="noise sigma",
+        ylabel="decay time (epochs)",
+        title=f"linear toy model (seed {first_seed}): theory (lines) vs simulation (shading, markers)",
+    )
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,145 @@
+"""runs.csv (one row per run) and phases.csv (runs aggregated by sigma over seeds)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from nin_cli.analysis.phases import PHASES, classify, decay_times
+from nin_cli.analysis.runs import Run
+from nin_cli.records import atomic_write_text
+
+TAUS = ("tau_niw", "tau_train", "tau_test")
+ALWAYS = ("noise.sigma", "seed")
+# Keys that differ between runs without making them different experiments.
+IGNORED = ("progress", "device", "resume", "batched.enabled", "batched.size")
+
+
+def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
+    cfg = OmegaConf.load(conf / "analysis.yaml")
+    OmegaConf.set_struct(cfg, True)
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides or []))
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    keys = sorted({k for r in runs for k in r.config})
+    vary = [k for k in keys if k not in IGNORED and len({repr(r.config.get(k)) for r in runs}) > 1]
+    return [k for k in ALWAYS if any(k in r.config for r in runs)] + [k for k in vary if k not in ALWAYS]
+
+
+def last(run: Run, column: str) -> float:
+    m = run.metrics
+    return float(m[column].iloc[-1]) if column in m and len(m) else math.nan
+
+
+def run_rows(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> pd.DataFrame:
+    keys = varying_keys(runs)
+    rows = []
+    for run in runs:
+        phase, why = classify(run, acfg.phases)
+        name = str(run.path.relative_to(root)) if root and run.path.is_relative_to(root) else str(run.path)
+        row = {"run": name or ".", **{k: run.config.get(k) for k in keys}}
+        row.update(status=run.status.get("status", "unknown"), epoch=int(last(run, "epoch")) if len(run.metrics) else 0)
+        row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits))
+        row.update(final_train_acc=last(run, "train_acc"), final_test_acc=last(run, "test_acc"), final_test_loss=last(run, "test_loss"))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values([*keys, "run"], key=sort_key, ignore_index=True)
+
+
+def sort_key(col: pd.Series) -> pd.Series:
+    """Numbers numerically, everything else as text, in one column."""
+    numeric = pd.to_numeric(col, errors="coerce")
+    return numeric if numeric.notna().all() else col.astype(str)
+
+
+def majority(phases: pd.Series) -> str:
+    """The most common phase; ties go to the later phase in PHASES (the more violent one)."""
+    counts = Counter(phases)
+    order = {p: i for i, p in enumerate(PHASES)}
+    return max(counts, key=lambda p: (counts[p], order.get(p, -1)))
+
+
+def finite_stats(values: pd.Series) -> tuple[float, float]:
+    """Mean and std over seeds; inf (no decay) propagates to the mean when most runs have it."""
+    v = values.to_numpy(dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return math.nan, math.nan
+    if np.isinf(v).sum() * 2 > len(v):
+        return math.inf, math.nan
+    v = v[np.isfinite(v)]
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
+    group_keys = [
+        c
+        for c in table.columns
+        if c not in ("run", "seed", "status", "epoch", "phase", "phase_reason", *TAUS) and not c.startswith("final_")
+    ]
+    group_keys = group_keys or ["noise.sigma"]
+    rows = []
+    for key, group in table.groupby(group_keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(group_keys, key))
+        counts = Counter(group["phase"])
+        row.update(n_runs=len(group), phase=majority(group["phase"]), phases=" ".join(f"{p}:{counts[p]}" for p in sorted(counts)))
+        for col in (*TAUS, "final_test_acc"):
+            row[f"{col}_mean"], row[f"{col}_std"] = finite_stats(group[col])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+def format_cell(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(format_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def compact(df: pd.DataFrame) -> pd.DataFrame:
+    """For the terminal: mean +- std in one cell, reasons and long losses left to the CSV."""
+    out = df.drop(columns=[c for c in ("phase_reason", "final_test_loss", "final_train_acc") if c in df])
+    for base in (*TAUS, "final_test_acc"):
+        mean, std = f"{base}_mean", f"{base}_std"
+        if mean in out:
+            cells = [
+                format_cell(m) + ("" if isinstance(s, float) and math.isnan(s) else f" ± {format_cell(s)}")
+                for m, s in zip(out[mean], out[std])
+            ]
+            out.insert(list(out.columns).index(mean), base, cells)
+            out = out.drop(columns=[mean, std])
+    return out.rename(columns={"final_test_acc": "test_acc"})
+
+
+def rich_table(df: pd.DataFrame, title: str):
+    from rich.table import Table
+
+    colours = {"decoupled": "cyan", "decay": "green", "catapult": "yellow", "divergent": "red"}
+    table = Table(title=title, title_justify="left")
+    for col in df.columns:
+        table.add_column(col, overflow="fold")
+    for row in df.itertuples(index=False):
+        cells = [format_cell(v) for v in row]
+        cells = [f"[{colours[c]}]{c}[/]" if c in colours else c for c in cells]
+        table.add_row(*cells)
+    return table

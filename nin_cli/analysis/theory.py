@@ -1,0 +1,137 @@
+"""Predictions of SPEC section 4 for the linear toy model f = w1 (w0 x + w_NI eps), next to what
+simulated runs of the same model measured.
+
+From the initial weights (rebuilt from each run's seed) and eta, sigma_x, M, |B|:
+  B0 = eta w_NI^2, Bt0 = eta w1^2
+  decay/catapult at sigma^2 = min(2/B0, 2/Bt0), catapult/divergent at max(2/B0, 2/Bt0);
+  decoupled while the random walk |At| sigma outweighs the decay Bt sigma^2 |w_NI|, i.e.
+  sigma < sigma_x |w1 w0 - M| / (sqrt|B| |w1 w_NI|), or while the predicted decay over the run
+  is too small to see (exp(-steps / tau) above the classifier's decay_niw_ratio);
+  tau_niw = -1 / ln|1 - eta w1^2 sigma^2| steps (w_NI' = w_NI (1 - Bt sigma^2));
+  tau_train = 1 / (2 eta sigma_x^2 (w0^2 + w1^2)) steps (L ~ exp(-2 sigma_x^2 int (w0^2 + w1^2) dt)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from nin_cli.analysis.phases import classify, decay_times
+from nin_cli.analysis.runs import Run
+from nin_cli.models import build_model
+from nin_cli.seeding import generator
+
+
+@dataclass
+class ToySetting:
+    w0: float
+    w1: float
+    w_ni: float
+    eta: float
+    sigma_x: float
+    M: float
+    batch: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def B0(self) -> float:  # noqa: N802 - the spec's symbol
+        return self.eta * self.w_ni**2
+
+    @property
+    def Bt0(self) -> float:  # noqa: N802
+        return self.eta * self.w1**2
+
+    def boundaries(self) -> dict[str, float]:
+        """Phase boundaries on sigma^2."""
+        rw = self.sigma_x * abs(self.w1 * self.w0 - self.M) / (math.sqrt(self.batch) * abs(self.w1 * self.w_ni))
+        return {
+            "decoupled/decay": rw**2,
+            "decay/catapult": min(2 / self.B0, 2 / self.Bt0),
+            "catapult/divergent": max(2 / self.B0, 2 / self.Bt0),
+        }
+
+    def tau_niw_steps(self, sigma: float) -> float:
+        factor = abs(1 - self.Bt0 * sigma**2)
+        return math.inf if factor == 0 or sigma == 0 else (-1 / math.log(factor) if factor < 1 else math.nan)
+
+    def tau_train_steps(self) -> float:
+        return 1 / (2 * self.eta * self.sigma_x**2 * (self.w0**2 + self.w1**2))
+
+    def predict(self, sigma: float, decay_niw_ratio: float) -> dict:
+        b = self.boundaries()
+        s2 = sigma**2
+        tau_niw = self.tau_niw_steps(sigma)
+        if s2 > b["catapult/divergent"]:
+            phase = "divergent"
+        elif s2 > b["decay/catapult"]:
+            phase = "catapult"
+        elif s2 < b["decoupled/decay"] or math.exp(-self.steps_per_epoch * self.epochs / tau_niw) > decay_niw_ratio:
+            phase = "decoupled"
+        else:
+            phase = "decay"
+        spe = self.steps_per_epoch
+        return {
+            "predicted_phase": phase,
+            "tau_niw_predicted": tau_niw / spe if phase in ("decay", "decoupled") else math.nan,
+            "tau_train_predicted": self.tau_train_steps() / spe if phase != "divergent" else math.nan,
+        }
+
+
+def toy_setting(run: Run) -> ToySetting | None:
+    """The initial weights of a linear-model run, rebuilt exactly from its config and seed."""
+    c = run.config
+    if c.get("model.name") != "linear" or c.get("dataset.name") != "linear_regression":
+        return None
+    if int(c.get("model.width", 1)) != 1 or int(c.get("dataset.dim", 1)) != 1 or c.get("nin.preset") != "input":
+        return None
+    model_cfg = OmegaConf.create({"name": "linear", "width": 1})
+    nin_cfg = OmegaConf.create({"preset": "input", "layers": []})
+    model = build_model(model_cfg, nin_cfg, (1,), 1, generator(int(c["seed"]), "init"))
+    n_train, batch = int(c["dataset.n_train"]), int(c["batch_size"])
+    return ToySetting(
+        w0=float(model.layers["w0"].weight.detach()),
+        w1=float(model.layers["w1"].weight.detach()),
+        w_ni=float(model.nins["w0"].weight.detach()),
+        eta=float(c["optimizer.lr"]),
+        sigma_x=float(c["dataset.sigma_x"]),
+        M=float(c["dataset.M"]),
+        batch=batch,
+        steps_per_epoch=math.ceil(n_train / batch),
+        epochs=int(c["epochs"]),
+    )
+
+
+def theory_rows(runs: list[Run], acfg) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Per linear-model run: prediction beside measurement; plus the boundaries of each init."""
+    rows, bounds = [], {}
+    for run in runs:
+        setting = toy_setting(run)
+        if setting is None:
+            continue
+        sigma = run.sigma
+        bounds[f"seed {run.config['seed']}: w0={setting.w0:.3f} w1={setting.w1:.3f} w_NI={setting.w_ni:.3f}"] = setting.boundaries()
+        pred = setting.predict(sigma, acfg.phases.decay_niw_ratio)
+        phase, _ = classify(run, acfg.phases)
+        taus = decay_times(run, acfg.fits)
+        rows.append(
+            {
+                "noise.sigma": sigma,
+                "sigma2": sigma**2,
+                "seed": run.config["seed"],
+                "predicted_phase": pred["predicted_phase"],
+                "measured_phase": phase,
+                "agree": pred["predicted_phase"] == phase,
+                "tau_niw_predicted": pred["tau_niw_predicted"],
+                "tau_niw_measured": taus["tau_niw"],
+                "tau_train_predicted": pred["tau_train_predicted"],
+                "tau_train_measured": taus["tau_train"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(["seed", "noise.sigma"], ignore_index=True)
+    return table, bounds

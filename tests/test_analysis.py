@@ -1,0 +1,141 @@
+"""Summaries, phases, fits, theory and plots: from run directories to the papers' results."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import QUICK, make_cfg, nin_cli
+
+from nin_cli.analysis.fits import decay_time
+from nin_cli.analysis.phases import classify
+from nin_cli.analysis.runs import Run, load_runs
+from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
+from nin_cli.analysis.theory import theory_rows
+from nin_cli.cli import conf_dir
+from nin_cli.engine import train
+
+ACFG = analysis_config(conf_dir())
+
+
+def test_decay_fit_recovers_the_time_scale():
+    t = np.linspace(0, 20, 200)
+    rng = np.random.default_rng(0)
+    y = 3.0 * np.exp(-t / 2.5) + 0.1 + 0.01 * rng.standard_normal(len(t))
+    assert decay_time(t, y) == pytest.approx(2.5, rel=0.05)
+    # from the peak on: a catapult's rise is skipped
+    rise = np.concatenate([np.linspace(1, 5, 10), 5 * np.exp(-np.linspace(0, 10, 100) / 1.5)])
+    assert decay_time(np.arange(len(rise)) * 0.1, rise) == pytest.approx(1.5, rel=0.1)
+    assert decay_time(t, np.ones_like(t)) == math.inf
+    assert math.isnan(decay_time([0, 1], [1, 0.5]))
+
+
+def synthetic_run(niw, loss, status="completed", clean=None):
+    n = len(niw)
+    clean = clean if clean is not None else np.linspace(2.0, 0.5, n)
+    metrics = pd.DataFrame(
+        {
+            "epoch": np.arange(n),
+            "step": np.arange(n) * 10,
+            "train_loss": loss,
+            "train_loss_clean": clean,
+            "test_loss": clean,
+            "niw_norm_fc1": niw,
+        }
+    )
+    return Run(path=None, config={"noise.sigma": 1.0}, status={"status": status, "reason": "x"}, metrics=metrics, steps=None)
+
+
+@pytest.mark.parametrize(
+    ("niw", "loss", "status", "phase"),
+    [
+        (np.full(10, 30.0) + np.linspace(0, 0.3, 10), np.linspace(3, 0.5, 10), "completed", "decoupled"),
+        (30 * np.exp(-np.arange(10) / 3), np.linspace(3, 0.5, 10), "completed", "decay"),
+        (30 * np.exp(-np.arange(10) / 3), np.array([3, 80, 40, 5, 2, 1, 0.8, 0.7, 0.6, 0.5]), "completed", "catapult"),
+        (np.array([1, 3, 2, 1, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1]), np.linspace(3, 0.5, 10), "completed", "catapult"),
+        (np.full(3, 30.0), np.array([3, 1e5, np.nan]), "diverged", "divergent"),
+    ],
+)
+def test_classifier_reads_the_phase_off_the_trajectory(niw, loss, status, phase):
+    assert classify(synthetic_run(niw, loss, status), ACFG.phases)[0] == phase
+
+
+def test_summaries_of_a_real_multirun_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = nin_cli("train", "-m", *QUICK, "epochs=3", "noise.sigma=0.3,10,1000", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr
+    # an unfinished run and a damaged one must be summarized with a warning, not a crash
+    run_dir = {p.name.split("noise.")[1]: p for p in sweep.glob("*noise.sigma=*")}
+    with (run_dir["sigma=10,seed=1"] / "metrics.csv").open("a") as f:
+        f.write("4,999,10.0,garbage\n")
+    (run_dir["sigma=0.3,seed=1"] / "status.json").write_text("{not json")
+    (sweep / "empty-run").mkdir()
+    (sweep / "empty-run" / "status.json").write_text('{"status": "running", "epoch": 0}')
+    out = nin_cli("summarize", str(sweep), "--format", "markdown")
+    assert out.returncode == 0, out.stderr
+    assert "skipped 1 damaged row" in out.stderr and "status.json damaged" in out.stderr
+    runs = pd.read_csv(sweep / "runs.csv")
+    phases = pd.read_csv(sweep / "phases.csv")
+    assert len(runs) == 7 and len(phases) == 4
+    by_sigma = phases.dropna(subset=["noise.sigma"]).set_index("noise.sigma")
+    assert by_sigma.loc[0.3, "phase"] == "decoupled"
+    assert by_sigma.loc[10, "phase"] == "decay" and by_sigma.loc[10, "tau_niw_mean"] > 0
+    assert by_sigma.loc[1000, "phase"] == "divergent"
+    assert by_sigma.loc[10, "n_runs"] == 2
+    assert "| noise.sigma |" in out.stdout
+
+    plotted = nin_cli("plot", str(sweep), "--out", str(tmp_path / "figs"))
+    assert plotted.returncode == 0, plotted.stderr
+    pngs = sorted((tmp_path / "figs").glob("*.png"))
+    assert {"decay_times.png", "niw_norms.png"} <= {p.name for p in pngs} and len(pngs) >= 8
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
+
+
+LINEAR = ["+experiment=linear_toy", "progress=false", "epochs=10"]
+
+
+def test_linear_toy_theory_agrees_with_simulation(tmp_path):
+    for sigma in (0.01, 0.5, 1, 2, 7.5, 30):
+        train(make_cfg(*LINEAR, f"noise.sigma={sigma}"), tmp_path / f"s{sigma}")
+    table, bounds = theory_rows(load_runs([tmp_path]), ACFG)
+    assert len(table) == 6
+    (b,) = bounds.values()
+    assert b["decay/catapult"] == pytest.approx(41.35, rel=1e-3) and b["catapult/divergent"] == pytest.approx(288.0, rel=1e-3)
+    assert table["agree"].all(), table[["noise.sigma", "predicted_phase", "measured_phase"]]
+    assert list(table["measured_phase"]) == ["decoupled", "decay", "decay", "decay", "catapult", "divergent"]
+    decay = table[table["measured_phase"] == "decay"]
+    ratio = decay["tau_niw_measured"] / decay["tau_niw_predicted"]
+    assert ((ratio > 0.7) & (ratio < 1.4)).all(), ratio
+    small = table[table["noise.sigma"] <= 1]
+    assert ((small["tau_train_measured"] / small["tau_train_predicted"]).between(0.8, 1.25)).all()
+
+
+def test_phase_table_aggregates_over_seeds():
+    runs = pd.DataFrame(
+        {
+            "run": list("abcd"),
+            "noise.sigma": [1, 1, 5, 5],
+            "seed": [0, 1, 0, 1],
+            "status": ["completed"] * 4,
+            "epoch": [3] * 4,
+            "phase": ["decay", "decay", "catapult", "divergent"],
+            "phase_reason": [""] * 4,
+            "tau_niw": [1.0, 3.0, 0.5, np.nan],
+            "tau_train": [2.0] * 4,
+            "tau_test": [2.0] * 4,
+            "final_test_acc": [0.8, 0.9, 0.7, 0.1],
+        }
+    )
+    table = phase_rows(runs).set_index("noise.sigma")
+    assert table.loc[1, "tau_niw_mean"] == 2.0 and table.loc[1, "tau_niw_std"] == pytest.approx(math.sqrt(2))
+    assert table.loc[5, "phase"] == "divergent"  # a tie goes to the more violent phase
+    assert table.loc[1, "final_test_acc_mean"] == pytest.approx(0.85)
+
+
+def test_run_rows_name_the_varying_keys(tmp_path):
+    for sigma in (0, 3):
+        train(make_cfg(*QUICK, "epochs=1", f"noise.sigma={sigma}"), tmp_path / f"s{sigma}")
+    table = run_rows(load_runs([tmp_path]), ACFG, tmp_path)
+    assert list(table["noise.sigma"]) == [0.0, 3.0] and "model.width" not in table
