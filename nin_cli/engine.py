@@ -29,7 +29,7 @@ from nin_cli.seeding import generator
 
 console = Console(stderr=True, soft_wrap=True)
 # Keys that may change between a run and its resumption without making it another run.
-RUNTIME_KEYS = ("resume", "progress", "device", "eval", "batched")
+RUNTIME_KEYS = ("resume", "progress", "device", "eval")
 
 
 class Interrupted(Exception):
@@ -108,11 +108,11 @@ def norm_tensors(model: NINModel, nin_layers: list[str]) -> list[torch.Tensor]:
     return norms + [model.layer_weight_norm(model.next_layer(n)) for n in nin_layers if model.next_layer(n)]
 
 
-def prepare(cfg: DictConfig) -> Setup:
-    """Validate and build data, model and loss; every bad input raises ConfigError here."""
+def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
+    """Validate and build data (unless shared in), model and loss; bad input raises ConfigError here."""
     validate(cfg)
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, device)
+    data = data or load_dataset(cfg.dataset, device)
     loss_fn = make_loss(cfg.loss.name, data.task)
     model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, generator(cfg.seed, "init"))
     model.to(device)
@@ -257,6 +257,8 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.ref_loss = float("nan")
+        self.finished = False
+        self.last_row: dict | None = None
 
     # checkpoint -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -338,58 +340,74 @@ class Trainer:
     def checkpoint(self) -> None:
         self.records.save_checkpoint(self.state_dict())
 
-    def run(self) -> RunResult:
-        s, cfg, records = self.s, self.s.cfg, self.records
-        epochs = int(cfg.epochs)
-        n_steps = math.ceil(len(s.data.train) / cfg.batch_size)
-        row = None
+    def begin(self) -> None:
+        """Write epoch 0 (the state before training) unless resuming past it."""
         if self.epoch == 0:
             row = self.initial_row()
-            records.steps.append([{k: row[k] for k in s.step_columns} | {"step": 0}])
-            records.metrics.append([row])
+            self.records.steps.append([{k: row[k] for k in self.s.step_columns} | {"step": 0}])
+            self.records.metrics.append([row])
             self.checkpoint()
+
+    def end_epoch(self, sigma: float, train_loss: float, step_rows: list[dict], seconds: float) -> RunResult | None:
+        """Record a finished epoch; the run's result once it is over (diverged, target reached, done)."""
+        s, cfg, records = self.s, self.s.cfg, self.records
+        epochs = int(cfg.epochs)
+        self.epoch += 1
+        row = epoch_row(s, self.epoch, self.step, sigma, train_loss, seconds, self.lr)
+        records.steps.append(step_rows)
+        records.metrics.append([row])
+        self.last_row = row
+        reason = divergence_reason(row, self.ref_loss, cfg, s.model)
+        if reason:
+            return self.finish("diverged", reason)
+        reached = cfg.target_train_acc is not None and row["train_acc"] >= cfg.target_train_acc
+        if self.epoch % cfg.checkpoint.every == 0 or self.epoch == epochs or reached:
+            self.checkpoint()
+        if reached:
+            return self.finish("completed", f"reached train accuracy {row['train_acc']:.4f} >= target_train_acc {cfg.target_train_acc}")
+        if self.epoch >= epochs:
+            return self.finish("completed", None)
+        records.write_status("running", self.epoch, epochs)
+        return None
+
+    def finish(self, status: str, reason: str | None) -> RunResult:
+        self.records.write_status(status, self.epoch, int(self.s.cfg.epochs), reason)
+        self.finished = True
+        return RunResult(status, self.epoch, reason, self.last_row)
+
+    def run(self) -> RunResult:
+        s, cfg = self.s, self.s.cfg
+        epochs = int(cfg.epochs)
+        n_steps = math.ceil(len(s.data.train) / cfg.batch_size)
+        self.begin()
+        if self.epoch >= epochs:  # killed between its last checkpoint and its final status
+            return self.finish("completed", None)
         with progress_bar(cfg.progress) as bar:
             run_task = bar.add_task("epochs", total=epochs, completed=self.epoch, info="")
             step_task = bar.add_task("steps", total=n_steps, info="")
-            while self.epoch < epochs:
-                epoch = self.epoch + 1
-                records.write_status("running", self.epoch, epochs)
-                sigma = sigma_at(cfg.noise, epoch, epochs)
+            while True:
+                sigma = sigma_at(cfg.noise, self.epoch + 1, epochs)
                 bar.reset(step_task, total=n_steps)
                 t0 = time.perf_counter()
                 train_loss, step_rows = self.train_epoch(sigma, on_step=lambda: bar.advance(step_task))
-                seconds = time.perf_counter() - t0
-                self.epoch = epoch
-                row = epoch_row(s, epoch, self.step, sigma, train_loss, seconds, self.lr)
-                records.steps.append(step_rows)
-                records.metrics.append([row])
-                bar.update(run_task, completed=epoch, info=f"loss {row['train_loss']:.4g}  test acc {row['test_acc']:.4f}")
-                reason = divergence_reason(row, self.ref_loss, cfg, s.model)
-                if reason:
-                    records.write_status("diverged", epoch, epochs, reason)
-                    return RunResult("diverged", epoch, reason, row)
-                reached = cfg.target_train_acc is not None and row["train_acc"] >= cfg.target_train_acc
-                if epoch % cfg.checkpoint.every == 0 or epoch == epochs or reached:
-                    self.checkpoint()
-                if reached:
-                    reason = f"reached train accuracy {row['train_acc']:.4f} >= target_train_acc {cfg.target_train_acc}"
-                    records.write_status("completed", epoch, epochs, reason)
-                    return RunResult("completed", epoch, reason, row)
-        records.write_status("completed", self.epoch, epochs)
-        return RunResult("completed", self.epoch, None, row)
+                result = self.end_epoch(sigma, train_loss, step_rows, time.perf_counter() - t0)
+                row = self.last_row
+                bar.update(run_task, completed=self.epoch, info=f"loss {row['train_loss']:.4g}  test acc {row['test_acc']:.4f}")
+                if result:
+                    return result
 
 
-def train(cfg: DictConfig, run_dir) -> RunResult:
-    """Train (or resume, or skip if already finished) the run in `run_dir`."""
+def open_run(cfg: DictConfig, run_dir, data: Dataset | None = None) -> Trainer | RunResult:
+    """A Trainer ready to run (fresh or resumed from the directory's checkpoint), or the result of
+    a run that already finished there (a rerun sweep skips it)."""
     records = RunRecords(run_dir)
     status = records.read_status()
-    if cfg.resume and status and status["status"] in ("completed", "diverged"):
-        check_same_run(records, cfg)
-        console.print(f"[dim]{run_dir}: already {status['status']} at epoch {status['epoch']}; skipping")
-        return RunResult(status["status"], status["epoch"], status.get("reason"))
     if cfg.resume:
         check_same_run(records, cfg)
-    setup = prepare(cfg)
+        if status and status["status"] in ("completed", "diverged"):
+            console.print(f"[dim]{run_dir}: already {status['status']} at epoch {status['epoch']}; skipping")
+            return RunResult(status["status"], status["epoch"], status.get("reason"))
+    setup = prepare(cfg, data)
     trainer = Trainer(setup, records)
     state = records.load_checkpoint() if cfg.resume else None
     if state is not None:
@@ -400,13 +418,31 @@ def train(cfg: DictConfig, run_dir) -> RunResult:
     records.steps.start(setup.step_columns, keep_through=trainer.step if resumed else None)
     atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
     records.write_status("running", trainer.epoch, int(cfg.epochs))
+    return trainer
+
+
+@contextmanager
+def recorded_outcome(trainers: list[Trainer]):
+    """SIGTERM and crashes end up in each unfinished run's status.json before they propagate."""
     try:
         with sigterm_raises():
-            result = trainer.run()
+            yield
     except Interrupted as exc:
-        records.write_status("interrupted", trainer.epoch, int(cfg.epochs), f"{exc}; rerun with the same directory to resume")
+        for t in trainers:
+            if not t.finished:
+                t.records.write_status("interrupted", t.epoch, int(t.s.cfg.epochs), f"{exc}; rerun with the same directory to resume")
         raise
     except Exception as exc:
-        records.write_status("failed", trainer.epoch, int(cfg.epochs), f"{type(exc).__name__}: {exc}")
+        for t in trainers:
+            if not t.finished:
+                t.records.write_status("failed", t.epoch, int(t.s.cfg.epochs), f"{type(exc).__name__}: {exc}")
         raise
-    return result
+
+
+def train(cfg: DictConfig, run_dir) -> RunResult:
+    """Train (or resume, or skip if already finished) the run in `run_dir`."""
+    opened = open_run(cfg, run_dir)
+    if isinstance(opened, RunResult):
+        return opened
+    with recorded_outcome([opened]):
+        return opened.run()

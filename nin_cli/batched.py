@@ -1,0 +1,190 @@
+"""Train K runs of a sweep at once: parameters stacked along a leading member axis, one vmapped
+forward/backward per step (torch.func), each member with its own init, data order and noise.
+
+Each member is an ordinary engine.Trainer (its own generators, run directory, checkpoint and
+rows); only the step loop is shared. A member therefore draws exactly the random numbers its
+single run would, writes the same files, and can be resumed by either engine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.func import functional_call, vmap
+
+from nin_cli.data import load_dataset
+from nin_cli.engine import RunResult, Trainer, comparable, console, open_run, progress_bar, recorded_outcome, resolve_device
+from nin_cli.errors import ConfigError
+from nin_cli.noise import sigma_at
+
+# What may differ between members of one batch; everything else must match.
+PER_MEMBER = ("seed", "noise.sigma", "noise.schedule", "optimizer.lr")
+
+
+def structure(cfg: DictConfig) -> dict:
+    plain = comparable(cfg)
+    for key in PER_MEMBER:
+        head, _, tail = key.partition(".")
+        if tail:
+            plain.get(head, {}).pop(tail, None)
+        else:
+            plain.pop(head, None)
+    return plain
+
+
+def check_batchable(cfgs: list[DictConfig]) -> None:
+    first = structure(cfgs[0])
+    for cfg in cfgs[1:]:
+        other = structure(cfg)
+        if other != first:
+            diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+            raise ConfigError(f"batched runs may differ only in {', '.join(PER_MEMBER)}; these differ in: {', '.join(diff)}")
+    cfg = cfgs[0]
+    if cfg.optimizer.name != "sgd" or float(cfg.optimizer.momentum) != 0.0:
+        raise ConfigError("the batched launcher trains plain SGD (optimizer=sgd, momentum 0); use another launcher")
+    if cfg.model.name == "resnet18":
+        raise ConfigError("the batched launcher cannot stack resnet18 (batch-norm buffers); use another launcher")
+
+
+class BatchedTrainer:
+    """Steps K Trainers together; they share data, architecture and step count."""
+
+    def __init__(self, members: list[Trainer]):
+        self.members = members
+        self.active = list(members)
+        head = members[0].s
+        self.template = head.model
+        self.names = [n for n, _ in self.template.named_parameters()]
+        self.params = {n: torch.stack([m.s.model.get_parameter(n).detach() for m in members]).requires_grad_(True) for n in self.names}
+        self.lr = torch.tensor([m.lr for m in members], device=head.device)
+        self.wd = float(head.cfg.regularization.weight_decay)
+        dropout = float(head.cfg.model.get("dropout", 0.0)) > 0
+        loss_fn = head.loss_fn
+
+        def member_loss(params, x, y, eps):
+            return loss_fn(functional_call(self.template, params, (x,), {"eps": eps}), y)
+
+        self.losses = vmap(member_loss, randomness="different" if dropout else "error")
+        # norm_columns order: NIW norms, then the weight norms of each NIN's next layer
+        nins = head.nin_layers
+        self.norm_params = [[f"nins.{n}.weight"] for n in nins]
+        self.norm_params += [
+            [f"layers.{nxt}.{p}" for p, _ in self.template.layers[nxt].named_parameters() if p.endswith("weight")]
+            for n in nins
+            if (nxt := self.template.next_layer(n))
+        ]
+
+    def norms(self) -> torch.Tensor:
+        """(K, n_norm_columns), without leaving the device."""
+        cols = [torch.stack([self.params[p].detach().flatten(1).pow(2).sum(1) for p in group]).sum(0).sqrt() for group in self.norm_params]
+        return torch.stack(cols, dim=1) if cols else torch.zeros(len(self.members), 0, device=self.lr.device)
+
+    def sync_member(self, k: int, member: Trainer) -> None:
+        with torch.no_grad():
+            for n in self.names:
+                member.s.model.get_parameter(n).copy_(self.params[n][k])
+
+    def train_epoch(self, sigmas: list[float], on_step=None) -> tuple[list[float], list[list[dict]]]:
+        head = self.members[0].s
+        train, bs, device = head.data.train, int(head.cfg.batch_size), head.device
+        every = int(head.cfg.log.every_steps)
+        perms = [torch.randperm(len(train), generator=m.data_gen, device=device) for m in self.members]
+        active = torch.tensor([m in self.active for m in self.members], device=device)
+        loss_sum = torch.zeros(len(self.members), device=device)
+        logged: list[tuple[int, torch.Tensor]] = []
+        step = self.members[0].step
+        for start in range(0, len(train), bs):
+            idx = torch.stack([p[start : start + bs] for p in perms])
+            x, y = train.x[idx], train.y[idx]
+            if self.members[0].input_noise > 0:
+                x = x + torch.stack([m.input_noise * torch.randn(x.shape[1:], generator=m.input_gen, device=device) for m in self.members])
+            eps_each = [m.noise.sample(idx[k], sigmas[k]) for k, m in enumerate(self.members)]
+            eps = {n: torch.stack([e[n] for e in eps_each]) for n in head.nin_layers}
+            losses = self.losses(self.params, x, y, eps)
+            grads = torch.autograd.grad(torch.where(active, losses, 0.0).sum(), [self.params[n] for n in self.names])
+            with torch.no_grad():
+                for n, g in zip(self.names, grads):
+                    p = self.params[n]
+                    if self.wd:
+                        g = g + self.wd * p
+                    p.sub_(self.lr.view(-1, *[1] * (p.ndim - 1)) * g)
+            loss_sum += losses.detach() * idx.shape[1]
+            step += 1
+            if every > 0 and step % every == 0:
+                logged.append((step, torch.cat([losses.detach()[:, None], self.norms()], dim=1)))
+            if on_step:
+                on_step()
+        for m in self.members:
+            m.step = step
+        rows: list[list[dict]] = [[] for _ in self.members]
+        if logged:
+            values = torch.stack([v for _, v in logged]).tolist()  # (n_logged, K, cols)
+            names = head.step_columns[3:]
+            for (st, _), per_member in zip(logged, values):
+                for k, vals in enumerate(per_member):
+                    rows[k].append({"step": st, "epoch": self.members[k].epoch + 1, "sigma": sigmas[k], **dict(zip(names, vals))})
+        return (loss_sum / len(train)).tolist(), rows
+
+    def run(self) -> list[RunResult]:
+        head = self.members[0].s
+        epochs = int(head.cfg.epochs)
+        results: dict[int, RunResult] = {}
+        for m in self.members:
+            m.begin()
+        n_steps = math.ceil(len(head.data.train) / head.cfg.batch_size)
+        with progress_bar(head.cfg.progress) as bar:
+            task = bar.add_task(f"{len(self.members)} models", total=epochs, completed=self.members[0].epoch, info="")
+            step_task = bar.add_task("steps", total=n_steps, info="")
+            while self.active:
+                epoch = self.members[0].epoch + 1
+                sigmas = [sigma_at(m.s.cfg.noise, epoch, epochs) for m in self.members]
+                bar.reset(step_task, total=n_steps)
+                t0 = time.perf_counter()
+                losses, rows = self.train_epoch(sigmas, on_step=lambda: bar.advance(step_task))
+                seconds = (time.perf_counter() - t0) / len(self.members)  # per model, comparable with a single run
+                for k, m in enumerate(self.members):
+                    if m not in self.active:
+                        m.epoch += 1  # keep the shared epoch counter aligned
+                        continue
+                    self.sync_member(k, m)
+                    result = m.end_epoch(sigmas[k], losses[k], rows[k], seconds)
+                    if result:
+                        results[k] = result
+                        self.active.remove(m)
+                bar.update(task, completed=epoch, info=f"{len(self.active)} still training")
+        return [results[k] for k in range(len(self.members))]
+
+
+def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> list[RunResult]:
+    """Train every (cfg, run_dir) in batches of at most `batch_size` members that share a start epoch.
+
+    Finished runs are skipped, interrupted ones resume from their checkpoints.
+    """
+    check_batchable(cfgs)
+    data = load_dataset(cfgs[0].dataset, resolve_device(cfgs[0].device))
+    results: list[RunResult | None] = [None] * len(cfgs)
+    pending: dict[int, list[tuple[int, Trainer]]] = defaultdict(list)
+    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
+        opened = open_run(cfg, run_dir, data)
+        if isinstance(opened, RunResult):
+            results[i] = opened
+        else:
+            pending[opened.epoch].append((i, opened))
+    for _, group in sorted(pending.items()):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            trainers = [t for _, t in chunk]
+            console.print(f"[bold]batched: training {len(trainers)} models together from epoch {trainers[0].epoch}")
+            with recorded_outcome(trainers):
+                for (i, _), result in zip(chunk, BatchedTrainer(trainers).run()):
+                    results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def member_configs(base: DictConfig, overrides: list[dict]) -> list[DictConfig]:
+    """Copies of `base` with per-member values merged in (used by the benchmark and tests)."""
+    return [OmegaConf.merge(base, OmegaConf.create(o)) for o in overrides]

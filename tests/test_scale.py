@@ -1,0 +1,134 @@
+"""Sweeps at scale: the batched ensemble engine, Hydra launchers, preemption and skipping finished runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
+
+from nin_cli.analysis.phases import classify
+from nin_cli.analysis.runs import load_run
+from nin_cli.analysis.summarize import analysis_config
+from nin_cli.batched import train_many
+from nin_cli.cli import conf_dir
+from nin_cli.engine import train
+from nin_cli.errors import ConfigError
+
+MEMBERS = [("0", 0), ("3", 1), ("10", 0), ("10", 1)]
+
+
+def test_batched_members_replay_their_single_runs(tmp_path):
+    cfgs = [make_cfg(*QUICK, "epochs=2", f"noise.sigma={s}", f"seed={seed}") for s, seed in MEMBERS]
+    batched_dirs = [tmp_path / f"batched_{s}_{seed}" for s, seed in MEMBERS]
+    results = train_many(cfgs, batched_dirs, batch_size=3)  # two batches: 3 + 1
+    assert [r.status for r in results] == ["completed"] * 4
+    acfg = analysis_config(conf_dir())
+    for cfg, bdir, (s, seed) in zip(cfgs, batched_dirs, MEMBERS):
+        single = tmp_path / f"single_{s}_{seed}"
+        train(cfg, single)
+        first_b, first_s = read_rows(bdir)[0], read_rows(single)[0]
+        assert without_timing([first_b]) == without_timing([first_s])  # epoch 0: the same init, exactly
+        steps_b, steps_s = column(bdir, "train_loss")[:1], column(single, "train_loss")[:1]
+        assert steps_b == steps_s
+        b_steps = [float(r["train_loss"]) for r in read_rows_steps(bdir)[:6]]
+        s_steps = [float(r["train_loss"]) for r in read_rows_steps(single)[:6]]
+        assert b_steps == pytest.approx(s_steps, rel=1e-4)  # first steps: same data, noise and updates
+        assert abs(column(bdir, "test_acc")[-1] - column(single, "test_acc")[-1]) < 0.03
+        assert classify(load_run(bdir), acfg.phases)[0] == classify(load_run(single), acfg.phases)[0]
+
+
+def read_rows_steps(run_dir: Path) -> list[dict]:
+    import csv
+
+    with open(run_dir / "steps.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_batched_refuses_runs_that_differ_in_structure(tmp_path):
+    cfgs = [make_cfg(*QUICK, "epochs=1"), make_cfg(*QUICK, "epochs=1", "model.width=64")]
+    with pytest.raises(ConfigError, match="differ in: model"):
+        train_many(cfgs, [tmp_path / "a", tmp_path / "b"])
+
+
+def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
+    proc = nin_cli(
+        "train", "-m", "hydra/launcher=batched", *QUICK, "epochs=1", "noise.sigma=1,1000", "seed=0,1", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "training 4 models together" in proc.stderr
+    statuses = {p.parent.name.split("noise.")[1]: json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json")}
+    assert statuses == {
+        "sigma=1,seed=0": "completed",
+        "sigma=1,seed=1": "completed",
+        "sigma=1000,seed=0": "diverged",
+        "sigma=1000,seed=1": "diverged",
+    }
+    assert all((p.parent / ".hydra" / "config.yaml").exists() for p in tmp_path.glob("*/status.json"))
+
+
+def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
+    args = ["train", "-m", "hydra/launcher=local", *QUICK, "epochs=1", "noise.sigma=0,3", f"hydra.sweep.dir={tmp_path}"]
+    assert nin_cli(*args).returncode == 0
+    runs = sorted(tmp_path.glob("*/metrics.csv"))
+    assert len(runs) == 2 and all(len(read_rows(p.parent)) == 2 for p in runs)
+    before = [p.read_bytes() for p in runs]
+    again = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:])
+    assert again.returncode == 0
+    assert again.stderr.count("already completed at epoch 1; skipping") == 2
+    assert [p.read_bytes() for p in runs] == before
+
+
+def _task_pids(marker: str) -> list[int]:
+    """PIDs of submitit task processes whose command line mentions `marker`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "submitit.core._submit" in cmd and marker in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+PREEMPT = [*QUICK, "model.width=512", "batch_size=16", "epochs=5", "noise.sigma=3"]
+
+
+def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_rows(tmp_path):
+    reference = tmp_path / "reference"
+    assert nin_cli("train", *PREEMPT, f"hydra.run.dir={reference}").returncode == 0
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "nin_cli", "train", "-m", "hydra/launcher=local", *PREEMPT, f"hydra.sweep.dir={sweep}"]
+    launcher = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.time() + 300
+    metrics = None
+    while time.time() < deadline:
+        found = list(sweep.glob("*/metrics.csv"))
+        if found and len(read_rows(found[0].parent)) >= 3:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics is not None, "the job never reached epoch 2"
+    pids = _task_pids(str(sweep))
+    assert pids, "no submitit task process found"
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)  # what SLURM sends on preemption
+    _, err = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, err
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
+    assert "resuming from the checkpoint of epoch" in logs
+    rows = read_rows(metrics.parent)
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
+    assert without_timing(rows) == without_timing(read_rows(reference))
+    assert json.loads((metrics.parent / "status.json").read_text())["status"] == "completed"
