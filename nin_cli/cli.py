@@ -17,8 +17,35 @@ COMMANDS = {
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
     "plot": "PNG figures: per-run dynamics, NIW norms of a sweep, decay times against sigma with phases shaded",
     "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
+    "evaluate": "robustness of trained runs: clean, Gaussian noise, MNIST-C corruptions, FGSM/PGD (robustness.csv)",
     "download": "fetch a dataset with torchvision into the cache (needs the network)",
 }
+
+
+# Overrides that do not make a run different (or would make its directory name unreadable).
+DIRNAME_SKIP = ("robustness.", "eval.", "log.", "hydra.", "hydra/", "progress", "evaluate", "device", "resume", "experiment", "+experiment")
+
+
+def run_dirname(overrides) -> str:
+    """A sweep job's subdirectory: its sorted overrides (`noise.sigma=3,seed=1`), minus the ones in
+    DIRNAME_SKIP; long names are cut and made unique with a hash. Registered as ${nin_dirname:...}."""
+    import hashlib
+
+    kept = sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith(DIRNAME_SKIP))
+    name = ",".join(kept).replace("/", "_") or "run"
+    if len(name) > 120:
+        name = f"{name[:100]}..{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("nin_dirname"):
+        OmegaConf.register_new_resolver("nin_dirname", run_dirname)
+
+
+register_resolvers()
 
 
 def conf_dir() -> Path:
@@ -70,6 +97,9 @@ def run_task(cfg) -> str:
     except Interrupted as exc:
         console.print(f"[red]{run_dir}: interrupted by {exc}; rerun with the same directory to resume")
         raise SystemExit(143) from None
+    from nin_cli.robustness import evaluate_after_training
+
+    evaluate_after_training(cfg, run_dir, result.status)
     colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
     detail = f" ({result.reason})" if result.reason else ""
     console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")
@@ -140,7 +170,21 @@ def summarize_command(args: list[str]) -> None:
     else:
         console.print(rich_table(shown_runs, f"{len(runs)} run(s)"))
         console.print(rich_table(shown_phases, "phases by sigma (mean ± std over seeds)"))
-    print(f"wrote {out / 'runs.csv'} and {out / 'phases.csv'}", file=sys.stderr)
+    from nin_cli.analysis.summarize import robustness_groups, robustness_rows, robustness_summary
+
+    long = robustness_rows(runs)
+    if not long.empty:
+        detail, table = robustness_summary(long, robustness_groups(runs))
+        write_csv(detail, out / "robustness_summary.csv")
+        title = "test accuracy by method (mean ± std over seeds; each family averaged over its perturbations and severities)"
+        if ns.format == "markdown":
+            print(f"\n### Robustness: {title}\n\n{markdown(table)}")
+        else:
+            console.print(rich_table(table, title))
+    print(
+        f"wrote {out / 'runs.csv'} and {out / 'phases.csv'}" + (f" and {out / 'robustness_summary.csv'}" if not long.empty else ""),
+        file=sys.stderr,
+    )
 
 
 def plot_command(args: list[str]) -> None:
@@ -177,6 +221,10 @@ def plot_command(args: list[str]) -> None:
             written.append(run_figure(run, title, out / f"run_{name}.png"))
     written.append(niw_overlay_figure(runs, phase_of, out / "niw_norms.png"))
     written.append(decay_times_figure(phase_rows(table), out / "decay_times.png"))
+    from nin_cli.analysis.plots import robustness_figure
+    from nin_cli.analysis.summarize import robustness_groups, robustness_rows
+
+    written.append(robustness_figure(robustness_rows(runs), robustness_groups(runs), out / "robustness.png"))
     for path in filter(None, written):
         print(path)
 
@@ -214,6 +262,31 @@ def theory_command(args: list[str]) -> None:
     print(f"wrote {out / 'theory.csv'}" + (f" and {figure}" if figure else ""), file=sys.stderr)
 
 
+def evaluate_command(args: list[str]) -> None:
+    from nin_cli.analysis.runs import find_runs
+    from nin_cli.robustness import evaluate_run, robustness_config
+
+    parser = argparse.ArgumentParser(prog="nin evaluate", description=COMMANDS["evaluate"])
+    parser.add_argument("paths", nargs="+", help="run or sweep directories, or key=value overrides of conf/robustness/default.yaml")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="evaluate on this device instead of the run's")
+    parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have robustness.csv")
+    ns = parser.parse_args(args)
+    overrides = [p for p in ns.paths if "=" in p and not Path(p).exists()]
+    rcfg = robustness_config(conf_dir(), overrides)
+    runs = [r for r in find_runs([p for p in ns.paths if p not in overrides]) if (r / "checkpoint.pt").exists()]
+    if not runs:
+        fail("no trained runs (with checkpoint.pt) found")
+    for run in runs:
+        if (run / "robustness.csv").exists() and not ns.force:
+            print(f"{run}: robustness.csv exists; skipping (--force re-evaluates)", file=sys.stderr)
+            continue
+        table = evaluate_run(run, rcfg, ns.device)
+        clean = float(table.loc[table.perturbation == "clean", "accuracy"].iloc[0])
+        pgd = table[table.perturbation == "pgd"]
+        worst = f", PGD eps={pgd.severity.iloc[-1]:g}: {pgd.accuracy.iloc[-1]:.4f}" if len(pgd) else ""
+        print(f"{run}: clean {clean:.4f}{worst} -> {run / 'robustness.csv'}")
+
+
 def usage() -> str:
     lines = ["usage: nin COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
@@ -232,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         "summarize": summarize_command,
         "theory": theory_command,
         "plot": plot_command,
+        "evaluate": evaluate_command,
         "download": download_command,
     }
     if command not in handlers:

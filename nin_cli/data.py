@@ -43,7 +43,13 @@ class Dataset:
     in_shape: tuple[int, ...]
     n_out: int
     task: str  # "classification" | "regression"
-    pixel_std: float = 1.0  # std of raw [0, 1] pixels: converts pixel-scale noise to standardized units
+    mean: torch.Tensor | None = None  # standardization statistics of the [0, 1] pixels, (1, C, 1, 1)
+    std: torch.Tensor | None = None
+
+    @property
+    def pixel_std(self) -> float:
+        """Converts a noise std in pixel units to standardized input units."""
+        return float(self.std.mean()) if self.std is not None else 1.0
 
 
 def cache_dir() -> Path:
@@ -153,7 +159,8 @@ def _images(cfg, device: torch.device) -> Dataset:
         in_shape=tuple(train_x.shape[1:]),
         n_out=10,
         task="classification",
-        pixel_std=float(std.mean()),
+        mean=mean.to(device),
+        std=std.to(device),
     )
 
 

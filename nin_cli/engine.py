@@ -29,7 +29,7 @@ from nin_cli.seeding import generator
 
 console = Console(stderr=True, soft_wrap=True)
 # Keys that may change between a run and its resumption without making it another run.
-RUNTIME_KEYS = ("resume", "progress", "device", "eval")
+RUNTIME_KEYS = ("resume", "progress", "device", "eval", "evaluate", "robustness")
 
 
 class Interrupted(Exception):

@@ -8,9 +8,9 @@ a task function that only collects the job's config; training happens afterwards
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -34,9 +34,9 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 class BatchedLauncher(Launcher):
     def __init__(self, batch_size: int = 64) -> None:
         self.batch_size = batch_size
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
-        self.task_function: Optional[TaskFunction] = None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -51,7 +51,7 @@ class BatchedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.batch_size}")
-        collected: List[Tuple[DictConfig, Path]] = []
+        collected: list[tuple[DictConfig, Path]] = []
 
         def collect(cfg: DictConfig) -> None:
             collected.append((cfg, Path(HydraConfig.get().runtime.output_dir)))
@@ -77,6 +77,10 @@ class BatchedLauncher(Launcher):
             results = train_many([c for c, _ in collected], [d for _, d in collected], self.batch_size)
         except ConfigError as exc:
             fail(str(exc))
+        from nin_cli.robustness import evaluate_after_training
+
+        for (cfg, run_dir), result in zip(collected, results):
+            evaluate_after_training(cfg, run_dir, result.status)
         for ret, result in zip(returns, results):
             ret.status = JobStatus.COMPLETED
             ret.return_value = result.status

@@ -170,3 +170,52 @@ def theory_figure(table: pd.DataFrame, bounds: dict[str, dict[str, float]], path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | None:
+    """Accuracy against severity per method: Gaussian noise, corruptions (mean over types, by
+    severity level), FGSM and PGD; one row of panels per model when several were compared."""
+    if long.empty:
+        return None
+    long = long.copy()
+    is_corr = ~long["perturbation"].isin(["clean", "gaussian", "fgsm", "pgd"])
+    # corruptions have their own units: plot them by severity level 1, 2, 3 averaged over types
+    long.loc[is_corr, "severity"] = long[is_corr].groupby(["perturbation", *groups, "seed"])["severity"].rank(method="dense")
+    long.loc[is_corr, "perturbation"] = "corruptions (level)"
+    rows_key = "model.name" if "model.name" in groups and long["model.name"].nunique() > 1 else None
+    line_keys = [g for g in groups if g != rows_key] or groups
+    models = sorted(long[rows_key].unique()) if rows_key else [None]
+    panels = ["gaussian", "corruptions (level)", "fgsm", "pgd"]
+    fig, axes = plt.subplots(
+        len(models), len(panels), figsize=(4.2 * len(panels), 3.6 * len(models)), squeeze=False, constrained_layout=True
+    )
+    clean = long[long["perturbation"] == "clean"]
+    for r, model in enumerate(models):
+        sub = long if model is None else long[long[rows_key] == model]
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            data = sub[sub["perturbation"] == panel]
+            for key, g in data.groupby(line_keys, sort=True):
+                key = key if isinstance(key, tuple) else (key,)
+                label = " ".join(str(k) for k in key)
+                per_seed = g.groupby(["severity", "seed"])["accuracy"].mean().reset_index()
+                stats = per_seed.groupby("severity")["accuracy"].agg(["mean", "std"]).reset_index()
+                base = clean[(clean[line_keys] == pd.Series(dict(zip(line_keys, key)))).all(axis=1)]
+                if model is not None:
+                    base = base[base[rows_key] == model]
+                xs = [0.0, *stats["severity"]]
+                ys = [base["accuracy"].mean(), *stats["mean"]]
+                es = [base["accuracy"].std() if len(base) > 1 else 0.0, *stats["std"].fillna(0.0)]
+                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=label)
+            ax.set(
+                title=f"{model + ': ' if model else ''}{panel}",
+                xlabel="severity" if "level" in panel else "std / epsilon (pixels)",
+                ylabel="test accuracy",
+            )
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

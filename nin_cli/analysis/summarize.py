@@ -143,3 +143,70 @@ def rich_table(df: pd.DataFrame, title: str):
         cells = [f"[{colours[c]}]{c}[/]" if c in colours else c for c in cells]
         table.add_row(*cells)
     return table
+
+
+ROBUSTNESS_FAMILIES = ("clean", "gaussian", "corruptions", "fgsm", "pgd")
+
+
+def robustness_groups(runs: list[Run]) -> list[str]:
+    """Which config keys name a method: `method` (and the model) when they vary, else all that vary."""
+    keys = [k for k in varying_keys(runs) if k != "seed"]
+    if "method" in keys:
+        return [k for k in ("model.name", "method") if k in keys]
+    return [k for k in keys if k != "noise.sigma"] + (["noise.sigma"] if "noise.sigma" in keys else []) or ["method"]
+
+
+def robustness_rows(runs: list[Run]) -> pd.DataFrame:
+    """Long table: one row per run x perturbation x severity, with the method keys and seed."""
+    from nin_cli.robustness import ROBUSTNESS
+
+    groups = robustness_groups(runs)
+    frames = []
+    for run in runs:
+        path = run.path / ROBUSTNESS
+        if not path.exists():
+            continue
+        try:
+            table = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            run.warnings.append(f"{ROBUSTNESS} unreadable")
+            continue
+        for k in groups:
+            table[k] = run.config.get(k, "-")
+        table["seed"] = run.config.get("seed")
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def family(perturbation: str) -> str:
+    return perturbation if perturbation in ("clean", "gaussian", "fgsm", "pgd") else "corruptions"
+
+
+def robustness_summary(long: pd.DataFrame, groups: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per perturbation and severity: mean and std over seeds; per method: one cell per family).
+
+    A family's cell first averages a run's accuracies over that family's perturbations and
+    severities, then takes mean +- std of that number over seeds.
+    """
+    detail = (
+        long.groupby([*groups, "perturbation", "severity"], sort=False)["accuracy"]
+        .agg(acc_mean="mean", acc_std="std", n_seeds="count")
+        .reset_index()
+    )
+    long = long.assign(family=long["perturbation"].map(family))
+    per_seed = long.groupby([*groups, "seed", "family"])["accuracy"].mean().reset_index()
+    stats = per_seed.groupby([*groups, "family"])["accuracy"].agg(["mean", "std"]).reset_index()
+    rows = []
+    for key, g in stats.groupby(groups, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(groups, key))
+        for fam in ROBUSTNESS_FAMILIES:
+            hit = g[g["family"] == fam]
+            row[fam] = (
+                format_cell(float(hit["mean"].iloc[0]))
+                + ("" if hit.empty or math.isnan(float(hit["std"].iloc[0])) else f" ± {format_cell(float(hit['std'].iloc[0]))}")
+                if len(hit)
+                else "-"
+            )
+        rows.append(row)
+    return detail, pd.DataFrame(rows)

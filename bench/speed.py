@@ -1,0 +1,159 @@
+"""Time per model-epoch: a plain PyTorch loop with a torchvision DataLoader, `nin train`'s engine,
+and the batched ensemble engine at several K, side by side in one process on the same data.
+
+    python bench/speed.py                          # Fig. 1 and Fig. 3 settings, CPU (and CUDA if present)
+    python bench/speed.py --device cuda --ks 8 64  # on a GPU
+    python bench/speed.py --train-size 20000       # a slice of the training set, for a quick look
+
+Ratios are baseline time / method time: above 1 means faster than the plain loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from nin_cli.batched import BatchedTrainer
+from nin_cli.cli import conf_dir
+from nin_cli.data import load_dataset
+from nin_cli.engine import Trainer, epoch_row, prepare
+from nin_cli.records import RunRecords
+
+SETTINGS = {
+    "fig1": ["+experiment=fig1", "target_train_acc=null"],  # 3 x 1024, CE, batch 128, lr 0.05
+    "fig3": ["+experiment=fig3"],  # 1 x 1024, CE, batch 1000, lr 0.01
+}
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def torchvision_root() -> Path:
+    """A torchvision FashionMNIST root built from the Debian IDX files (torchvision wants them unzipped)."""
+    src = Path("/usr/share/datasets/fashion-mnist")
+    root = Path(tempfile.mkdtemp(prefix="nin-bench-"))
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_FILES:
+        if (src / f"{name}.gz").exists():
+            with gzip.open(src / f"{name}.gz") as f, open(raw / name, "wb") as out:
+                shutil.copyfileobj(f, out)
+        else:
+            sys.exit(f"bench needs Fashion-MNIST: {src / name}.gz is missing (make data)")
+    return root
+
+
+def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None, repeats: int) -> float:
+    """The loop a researcher writes first: torchvision dataset, transforms, DataLoader, nn.Sequential."""
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+    ds = datasets.FashionMNIST(str(root), train=True, transform=tf, download=False)
+    if train_size:
+        ds = torch.utils.data.Subset(ds, range(train_size))
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True)
+    dims = [784] + [cfg.model.width] * cfg.model.depth
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(dims[-1], 10)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def nin_trainers(cfgs, data, tmp: Path) -> list[Trainer]:
+    return [Trainer(prepare(cfg, data), RunRecords(tmp / f"m{i}")) for i, cfg in enumerate(cfgs)]
+
+
+def nin_epoch(cfg, data, tmp: Path, repeats: int) -> tuple[float, float]:
+    """(train-only seconds, seconds including the per-epoch evaluation and Hessian estimate)."""
+    (trainer,) = nin_trainers([cfg], data, tmp)
+    train_t, full_t = [], []
+    for _ in range(repeats):
+        sync(data.train.x.device)
+        t0 = time.perf_counter()
+        loss, _ = trainer.train_epoch(1.0)
+        sync(data.train.x.device)
+        t1 = time.perf_counter()
+        epoch_row(trainer.s, 1, trainer.step, 1.0, loss, t1 - t0, trainer.lr)
+        sync(data.train.x.device)
+        train_t.append(t1 - t0)
+        full_t.append(time.perf_counter() - t0)
+    return statistics.median(train_t), statistics.median(full_t)
+
+
+def batched_epoch(cfg, data, tmp: Path, k: int, repeats: int) -> float:
+    cfgs = [cfg.copy() for _ in range(k)]
+    for i, c in enumerate(cfgs):
+        c.seed = i
+    batch = BatchedTrainer(nin_trainers(cfgs, data, tmp))
+    times = []
+    for _ in range(repeats):
+        sync(data.train.x.device)
+        t0 = time.perf_counter()
+        batch.train_epoch([1.0] * k)
+        sync(data.train.x.device)
+        times.append((time.perf_counter() - t0) / k)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--device", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    parser.add_argument("--ks", nargs="+", type=int, default=None, help="ensemble sizes (default: 8 on CPU, 8 64 on CUDA)")
+    parser.add_argument("--train-size", type=int, default=None, help="use the first N training images")
+    parser.add_argument("--repeats", type=int, default=1, help="epochs timed per method (median)")
+    args = parser.parse_args()
+    root = torchvision_root()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}")
+    header = f"{'setting':<6} {'device':<6} {'method':<28} {'s/model-epoch':>14} {'vs (a)':>8}"
+    print(header + "\n" + "-" * len(header))
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for device_name in args.device:
+            device = torch.device(device_name)
+            ks = args.ks or ([8] if device.type == "cpu" else [8, 64])
+            for setting in args.settings:
+                overrides = [*SETTINGS[setting], f"device={device_name}", "progress=false", "noise.sigma=1"]
+                if args.train_size:
+                    overrides.append(f"dataset.train_size={args.train_size}")
+                cfg = compose("train", overrides=overrides)
+                data = load_dataset(cfg.dataset, device)
+                with tempfile.TemporaryDirectory() as tmp:
+                    base = baseline_epoch(cfg, root, device, args.train_size, args.repeats)
+                    rows = [("(a) PyTorch + DataLoader", base)]
+                    train_only, full = nin_epoch(cfg, data, Path(tmp), args.repeats)
+                    rows += [("(b) nin train (train step)", train_only), ("(b) nin train (+eval, Tr H)", full)]
+                    rows += [(f"(c) batched K={k}", batched_epoch(cfg, data, Path(tmp), k, args.repeats)) for k in ks]
+                for name, seconds in rows:
+                    print(f"{setting:<6} {device_name:<6} {name:<28} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
