@@ -245,6 +245,7 @@ def theory_command(args: list[str]) -> None:
     if table.empty:
         fail("no linear toy-model runs (model=linear, dataset=linear_regression, width 1, nin=input) found")
     out = Path(ns.out) if ns.out else (Path(ns.paths[0]) if len(ns.paths) == 1 else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "theory.csv")
     from nin_cli.analysis.plots import theory_figure
 

@@ -32,9 +32,9 @@ def test_decay_fit_recovers_the_time_scale():
     assert math.isnan(decay_time([0, 1], [1, 0.5]))
 
 
-def synthetic_run(niw, loss, status="completed", clean=None):
+def synthetic_run(niw, loss, status="completed", weights=None):
     n = len(niw)
-    clean = clean if clean is not None else np.linspace(2.0, 0.5, n)
+    clean = np.linspace(2.0, 0.5, n)
     metrics = pd.DataFrame(
         {
             "epoch": np.arange(n),
@@ -43,23 +43,30 @@ def synthetic_run(niw, loss, status="completed", clean=None):
             "train_loss_clean": clean,
             "test_loss": clean,
             "niw_norm_fc1": niw,
+            "weight_norm_out": weights if weights is not None else np.linspace(3.0, 3.5, n),
         }
     )
     return Run(path=None, config={"noise.sigma": 1.0}, status={"status": status, "reason": "x"}, metrics=metrics, steps=None)
 
 
+SPIKE = np.array([3, 80, 40, 5, 2, 1, 0.8, 0.7, 0.6, 0.5])  # the noisy loss shoots up, then recovers
+UP_DOWN = np.array([3, 9, 6, 4, 3.5, 3.4, 3.4, 3.5, 3.5, 3.6])  # next-layer weights grow, then shrink
+DECAY = 30 * np.exp(-np.arange(10) / 3)
+
+
 @pytest.mark.parametrize(
-    ("niw", "loss", "status", "phase"),
+    ("niw", "loss", "weights", "status", "phase"),
     [
-        (np.full(10, 30.0) + np.linspace(0, 0.3, 10), np.linspace(3, 0.5, 10), "completed", "decoupled"),
-        (30 * np.exp(-np.arange(10) / 3), np.linspace(3, 0.5, 10), "completed", "decay"),
-        (30 * np.exp(-np.arange(10) / 3), np.array([3, 80, 40, 5, 2, 1, 0.8, 0.7, 0.6, 0.5]), "completed", "catapult"),
-        (np.array([1, 3, 2, 1, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1]), np.linspace(3, 0.5, 10), "completed", "catapult"),
-        (np.full(3, 30.0), np.array([3, 1e5, np.nan]), "diverged", "divergent"),
+        (np.full(10, 30.0) + np.linspace(0, 0.3, 10), np.linspace(3, 0.5, 10), None, "completed", "decoupled"),
+        (DECAY, np.linspace(3, 0.5, 10), None, "completed", "decay"),
+        (DECAY, SPIKE, None, "completed", "decay"),  # a loss spike alone, weights never shrink: still decay
+        (DECAY, SPIKE, UP_DOWN, "completed", "catapult"),
+        (np.array([1, 3, 2, 1, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1]), np.linspace(3, 0.5, 10), None, "completed", "catapult"),
+        (np.full(3, 30.0), np.array([3, 1e5, np.nan]), None, "diverged", "divergent"),
     ],
 )
-def test_classifier_reads_the_phase_off_the_trajectory(niw, loss, status, phase):
-    assert classify(synthetic_run(niw, loss, status), ACFG.phases)[0] == phase
+def test_classifier_reads_the_phase_off_the_trajectory(niw, loss, weights, status, phase):
+    assert classify(synthetic_run(niw, loss, status, weights), ACFG.phases)[0] == phase
 
 
 def test_summaries_of_a_real_multirun_sweep(tmp_path):

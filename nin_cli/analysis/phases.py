@@ -3,8 +3,9 @@
 The rules, with thresholds from conf/analysis.yaml:
 - divergent: the run's status is diverged, or its last clean train loss is non-finite or above
   divergent_loss_growth x the epoch-0 value;
-- catapult: the noisy train loss climbs above catapult_loss_growth x its step-0 value, or the NIW
-  norm climbs above catapult_niw_growth x its initial value (the run then recovers);
+- catapult: the NIW norm climbs above catapult_niw_growth x its initial value, or the noisy train
+  loss climbs above catapult_loss_growth x its step-0 value while the next layer's weight norm,
+  after its peak, falls below catapult_weight_drop x that peak (the run then recovers);
 - decay: the NIW norm ends below decay_niw_ratio x its initial value;
 - decoupled: otherwise: the NIW random-walks and training is unaffected.
 """
@@ -30,6 +31,7 @@ class Trajectory:
     t: np.ndarray
     niw: np.ndarray | None
     noisy_loss: np.ndarray
+    next_weight: np.ndarray | None
 
 
 def trajectory(run: Run) -> Trajectory:
@@ -41,7 +43,9 @@ def trajectory(run: Run) -> Trajectory:
         table = run.steps
         t = table["step"].to_numpy(dtype=float) / spe
     niw = table[first].to_numpy(dtype=float) if first and first in table else None
-    return Trajectory(t, niw, table["train_loss"].to_numpy(dtype=float))
+    weights = [c for c in table.columns if c.startswith("weight_norm_")]
+    next_weight = table[weights[0]].to_numpy(dtype=float) if weights else None
+    return Trajectory(t, niw, table["train_loss"].to_numpy(dtype=float), next_weight)
 
 
 def classify(run: Run, thresholds) -> tuple[str, str]:
@@ -59,10 +63,14 @@ def classify(run: Run, thresholds) -> tuple[str, str]:
     if traj.niw is None or run.sigma == 0:
         return "decoupled", "no noise injected"
     niw_growth = float(np.nanmax(traj.niw) / traj.niw[0])
-    if loss_growth > thresholds.catapult_loss_growth:
-        return "catapult", f"noisy loss rose {loss_growth:.3g}x"
     if niw_growth > thresholds.catapult_niw_growth:
         return "catapult", f"NIW norm rose {niw_growth:.3g}x"
+    if loss_growth > thresholds.catapult_loss_growth and traj.next_weight is not None:
+        w = traj.next_weight
+        peak = int(np.nanargmax(w))
+        drop = float(np.nanmin(w[peak:]) / w[peak])
+        if drop < thresholds.catapult_weight_drop:
+            return "catapult", f"noisy loss rose {loss_growth:.3g}x, next-layer weights fell to {drop:.3g} of their peak"
     ratio = float(traj.niw[-1] / traj.niw[0])
     if ratio < thresholds.decay_niw_ratio:
         return "decay", f"NIW norm fell to {ratio:.3g} of its initial value"

@@ -28,7 +28,8 @@ def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfi
 
 def varying_keys(runs: list[Run]) -> list[str]:
     keys = sorted({k for r in runs for k in r.config})
-    vary = [k for k in keys if k not in IGNORED and len({repr(r.config.get(k)) for r in runs}) > 1]
+    # A key only some runs have (a config written by an older version) varies only among those.
+    vary = [k for k in keys if k not in IGNORED and len({repr(r.config[k]) for r in runs if k in r.config}) > 1]
     return [k for k in ALWAYS if any(k in r.config for r in runs)] + [k for k in vary if k not in ALWAYS]
 
 
