@@ -125,24 +125,63 @@ def download_command(args: list[str]) -> None:
     print(f"downloaded {ns.dataset} to {download(ns.dataset, ns.root)}")
 
 
+def path_parser(command: str, paths_help: str, out_help: str | None = None, formats: bool = True) -> argparse.ArgumentParser:
+    """The shape every analysis command shares: PATH... (and key=value overrides), --out, --format."""
+    parser = argparse.ArgumentParser(prog=f"nin {command}", description=COMMANDS[command])
+    parser.add_argument("paths", nargs="+", help=paths_help)
+    if out_help:
+        parser.add_argument("--out", help=out_help)
+    if formats:
+        parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
+    return parser
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """(paths, key=value overrides): an argument with '=' that is not an existing path is an override."""
+    overrides = [p for p in items if "=" in p and not Path(p).exists()]
+    paths = [p for p in items if p not in overrides]
+    if not paths:
+        fail("no run or sweep directory given")
+    return paths, overrides
+
+
+def output_dir(out: str | None, paths: list[str], default_sub: str = "") -> Path:
+    """--out, else the single PATH (or PATH/sub), else the current directory (or ./sub)."""
+    base = Path(out) if out else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else Path("."))
+    target = base if out else base / default_sub
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def summarize_command(args: list[str]) -> None:
     import warnings
 
-    from rich.console import Console
-
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, compact, markdown, phase_rows, rich_table, run_rows, write_csv
+    from nin_cli.analysis.summarize import (
+        analysis_config,
+        compact,
+        markdown,
+        phase_rows,
+        rich_table,
+        robustness_groups,
+        robustness_rows,
+        robustness_summary,
+        run_rows,
+        write_csv,
+    )
 
-    parser = argparse.ArgumentParser(prog="nin summarize", description=COMMANDS["summarize"])
-    parser.add_argument("paths", nargs="+", help="run directories, sweep directories, or key=value overrides of conf/analysis.yaml")
-    parser.add_argument("--out", help="where runs.csv and phases.csv go (default: the single PATH, else .)")
-    parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
-    ns = parser.parse_args(args)
-    overrides = [p for p in ns.paths if "=" in p and not Path(p).exists()]
-    paths = [p for p in ns.paths if p not in overrides]
-    if not paths:
-        fail("no run or sweep directory given")
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    ns = path_parser(
+        "summarize",
+        "run or sweep directories, or key=value overrides of conf/analysis.yaml",
+        "where the CSVs go (default: the single PATH, else .)",
+    ).parse_args(args)
+    paths, overrides = split_overrides(ns.paths)
     try:
         acfg = analysis_config(conf_dir(), overrides)
     except Exception as exc:  # an unknown threshold name
@@ -157,105 +196,89 @@ def summarize_command(args: list[str]) -> None:
             print(f"nin: warning: {run.path}: {problem}", file=sys.stderr)
     if not runs:
         fail(f"no runs found under {', '.join(paths)}")
-    root = Path(paths[0]).resolve() if len(paths) == 1 else None
-    runs_df = run_rows(runs, acfg, Path(paths[0]) if root else None)
+    out = output_dir(ns.out, paths)
+    runs_df = run_rows(runs, acfg, Path(paths[0]) if len(paths) == 1 else None)
     phases_df = phase_rows(runs_df)
-    out = Path(ns.out) if ns.out else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else Path("."))
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(runs_df, out / "runs.csv")
     write_csv(phases_df, out / "phases.csv")
-    shown_runs, shown_phases = compact(runs_df), compact(phases_df)
-    if ns.format == "markdown":
-        print(f"### Runs\n\n{markdown(shown_runs)}\n\n### Phases by sigma (mean ± std over seeds)\n\n{markdown(shown_phases)}")
-    else:
-        console.print(rich_table(shown_runs, f"{len(runs)} run(s)"))
-        console.print(rich_table(shown_phases, "phases by sigma (mean ± std over seeds)"))
-    from nin_cli.analysis.summarize import robustness_groups, robustness_rows, robustness_summary
-
+    tables = [(f"{len(runs)} run(s)", compact(runs_df)), ("phases by sigma (mean ± std over seeds)", compact(phases_df))]
     long = robustness_rows(runs)
     if not long.empty:
         detail, table = robustness_summary(long, robustness_groups(runs))
         write_csv(detail, out / "robustness_summary.csv")
-        title = "test accuracy by method (mean ± std over seeds; each family averaged over its perturbations and severities)"
+        tables.append(
+            (
+                "robustness: test accuracy by method (mean ± std over seeds; each family averaged over its perturbations and severities)",
+                table,
+            )
+        )
+    for title, table in tables:
         if ns.format == "markdown":
-            print(f"\n### Robustness: {title}\n\n{markdown(table)}")
+            print(f"### {title}\n\n{markdown(table)}\n")
         else:
-            console.print(rich_table(table, title))
-    print(
-        f"wrote {out / 'runs.csv'} and {out / 'phases.csv'}" + (f" and {out / 'robustness_summary.csv'}" if not long.empty else ""),
-        file=sys.stderr,
-    )
+            stdout_console().print(rich_table(table, title))
+    print(f"wrote runs.csv, phases.csv{' and robustness_summary.csv' if not long.empty else ''} to {out}", file=sys.stderr)
 
 
 def plot_command(args: list[str]) -> None:
     import re
 
-    from nin_cli.analysis.plots import decay_times_figure, niw_overlay_figure, run_figure
+    from nin_cli.analysis.plots import decay_times_figure, niw_overlay_figure, robustness_figure, run_figure
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
+    from nin_cli.analysis.summarize import analysis_config, phase_rows, robustness_groups, robustness_rows, run_rows
 
-    parser = argparse.ArgumentParser(prog="nin plot", description=COMMANDS["plot"])
-    parser.add_argument("paths", nargs="+", help="run or sweep directories")
-    parser.add_argument("--out", help="figure directory (default: PATH/plots for a single PATH, else ./plots)")
+    parser = path_parser(
+        "plot", "run or sweep directories", "figure directory (default: PATH/plots for a single PATH, else ./plots)", formats=False
+    )
     parser.add_argument("--no-runs", action="store_true", help="skip the per-run figures")
     ns = parser.parse_args(args)
-    runs = load_runs(ns.paths)
+    paths, _ = split_overrides(ns.paths)
+    runs = load_runs(paths)
     if not runs:
-        fail(f"no runs found under {', '.join(ns.paths)}")
-    out = Path(ns.out) if ns.out else (Path(ns.paths[0]) / "plots" if len(ns.paths) == 1 else Path("plots"))
-    out.mkdir(parents=True, exist_ok=True)
-    acfg = analysis_config(conf_dir())
-    table = run_rows(runs, acfg)
-    phase_of = dict(zip((r.path for r in runs), (table.set_index("run").loc[str(r.path), "phase"] for r in runs)))
+        fail(f"no runs found under {', '.join(paths)}")
+    out = output_dir(ns.out, paths, "plots")
+    table = run_rows(runs, analysis_config(conf_dir()))
+    phase_of = dict(zip((r.path for r in runs), table.set_index("run").loc[[str(r.path) for r in runs], "phase"]))
+    root = Path(paths[0]).resolve()
     written = []
     if not ns.no_runs:
         for run in runs:
-            name = re.sub(
-                r"[^A-Za-z0-9_.=,-]+",
-                "_",
-                str(run.path.resolve().relative_to(Path(ns.paths[0]).resolve()))
-                if len(ns.paths) == 1 and run.path.resolve() != Path(ns.paths[0]).resolve()
-                else run.path.name,
+            rel = (
+                run.path.resolve().relative_to(root)
+                if run.path.resolve().is_relative_to(root) and run.path.resolve() != root
+                else run.path.name
             )
             title = f"{run.path}  sigma={run.sigma:g}  phase={phase_of[run.path]}  status={run.status.get('status')}"
-            written.append(run_figure(run, title, out / f"run_{name}.png"))
+            written.append(run_figure(run, title, out / f"run_{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', str(rel))}.png"))
     written.append(niw_overlay_figure(runs, phase_of, out / "niw_norms.png"))
     written.append(decay_times_figure(phase_rows(table), out / "decay_times.png"))
-    from nin_cli.analysis.plots import robustness_figure
-    from nin_cli.analysis.summarize import robustness_groups, robustness_rows
-
     written.append(robustness_figure(robustness_rows(runs), robustness_groups(runs), out / "robustness.png"))
     for path in filter(None, written):
         print(path)
 
 
 def theory_command(args: list[str]) -> None:
-    from rich.console import Console
-
+    from nin_cli.analysis.plots import theory_figure
     from nin_cli.analysis.runs import load_runs
     from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, write_csv
     from nin_cli.analysis.theory import theory_rows
 
-    parser = argparse.ArgumentParser(prog="nin theory", description=COMMANDS["theory"])
-    parser.add_argument("paths", nargs="+", help="linear-model runs or sweeps (nin train -m +experiment=linear_toy)")
-    parser.add_argument("--out", help="where theory.csv goes (default: the single PATH, else .)")
-    parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
-    ns = parser.parse_args(args)
-    table, bounds = theory_rows(load_runs(ns.paths), analysis_config(conf_dir()))
+    ns = path_parser(
+        "theory", "linear-model runs or sweeps (nin train -m +experiment=linear_toy)", "where theory.csv and theory.png go"
+    ).parse_args(args)
+    paths, _ = split_overrides(ns.paths)
+    table, bounds = theory_rows(load_runs(paths), analysis_config(conf_dir()))
     if table.empty:
         fail("no linear toy-model runs (model=linear, dataset=linear_regression, width 1, nin=input) found")
-    out = Path(ns.out) if ns.out else (Path(ns.paths[0]) if len(ns.paths) == 1 else Path("."))
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(ns.out, paths)
     write_csv(table, out / "theory.csv")
-    from nin_cli.analysis.plots import theory_figure
-
     figure = theory_figure(table, bounds, out / "theory.png")
     lines = [f"{name}: " + ", ".join(f"{k} at sigma^2={v:.4g} (sigma={v**0.5:.4g})" for k, v in b.items()) for name, b in bounds.items()]
     agree = f"predicted and measured phases agree for {int(table['agree'].sum())} of {len(table)} runs"
     if ns.format == "markdown":
         print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{agree}")
     else:
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = stdout_console()
         for line in lines:
             console.print(f"[bold]boundaries[/] {line}")
         console.print(rich_table(table, "linear toy model: theory vs simulation (tau in epochs)"))
@@ -267,14 +290,13 @@ def evaluate_command(args: list[str]) -> None:
     from nin_cli.analysis.runs import find_runs
     from nin_cli.robustness import evaluate_run, robustness_config
 
-    parser = argparse.ArgumentParser(prog="nin evaluate", description=COMMANDS["evaluate"])
-    parser.add_argument("paths", nargs="+", help="run or sweep directories, or key=value overrides of conf/robustness/default.yaml")
+    parser = path_parser("evaluate", "run or sweep directories, or key=value overrides of conf/robustness/default.yaml", formats=False)
     parser.add_argument("--device", choices=["cpu", "cuda"], help="evaluate on this device instead of the run's")
     parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have robustness.csv")
     ns = parser.parse_args(args)
-    overrides = [p for p in ns.paths if "=" in p and not Path(p).exists()]
+    paths, overrides = split_overrides(ns.paths)
     rcfg = robustness_config(conf_dir(), overrides)
-    runs = [r for r in find_runs([p for p in ns.paths if p not in overrides]) if (r / "checkpoint.pt").exists()]
+    runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
     if not runs:
         fail("no trained runs (with checkpoint.pt) found")
     for run in runs:
