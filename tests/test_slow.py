@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import nin_cli
+from conftest import make_cfg, nin_cli
 
-from nin_cli.errors import ConfigError
 from nin_cli.data import load_dataset
-from conftest import make_cfg
+from nin_cli.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +23,16 @@ def have_fashion_mnist() -> bool:
 @pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST not installed (make data)")
 def test_fig3_sweep_finds_the_four_phases_in_order(tmp_path):
     """The README's Fig. 3 result, shortened to 12 epochs and one seed."""
-    proc = nin_cli("train", "-m", "+experiment=fig3", "progress=false", "epochs=12", "seed=0", "noise.sigma=1,10,100,1000", f"hydra.sweep.dir={tmp_path}")
+    proc = nin_cli(
+        "train",
+        "-m",
+        "+experiment=fig3",
+        "progress=false",
+        "epochs=12",
+        "seed=0",
+        "noise.sigma=1,10,100,1000",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert nin_cli("summarize", str(tmp_path)).returncode == 0
     phases = pd.read_csv(tmp_path / "phases.csv").sort_values("noise.sigma")

@@ -1,8 +1,8 @@
 """Phase of a run (decoupled / decay / catapult / divergent) and its decay times, from its trajectory.
 
 The rules, with thresholds from conf/analysis.yaml:
-- divergent: the run's status is diverged, or its last clean train loss is non-finite or above
-  divergent_loss_growth x the epoch-0 value;
+- divergent: the run's status is diverged, or it never recovered: its last clean train loss is
+  non-finite or above divergent_loss_growth x the epoch-0 value;
 - catapult: the NIW norm climbs above catapult_niw_growth x its initial value, or the noisy train
   loss climbs above catapult_loss_growth x its step-0 value while the next layer's weight norm,
   after its peak, falls below catapult_weight_drop x that peak (the run then recovers);
