@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
 from nin_cli.data import load_dataset
@@ -183,8 +183,3 @@ def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> 
                 for (i, _), result in zip(chunk, BatchedTrainer(trainers).run()):
                     results[i] = result
     return results  # type: ignore[return-value]
-
-
-def member_configs(base: DictConfig, overrides: list[dict]) -> list[DictConfig]:
-    """Copies of `base` with per-member values merged in (used by the benchmark and tests)."""
-    return [OmegaConf.merge(base, OmegaConf.create(o)) for o in overrides]

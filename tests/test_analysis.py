@@ -146,3 +146,14 @@ def test_run_rows_name_the_varying_keys(tmp_path):
         train(make_cfg(*QUICK, "epochs=1", f"noise.sigma={sigma}"), tmp_path / f"s{sigma}")
     table = run_rows(load_runs([tmp_path]), ACFG, tmp_path)
     assert list(table["noise.sigma"]) == [0.0, 3.0] and "model.width" not in table
+
+
+@pytest.mark.parametrize("experiment", ["fig1", "fig2", "fig3", "ninr_comparison"])
+def test_paper_experiments_compose_and_train(tmp_path, experiment):
+    """Each experiment config runs as written, shrunk to one epoch on the embedded data."""
+    cfg = make_cfg(
+        f"+experiment={experiment}", "dataset=fashion_mnist_mini", "epochs=1", "progress=false", "hessian.samples=200", "evaluate=false"
+    )
+    result = train(cfg, tmp_path / experiment)
+    assert result.status in ("completed", "diverged")
+    assert len(pd.read_csv(tmp_path / experiment / "metrics.csv")) >= 2

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model=transformer"], "unknown model 'transformer'; choose from: cnn, linear, mlp, resnet18"),
+        (["model=transformer"], "unknown model 'transformer'; choose from: cnn, fc, linear, mlp, resnet18"),
         (["noise.sigma=-1"], "noise.sigma must be >= 0, got -1"),
         (["nin=layers", "nin.layers=[fc9]"], "NIN on layer 'fc9', which model mlp does not have; its layers are: fc1, out"),
         (["dataset=mnist", "dataset.root=/nonexistent/mnist"], "install it with: nin download mnist"),
@@ -38,7 +38,7 @@ def test_bad_input_fails_in_one_line_before_training(tmp_path, overrides, messag
 
 def test_help_and_cfg_job_work_as_in_hydra():
     helped = nin_cli("train", "--help")
-    assert helped.returncode == 0 and "model: cnn, linear, mlp, resnet18" in helped.stdout
+    assert helped.returncode == 0 and "model: cnn, fc, linear, mlp, resnet18" in helped.stdout
     cfg = nin_cli("train", "--cfg", "job", "model=cnn", "noise.sigma=3")
     assert cfg.returncode == 0 and "name: cnn" in cfg.stdout and "sigma: 3" in cfg.stdout
     top = nin_cli("--help")

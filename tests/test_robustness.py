@@ -92,7 +92,7 @@ def test_comparison_sweep_trains_evaluates_and_tabulates(tmp_path):
     assert len(list(sweep.glob("*/robustness.csv"))) == 4
     out = nin_cli("summarize", str(sweep), "--format", "markdown")
     assert out.returncode == 0, out.stderr
-    assert "Robustness" in out.stdout and "| cdt02 |" in out.stdout
+    assert "### robustness" in out.stdout and "| cdt02 |" in out.stdout
     detail = pd.read_csv(sweep / "robustness_summary.csv")
     assert set(detail["method"]) == {"none", "cdt02"} and (detail["n_seeds"] == 2).all()
     assert len(detail) == 2 * (1 + 2 + (8 * 3 + 2 * 2) + 1 + 1)  # clean, gaussian, corruptions, fgsm, pgd

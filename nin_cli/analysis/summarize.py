@@ -17,7 +17,7 @@ from nin_cli.records import atomic_write_text
 TAUS = ("tau_niw", "tau_train", "tau_test")
 ALWAYS = ("noise.sigma", "seed")
 # Keys that differ between runs without making them different experiments.
-IGNORED = ("progress", "device", "resume", "batched.enabled", "batched.size")
+IGNORED = ("progress", "device", "resume", "evaluate")
 
 
 def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
