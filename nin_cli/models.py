@@ -16,7 +16,7 @@ from torch import nn
 
 from nin_cli.errors import ConfigError
 
-MODELS = ("linear", "mlp", "cnn", "resnet18")
+MODELS = ("linear", "mlp", "fc", "cnn", "resnet18")  # fc: the NINR study's MLP, its own name in tables
 Tensors = dict[str, torch.Tensor]
 
 
@@ -204,7 +204,7 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, gen: 
     name = model_cfg.name
     if name == "linear":
         model = LinearToy(in_shape, n_out, width=model_cfg.width)
-    elif name == "mlp":
+    elif name in ("mlp", "fc"):
         if model_cfg.depth < 1 or model_cfg.width < 1:
             raise ConfigError(f"model.depth and model.width must be >= 1, got {model_cfg.depth}, {model_cfg.width}")
         model = MLP(in_shape, n_out, depth=model_cfg.depth, width=model_cfg.width, dropout=model_cfg.dropout)
