@@ -132,3 +132,32 @@ def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_
     assert [int(r["epoch"]) for r in rows] == list(range(6))
     assert without_timing(rows) == without_timing(read_rows(reference))
     assert json.loads((metrics.parent / "status.json").read_text())["status"] == "completed"
+
+
+def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path):
+    args = [*QUICK, "model.width=512", "batch_size=16", "epochs=4", "noise.sigma=1,10"]
+    reference = tmp_path / "reference"
+    assert nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "nin_cli", "train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list(sweep.glob("*/metrics.csv"))
+        if len(found) == 2 and all(len(read_rows(p.parent)) >= 3 for p in found):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 143 and "rerun the same sweep to resume" in proc.stderr.read()
+    assert {json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")} == {"interrupted"}
+
+    again = nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("resuming from the checkpoint") == 2
+    for run in sorted(sweep.glob("*/metrics.csv")):
+        rows = read_rows(run.parent)
+        assert [int(r["epoch"]) for r in rows] == list(range(5))
+        assert without_timing(rows) == without_timing(read_rows(reference / run.parent.name))

@@ -8,6 +8,7 @@ a task function that only collects the job's config; training happens afterwards
 """
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class BatchedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nin_cli.batched import train_many
         from nin_cli.cli import fail
+        from nin_cli.engine import Interrupted
         from nin_cli.errors import ConfigError
 
         setup_globals()
@@ -77,6 +79,9 @@ class BatchedLauncher(Launcher):
             results = train_many([c for c, _ in collected], [d for _, d in collected], self.batch_size)
         except ConfigError as exc:
             fail(str(exc))
+        except Interrupted as exc:
+            print(f"nin: interrupted by {exc}; rerun the same sweep to resume its runs", file=sys.stderr)
+            raise SystemExit(143) from None
         from nin_cli.robustness import evaluate_after_training
 
         for (cfg, run_dir), result in zip(collected, results):
