@@ -29,12 +29,12 @@ test-slow: setup
 	$(BIN)/pytest -q -m slow
 
 lint: setup
-	$(BIN)/ruff check nin_cli tests bench
-	$(BIN)/ruff format --check nin_cli tests bench
+	$(BIN)/ruff check nin_cli tests bench hydra_plugins
+	$(BIN)/ruff format --check nin_cli tests bench hydra_plugins
 
 format: setup
-	$(BIN)/ruff format nin_cli tests bench
-	$(BIN)/ruff check --fix nin_cli tests bench
+	$(BIN)/ruff format nin_cli tests bench hydra_plugins
+	$(BIN)/ruff check --fix nin_cli tests bench hydra_plugins
 
 bench: setup
 	$(BIN)/python bench/speed.py
