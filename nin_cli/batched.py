@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
 from nin_cli.data import load_dataset
-from nin_cli.engine import RunResult, Trainer, comparable, console, open_run, progress_bar, recorded_outcome, resolve_device
+from nin_cli.engine import RunResult, Trainer, comparable, console, open_run, progress_bar, recorded_outcome, resolve_device, step_rows
 from nin_cli.errors import ConfigError
 from nin_cli.noise import sigma_at
 
@@ -120,21 +120,22 @@ class BatchedTrainer:
                 on_step()
         for m in self.members:
             m.step = step
-        rows: list[list[dict]] = [[] for _ in self.members]
-        if logged:
-            values = torch.stack([v for _, v in logged]).tolist()  # (n_logged, K, cols)
-            names = head.step_columns[3:]
-            for (st, _), per_member in zip(logged, values):
-                for k, vals in enumerate(per_member):
-                    rows[k].append({"step": st, "epoch": self.members[k].epoch + 1, "sigma": sigmas[k], **dict(zip(names, vals))})
+        steps = [st for st, _ in logged]
+        values = (
+            torch.stack([v for _, v in logged]).transpose(0, 1).tolist() if logged else [[] for _ in self.members]
+        )  # (K, n_logged, cols)
+        rows = [step_rows(head, steps, values[k], m.epoch + 1, sigmas[k]) for k, m in enumerate(self.members)]
         return (loss_sum / len(train)).tolist(), rows
 
     def run(self) -> list[RunResult]:
         head = self.members[0].s
         epochs = int(head.cfg.epochs)
         results: dict[int, RunResult] = {}
-        for m in self.members:
-            m.begin()
+        for k, m in enumerate(self.members):
+            done = m.begin()
+            if done:  # trained through before an interruption: nothing left to step
+                results[k] = done
+                self.active.remove(m)
         n_steps = math.ceil(len(head.data.train) / head.cfg.batch_size)
         with progress_bar(head.cfg.progress) as bar:
             task = bar.add_task(f"{len(self.members)} models", total=epochs, completed=self.members[0].epoch, info="")

@@ -108,6 +108,12 @@ def norm_tensors(model: NINModel, nin_layers: list[str]) -> list[torch.Tensor]:
     return norms + [model.layer_weight_norm(model.next_layer(n)) for n in nin_layers if model.next_layer(n)]
 
 
+def step_rows(s: Setup, steps: list[int], values: list[list[float]], epoch: int, sigma: float) -> list[dict]:
+    """steps.csv rows from the values logged at `steps` (noisy loss, then the norms)."""
+    names = s.step_columns[3:]
+    return [{"step": st, "epoch": epoch, "sigma": sigma, **dict(zip(names, vals))} for st, vals in zip(steps, values)]
+
+
 def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
     """Validate and build data (unless shared in), model and loss; bad input raises ConfigError here."""
     validate(cfg)
@@ -328,25 +334,21 @@ class Trainer:
                 logged.append((self.step, torch.stack([loss.detach(), *norm_tensors(s.model, s.nin_layers)])))
             if on_step:
                 on_step()
-        step_rows = []
-        if logged:
-            values = torch.stack([v for _, v in logged]).tolist()
-            names = s.step_columns[3:]
-            step_rows = [
-                {"step": st, "epoch": self.epoch + 1, "sigma": sigma, **dict(zip(names, vals))} for (st, _), vals in zip(logged, values)
-            ]
-        return float(loss_sum) / len(train), step_rows
+        values = torch.stack([v for _, v in logged]).tolist() if logged else []
+        return float(loss_sum) / len(train), step_rows(s, [st for st, _ in logged], values, self.epoch + 1, sigma)
 
     def checkpoint(self) -> None:
         self.records.save_checkpoint(self.state_dict())
 
-    def begin(self) -> None:
-        """Write epoch 0 (the state before training) unless resuming past it."""
+    def begin(self) -> RunResult | None:
+        """Write epoch 0 (the state before training) unless resuming past it; the result if the run
+        was already trained through (killed between its last checkpoint and its final status)."""
         if self.epoch == 0:
             row = self.initial_row()
             self.records.steps.append([{k: row[k] for k in self.s.step_columns} | {"step": 0}])
             self.records.metrics.append([row])
             self.checkpoint()
+        return self.finish("completed", None) if self.epoch >= int(self.s.cfg.epochs) else None
 
     def end_epoch(self, sigma: float, train_loss: float, step_rows: list[dict], seconds: float) -> RunResult | None:
         """Record a finished epoch; the run's result once it is over (diverged, target reached, done)."""
@@ -379,9 +381,9 @@ class Trainer:
         s, cfg = self.s, self.s.cfg
         epochs = int(cfg.epochs)
         n_steps = math.ceil(len(s.data.train) / cfg.batch_size)
-        self.begin()
-        if self.epoch >= epochs:  # killed between its last checkpoint and its final status
-            return self.finish("completed", None)
+        done = self.begin()
+        if done:
+            return done
         with progress_bar(cfg.progress) as bar:
             run_task = bar.add_task("epochs", total=epochs, completed=self.epoch, info="")
             step_task = bar.add_task("steps", total=n_steps, info="")

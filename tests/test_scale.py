@@ -161,3 +161,18 @@ def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path):
         rows = read_rows(run.parent)
         assert [int(r["epoch"]) for r in rows] == list(range(5))
         assert without_timing(rows) == without_timing(read_rows(reference / run.parent.name))
+
+
+def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp_path):
+    """Killed between the final checkpoint and the final status: both engines only close the run."""
+    cfgs = [make_cfg(*QUICK, "epochs=1", f"seed={seed}") for seed in (0, 1)]
+    dirs = [tmp_path / "batched0", tmp_path / "batched1"]
+    train_many(cfgs, dirs)
+    train(cfgs[0], tmp_path / "single")
+    for d in [*dirs, tmp_path / "single"]:
+        (d / "status.json").write_text('{"status": "running", "epoch": 1}')
+    before = [read_rows(d) for d in dirs]
+    assert [r.status for r in train_many(cfgs, dirs)] == ["completed", "completed"]
+    assert train(cfgs[0], tmp_path / "single").status == "completed"
+    assert [read_rows(d) for d in dirs] == before
+    assert [int(r["epoch"]) for r in read_rows(tmp_path / "single")] == [0, 1]
