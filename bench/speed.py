@@ -26,7 +26,7 @@ from torch import nn
 from nin_cli.batched import BatchedTrainer
 from nin_cli.cli import conf_dir
 from nin_cli.data import load_dataset
-from nin_cli.engine import Trainer, epoch_row, prepare
+from nin_cli.engine import Trainer, epoch_row, prepare, set_tf32
 from nin_cli.records import RunRecords
 
 SETTINGS = {
@@ -93,6 +93,7 @@ def nin_trainers(cfgs, data, tmp: Path) -> list[Trainer]:
 def nin_epoch(cfg, data, tmp: Path, repeats: int) -> tuple[float, float]:
     """(train-only seconds, seconds including the per-epoch evaluation and Hessian estimate)."""
     (trainer,) = nin_trainers([cfg], data, tmp)
+    trainer.train_epoch(1.0)  # warm-up, as for the batched engine
     train_t, full_t = [], []
     for _ in range(repeats):
         sync(data.train.x.device)
@@ -112,6 +113,7 @@ def batched_epoch(cfg, data, tmp: Path, k: int, repeats: int) -> float:
     for i, c in enumerate(cfgs):
         c.seed = i
     batch = BatchedTrainer(nin_trainers(cfgs, data, tmp))
+    batch.train_epoch([1.0] * k)  # warm-up: CUDA graph capture, cuBLAS autotuning, allocator
     times = []
     for _ in range(repeats):
         sync(data.train.x.device)
@@ -129,9 +131,14 @@ def main() -> None:
     parser.add_argument("--ks", nargs="+", type=int, default=None, help="ensemble sizes (default: 8 on CPU, 8 64 on CUDA)")
     parser.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     parser.add_argument("--repeats", type=int, default=1, help="epochs timed per method (median)")
+    parser.add_argument("--fp32", action="store_true", help="CUDA: full IEEE fp32 matmuls for every method (default: TF32, tf32=true)")
+    parser.add_argument("--log-every", type=int, default=1, help="steps.csv every N steps, as log.every_steps (0: off)")
+    parser.add_argument("--no-graphs", action="store_true", help="CUDA: the batched engine without CUDA graph replay")
     args = parser.parse_args()
     root = torchvision_root()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}", end="")
+    cuda_mode = ("fp32" if args.fp32 else "TF32") + (", eager steps" if args.no_graphs else ", CUDA graphs")
+    print(f", CUDA: {cuda_mode}" if torch.cuda.is_available() else "")
     header = f"{'setting':<6} {'device':<6} {'method':<28} {'s/model-epoch':>14} {'vs (a)':>8}"
     print(header + "\n" + "-" * len(header))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -140,6 +147,9 @@ def main() -> None:
             ks = args.ks or ([8] if device.type == "cpu" else [8, 64])
             for setting in args.settings:
                 overrides = [*SETTINGS[setting], f"device={device_name}", "progress=false", "noise.sigma=1"]
+                overrides += [f"tf32={not args.fp32}", f"cuda_graphs={not args.no_graphs}", f"log.every_steps={args.log_every}"]
+                if device.type == "cuda":
+                    set_tf32(not args.fp32)  # the baseline runs under the same matmul precision
                 if args.train_size:
                     overrides.append(f"dataset.train_size={args.train_size}")
                 cfg = compose("train", overrides=overrides)

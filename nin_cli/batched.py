@@ -19,6 +19,8 @@ from torch.func import functional_call, vmap
 from nin_cli.data import load_dataset
 from nin_cli.engine import RunResult, Trainer, comparable, console, open_run, progress_bar, recorded_outcome, resolve_device, step_rows
 from nin_cli.errors import ConfigError
+from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
+from nin_cli.graphs import GraphedStep
 from nin_cli.noise import sigma_at
 
 # What may differ between members of one batch; everything else must match.
@@ -53,7 +55,7 @@ def check_batchable(cfgs: list[DictConfig]) -> None:
 class BatchedTrainer:
     """Steps K Trainers together; they share data, architecture and step count."""
 
-    def __init__(self, members: list[Trainer]):
+    def __init__(self, members: list[Trainer], fused: bool = True):
         self.members = members
         self.active = list(members)
         head = members[0].s
@@ -69,6 +71,16 @@ class BatchedTrainer:
             return loss_fn(functional_call(self.template, params, (x,), {"eps": eps}), y)
 
         self.losses = vmap(member_loss, randomness="different" if dropout else "error")
+        self.param_list = [self.params[n] for n in self.names]
+        self.lrs = [self.lr.view(-1, *[1] * (p.ndim - 1)) for p in self.param_list]
+        self.active_mask = torch.ones(len(members), dtype=torch.bool, device=head.device)
+        self.fused = None
+        if fused and fused_mlp_applies(head.cfg):
+            layers = self.template.layer_names
+            self.fused = FusedMLPStep(self.params, layers, head.nin_layers, head.cfg.loss.name, self.lr, self.wd, self.active_mask)
+        # Dropout draws inside the step: keep such steps eager rather than replaying their RNG.
+        graphs = head.device.type == "cuda" and bool(head.cfg.get("cuda_graphs", True)) and not dropout
+        self.step_fn = GraphedStep(self.step) if graphs else self.step
         # norm_columns order: NIW norms, then the weight norms of each NIN's next layer
         nins = head.nin_layers
         self.norm_params = [[f"nins.{n}.weight"] for n in nins]
@@ -80,8 +92,22 @@ class BatchedTrainer:
 
     def norms(self) -> torch.Tensor:
         """(K, n_norm_columns), without leaving the device."""
-        cols = [torch.stack([self.params[p].detach().flatten(1).pow(2).sum(1) for p in group]).sum(0).sqrt() for group in self.norm_params]
+        norm = torch.linalg.vector_norm
+        cols = [norm(torch.stack([norm(self.params[p].detach().flatten(1), dim=1) for p in group]), dim=0) for group in self.norm_params]
         return torch.stack(cols, dim=1) if cols else torch.zeros(len(self.members), 0, device=self.lr.device)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, eps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One SGD step of every active member; their noisy losses, (K,)."""
+        if self.fused:
+            losses = self.fused(x, y, eps)
+        else:
+            losses = self.losses(self.params, x, y, eps)
+            grads = torch.autograd.grad(torch.where(self.active_mask, losses, 0.0).sum(), self.param_list)
+            with torch.no_grad():
+                if self.wd:
+                    grads = torch._foreach_add(grads, self.param_list, alpha=self.wd)
+                torch._foreach_sub_(self.param_list, torch._foreach_mul(grads, self.lrs))
+        return losses.detach()
 
     def sync_member(self, k: int, member: Trainer) -> None:
         with torch.no_grad():
@@ -93,29 +119,25 @@ class BatchedTrainer:
         train, bs, device = head.data.train, int(head.cfg.batch_size), head.device
         every = int(head.cfg.log.every_steps)
         perms = [torch.randperm(len(train), generator=m.data_gen, device=device) for m in self.members]
-        active = torch.tensor([m in self.active for m in self.members], device=device)
+        self.active_mask.copy_(torch.tensor([m in self.active for m in self.members]))
+        order = torch.stack(perms)
+        each = [m.noise.epoch_units(p) for m, p in zip(self.members, perms)]
+        scale = torch.tensor(sigmas, device=device)[:, None]
+        units = {n: scale * torch.stack([u[n] for u in each]) for n in head.nin_layers}  # (K, n_train)
         loss_sum = torch.zeros(len(self.members), device=device)
         logged: list[tuple[int, torch.Tensor]] = []
         step = self.members[0].step
         for start in range(0, len(train), bs):
-            idx = torch.stack([p[start : start + bs] for p in perms])
+            idx = order[:, start : start + bs]
             x, y = train.x[idx], train.y[idx]
             if self.members[0].input_noise > 0:
                 x = x + torch.stack([m.input_noise * torch.randn(x.shape[1:], generator=m.input_gen, device=device) for m in self.members])
-            eps_each = [m.noise.sample(idx[k], sigmas[k]) for k, m in enumerate(self.members)]
-            eps = {n: torch.stack([e[n] for e in eps_each]) for n in head.nin_layers}
-            losses = self.losses(self.params, x, y, eps)
-            grads = torch.autograd.grad(torch.where(active, losses, 0.0).sum(), [self.params[n] for n in self.names])
-            with torch.no_grad():
-                for n, g in zip(self.names, grads):
-                    p = self.params[n]
-                    if self.wd:
-                        g = g + self.wd * p
-                    p.sub_(self.lr.view(-1, *[1] * (p.ndim - 1)) * g)
-            loss_sum += losses.detach() * idx.shape[1]
+            eps = {n: u[:, start : start + bs] for n, u in units.items()}
+            losses = self.step_fn(x, y, eps)
+            loss_sum += losses * idx.shape[1]
             step += 1
             if every > 0 and step % every == 0:
-                logged.append((step, torch.cat([losses.detach()[:, None], self.norms()], dim=1)))
+                logged.append((step, torch.cat([losses[:, None], self.norms()], dim=1)))
             if on_step:
                 on_step()
         for m in self.members:

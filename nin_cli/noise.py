@@ -59,10 +59,12 @@ def validate_noise(noise_cfg) -> None:
 
 
 class NoiseSource:
-    """Per-step eps for each NIN layer.
+    """Unit-variance eps for each NIN layer, scaled by sigma where it is used.
 
-    `resample` draws fresh values every step; `fixed` draws one value per training sample before
-    training and gathers it by sample index, so a sample sees the same eps every epoch.
+    `resample`: fresh values for every sample of every epoch, drawn once per epoch (one call per
+    layer rather than one per step: fewer kernel launches, and the batched engine can stack its
+    members' draws). `fixed`: one value per training sample drawn before training, so a sample sees
+    the same eps every epoch.
     """
 
     def __init__(self, noise_cfg, layers: list[str], n_train: int, gen: torch.Generator, device: torch.device):
@@ -75,12 +77,17 @@ class NoiseSource:
         if self.mode == "fixed":
             self.table = {name: unit_noise(self.distribution, n_train, gen, device) for name in layers}
 
-    def sample(self, idx: torch.Tensor, sigma: float) -> dict[str, torch.Tensor] | None:
+    def epoch_units(self, perm: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unit eps for one epoch in its sample order: the step over perm[a:b] uses entries a:b."""
+        if self.mode == "fixed":
+            return {name: self.table[name][perm] for name in self.layers}
+        return {name: unit_noise(self.distribution, len(perm), self.gen, self.device) for name in self.layers}
+
+    def fresh(self, n: int, sigma: float) -> dict[str, torch.Tensor] | None:
+        """n new draws per layer, scaled: the noise of an evaluation pass."""
         if not self.layers:
             return None
-        if self.mode == "fixed":
-            return {name: sigma * self.table[name][idx] for name in self.layers}
-        return {name: sigma * unit_noise(self.distribution, len(idx), self.gen, self.device) for name in self.layers}
+        return {name: sigma * unit_noise(self.distribution, n, self.gen, self.device) for name in self.layers}
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "table": {k: v.cpu() for k, v in self.table.items()}}

@@ -77,7 +77,7 @@ def impulse_noise(x, amount, gen):
 def motion_blur(x, length, gen):
     """Average along a line of `length` pixels at one random angle per batch."""
     k = int(length) | 1
-    angle = float(torch.rand((), generator=gen)) * math.pi
+    angle = float(torch.rand((), generator=gen, device=gen.device)) * math.pi
     kernel = torch.zeros(k, k, device=x.device)
     c = k // 2
     for t in torch.linspace(-c, c, 4 * k):

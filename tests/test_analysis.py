@@ -32,15 +32,16 @@ def test_decay_fit_recovers_the_time_scale():
     assert math.isnan(decay_time([0, 1], [1, 0.5]))
 
 
-def synthetic_run(niw, loss, status="completed", weights=None):
+def synthetic_run(niw, loss, status="completed", weights=None, acc=None):
     n = len(niw)
-    clean = np.linspace(2.0, 0.5, n)
+    clean = np.linspace(2.0, 0.5, n) if acc is None else np.full(n, 2.3)
     metrics = pd.DataFrame(
         {
             "epoch": np.arange(n),
             "step": np.arange(n) * 10,
             "train_loss": loss,
             "train_loss_clean": clean,
+            "train_acc": np.linspace(0.1, 0.9, n) if acc is None else acc,
             "test_loss": clean,
             "niw_norm_fc1": niw,
             "weight_norm_out": weights if weights is not None else np.linspace(3.0, 3.5, n),
@@ -67,6 +68,13 @@ DECAY = 30 * np.exp(-np.arange(10) / 3)
 )
 def test_classifier_reads_the_phase_off_the_trajectory(niw, loss, weights, status, phase):
     assert classify(synthetic_run(niw, loss, status, weights), ACFG.phases)[0] == phase
+
+
+def test_a_run_stuck_at_chance_is_divergent():
+    """The noise killed the network: no NaN, a clean loss at its initial ln 10, accuracy at 10%."""
+    run = synthetic_run(DECAY, np.linspace(3, 2.3, 10), acc=np.array([0.04, 0.09, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.11, 0.1]))
+    phase, why = classify(run, ACFG.phases)
+    assert phase == "divergent" and "learned nothing" in why
 
 
 def test_summaries_of_a_real_multirun_sweep(tmp_path):

@@ -2,7 +2,8 @@
 
 The rules, with thresholds from conf/analysis.yaml:
 - divergent: the run's status is diverged, or it never recovered: its last clean train loss is
-  non-finite or above divergent_loss_growth x the epoch-0 value;
+  non-finite or above divergent_loss_growth x the epoch-0 value, or its final clean train
+  accuracy is below max(epoch 0's, chance_acc) + divergent_min_acc_gain (stuck at chance);
 - catapult: the NIW norm climbs above catapult_niw_growth x its initial value, or the noisy train
   loss climbs above catapult_loss_growth x its step-0 value while the next layer's weight norm,
   after its peak, falls below catapult_weight_drop x that peak (the run then recovers);
@@ -58,6 +59,10 @@ def classify(run: Run, thresholds) -> tuple[str, str]:
     clean = m["train_loss_clean"].to_numpy(dtype=float)
     if not math.isfinite(clean[-1]) or clean[-1] > thresholds.divergent_loss_growth * clean[0]:
         return "divergent", f"final clean train loss {clean[-1]:.3g} vs {clean[0]:.3g} at epoch 0"
+    acc = m["train_acc"].to_numpy(dtype=float) if "train_acc" in m else np.array([math.nan])
+    floor = max(acc[0], thresholds.get("chance_acc", 0.0)) + thresholds.get("divergent_min_acc_gain", 0.0)
+    if len(acc) > 1 and acc[-1] < floor:
+        return "divergent", f"final clean train accuracy {acc[-1]:.3g} vs {acc[0]:.3g} at epoch 0: it learned nothing"
     traj = trajectory(run)
     loss_growth = float(np.nanmax(traj.noisy_loss) / traj.noisy_loss[0]) if len(traj.noisy_loss) else 1.0
     if traj.niw is None or run.sigma == 0:

@@ -125,10 +125,19 @@ def niw_overlay_figure(runs: list[Run], phase_of: dict[Path, str], path: Path) -
     curves.sort(key=lambda c: c[0])
     cmap = plt.get_cmap("viridis")
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
-    for i, (sigma, t, niw, phase) in enumerate(curves):
-        ax.plot(t, niw / niw[0], color=cmap(i / max(len(curves) - 1, 1)), lw=1, label=f"sigma={sigma:g} ({phase})")
+    sigmas = sorted({c[0] for c in curves})
+    labelled: set[tuple[float, str]] = set()
+    for sigma, t, niw, phase in curves:  # one colour per sigma, one legend entry per (sigma, phase)
+        label = None if (sigma, phase) in labelled else f"sigma={sigma:g} ({phase})"
+        labelled.add((sigma, phase))
+        style = "--" if phase == "divergent" else "-"
+        ax.plot(t, niw / niw[0], style, color=cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1)), lw=1, label=label)
     ax.set_yscale("log")
-    ax.set(xlabel="epoch", ylabel="|W_NI| / |W_NI(0)|", title="NIW norm against time")
+    kept = np.concatenate([niw / niw[0] for _, _, niw, phase in curves if phase != "divergent"] or [np.array([])])
+    kept = kept[np.isfinite(kept) & (kept > 0)]
+    if kept.size:  # a divergent run's blow-up would flatten every other curve: let it leave the frame
+        ax.set_ylim(kept.min() / 2, kept.max() * 2)
+    ax.set(xlabel="epoch", ylabel="|W_NI| / |W_NI(0)|", title="NIW norm against time (divergent runs dashed)")
     ax.legend(fontsize=7, ncol=2)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,12 @@ from nin_cli.records import atomic_write_text
 TAUS = ("tau_niw", "tau_train", "tau_test")
 ALWAYS = ("noise.sigma", "seed")
 # Keys that differ between runs without making them different experiments.
-IGNORED = ("progress", "device", "resume", "evaluate")
+# Never a grouping key: runtime switches, and the NINR preset table (a run's own scale is noise.sigma).
+IGNORED = ("progress", "device", "resume", "evaluate", "cuda_graphs", "model.ninr_sigma")
+
+
+def ignored(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in IGNORED)
 
 
 def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
@@ -29,7 +34,7 @@ def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfi
 def varying_keys(runs: list[Run]) -> list[str]:
     keys = sorted({k for r in runs for k in r.config})
     # A key only some runs have (a config written by an older version) varies only among those.
-    vary = [k for k in keys if k not in IGNORED and len({repr(r.config[k]) for r in runs if k in r.config}) > 1]
+    vary = [k for k in keys if not ignored(k) and len({repr(r.config[k]) for r in runs if k in r.config}) > 1]
     return [k for k in ALWAYS if any(k in r.config for r in runs)] + [k for k in vary if k not in ALWAYS]
 
 
