@@ -8,6 +8,7 @@ single run would, writes the same files, and can be resumed by either engine.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import defaultdict
@@ -17,7 +18,18 @@ from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
 from nin_cli.data import load_dataset
-from nin_cli.engine import RunResult, Trainer, comparable, console, open_run, progress_bar, recorded_outcome, resolve_device, step_rows
+from nin_cli.engine import (
+    RunResult,
+    Trainer,
+    comparable,
+    console,
+    open_run,
+    progress_bar,
+    recorded_outcome,
+    resolve_device,
+    step_rows,
+    train,
+)
 from nin_cli.errors import ConfigError
 from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
 from nin_cli.graphs import GraphedStep
@@ -38,18 +50,34 @@ def structure(cfg: DictConfig) -> dict:
     return plain
 
 
+def stacking_refusal(cfg: DictConfig) -> str | None:
+    """Why runs of this config cannot be stacked into an ensemble, or None."""
+    if cfg.optimizer.name != "sgd" or float(cfg.optimizer.momentum) != 0.0:
+        return "the ensemble steps plain SGD (optimizer=sgd, momentum 0)"
+    if cfg.model.name == "resnet18":
+        return "the ensemble cannot stack resnet18's batch-norm buffers"
+    return None
+
+
 def check_batchable(cfgs: list[DictConfig]) -> None:
+    """One ensemble: members may differ only in PER_MEMBER keys, and must be stackable."""
     first = structure(cfgs[0])
     for cfg in cfgs[1:]:
         other = structure(cfg)
         if other != first:
             diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
             raise ConfigError(f"batched runs may differ only in {', '.join(PER_MEMBER)}; these differ in: {', '.join(diff)}")
-    cfg = cfgs[0]
-    if cfg.optimizer.name != "sgd" or float(cfg.optimizer.momentum) != 0.0:
-        raise ConfigError("the batched launcher trains plain SGD (optimizer=sgd, momentum 0); use another launcher")
-    if cfg.model.name == "resnet18":
-        raise ConfigError("the batched launcher cannot stack resnet18 (batch-norm buffers); use another launcher")
+    reason = stacking_refusal(cfgs[0])
+    if reason:
+        raise ConfigError(f"{reason}; use another launcher")
+
+
+def structure_groups(cfgs: list[DictConfig]) -> list[list[int]]:
+    """Indices of the runs that can share an ensemble, in sweep order."""
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        groups.setdefault(json.dumps(structure(cfg), sort_keys=True, default=str), []).append(i)
+    return list(groups.values())
 
 
 class BatchedTrainer:
@@ -183,10 +211,30 @@ class BatchedTrainer:
 
 
 def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> list[RunResult]:
-    """Train every (cfg, run_dir) in batches of at most `batch_size` members that share a start epoch.
+    """Train every (cfg, run_dir) of a sweep. Runs that differ only in PER_MEMBER keys train
+    together in ensembles of at most `batch_size` members that share a start epoch; a group the
+    ensemble cannot stack (not plain SGD, resnet18) trains one run at a time.
 
     Finished runs are skipped, interrupted ones resume from their checkpoints.
     """
+    results: list[RunResult | None] = [None] * len(cfgs)
+    groups = structure_groups(cfgs)
+    if len(groups) > 1:
+        console.print(f"[bold]batched: {len(cfgs)} runs in {len(groups)} groups of runs that differ only in {', '.join(PER_MEMBER)}")
+    for idx in groups:
+        reason = stacking_refusal(cfgs[idx[0]])
+        if reason:
+            console.print(f"[yellow]batched: {reason}; training these {len(idx)} runs one at a time")
+            for i in idx:
+                results[i] = train(cfgs[i], run_dirs[i])
+            continue
+        for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], batch_size)):
+            results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
+    """One structure group: ensembles of members that share a start epoch."""
     check_batchable(cfgs)
     data = load_dataset(cfgs[0].dataset, resolve_device(cfgs[0].device))
     results: list[RunResult | None] = [None] * len(cfgs)

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nin_cli.data import Dataset, Split, load_dataset
 from nin_cli.errors import ConfigError
+from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
 from nin_cli.hessian import hutchinson_traces
 from nin_cli.models import NINModel, build_model
 from nin_cli.noise import NoiseSource, sigma_at, validate_noise
@@ -270,6 +271,12 @@ class Trainer:
         cfg = s.cfg
         self.records = records
         self.optimizer = make_optimizer(cfg, s.model.parameters())
+        self.fused: FusedMLPStep | None = None
+        if fused_mlp_applies(cfg):  # an ensemble of one, over views of the model's own parameters
+            views = {n: p.detach().unsqueeze(0) for n, p in s.model.named_parameters()}
+            lr, wd = torch.tensor([float(cfg.optimizer.lr)], device=s.device), float(cfg.regularization.weight_decay)
+            active = torch.ones(1, dtype=torch.bool, device=s.device)
+            self.fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active)
         self.data_gen = generator(cfg.seed, "data", s.device)
         self.input_gen = generator(cfg.seed, "input_noise", s.device)
         self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
@@ -340,10 +347,13 @@ class Trainer:
             if self.input_noise > 0:
                 x = x + self.input_noise * torch.randn(x.shape, generator=self.input_gen, device=s.device)
             eps = {n: sigma * u[start : start + cfg.batch_size] for n, u in units.items()} or None
-            loss = s.loss_fn(s.model(x, eps), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.fused:
+                loss = self.fused(x[None], y[None], {n: e[None] for n, e in (eps or {}).items()})[0]
+            else:
+                loss = s.loss_fn(s.model(x, eps), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
             loss_sum += loss.detach() * len(idx)
             self.step += 1
             if every > 0 and self.step % every == 0:

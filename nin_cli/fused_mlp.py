@@ -7,7 +7,8 @@ accumulates into the weights in place, W <- W - (lr dZ)^T h, so the weights are 
 (forward, input gradient) and written once per step, and the gradient is never stored.
 
 It covers what the Fig. 1-3 and NINR sweeps train most: model=mlp|fc without dropout, loss ce or
-mse, NINs on any layers, plain SGD with optional weight decay. Everything else takes the vmap path.
+mse, NINs on any layers, plain SGD with optional weight decay; single runs use it as an ensemble
+of one. Everything else takes autograd (vmapped in the batched engine).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ Tensors = dict[str, torch.Tensor]
 
 
 def fused_mlp_applies(cfg: DictConfig) -> bool:
-    return cfg.model.name in ("mlp", "fc") and float(cfg.model.get("dropout", 0.0)) == 0.0 and cfg.loss.name in ("ce", "mse")
+    plain_sgd = cfg.optimizer.name == "sgd" and float(cfg.optimizer.momentum) == 0.0
+    return plain_sgd and cfg.model.name in ("mlp", "fc") and float(cfg.model.get("dropout", 0.0)) == 0.0 and cfg.loss.name in ("ce", "mse")
 
 
 class FusedMLPStep:

@@ -16,7 +16,7 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
 from nin_cli.analysis.summarize import analysis_config
-from nin_cli.batched import BatchedTrainer, train_many
+from nin_cli.batched import BatchedTrainer, check_batchable, structure_groups, train_many
 from nin_cli.cli import conf_dir
 from nin_cli.engine import Trainer, prepare, train
 from nin_cli.errors import ConfigError
@@ -92,10 +92,20 @@ def read_rows_steps(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_batched_refuses_runs_that_differ_in_structure(tmp_path):
-    cfgs = [make_cfg(*QUICK, "epochs=1"), make_cfg(*QUICK, "epochs=1", "model.width=64")]
+def test_batched_groups_a_mixed_sweep_and_trains_what_it_cannot_stack_one_by_one(tmp_path):
+    cfgs = [
+        make_cfg(*QUICK, "epochs=1", "noise.sigma=1", "seed=0"),
+        make_cfg(*QUICK, "epochs=1", "model.width=64"),
+        make_cfg(*QUICK, "epochs=1", "noise.sigma=3", "seed=1"),  # stacks with the first
+        make_cfg(*QUICK, "epochs=1", "optimizer=adam", "optimizer.lr=0.001"),  # cannot stack: trained alone
+    ]
+    assert structure_groups(cfgs) == [[0, 2], [1], [3]]
+    dirs = [tmp_path / f"run{i}" for i in range(len(cfgs))]
+    results = train_many(cfgs, dirs)
+    assert [r.status for r in results] == ["completed"] * 4
+    assert all(len(read_rows(d)) == 2 and column(d, "test_acc")[-1] > 0.6 for d in dirs)
     with pytest.raises(ConfigError, match="differ in: model"):
-        train_many(cfgs, [tmp_path / "a", tmp_path / "b"])
+        check_batchable(cfgs[:2])
 
 
 def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):

@@ -105,7 +105,7 @@ def test_init_follows_the_spec():
     model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
     w = model.layers["fc1"].weight.detach()
     assert abs(float(w.std()) * math.sqrt(784) - 1.0) < 0.02
-    assert float(model.layers["fc1"].bias.abs().max()) == 0.0
+    assert float(model.layers["fc1"].bias.detach().abs().max()) == 0.0
     assert abs(float(model.nins["fc1"].weight.detach().std()) - 1.0) < 0.05
 
 
