@@ -346,9 +346,9 @@ class Trainer:
             x, y = train.x[idx], train.y[idx]
             if self.input_noise > 0:
                 x = x + self.input_noise * torch.randn(x.shape, generator=self.input_gen, device=s.device)
-            eps = {n: sigma * u[start : start + cfg.batch_size] for n, u in units.items()} or None
+            eps = {n: sigma * u[start : start + cfg.batch_size] for n, u in units.items()}
             if self.fused:
-                loss = self.fused(x[None], y[None], {n: e[None] for n, e in (eps or {}).items()})[0]
+                loss = self.fused(x[None], y[None], {n: e[None] for n, e in eps.items()})[0]
             else:
                 loss = s.loss_fn(s.model(x, eps), y)
                 self.optimizer.zero_grad(set_to_none=True)

@@ -22,13 +22,13 @@ def make_cfg(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-def read_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+def read_rows(run_dir: Path, table: str = "metrics.csv") -> list[dict[str, str]]:
+    with open(Path(run_dir) / table, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def column(run_dir: Path, name: str) -> list[float]:
-    return [float(r[name]) for r in read_rows(run_dir)]
+def column(run_dir: Path, name: str, table: str = "metrics.csv") -> list[float]:
+    return [float(r[name]) for r in read_rows(run_dir, table)]
 
 
 def without_timing(rows: list[dict[str, str]]) -> list[dict[str, str]]:

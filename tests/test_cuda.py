@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import sys
@@ -12,19 +11,15 @@ import pytest
 import torch
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows
 
-from nin_cli.batched import train_many
+from nin_cli.batched import BatchedTrainer, train_many
 from nin_cli.cli import conf_dir
-from nin_cli.engine import train
+from nin_cli.engine import Trainer, prepare, train
+from nin_cli.records import RunRecords
 from nin_cli.robustness import evaluate_run, robustness_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 GPU = [*QUICK, "device=cuda"]
-
-
-def steps_loss(run_dir) -> list[float]:
-    with open(run_dir / "steps.csv", newline="") as f:
-        return [float(r["train_loss"]) for r in csv.DictReader(f)]
 
 
 def test_cuda_training_learns_and_decays_the_niw(tmp_path):
@@ -44,7 +39,7 @@ def test_cuda_batched_members_follow_their_single_runs(tmp_path):
         single = tmp_path / f"single_{bdir.name}"
         train(cfg, single)
         # CUDA kernels differ between a vmapped and a plain matmul in the last bits: close, not equal.
-        assert steps_loss(bdir)[:6] == pytest.approx(steps_loss(single)[:6], rel=5e-3)
+        assert column(bdir, "train_loss", "steps.csv")[:6] == pytest.approx(column(single, "train_loss", "steps.csv")[:6], rel=5e-3)
         assert abs(column(bdir, "test_acc")[-1] - column(single, "test_acc")[-1]) < 0.03
 
 
@@ -76,10 +71,6 @@ def test_cuda_robustness_evaluation(tmp_path):
 
 
 def test_cuda_graph_replay_trains_like_eager_steps(tmp_path):
-    from nin_cli.batched import BatchedTrainer
-    from nin_cli.engine import Trainer, prepare
-    from nin_cli.records import RunRecords
-
     def epoch_losses(graphs: bool) -> tuple[list[float], object]:
         cfgs = [make_cfg(*GPU, "noise.sigma=3", f"seed={k}", f"cuda_graphs={graphs}") for k in range(4)]
         batch = BatchedTrainer([Trainer(prepare(c), RunRecords(tmp_path / f"{graphs}{k}")) for k, c in enumerate(cfgs)])

@@ -38,8 +38,8 @@ def test_batched_members_replay_their_single_runs(tmp_path):
         assert without_timing([first_b]) == without_timing([first_s])  # epoch 0: the same init, exactly
         steps_b, steps_s = column(bdir, "train_loss")[:1], column(single, "train_loss")[:1]
         assert steps_b == steps_s
-        b_steps = [float(r["train_loss"]) for r in read_rows_steps(bdir)[:6]]
-        s_steps = [float(r["train_loss"]) for r in read_rows_steps(single)[:6]]
+        b_steps = column(bdir, "train_loss", "steps.csv")[:6]
+        s_steps = column(single, "train_loss", "steps.csv")[:6]
         assert b_steps == pytest.approx(s_steps, rel=1e-4)  # first steps: same data, noise and updates
         assert abs(column(bdir, "test_acc")[-1] - column(single, "test_acc")[-1]) < 0.03
         assert classify(load_run(bdir), acfg.phases)[0] == classify(load_run(single), acfg.phases)[0]
@@ -60,8 +60,8 @@ def test_batched_cnn_members_replay_their_single_runs(tmp_path):
     train_many(cfgs, dirs)
     for cfg, bdir in zip(cfgs, dirs):
         train(cfg, tmp_path / f"single_{bdir.name}")
-        b_steps = [float(r["train_loss"]) for r in read_rows_steps(bdir)[:6]]
-        s_steps = [float(r["train_loss"]) for r in read_rows_steps(tmp_path / f"single_{bdir.name}")[:6]]
+        b_steps = column(bdir, "train_loss", "steps.csv")[:6]
+        s_steps = column(tmp_path / f"single_{bdir.name}", "train_loss", "steps.csv")[:6]
         assert b_steps == pytest.approx(s_steps, rel=1e-4)
 
 
@@ -83,13 +83,6 @@ def test_fused_mlp_step_matches_autograd(tmp_path, extra):
     assert fused_losses[3:] < fused_losses[:3]  # the second epoch's loss is lower: it trains
     for name, p in auto_params.items():
         assert float((fused_params[name] - p).detach().norm() / p.detach().norm()) < 1e-3, name
-
-
-def read_rows_steps(run_dir: Path) -> list[dict]:
-    import csv
-
-    with open(run_dir / "steps.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_batched_groups_a_mixed_sweep_and_trains_what_it_cannot_stack_one_by_one(tmp_path):

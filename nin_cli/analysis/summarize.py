@@ -16,8 +16,8 @@ from nin_cli.records import atomic_write_text
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
 ALWAYS = ("noise.sigma", "seed")
-# Keys that differ between runs without making them different experiments.
-# Never a grouping key: runtime switches, and the NINR preset table (a run's own scale is noise.sigma).
+# Keys (and key prefixes) that differ between runs without making them different experiments:
+# runtime switches, and the NINR preset table (a run's own scale is noise.sigma).
 IGNORED = ("progress", "device", "resume", "evaluate", "cuda_graphs", "model.ninr_sigma")
 
 
