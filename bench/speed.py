@@ -4,8 +4,11 @@ and the batched ensemble engine at several K, side by side in one process on the
     python bench/speed.py                          # Fig. 1 and Fig. 3 settings, CPU (and CUDA if present)
     python bench/speed.py --device cuda --ks 8 64  # on a GPU
     python bench/speed.py --train-size 20000       # a slice of the training set, for a quick look
+    python bench/speed.py --precision bf16         # nin in precision=bf16, next to the loop with and without autocast
 
-Ratios are baseline time / method time: above 1 means faster than the plain loop.
+Ratios are baseline time / method time: above 1 means faster than the plain loop (a), which runs in
+float32 (TF32 on CUDA unless --precision fp32). With --precision bf16 the loop also runs under bf16
+autocast, as (a'), so the gain from the engine and the gain from the number format can be told apart.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import nn
 from nin_cli.batched import BatchedTrainer
 from nin_cli.cli import conf_dir
 from nin_cli.data import load_dataset
-from nin_cli.engine import Trainer, epoch_row, prepare, set_tf32
+from nin_cli.engine import PRECISIONS, Trainer, epoch_row, prepare, set_tf32
 from nin_cli.records import RunRecords
 
 SETTINGS = {
@@ -56,8 +59,9 @@ def torchvision_root() -> Path:
     return root
 
 
-def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None, repeats: int) -> float:
-    """The loop a researcher writes first: torchvision dataset, transforms, DataLoader, nn.Sequential."""
+def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None, repeats: int, bf16: bool = False) -> float:
+    """The loop a researcher writes first: torchvision dataset, transforms, DataLoader, nn.Sequential;
+    with `bf16`, its forward under torch.autocast (the usual way to get bfloat16 matmuls)."""
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
@@ -77,7 +81,8 @@ def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None
         t0 = time.perf_counter()
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            loss = nn.functional.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -124,6 +129,27 @@ def batched_epoch(cfg, data, tmp: Path, k: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def arithmetic_floor(cfg, n_train: int, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """(seconds, GFLOP/s): an epoch's forward and backward GEMMs at the best rate this device runs
+    the widest layer's product in `dtype`, alone or 8 stacked as in an ensemble."""
+    dims = [784] + [cfg.model.width] * cfg.model.depth + [10]
+    weights = [a * b for a, b in zip(dims[:-1], dims[1:])]
+    flops = 2 * n_train * (2 * sum(weights) + sum(weights[1:]))  # forward, weight gradients, input gradients past layer 1
+    rates = []
+    for k in (1, 8):
+        a = torch.randn(k, cfg.batch_size, cfg.model.width, device=device, dtype=dtype)
+        w = torch.randn(k, cfg.model.width, cfg.model.width, device=device, dtype=dtype)
+        for _ in range(3):
+            torch.bmm(a, w)
+        sync(device)
+        t0, reps = time.perf_counter(), 20
+        for _ in range(reps):
+            torch.bmm(a, w)
+        sync(device)
+        rates.append(2 * a.numel() * cfg.model.width * reps / (time.perf_counter() - t0))
+    return flops / max(rates), max(rates) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -131,14 +157,14 @@ def main() -> None:
     parser.add_argument("--ks", nargs="+", type=int, default=None, help="ensemble sizes (default: 8 on CPU, 8 64 on CUDA)")
     parser.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     parser.add_argument("--repeats", type=int, default=1, help="epochs timed per method (median)")
-    parser.add_argument("--fp32", action="store_true", help="CUDA: full IEEE fp32 matmuls for every method (default: TF32, tf32=true)")
+    parser.add_argument("--precision", default="tf32", choices=PRECISIONS, help="precision= (tf32: TF32 on CUDA, fp32 on CPU)")
     parser.add_argument("--log-every", type=int, default=1, help="steps.csv every N steps, as log.every_steps (0: off)")
     parser.add_argument("--no-graphs", action="store_true", help="CUDA: the batched engine without CUDA graph replay")
     args = parser.parse_args()
     root = torchvision_root()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}", end="")
-    cuda_mode = ("fp32" if args.fp32 else "TF32") + (", eager steps" if args.no_graphs else ", CUDA graphs")
-    print(f", CUDA: {cuda_mode}" if torch.cuda.is_available() else "")
+    print(f", precision={args.precision}", end="")
+    print(", CUDA: " + ("eager steps" if args.no_graphs else "CUDA graphs") if torch.cuda.is_available() else "")
     header = f"{'setting':<6} {'device':<6} {'method':<28} {'s/model-epoch':>14} {'vs (a)':>8}"
     print(header + "\n" + "-" * len(header))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -147,9 +173,9 @@ def main() -> None:
             ks = args.ks or ([8] if device.type == "cpu" else [8, 64])
             for setting in args.settings:
                 overrides = [*SETTINGS[setting], f"device={device_name}", "progress=false", "noise.sigma=1"]
-                overrides += [f"tf32={not args.fp32}", f"cuda_graphs={not args.no_graphs}", f"log.every_steps={args.log_every}"]
+                overrides += [f"precision={args.precision}", f"cuda_graphs={not args.no_graphs}", f"log.every_steps={args.log_every}"]
                 if device.type == "cuda":
-                    set_tf32(not args.fp32)  # the baseline runs under the same matmul precision
+                    set_tf32(args.precision != "fp32")  # the baseline's float32 matmuls as nin's
                 if args.train_size:
                     overrides.append(f"dataset.train_size={args.train_size}")
                 cfg = compose("train", overrides=overrides)
@@ -157,11 +183,18 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     base = baseline_epoch(cfg, root, device, args.train_size, args.repeats)
                     rows = [("(a) PyTorch + DataLoader", base)]
+                    if args.precision == "bf16":
+                        autocast = baseline_epoch(cfg, root, device, args.train_size, args.repeats, bf16=True)
+                        rows.append(("(a') (a) under bf16 autocast", autocast))
                     train_only, full = nin_epoch(cfg, data, Path(tmp), args.repeats)
                     rows += [("(b) nin train (train step)", train_only), ("(b) nin train (+eval, Tr H)", full)]
                     rows += [(f"(c) batched K={k}", batched_epoch(cfg, data, Path(tmp), k, args.repeats)) for k in ks]
                 for name, seconds in rows:
                     print(f"{setting:<6} {device_name:<6} {name:<28} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x", flush=True)
+                dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+                floor, gflops = arithmetic_floor(cfg, len(data.train), device, dtype)
+                name = f"GEMM floor ({gflops:.0f} GFLOP/s)"
+                print(f"{setting:<6} {device_name:<6} {name:<28} {floor * 1000:>11.1f} ms {base / floor:>7.2f}x", flush=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

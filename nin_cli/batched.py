@@ -23,10 +23,12 @@ from nin_cli.engine import (
     Trainer,
     comparable,
     console,
+    matmul_autocast,
     open_run,
     progress_bar,
     recorded_outcome,
     resolve_device,
+    step_dtype,
     step_rows,
     train,
 )
@@ -98,14 +100,22 @@ class BatchedTrainer:
         def member_loss(params, x, y, eps):
             return loss_fn(functional_call(self.template, params, (x,), {"eps": eps}), y)
 
-        self.losses = vmap(member_loss, randomness="different" if dropout else "error")
+        vmapped = vmap(member_loss, randomness="different" if dropout else "error")
+
+        def losses(params, x, y, eps):
+            with matmul_autocast(head.cfg, head.device):
+                return vmapped(params, x, y, eps)
+
+        self.losses = losses
         self.param_list = [self.params[n] for n in self.names]
         self.lrs = [self.lr.view(-1, *[1] * (p.ndim - 1)) for p in self.param_list]
         self.active_mask = torch.ones(len(members), dtype=torch.bool, device=head.device)
         self.fused = None
         if fused and fused_mlp_applies(head.cfg):
             layers = self.template.layer_names
-            self.fused = FusedMLPStep(self.params, layers, head.nin_layers, head.cfg.loss.name, self.lr, self.wd, self.active_mask)
+            self.fused = FusedMLPStep(
+                self.params, layers, head.nin_layers, head.cfg.loss.name, self.lr, self.wd, self.active_mask, step_dtype(head.cfg)
+            )
         # Dropout draws inside the step: keep such steps eager rather than replaying their RNG.
         graphs = head.device.type == "cuda" and bool(head.cfg.get("cuda_graphs", True)) and not dropout
         self.step_fn = GraphedStep(self.step) if graphs else self.step

@@ -70,6 +70,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
 def set_tf32(enabled: bool) -> None:
     """CUDA float32 matmuls and convolutions on TF32 tensor cores (about 8x the fp32 rate on an
     H100; 10-bit mantissa inputs, fp32 accumulation) or in full IEEE fp32. CPUs are unaffected."""
@@ -96,6 +99,20 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("regularization.weight_decay and regularization.input_noise must be >= 0")
     if int(cfg.hessian.probes) < 0:
         raise ConfigError(f"hessian.probes must be >= 0, got {cfg.hessian.probes}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+
+
+def step_dtype(cfg: DictConfig) -> torch.dtype:
+    """The dtype of the training step's and the epoch evaluation's matmuls: bfloat16 under
+    precision=bf16, else float32. Weights, updates, losses and the Hessian estimate are float32
+    either way (TF32 matmuls on CUDA unless precision=fp32)."""
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+
+
+def matmul_autocast(cfg: DictConfig, device: torch.device):
+    """bf16 autocast for autograd steps and evaluation when precision=bf16 (a no-op otherwise)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False)  # graph-safe
 
 
 def norm_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
@@ -132,7 +149,7 @@ def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
     validate(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
-        set_tf32(bool(cfg.get("tf32", True)))
+        set_tf32(cfg.precision != "fp32")
     data = data or load_dataset(cfg.dataset, device)
     loss_fn = make_loss(cfg.loss.name, data.task)
     model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, generator(cfg.seed, "init"))
@@ -173,8 +190,9 @@ def train_subset(split: Split, n: int | None) -> Split:
 def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, seconds: float, lr: float) -> dict:
     """The metrics.csv row for the model's current state (clean metrics use eps = 0)."""
     cfg, model = s.cfg, s.model
-    train_loss_clean, train_acc = evaluate(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, cfg.eval.batch_size)
-    test_loss, test_acc = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
+    with matmul_autocast(cfg, s.device):
+        train_loss_clean, train_acc = evaluate(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, cfg.eval.batch_size)
+        test_loss, test_acc = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
     row = {
         "epoch": epoch,
         "step": step,
@@ -224,6 +242,8 @@ def check_same_run(records: RunRecords, cfg: DictConfig) -> None:
     if not records.config_path.exists():
         return
     saved = comparable(OmegaConf.load(records.config_path))
+    if "tf32" in saved and "precision" not in saved:  # written before precision replaced the tf32 switch
+        saved["precision"] = "tf32" if saved.pop("tf32") else "fp32"
     current = comparable(cfg)
     if saved != current:
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -276,7 +296,7 @@ class Trainer:
             views = {n: p.detach().unsqueeze(0) for n, p in s.model.named_parameters()}
             lr, wd = torch.tensor([float(cfg.optimizer.lr)], device=s.device), float(cfg.regularization.weight_decay)
             active = torch.ones(1, dtype=torch.bool, device=s.device)
-            self.fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active)
+            self.fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, step_dtype(cfg))
         self.data_gen = generator(cfg.seed, "data", s.device)
         self.input_gen = generator(cfg.seed, "input_noise", s.device)
         self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
@@ -322,7 +342,8 @@ class Trainer:
             OmegaConf.merge(cfg.noise, {"mode": "resample"}), s.nin_layers, 0, generator(cfg.seed, "eval_noise", s.device), s.device
         )
         sub = train_subset(s.data.train, cfg.eval.train_samples)
-        noisy_loss, _ = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
+        with matmul_autocast(cfg, s.device):
+            noisy_loss, _ = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
         row = epoch_row(s, 0, 0, sigma, noisy_loss, 0.0, self.lr)
         self.ref_loss = row["train_loss_clean"]
         return row
@@ -350,7 +371,8 @@ class Trainer:
             if self.fused:
                 loss = self.fused(x[None], y[None], {n: e[None] for n, e in eps.items()})[0]
             else:
-                loss = s.loss_fn(s.model(x, eps), y)
+                with matmul_autocast(cfg, s.device):
+                    loss = s.loss_fn(s.model(x, eps), y)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
     [
         (["model=transformer"], "unknown model 'transformer'; choose from: cnn, fc, linear, mlp, resnet18"),
         (["noise.sigma=-1"], "noise.sigma must be >= 0, got -1"),
+        (["precision=fp16"], "precision must be one of fp32, tf32, bf16, got 'fp16'"),
         (["nin=layers", "nin.layers=[fc9]"], "NIN on layer 'fc9', which model mlp does not have; its layers are: fc1, out"),
         (["dataset=mnist", "dataset.root=/nonexistent/mnist"], "install it with: nin download mnist"),
         (["dataset=fashion_mnist", "dataset.root=/nonexistent/fm"], "sudo apt-get install -y dataset-fashion-mnist"),
@@ -95,6 +96,11 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path):
     assert again.returncode == 0 and "already completed" in again.stderr
     other = nin_cli("train", *args, "noise.sigma=5")
     assert other.returncode == 2 and "differs in: noise" in other.stderr
+    # a run written before `precision` replaced the `tf32` switch is still the same run
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace("precision: tf32", "tf32: true"))
+    legacy = nin_cli("train", *args)
+    assert legacy.returncode == 0 and "already completed" in legacy.stderr, legacy.stderr
 
 
 def test_installed_wheel_runs_from_another_directory(tmp_path):

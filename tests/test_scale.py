@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
 
 from nin_cli.analysis.phases import classify
@@ -45,17 +46,18 @@ def test_batched_members_replay_their_single_runs(tmp_path):
         assert classify(load_run(bdir), acfg.phases)[0] == classify(load_run(single), acfg.phases)[0]
 
 
+SMALL_CNN = [
+    *(o for o in QUICK if not o.startswith("model.")),
+    "model=cnn",
+    "model.channels=[8,16]",
+    "model.hidden=32",
+    "dataset.train_size=1500",
+]
+
+
 def test_batched_cnn_members_replay_their_single_runs(tmp_path):
     """The vmap path (any model); the MLP above takes the hand-written fused step."""
-    small = [
-        *(o for o in QUICK if not o.startswith("model.")),
-        "model=cnn",
-        "model.channels=[8,16]",
-        "model.hidden=32",
-        "epochs=1",
-        "dataset.train_size=1500",
-    ]
-    cfgs = [make_cfg(*small, "noise.sigma=1", f"seed={seed}") for seed in (0, 1)]
+    cfgs = [make_cfg(*SMALL_CNN, "epochs=1", "noise.sigma=1", f"seed={seed}") for seed in (0, 1)]
     dirs = [tmp_path / f"batched_{k}" for k in range(2)]
     train_many(cfgs, dirs)
     for cfg, bdir in zip(cfgs, dirs):
@@ -83,6 +85,39 @@ def test_fused_mlp_step_matches_autograd(tmp_path, extra):
     assert fused_losses[3:] < fused_losses[:3]  # the second epoch's loss is lower: it trains
     for name, p in auto_params.items():
         assert float((fused_params[name] - p).detach().norm() / p.detach().norm()) < 1e-3, name
+
+
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_bf16_precision_trains_like_float32(tmp_path, device):
+    """precision=bf16 rounds only the matmul inputs: its runs track the float32 ones, single or
+    stacked, through the fused MLP step and through autocast + vmap + autograd (the CNN)."""
+    args = [*QUICK, f"device={device}", "epochs=2", "noise.sigma=10", "target_train_acc=null"]
+    float32, bf16 = (train(make_cfg(*args, f"precision={p}"), tmp_path / p) for p in ("fp32", "bf16"))
+    assert float32.status == bf16.status == "completed"
+    for name, tolerance in [("train_loss", 0.05), ("train_loss_clean", 0.05), ("niw_norm_fc1", 0.03)]:
+        assert column(tmp_path / "bf16", name) == pytest.approx(column(tmp_path / "fp32", name), rel=tolerance), name
+    assert column(tmp_path / "bf16", "test_acc") == pytest.approx(column(tmp_path / "fp32", "test_acc"), abs=0.02)
+    assert column(tmp_path / "bf16", "train_loss") != column(tmp_path / "fp32", "train_loss")  # bf16 was in effect
+    assert column(tmp_path / "bf16", "niw_norm_fc1")[-1] < 0.92 * column(tmp_path / "bf16", "niw_norm_fc1")[0]  # decays
+
+    cfgs = [make_cfg(*args, "precision=bf16", f"seed={k}") for k in (0, 1)]
+    batch = BatchedTrainer([Trainer(prepare(c), RunRecords(tmp_path / f"b{k}")) for k, c in enumerate(cfgs)])
+    assert batch.fused is not None and batch.fused.dtype == torch.bfloat16
+    single = Trainer(prepare(cfgs[0]), RunRecords(tmp_path / "single"))
+    tolerance = 1e-3 if device == "cpu" else 1e-2  # CUDA picks other kernels for K = 1 and K = 2
+    assert batch.train_epoch([10.0, 10.0])[0][0] == pytest.approx(single.train_epoch(10.0)[0], rel=tolerance)
+
+    cnn = [*SMALL_CNN, f"device={device}", "epochs=2", "nin=all", "noise.sigma=1"]
+    for precision in ("fp32", "bf16"):
+        cnn_cfgs = [make_cfg(*cnn, f"precision={precision}", f"seed={k}") for k in (0, 1)]
+        assert [r.status for r in train_many(cnn_cfgs, [tmp_path / f"cnn_{precision}{k}" for k in (0, 1)])] == ["completed"] * 2
+    for k in (0, 1):
+        loss = column(tmp_path / f"cnn_bf16{k}", "train_loss_clean")
+        float32 = column(tmp_path / f"cnn_fp32{k}", "train_loss_clean")
+        assert loss == pytest.approx(float32, rel=0.03) and loss != float32 and loss[-1] < loss[0]
 
 
 def test_batched_groups_a_mixed_sweep_and_trains_what_it_cannot_stack_one_by_one(tmp_path):
