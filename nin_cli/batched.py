@@ -100,13 +100,7 @@ class BatchedTrainer:
         def member_loss(params, x, y, eps):
             return loss_fn(functional_call(self.template, params, (x,), {"eps": eps}), y)
 
-        vmapped = vmap(member_loss, randomness="different" if dropout else "error")
-
-        def losses(params, x, y, eps):
-            with matmul_autocast(head.cfg, head.device):
-                return vmapped(params, x, y, eps)
-
-        self.losses = losses
+        self.losses = vmap(member_loss, randomness="different" if dropout else "error")
         self.param_list = [self.params[n] for n in self.names]
         self.lrs = [self.lr.view(-1, *[1] * (p.ndim - 1)) for p in self.param_list]
         self.active_mask = torch.ones(len(members), dtype=torch.bool, device=head.device)
@@ -139,7 +133,8 @@ class BatchedTrainer:
         if self.fused:
             losses = self.fused(x, y, eps)
         else:
-            losses = self.losses(self.params, x, y, eps)
+            with matmul_autocast(self.members[0].s.cfg, self.lr.device):
+                losses = self.losses(self.params, x, y, eps)
             grads = torch.autograd.grad(torch.where(self.active_mask, losses, 0.0).sum(), self.param_list)
             with torch.no_grad():
                 if self.wd:

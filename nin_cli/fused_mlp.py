@@ -51,63 +51,50 @@ class FusedMLPStep:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, eps: Tensors) -> torch.Tensor:
-        if self.dtype != torch.float32:
-            return self._mixed_step(x, y, eps)
-        n = x.shape[1]
-        hs = [x.flatten(2)]  # the input of each layer
-        for i, name in enumerate(self.layers):
-            z = torch.baddbmm(self.b[i].unsqueeze(1), hs[-1], self.w[i].transpose(1, 2))
-            if self.nin[i] is not None:
-                z.addcmul_(eps[name].unsqueeze(2), self.nin[i].unsqueeze(1))
-            if i + 1 < len(self.layers):
-                hs.append(z.relu_())
-        losses, dz = self._loss_and_grad(z, y, n)
-        dz.mul_((self.lr * self.active)[:, None, None])  # lr-scaled; zero for members that stopped
-        for i in reversed(range(len(self.layers))):
-            dh = torch.bmm(dz, self.w[i]) if i > 0 else None  # before this layer's weights change
-            self._decay(i)
-            self.w[i].baddbmm_(dz.transpose(1, 2), hs[i], alpha=-1.0)
-            self._update_bias_and_nin(i, dz, eps)
-            if dh is not None:
-                dz = dh.mul_(hs[i] > 0)  # through the ReLU that produced this layer's input
-        return losses
-
-    def _mixed_step(self, x: torch.Tensor, y: torch.Tensor, eps: Tensors) -> torch.Tensor:
-        """The same step with the GEMMs in self.dtype (float32 accumulation inside the GEMM)."""
         n, low = x.shape[1], self.dtype
-        ws = [w.to(low) for w in self.w]
-        hs = [x.flatten(2).to(low)]  # each layer's input, as the GEMMs read it
+        ws = [w.to(low) for w in self.w]  # the weights themselves in float32, bf16 copies otherwise
+        hs = [x.flatten(2).to(low)]  # the input of each layer, as the GEMMs read it
         for i, name in enumerate(self.layers):
-            z = torch.bmm(hs[-1], ws[i].transpose(1, 2)).float().add_(self.b[i].unsqueeze(1))
+            z = self._affine(i, hs[-1], ws[i])
             if self.nin[i] is not None:
                 z.addcmul_(eps[name].unsqueeze(2), self.nin[i].unsqueeze(1))
             if i + 1 < len(self.layers):
                 hs.append(z.relu_().to(low))
         losses, dz = self._loss_and_grad(z, y, n)
-        dz.mul_((self.lr * self.active)[:, None, None])
+        dz.mul_((self.lr * self.active)[:, None, None])  # lr-scaled; zero for members that stopped
+        decay = (1.0 - self.lr * self.wd * self.active)[:, None] if self.wd else None
         for i in reversed(range(len(self.layers))):
             dz_low = dz.to(low)
-            dh = torch.bmm(dz_low, ws[i]) if i > 0 else None
-            self._decay(i)
-            self.w[i].sub_(torch.bmm(dz_low.transpose(1, 2), hs[i]))
-            self._update_bias_and_nin(i, dz, eps)
+            dh = torch.bmm(dz_low, ws[i]) if i > 0 else None  # before this layer's weights change
+            if decay is not None:
+                self._decay(i, decay)
+            self._descend(i, dz_low, hs[i])
+            self.b[i].sub_(dz.sum(1))
+            if self.nin[i] is not None:
+                self.nin[i].sub_(torch.bmm(eps[self.layers[i]].unsqueeze(1), dz).squeeze(1))
             if dh is not None:
-                dz = dh.float().mul_(hs[i] > 0)
+                dz = dh.float().mul_(hs[i] > 0)  # through the ReLU that produced this layer's input
         return losses
 
-    def _decay(self, i: int) -> None:
-        if self.wd:
-            decay = (1.0 - self.lr * self.wd * self.active)[:, None]
-            self.w[i].mul_(decay.unsqueeze(2))
-            self.b[i].mul_(decay)
-            if self.nin[i] is not None:
-                self.nin[i].mul_(decay)
+    def _affine(self, i: int, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Layer i's float32 pre-activations h W^T + b; in float32 one GEMM with the bias folded in."""
+        if self.dtype == torch.float32:
+            return torch.baddbmm(self.b[i].unsqueeze(1), h, w.transpose(1, 2))
+        return torch.bmm(h, w.transpose(1, 2)).float().add_(self.b[i].unsqueeze(1))
 
-    def _update_bias_and_nin(self, i: int, dz: torch.Tensor, eps: Tensors) -> None:
-        """dz: the lr-scaled float32 gradient at this layer's outputs, (K, n, out)."""
-        self.b[i].sub_(dz.sum(1))
+    def _descend(self, i: int, dz: torch.Tensor, h: torch.Tensor) -> None:
+        """W_i -= dz^T h (dz lr-scaled). In float32 the GEMM accumulates into the weights in place;
+        bfloat16 GEMMs cannot write a float32 result, so their gradient is stored, then subtracted."""
+        if self.dtype == torch.float32:
+            self.w[i].baddbmm_(dz.transpose(1, 2), h, alpha=-1.0)
+        else:
+            self.w[i].sub_(torch.bmm(dz.transpose(1, 2), h))
+
+    def _decay(self, i: int, decay: torch.Tensor) -> None:
+        self.w[i].mul_(decay.unsqueeze(2))
+        self.b[i].mul_(decay)
         if self.nin[i] is not None:
-            self.nin[i].sub_(torch.bmm(eps[self.layers[i]].unsqueeze(1), dz).squeeze(1))
+            self.nin[i].mul_(decay)
 
     def _loss_and_grad(self, out: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member mean loss over the batch and its gradient with respect to the outputs."""
