@@ -28,6 +28,7 @@ from nin_cli.engine import (
     progress_bar,
     recorded_outcome,
     resolve_device,
+    step_dtype,
     step_rows,
     train,
 )
@@ -107,15 +108,7 @@ class BatchedTrainer:
         if fused and fused_mlp_applies(head.cfg):
             layers = self.template.layer_names
             self.fused = FusedMLPStep(
-                self.params,
-                layers,
-                head.nin_layers,
-                head.cfg.loss.name,
-                self.lr,
-                self.wd,
-                self.active_mask,
-                head.cfg.precision,
-                bool(head.cfg.get("triton", True)),
+                self.params, layers, head.nin_layers, head.cfg.loss.name, self.lr, self.wd, self.active_mask, step_dtype(head.cfg)
             )
         # Dropout draws inside the step: keep such steps eager rather than replaying their RNG.
         graphs = head.device.type == "cuda" and bool(head.cfg.get("cuda_graphs", True)) and not dropout

@@ -30,7 +30,7 @@ from nin_cli.seeding import generator
 
 console = Console(stderr=True, soft_wrap=True)
 # Keys that may change between a run and its resumption without making it another run.
-RUNTIME_KEYS = ("resume", "progress", "device", "cuda_graphs", "triton", "eval", "evaluate", "robustness")
+RUNTIME_KEYS = ("resume", "progress", "device", "cuda_graphs", "eval", "evaluate", "robustness")
 
 
 class Interrupted(Exception):
@@ -101,6 +101,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"hessian.probes must be >= 0, got {cfg.hessian.probes}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+
+
+def step_dtype(cfg: DictConfig) -> torch.dtype:
+    """The dtype of the training step's and the epoch evaluation's matmuls: bfloat16 under
+    precision=bf16, else float32. Weights, updates, losses and the Hessian estimate are float32
+    either way (TF32 matmuls on CUDA unless precision=fp32)."""
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
 def matmul_autocast(cfg: DictConfig, device: torch.device):
@@ -289,9 +296,13 @@ class Trainer:
             views = {n: p.detach().unsqueeze(0) for n, p in s.model.named_parameters()}
             lr, wd = torch.tensor([float(cfg.optimizer.lr)], device=s.device), float(cfg.regularization.weight_decay)
             active = torch.ones(1, dtype=torch.bool, device=s.device)
-            self.fused = FusedMLPStep(
-                views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, cfg.precision, bool(cfg.get("triton", True))
-            )
+            self.fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, step_dtype(cfg))
+        self.fused_step = self.fused
+        if self.fused and s.device.type == "cuda" and bool(cfg.get("cuda_graphs", True)):
+            # One model's step is ~30 kernel launches that take far longer to issue than to run.
+            from nin_cli.graphs import GraphedStep  # graphs imports this module
+
+            self.fused_step = GraphedStep(self.fused)
         self.data_gen = generator(cfg.seed, "data", s.device)
         self.input_gen = generator(cfg.seed, "input_noise", s.device)
         self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
@@ -364,7 +375,7 @@ class Trainer:
                 x = x + self.input_noise * torch.randn(x.shape, generator=self.input_gen, device=s.device)
             eps = {n: sigma * u[start : start + cfg.batch_size] for n, u in units.items()}
             if self.fused:
-                loss = self.fused(x[None], y[None], {n: e[None] for n, e in eps.items()})[0]
+                loss = self.fused_step(x[None], y[None], {n: e[None] for n, e in eps.items()})[0]
             else:
                 with matmul_autocast(cfg, s.device):
                     loss = s.loss_fn(s.model(x, eps), y)

@@ -10,18 +10,12 @@ It covers what the Fig. 1-3 and NINR sweeps train most: model=mlp|fc without dro
 mse, NINs on any layers, plain SGD with optional weight decay; single runs use it as an ensemble
 of one. Everything else takes autograd (vmapped in the batched engine).
 
-With precision=bf16 the GEMMs take bfloat16 copies of the weights and
+With `dtype=torch.bfloat16` (precision=bf16) the GEMMs take bfloat16 copies of the weights and
 activations, as autocast would: weights, biases, NIN weights, the loss and every update stay in
 float32, so only the matmul inputs and the weight gradient are rounded (8-bit mantissa).
-
-On CUDA, with batches of at most 128 rows, the products run in nin's Triton kernels
-(`triton_mlp`, `triton=true`): they read each weight tile once per pass and fuse the bias, NIN,
-ReLU, weight decay and update around the products; the arithmetic is the same.
 """
 
 from __future__ import annotations
-
-from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -33,15 +27,6 @@ Tensors = dict[str, torch.Tensor]
 def fused_mlp_applies(cfg: DictConfig) -> bool:
     plain_sgd = cfg.optimizer.name == "sgd" and float(cfg.optimizer.momentum) == 0.0
     return plain_sgd and cfg.model.name in ("mlp", "fc") and float(cfg.model.get("dropout", 0.0)) == 0.0 and cfg.loss.name in ("ce", "mse")
-
-
-def triton_kernels(device: torch.device) -> ModuleType | None:
-    """nin's Triton kernels where they run: on CUDA, or on the CPU under TRITON_INTERPRET=1."""
-    try:
-        from nin_cli import triton_mlp
-    except ImportError:  # no triton in this environment
-        return None
-    return triton_mlp if device.type == "cuda" or triton_mlp.INTERPRET else None
 
 
 class FusedMLPStep:
@@ -56,22 +41,16 @@ class FusedMLPStep:
         lr: torch.Tensor,
         wd: float,
         active: torch.Tensor,
-        precision: str = "fp32",
-        triton: bool = True,
+        dtype: torch.dtype = torch.float32,
     ):
         self.w = [params[f"layers.{n}.weight"] for n in layers]  # (K, out, in)
         self.b = [params[f"layers.{n}.bias"] for n in layers]  # (K, out)
         self.nin = [params.get(f"nins.{n}.weight") if n in nin_layers else None for n in layers]  # (K, out)
         self.layers, self.loss, self.lr, self.wd, self.active = layers, loss, lr, wd, active
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        # the Triton kernels' products: TF32 tensor cores unless precision=fp32 (as cuBLAS under set_tf32)
-        self.dot = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16"}[precision]
-        self.kernels = triton_kernels(self.w[0].device) if triton else None
+        self.dtype = dtype
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, eps: Tensors) -> torch.Tensor:
-        if self.kernels is not None and x.shape[1] <= self.kernels.MAX_BATCH:
-            return self._triton_step(x, y, eps)
         n, low = x.shape[1], self.dtype
         ws = [w.to(low) for w in self.w]  # the weights themselves in float32, bf16 copies otherwise
         hs = [x.flatten(2).to(low)]  # the input of each layer, as the GEMMs read it
@@ -95,28 +74,6 @@ class FusedMLPStep:
                 self.nin[i].sub_(torch.bmm(eps[self.layers[i]].unsqueeze(1), dz).squeeze(1))
             if dh is not None:
                 dz = dh.float().mul_(hs[i] > 0)  # through the ReLU that produced this layer's input
-        return losses
-
-    def _triton_step(self, x: torch.Tensor, y: torch.Tensor, eps: Tensors) -> torch.Tensor:
-        """The same step through `triton_mlp`: one forward kernel and one backward kernel per layer."""
-        kernels, last, dot = self.kernels, len(self.layers) - 1, self.dot
-        hs = [x.flatten(2).contiguous()]
-        for i, name in enumerate(self.layers):
-            z = kernels.linear_forward(hs[-1], self.w[i], self.b[i], eps.get(name), self.nin[i], relu=i < last, dot=dot)
-            if i < last:
-                hs.append(z)
-        losses, dz = self._loss_and_grad(z, y, x.shape[1])
-        dz.mul_((self.lr * self.active)[:, None, None])
-        decay = (1.0 - self.lr * self.wd * self.active) if self.wd else None
-        for i in reversed(range(len(self.layers))):
-            if decay is not None:
-                self.b[i].mul_(decay[:, None])
-                if self.nin[i] is not None:
-                    self.nin[i].mul_(decay[:, None])
-            self.b[i].sub_(dz.sum(1))
-            if self.nin[i] is not None:
-                self.nin[i].sub_(torch.bmm(eps[self.layers[i]].unsqueeze(1), dz).squeeze(1))
-            dz = kernels.linear_backward_(dz, hs[i], self.w[i], decay, need_dh=i > 0, dot=dot)
         return losses
 
     def _affine(self, i: int, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

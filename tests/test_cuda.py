@@ -81,3 +81,15 @@ def test_cuda_graph_replay_trains_like_eager_steps(tmp_path):
     eager, _ = epoch_losses(False)
     assert step_fn.graph is not None and not step_fn.failed  # captured, and replayed from step 4 on
     assert graphed == pytest.approx(eager, rel=1e-4)
+
+
+def test_cuda_single_run_replays_its_fused_step_as_a_graph(tmp_path):
+    """A single MLP run captures its fused step after the warm-up and trains as the eager one does."""
+    runs = {}
+    for graphs in (True, False):
+        trainer = Trainer(prepare(make_cfg(*GPU, "noise.sigma=3", f"cuda_graphs={graphs}")), RunRecords(tmp_path / str(graphs)))
+        runs[graphs] = ([trainer.train_epoch(3.0)[0] for _ in range(2)], trainer.fused_step)
+    (graphed, step), (eager, _) = runs[True], runs[False]
+    assert step.graph is not None and not step.failed
+    assert graphed == pytest.approx(eager, rel=1e-5)
+    assert graphed[1] < graphed[0]

@@ -256,18 +256,3 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp
     assert train(cfgs[0], tmp_path / "single").status == "completed"
     assert [read_rows(d) for d in dirs] == before
     assert [int(r["epoch"]) for r in read_rows(tmp_path / "single")] == [0, 1]
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="test_triton_kernels.py runs natively on CUDA")
-def test_triton_kernels_under_the_cpu_interpreter():
-    """The CUDA fused step's kernels, run by Triton's CPU interpreter (a fresh process, since the
-    kernels are decorated for the interpreter at import)."""
-    pytest.importorskip("triton")
-    tests = Path(__file__).parent
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests / "test_triton_kernels.py")],
-        cwd=tests, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-500:]
