@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nin_cli.data import Dataset, Split, load_dataset
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, console
 from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
+from nin_cli.graphs import GraphedStep
 from nin_cli.hessian import hutchinson_traces
 from nin_cli.models import NINModel, build_model
 from nin_cli.noise import NoiseSource, sigma_at, validate_noise
@@ -28,7 +28,6 @@ from nin_cli.objectives import LossFn, accuracy, make_loss
 from nin_cli.records import RunRecords, atomic_write_text
 from nin_cli.seeding import generator
 
-console = Console(stderr=True, soft_wrap=True)
 # Keys that may change between a run and its resumption without making it another run.
 RUNTIME_KEYS = ("resume", "progress", "device", "cuda_graphs", "eval", "evaluate", "robustness")
 
@@ -300,8 +299,6 @@ class Trainer:
         self.fused_step = self.fused
         if self.fused and s.device.type == "cuda" and bool(cfg.get("cuda_graphs", True)):
             # One model's step is ~30 kernel launches that take far longer to issue than to run.
-            from nin_cli.graphs import GraphedStep  # graphs imports this module
-
             self.fused_step = GraphedStep(self.fused)
         self.data_gen = generator(cfg.seed, "data", s.device)
         self.input_gen = generator(cfg.seed, "input_noise", s.device)

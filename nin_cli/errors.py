@@ -1,4 +1,9 @@
-"""Errors that the CLI turns into one clear line instead of a traceback."""
+"""Errors that the CLI turns into one clear line instead of a traceback, and the stderr console
+that warnings and progress go to (stdout stays for tables)."""
+
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
 
 
 class ConfigError(ValueError):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from nin_cli.engine import console
+from nin_cli.errors import console
 
 Inputs = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
 
