@@ -34,7 +34,7 @@ from nin_cli.engine import (
 )
 from nin_cli.errors import ConfigError
 from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
-from nin_cli.graphs import GraphedStep
+from nin_cli.graphs import graphed_on_cuda
 from nin_cli.noise import sigma_at
 
 # What may differ between members of one batch; everything else must match.
@@ -111,8 +111,7 @@ class BatchedTrainer:
                 self.params, layers, head.nin_layers, head.cfg.loss.name, self.lr, self.wd, self.active_mask, step_dtype(head.cfg)
             )
         # Dropout draws inside the step: keep such steps eager rather than replaying their RNG.
-        graphs = head.device.type == "cuda" and bool(head.cfg.get("cuda_graphs", True)) and not dropout
-        self.step_fn = GraphedStep(self.step) if graphs else self.step
+        self.step_fn = self.step if dropout else graphed_on_cuda(self.step, head.cfg, head.device)
         # norm_columns order: NIW norms, then the weight norms of each NIN's next layer
         nins = head.nin_layers
         self.norm_params = [[f"nins.{n}.weight"] for n in nins]

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nin_cli.data import Dataset, Split, load_dataset
 from nin_cli.errors import ConfigError, console
 from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
-from nin_cli.graphs import GraphedStep
+from nin_cli.graphs import Step, graphed_on_cuda
 from nin_cli.hessian import hutchinson_traces
 from nin_cli.models import NINModel, build_model
 from nin_cli.noise import NoiseSource, sigma_at, validate_noise
@@ -290,16 +290,14 @@ class Trainer:
         cfg = s.cfg
         self.records = records
         self.optimizer = make_optimizer(cfg, s.model.parameters())
-        self.fused: FusedMLPStep | None = None
+        self.fused_step: Step | None = None
         if fused_mlp_applies(cfg):  # an ensemble of one, over views of the model's own parameters
             views = {n: p.detach().unsqueeze(0) for n, p in s.model.named_parameters()}
             lr, wd = torch.tensor([float(cfg.optimizer.lr)], device=s.device), float(cfg.regularization.weight_decay)
             active = torch.ones(1, dtype=torch.bool, device=s.device)
-            self.fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, step_dtype(cfg))
-        self.fused_step = self.fused
-        if self.fused and s.device.type == "cuda" and bool(cfg.get("cuda_graphs", True)):
+            fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, step_dtype(cfg))
             # One model's step is ~30 kernel launches that take far longer to issue than to run.
-            self.fused_step = GraphedStep(self.fused)
+            self.fused_step = graphed_on_cuda(fused, cfg, s.device)
         self.data_gen = generator(cfg.seed, "data", s.device)
         self.input_gen = generator(cfg.seed, "input_noise", s.device)
         self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
@@ -371,7 +369,7 @@ class Trainer:
             if self.input_noise > 0:
                 x = x + self.input_noise * torch.randn(x.shape, generator=self.input_gen, device=s.device)
             eps = {n: sigma * u[start : start + cfg.batch_size] for n, u in units.items()}
-            if self.fused:
+            if self.fused_step:
                 loss = self.fused_step(x[None], y[None], {n: e[None] for n, e in eps.items()})[0]
             else:
                 with matmul_autocast(cfg, s.device):

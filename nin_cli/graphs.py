@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from omegaconf import DictConfig
 
 from nin_cli.errors import console
 
 Inputs = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+Step = Callable[..., torch.Tensor]
 
 
 class GraphedStep:
@@ -26,7 +28,7 @@ class GraphedStep:
 
     WARMUP = 3
 
-    def __init__(self, fn: Callable[..., torch.Tensor]):
+    def __init__(self, fn: Step):
         self.fn = fn
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -74,3 +76,8 @@ class GraphedStep:
             torch.cuda.synchronize()
             return
         self.graph = graph
+
+
+def graphed_on_cuda(fn: Step, cfg: DictConfig, device: torch.device) -> Step:
+    """`fn` replayed as a CUDA graph on CUDA unless cuda_graphs=false; `fn` itself elsewhere."""
+    return GraphedStep(fn) if device.type == "cuda" and bool(cfg.get("cuda_graphs", True)) else fn
