@@ -33,7 +33,7 @@ from nin_cli.engine import (
     train,
 )
 from nin_cli.errors import ConfigError
-from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
+from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies, plain_sgd
 from nin_cli.graphs import graphed_on_cuda
 from nin_cli.noise import sigma_at
 
@@ -54,7 +54,7 @@ def structure(cfg: DictConfig) -> dict:
 
 def stacking_refusal(cfg: DictConfig) -> str | None:
     """Why runs of this config cannot be stacked into an ensemble, or None."""
-    if cfg.optimizer.name != "sgd" or float(cfg.optimizer.momentum) != 0.0:
+    if not plain_sgd(cfg):
         return "the ensemble steps plain SGD (optimizer=sgd, momentum 0)"
     if cfg.model.name == "resnet18":
         return "the ensemble cannot stack resnet18's batch-norm buffers"

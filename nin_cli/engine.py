@@ -362,13 +362,13 @@ class Trainer:
         loss_sum = torch.zeros((), device=s.device)
         every = int(cfg.log.every_steps)
         logged: list[tuple[int, torch.Tensor]] = []
-        units = self.noise.epoch_units(perm)
+        scaled = {n: sigma * u for n, u in self.noise.epoch_units(perm).items()}  # once per epoch, as the ensemble does
         for start in range(0, len(train), cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             x, y = train.x[idx], train.y[idx]
             if self.input_noise > 0:
                 x = x + self.input_noise * torch.randn(x.shape, generator=self.input_gen, device=s.device)
-            eps = {n: sigma * u[start : start + cfg.batch_size] for n, u in units.items()}
+            eps = {n: e[start : start + cfg.batch_size] for n, e in scaled.items()}
             if self.fused_step:
                 loss = self.fused_step(x[None], y[None], {n: e[None] for n, e in eps.items()})[0]
             else:

@@ -24,9 +24,14 @@ from omegaconf import DictConfig
 Tensors = dict[str, torch.Tensor]
 
 
+def plain_sgd(cfg: DictConfig) -> bool:
+    """SGD without momentum: the only optimizer whose update the stacked and fused steps write out."""
+    return cfg.optimizer.name == "sgd" and float(cfg.optimizer.momentum) == 0.0
+
+
 def fused_mlp_applies(cfg: DictConfig) -> bool:
-    plain_sgd = cfg.optimizer.name == "sgd" and float(cfg.optimizer.momentum) == 0.0
-    return plain_sgd and cfg.model.name in ("mlp", "fc") and float(cfg.model.get("dropout", 0.0)) == 0.0 and cfg.loss.name in ("ce", "mse")
+    no_dropout = float(cfg.model.get("dropout", 0.0)) == 0.0
+    return plain_sgd(cfg) and cfg.model.name in ("mlp", "fc") and no_dropout and cfg.loss.name in ("ce", "mse")
 
 
 class FusedMLPStep:
