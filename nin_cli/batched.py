@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
 
 import torch
 from omegaconf import DictConfig
@@ -28,17 +27,19 @@ from nin_cli.engine import (
     progress_bar,
     recorded_outcome,
     resolve_device,
+    signals_raise,
     step_dtype,
     step_rows,
     train,
 )
 from nin_cli.errors import ConfigError
+from nin_cli.faults import fault_point
 from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies, plain_sgd
 from nin_cli.graphs import graphed_on_cuda
 from nin_cli.noise import sigma_at
 
 # What may differ between members of one batch; everything else must match.
-PER_MEMBER = ("seed", "noise.sigma", "noise.schedule", "optimizer.lr")
+PER_MEMBER = ("seed", "noise.sigma", "noise.sigma2_paper", "noise.schedule", "optimizer.lr")
 
 
 def structure(cfg: DictConfig) -> dict:
@@ -88,6 +89,7 @@ class BatchedTrainer:
     def __init__(self, members: list[Trainer], fused: bool = True):
         self.members = members
         self.active = list(members)
+        self.epoch = min(m.epoch for m in members)  # the ensemble's last trained epoch
         head = members[0].s
         self.template = head.model
         self.names = [n for n, _ in self.template.named_parameters()]
@@ -102,13 +104,20 @@ class BatchedTrainer:
 
         self.losses = vmap(member_loss, randomness="different" if dropout else "error")
         self.param_list = [self.params[n] for n in self.names]
-        self.lrs = [self.lr.view(-1, *[1] * (p.ndim - 1)) for p in self.param_list]
         self.active_mask = torch.ones(len(members), dtype=torch.bool, device=head.device)
         self.fused = None
         if fused and fused_mlp_applies(head.cfg):
             layers = self.template.layer_names
             self.fused = FusedMLPStep(
-                self.params, layers, head.nin_layers, head.cfg.loss.name, self.lr, self.wd, self.active_mask, step_dtype(head.cfg)
+                self.params,
+                layers,
+                head.nin_layers,
+                head.cfg.loss.name,
+                self.lr,
+                self.wd,
+                self.active_mask,
+                step_dtype(head.cfg),
+                head.cfg.loss.reduction,
             )
         # Dropout draws inside the step: keep such steps eager rather than replaying their RNG.
         self.step_fn = self.step if dropout else graphed_on_cuda(self.step, head.cfg, head.device)
@@ -138,32 +147,55 @@ class BatchedTrainer:
             with torch.no_grad():
                 if self.wd:
                     grads = torch._foreach_add(grads, self.param_list, alpha=self.wd)
-                torch._foreach_sub_(self.param_list, torch._foreach_mul(grads, self.lrs))
+                # members not stepping (finished, or waiting) keep their weights: no decay either
+                torch._foreach_sub_(self.param_list, torch._foreach_mul(grads, self.masked_lrs()))
         return losses.detach()
+
+    def masked_lrs(self) -> list[torch.Tensor]:
+        lr = self.lr * self.active_mask
+        return [lr.view(-1, *[1] * (p.ndim - 1)) for p in self.param_list]
 
     def sync_member(self, k: int, member: Trainer) -> None:
         with torch.no_grad():
             for n in self.names:
                 member.s.model.get_parameter(n).copy_(self.params[n][k])
 
+    def stepping(self) -> list[Trainer]:
+        """Members trained this epoch: active, and not ahead of the ensemble (a member resumed from a
+        later checkpoint waits, untouched and drawing nothing, until the others catch up with it, so
+        every member's arithmetic is that of the uninterrupted ensemble)."""
+        return [m for m in self.active if m.epoch == self.epoch]
+
     def train_epoch(self, sigmas: list[float], on_step=None) -> tuple[list[float], list[list[dict]]]:
         head = self.members[0].s
         train, bs, device = head.data.train, int(head.cfg.batch_size), head.device
         every = int(head.cfg.log.every_steps)
-        perms = [torch.randperm(len(train), generator=m.data_gen, device=device) for m in self.members]
-        self.active_mask.copy_(torch.tensor([m in self.active for m in self.members]))
+        stepping = self.stepping()
+        idle = torch.arange(len(train), device=device)
+        perms = [torch.randperm(len(train), generator=m.data_gen, device=device) if m in stepping else idle for m in self.members]
+        self.active_mask.copy_(torch.tensor([m in stepping for m in self.members]))
         order = torch.stack(perms)
-        each = [m.noise.epoch_units(p) for m, p in zip(self.members, perms)]
+        each = [
+            m.noise.epoch_units(p) if m in stepping else {n: torch.zeros(len(train), device=device) for n in head.nin_layers}
+            for m, p in zip(self.members, perms)
+        ]
         scale = torch.tensor(sigmas, device=device)[:, None]
         units = {n: scale * torch.stack([u[n] for u in each]) for n in head.nin_layers}  # (K, n_train)
         loss_sum = torch.zeros(len(self.members), device=device)
         logged: list[tuple[int, torch.Tensor]] = []
-        step = self.members[0].step
+        step = stepping[0].step
         for start in range(0, len(train), bs):
             idx = order[:, start : start + bs]
             x, y = train.x[idx], train.y[idx]
             if self.members[0].input_noise > 0:
-                x = x + torch.stack([m.input_noise * torch.randn(x.shape[1:], generator=m.input_gen, device=device) for m in self.members])
+                x = x + torch.stack(
+                    [
+                        m.input_noise * torch.randn(x.shape[1:], generator=m.input_gen, device=device)
+                        if m in stepping
+                        else torch.zeros(x.shape[1:], device=device)
+                        for m in self.members
+                    ]
+                )
             eps = {n: u[:, start : start + bs] for n, u in units.items()}
             losses = self.step_fn(x, y, eps)
             loss_sum += losses * idx.shape[1]
@@ -172,7 +204,8 @@ class BatchedTrainer:
                 logged.append((step, torch.cat([losses[:, None], self.norms()], dim=1)))
             if on_step:
                 on_step()
-        for m in self.members:
+            fault_point("step")
+        for m in stepping:
             m.step = step
         steps = [st for st, _ in logged]
         values = (
@@ -192,18 +225,20 @@ class BatchedTrainer:
                 self.active.remove(m)
         n_steps = math.ceil(len(head.data.train) / head.cfg.batch_size)
         with progress_bar(head.cfg.progress) as bar:
-            task = bar.add_task(f"{len(self.members)} models", total=epochs, completed=self.members[0].epoch, info="")
+            task = bar.add_task(f"{len(self.members)} models", total=epochs, completed=self.epoch, info="")
             step_task = bar.add_task("steps", total=n_steps, info="")
             while self.active:
-                epoch = self.members[0].epoch + 1
+                self.epoch = max(self.epoch, min(m.epoch for m in self.active))  # none left at the ensemble's epoch
+                epoch = self.epoch + 1
                 sigmas = [sigma_at(m.s.cfg.noise, epoch, epochs) for m in self.members]
                 bar.reset(step_task, total=n_steps)
                 t0 = time.perf_counter()
+                stepping = self.stepping()
                 losses, rows = self.train_epoch(sigmas, on_step=lambda: bar.advance(step_task))
-                seconds = (time.perf_counter() - t0) / len(self.members)  # per model, comparable with a single run
+                seconds = (time.perf_counter() - t0) / len(stepping)  # per model, comparable with a single run
+                self.epoch = epoch
                 for k, m in enumerate(self.members):
-                    if m not in self.active:
-                        m.epoch += 1  # keep the shared epoch counter aligned
+                    if m not in stepping:
                         continue
                     self.sync_member(k, m)
                     result = m.end_epoch(sigmas[k], losses[k], rows[k], seconds)
@@ -221,6 +256,11 @@ def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> 
 
     Finished runs are skipped, interrupted ones resume from their checkpoints.
     """
+    with signals_raise():  # a signal while runs are being opened is an interruption too
+        return _train_many(cfgs, run_dirs, batch_size)
+
+
+def _train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(cfgs)
     groups = structure_groups(cfgs)
     if len(groups) > 1:
@@ -238,23 +278,24 @@ def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> 
 
 
 def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
-    """One structure group: ensembles of members that share a start epoch."""
+    """One structure group: ensembles of at most `batch_size` members, in sweep order."""
     check_batchable(cfgs)
     data = load_dataset(cfgs[0].dataset, resolve_device(cfgs[0].device))
     results: list[RunResult | None] = [None] * len(cfgs)
-    pending: dict[int, list[tuple[int, Trainer]]] = defaultdict(list)
+    pending: list[tuple[int, Trainer]] = []
     for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
         opened = open_run(cfg, run_dir, data)
         if isinstance(opened, RunResult):
             results[i] = opened
         else:
-            pending[opened.epoch].append((i, opened))
-    for _, group in sorted(pending.items()):
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
-            trainers = [t for _, t in chunk]
-            console.print(f"[bold]batched: training {len(trainers)} models together from epoch {trainers[0].epoch}")
-            with recorded_outcome(trainers):
-                for (i, _), result in zip(chunk, BatchedTrainer(trainers).run()):
-                    results[i] = result
+            pending.append((i, opened))
+    # Members resumed from different epochs share one ensemble (the later ones wait for the
+    # earlier): the stacked arithmetic, and so every row, is that of the uninterrupted ensemble.
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        trainers = [t for _, t in chunk]
+        console.print(f"[bold]batched: training {len(trainers)} models together from epoch {min(t.epoch for t in trainers)}")
+        with recorded_outcome(trainers):
+            for (i, _), result in zip(chunk, BatchedTrainer(trainers).run()):
+                results[i] = result
     return results  # type: ignore[return-value]

@@ -7,10 +7,13 @@ subcommands are plain argparse programs over run directories.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, RecordError
+from nin_cli.schema import conf_dir
 
 COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
@@ -48,15 +51,6 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def conf_dir() -> Path:
-    """conf/ ships inside the wheel as nin_cli/conf; in a source tree it is the repo's conf/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "train.yaml").exists():
-            return candidate
-    raise RuntimeError(f"nin's config directory is missing (looked in {here / 'conf'} and {here.parent / 'conf'})")
-
-
 def fail(message: str, code: int = 2) -> None:
     print(f"nin: error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -83,27 +77,80 @@ def check_group_choices(overrides: list[str], conf: Path) -> None:
                 fail(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
 
 
+def validate_jobs(args: list[str], conf: Path) -> None:
+    """Compose and check every job of the command (each job of a -m sweep, the experiment's own
+    sweep grid included) before the first one trains: one line names the bad job and value."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nin_cli.conventions import resolve_paper_sigma
+    from nin_cli.schema import check_train_config, train_schema
+
+    overrides = [a for a in args if not a.startswith("-")]
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    schema = train_schema(conf)
+    for override in parsed:  # typos first, with the closest valid key
+        key = override.key_or_group
+        if not key.startswith("hydra") and not (conf / key).is_dir():
+            schema.check_key(key)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        if "-m" in args or "--multirun" in args:
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            base = compose("train", overrides=fixed, return_hydra_config=True)
+            grid = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+            swept = parser.parse_overrides(grid + overrides)
+            jobs = BasicSweeper.split_arguments(swept, None)[0]
+            varied = tuple(f"{o.get_key_element()}=" for o in swept if o.is_sweep_override())
+        else:
+            jobs, varied = [overrides], ()
+        for job in jobs:
+            where = f" (sweep job {' '.join(o for o in job if o.startswith(varied))})" if varied else ""
+            try:
+                cfg = compose("train", overrides=job)
+                check_train_config(resolve_paper_sigma(cfg))
+            except ConfigError as exc:
+                fail(f"{exc}{where}")
+            except Exception as exc:  # Hydra's composition errors: their first line says it
+                fail(f"{str(exc).splitlines()[0]}{where}")
+
+
 def run_task(cfg) -> str:
     """Hydra's task function: one run in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
 
-    from nin_cli.engine import Interrupted, console, train
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        result = train(cfg, run_dir)
-    except ConfigError as exc:
-        fail(str(exc))
-    except Interrupted as exc:
-        console.print(f"[red]{run_dir}: interrupted by {exc}; rerun with the same directory to resume")
-        raise SystemExit(143) from None
+    from nin_cli.engine import console, train
     from nin_cli.robustness import evaluate_after_training
 
-    evaluate_after_training(cfg, run_dir, result.status)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with one_line_errors():
+        result = train(cfg, run_dir)
+        evaluate_after_training(cfg, run_dir, result.status)
     colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
     detail = f" ({result.reason})" if result.reason else ""
     console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")
     return result.status
+
+
+@contextmanager
+def one_line_errors():
+    """What a user can cause or fix (bad input, damaged or locked records, a full or read-only
+    disk, a signal) ends in one line and an exit code, never a traceback."""
+    from nin_cli.engine import Interrupted
+
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc))
+    except RecordError as exc:
+        fail(str(exc), 1)
+    except Interrupted as exc:
+        print(f"nin: interrupted by {exc}; rerun the same command (same directory) to resume", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"cannot write or read the run's files: {where}{exc.strerror or exc} (status.json says where the run stopped)", 1)
 
 
 def train_command(args: list[str]) -> None:
@@ -111,6 +158,8 @@ def train_command(args: list[str]) -> None:
 
     conf = conf_dir()
     check_group_choices(args, conf)
+    if not any(a in args for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion")):
+        validate_jobs(args, conf)
     sys.argv = ["nin train", *args]
     hydra.main(config_path=str(conf), config_name="train", version_base="1.3")(run_task)()
 
@@ -182,10 +231,7 @@ def summarize_command(args: list[str]) -> None:
         "where the CSVs go (default: the single PATH, else .)",
     ).parse_args(args)
     paths, overrides = split_overrides(ns.paths)
-    try:
-        acfg = analysis_config(conf_dir(), overrides)
-    except Exception as exc:  # an unknown threshold name
-        fail(f"bad analysis override: {str(exc).splitlines()[0]}")
+    acfg = analysis_config(conf_dir(), overrides)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = load_runs(paths)
@@ -299,15 +345,23 @@ def evaluate_command(args: list[str]) -> None:
     runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
     if not runs:
         fail("no trained runs (with checkpoint.pt) found")
+    bad = 0
     for run in runs:
         if (run / "robustness.csv").exists() and not ns.force:
             print(f"{run}: robustness.csv exists; skipping (--force re-evaluates)", file=sys.stderr)
             continue
-        table = evaluate_run(run, rcfg, ns.device)
+        try:
+            table = evaluate_run(run, rcfg, ns.device)
+        except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
+            print(f"nin: warning: {run}: skipped: {exc}", file=sys.stderr)
+            bad += 1
+            continue
         clean = float(table.loc[table.perturbation == "clean", "accuracy"].iloc[0])
         pgd = table[table.perturbation == "pgd"]
         worst = f", PGD eps={pgd.severity.iloc[-1]:g}: {pgd.accuracy.iloc[-1]:.4f}" if len(pgd) else ""
         print(f"{run}: clean {clean:.4f}{worst} -> {run / 'robustness.csv'}")
+    if bad:
+        fail(f"{bad} of {len(runs)} run(s) could not be evaluated (warnings above)", 1)
 
 
 def usage() -> str:
@@ -322,6 +376,11 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return
+    if argv[0] in ("-V", "--version"):
+        from nin_cli import __version__
+
+        print(f"nin {__version__}")
+        return
     command, rest = argv[0], argv[1:]
     handlers = {
         "train": train_command,
@@ -334,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     if command not in handlers:
         fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     try:
-        handlers[command](rest)
-    except ConfigError as exc:
-        fail(str(exc))
+        with one_line_errors():
+            handlers[command](rest)
+    except BrokenPipeError:  # `nin summarize DIR | head`: the reader left; so do we, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(141) from None

@@ -8,6 +8,7 @@ writes exactly the rows an uninterrupted run would have written.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -17,23 +18,31 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from nin_cli.conventions import fill_legacy, resolve_paper_sigma
 from nin_cli.data import Dataset, Split, load_dataset
-from nin_cli.errors import ConfigError, console
+from nin_cli.errors import ConfigError, RecordError, console
+from nin_cli.faults import fault_point
 from nin_cli.fused_mlp import FusedMLPStep, fused_mlp_applies
 from nin_cli.graphs import Step, graphed_on_cuda
 from nin_cli.hessian import hutchinson_traces
 from nin_cli.models import NINModel, build_model
-from nin_cli.noise import NoiseSource, sigma_at, validate_noise
+from nin_cli.noise import NoiseSource, sigma_at
 from nin_cli.objectives import LossFn, accuracy, make_loss
 from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.schema import check_train_config
 from nin_cli.seeding import generator
 
 # Keys that may change between a run and its resumption without making it another run.
-RUNTIME_KEYS = ("resume", "progress", "device", "cuda_graphs", "eval", "evaluate", "robustness")
+RUNTIME_KEYS = ("resume", "overwrite", "progress", "device", "cuda_graphs", "eval", "evaluate", "robustness")
 
 
 class Interrupted(Exception):
-    """Raised from a signal handler so the loop can record the interruption and stop cleanly."""
+    """Raised from a signal handler (SIGTERM, SIGINT) so the loop can record the interruption and stop cleanly."""
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + int(getattr(signal, str(self), signal.SIGTERM))
 
 
 @dataclass
@@ -85,21 +94,8 @@ def set_tf32(enabled: bool) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Cheap checks that need no data: everything a typo can get wrong."""
-    validate_noise(cfg.noise)
-    for key in ("epochs", "batch_size"):
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
-    if float(cfg.optimizer.lr) <= 0:
-        raise ConfigError(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
-    if cfg.optimizer.name not in ("sgd", "adam"):
-        raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose from sgd, adam")
-    if float(cfg.regularization.weight_decay) < 0 or float(cfg.regularization.input_noise) < 0:
-        raise ConfigError("regularization.weight_decay and regularization.input_noise must be >= 0")
-    if int(cfg.hessian.probes) < 0:
-        raise ConfigError(f"hessian.probes must be >= 0, got {cfg.hessian.probes}")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    """Every key known, typed, finite and in range (nin_cli/schema.py): before any data is loaded."""
+    check_train_config(cfg)
 
 
 def step_dtype(cfg: DictConfig) -> torch.dtype:
@@ -143,14 +139,16 @@ def step_rows(s: Setup, steps: list[int], values: list[list[float]], epoch: int,
     return [{"step": st, "epoch": epoch, "sigma": sigma, **dict(zip(names, vals))} for st, vals in zip(steps, values)]
 
 
-def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
-    """Validate and build data (unless shared in), model and loss; bad input raises ConfigError here."""
-    validate(cfg)
+def prepare(cfg: DictConfig, data: Dataset | None = None, check: bool = True) -> Setup:
+    """Validate (unless a trained run is being rebuilt as it was) and build data (unless shared
+    in), model and loss; bad input raises ConfigError here."""
+    if check:
+        validate(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         set_tf32(cfg.precision != "fp32")
     data = data or load_dataset(cfg.dataset, device)
-    loss_fn = make_loss(cfg.loss.name, data.task)
+    loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction)
     model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, generator(cfg.seed, "init"))
     model.to(device)
     nin_layers = list(model.nins.keys())
@@ -240,18 +238,24 @@ def comparable(cfg: DictConfig) -> dict:
 def check_same_run(records: RunRecords, cfg: DictConfig) -> None:
     if not records.config_path.exists():
         return
-    saved = comparable(OmegaConf.load(records.config_path))
+    try:
+        saved = comparable(fill_legacy(OmegaConf.load(records.config_path)))
+    except Exception as exc:  # YAML or OmegaConf errors: the file is damaged
+        raise RecordError(f"{records.config_path} is damaged ({type(exc).__name__}); cannot tell which run this directory holds") from None
     if "tf32" in saved and "precision" not in saved:  # written before precision replaced the tf32 switch
         saved["precision"] = "tf32" if saved.pop("tf32") else "fp32"
     current = comparable(cfg)
     if saved != current:
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}); use a new output directory")
+        hint = "; use a new output directory"
+        if any(k in ("nin", "loss") for k in diff):
+            hint += " (a run from before nin.init/loss.reduction existed resumes with nin.init=unit loss.reduction=half_sum)"
+        raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")
 
 
 @contextmanager
-def sigterm_raises():
-    """Turn SIGTERM into Interrupted (main thread only), restoring the old handler afterwards."""
+def signals_raise():
+    """Turn SIGTERM and SIGINT into Interrupted (main thread only), restoring the old handlers afterwards."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -261,11 +265,12 @@ def sigterm_raises():
     def handler(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -295,15 +300,18 @@ class Trainer:
             views = {n: p.detach().unsqueeze(0) for n, p in s.model.named_parameters()}
             lr, wd = torch.tensor([float(cfg.optimizer.lr)], device=s.device), float(cfg.regularization.weight_decay)
             active = torch.ones(1, dtype=torch.bool, device=s.device)
-            fused = FusedMLPStep(views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, step_dtype(cfg))
+            fused = FusedMLPStep(
+                views, s.model.layer_names, s.nin_layers, cfg.loss.name, lr, wd, active, step_dtype(cfg), cfg.loss.reduction
+            )
             # One model's step is ~30 kernel launches that take far longer to issue than to run.
             self.fused_step = graphed_on_cuda(fused, cfg, s.device)
         self.data_gen = generator(cfg.seed, "data", s.device)
         self.input_gen = generator(cfg.seed, "input_noise", s.device)
         self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
         self.input_noise = float(cfg.regularization.input_noise) / s.data.pixel_std
-        self.epoch = 0
+        self.epoch = 0  # the last epoch whose metrics row is recorded
         self.step = 0
+        self.resumed = False  # loaded from a checkpoint: its epoch-0 rows are on disk already
         self.ref_loss = float("nan")
         self.finished = False
         self.last_row: dict | None = None
@@ -325,6 +333,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step, self.ref_loss = state["epoch"], state["step"], state["ref_loss"]
+        self.resumed = True
         self.s.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.data_gen.set_state(state["data_gen"])
@@ -383,6 +392,7 @@ class Trainer:
                 logged.append((self.step, torch.stack([loss.detach(), *norm_tensors(s.model, s.nin_layers)])))
             if on_step:
                 on_step()
+            fault_point("step")
         values = torch.stack([v for _, v in logged]).tolist() if logged else []
         return float(loss_sum) / len(train), step_rows(s, [st for st, _ in logged], values, self.epoch + 1, sigma)
 
@@ -392,10 +402,11 @@ class Trainer:
     def begin(self) -> RunResult | None:
         """Write epoch 0 (the state before training) unless resuming past it; the result if the run
         was already trained through (killed between its last checkpoint and its final status)."""
-        if self.epoch == 0:
+        if not self.resumed:
             row = self.initial_row()
             self.records.steps.append([{k: row[k] for k in self.s.step_columns} | {"step": 0}])
             self.records.metrics.append([row])
+            fault_point("metrics_row")
             self.checkpoint()
         return self.finish("completed", None) if self.epoch >= int(self.s.cfg.epochs) else None
 
@@ -403,11 +414,13 @@ class Trainer:
         """Record a finished epoch; the run's result once it is over (diverged, target reached, done)."""
         s, cfg, records = self.s, self.s.cfg, self.records
         epochs = int(cfg.epochs)
-        self.epoch += 1
-        row = epoch_row(s, self.epoch, self.step, sigma, train_loss, seconds, self.lr)
+        row = epoch_row(s, self.epoch + 1, self.step, sigma, train_loss, seconds, self.lr)
         records.steps.append(step_rows)
         records.metrics.append([row])
+        self.epoch += 1
         self.last_row = row
+        records.log(f"epoch {self.epoch}: train_loss {row['train_loss']:.6g}, test_acc {row['test_acc']:.4f}")
+        fault_point("metrics_row")
         reason = divergence_reason(row, self.ref_loss, cfg, s.model)
         if reason:
             return self.finish("diverged", reason)
@@ -423,8 +436,14 @@ class Trainer:
 
     def finish(self, status: str, reason: str | None) -> RunResult:
         self.records.write_status(status, self.epoch, int(self.s.cfg.epochs), reason)
-        self.finished = True
+        self.records.log(f"{status} at epoch {self.epoch}" + (f": {reason}" if reason else ""))
+        self.close(status)
         return RunResult(status, self.epoch, reason, self.last_row)
+
+    def close(self, status: str) -> None:
+        """The run is over for this process (finished, or stopped by a failure): free its directory."""
+        self.finished = status in ("completed", "diverged")
+        self.records.lock.release()
 
     def run(self) -> RunResult:
         s, cfg = self.s, self.s.cfg
@@ -449,51 +468,163 @@ class Trainer:
 
 
 def open_run(cfg: DictConfig, run_dir, data: Dataset | None = None) -> Trainer | RunResult:
-    """A Trainer ready to run (fresh or resumed from the directory's checkpoint), or the result of
-    a run that already finished there (a rerun sweep skips it)."""
+    """A Trainer ready to run (fresh or resumed from the directory's checkpoint) that holds the
+    directory's lock, or the result of a run that already finished there (a rerun sweep skips it)."""
+    resolve_paper_sigma(cfg)
     records = RunRecords(run_dir)
+    records.lock.acquire()
+    try:
+        opened = _open_locked(cfg, records, data)
+    except RecordError as exc:  # damaged or inconsistent records: say so in the run's status too
+        records.try_write_status("failed", records.last_recorded_epoch(), int(cfg.epochs), str(exc))
+        records.lock.release()
+        raise
+    except Interrupted as exc:  # a signal while opening: the rows on disk are what is recorded
+        records.try_write_status("interrupted", records.last_recorded_epoch(), int(cfg.epochs), f"{exc}; rerun to resume")
+        records.lock.release()
+        raise
+    except BaseException:
+        records.lock.release()
+        raise
+    if isinstance(opened, RunResult):
+        records.lock.release()
+    return opened
+
+
+def _open_locked(cfg: DictConfig, records: RunRecords, data: Dataset | None) -> Trainer | RunResult:
+    records.remove_stale_temporaries()
     status = records.read_status()
+    if not cfg.resume and records.has_run():
+        if not cfg.overwrite:
+            held = f"status {status['status']} at epoch {status['epoch']}" if status else "its records"
+            raise ConfigError(
+                f"{records.dir} already holds a run ({held}); resume=false would replace it: "
+                "add overwrite=true to start it over, or use another directory"
+            )
+        records.clear()
+        status = None
     if cfg.resume:
         check_same_run(records, cfg)
         if status and status["status"] in ("completed", "diverged"):
-            console.print(f"[dim]{run_dir}: already {status['status']} at epoch {status['epoch']}; skipping")
+            console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping")
             return RunResult(status["status"], status["epoch"], status.get("reason"))
     setup = prepare(cfg, data)
     trainer = Trainer(setup, records)
     state = records.load_checkpoint() if cfg.resume else None
     if state is not None:
         trainer.load_state_dict(state)
-        console.print(f"[yellow]{run_dir}: resuming from the checkpoint of epoch {trainer.epoch}")
-    resumed = state is not None
-    records.metrics.start(setup.columns, keep_through=trainer.epoch if resumed else None)
-    records.steps.start(setup.step_columns, keep_through=trainer.step if resumed else None)
+        check_rows_match_checkpoint(records, setup, trainer)
+        console.print(f"[yellow]{records.dir}: resuming from the checkpoint of epoch {trainer.epoch}")
+    else:
+        check_nothing_recorded_past_epoch_zero(records, setup)
+    records.metrics.start(setup.columns, keep_through=trainer.epoch if trainer.resumed else None)
+    records.steps.start(setup.step_columns, keep_through=trainer.step if trainer.resumed else None)
     atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    records.write_env(provenance(setup.device))
+    records.log(f"resumed from the checkpoint of epoch {trainer.epoch}" if trainer.resumed else "started")
     records.write_status("running", trainer.epoch, int(cfg.epochs))
     return trainer
 
 
+def expected_step_keys(last_step: int, every: int) -> list[int]:
+    """steps.csv keys through `last_step`: step 0 (the state before training), then every `every`-th step."""
+    return [0, *(range(every, last_step + 1, every) if every > 0 else [])]
+
+
+def describe_keys(keys: list[int]) -> str:
+    if not keys:
+        return "no rows"
+    dups = len(keys) - len(set(keys))
+    return f"{len(keys)} rows ({keys[0]}..{keys[-1]}{f', {dups} duplicated' if dups else ''})"
+
+
+def check_rows_match_checkpoint(records: RunRecords, s: Setup, trainer: Trainer) -> None:
+    """Resume only onto complete records: every epoch and logged step up to the checkpoint, once."""
+    redo = "restore the files, or start the run over with resume=false overwrite=true"
+    epochs = records.metrics.keys(s.columns, trainer.epoch)
+    if epochs != list(range(trainer.epoch + 1)):
+        raise RecordError(
+            f"cannot resume {records.dir}: checkpoint.pt is at epoch {trainer.epoch} but metrics.csv holds "
+            f"{describe_keys(epochs)} for epochs 0..{trainer.epoch}; {redo}"
+        )
+    steps = records.steps.keys(s.step_columns, trainer.step)
+    if steps != expected_step_keys(trainer.step, int(s.cfg.log.every_steps)):
+        raise RecordError(
+            f"cannot resume {records.dir}: checkpoint.pt is at step {trainer.step} but steps.csv holds "
+            f"{describe_keys(steps)} for steps 0..{trainer.step}; {redo}"
+        )
+
+
+def check_nothing_recorded_past_epoch_zero(records: RunRecords, s: Setup) -> None:
+    """A fresh start rewrites the CSVs: refuse if that would drop trained epochs (checkpoint.pt lost)."""
+    trained = [e for e in records.metrics.keys(s.columns, 2**62) if e > 0] if records.metrics_path.exists() else []
+    if trained:
+        raise RecordError(
+            f"{records.dir}: metrics.csv holds trained epochs (up to {max(trained)}) but checkpoint.pt is missing, "
+            "so the run cannot resume; restore checkpoint.pt, or start over with resume=false overwrite=true"
+        )
+
+
+def provenance(device: torch.device) -> dict:
+    """env.json: what produced the run's numbers (one entry per start or resume)."""
+    import platform
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from nin_cli import __version__
+
+    commit = None
+    source = Path(__file__).resolve().parent.parent
+    if (source / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
+            commit = out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {
+        "nin_version": __version__,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
 @contextmanager
 def recorded_outcome(trainers: list[Trainer]):
-    """SIGTERM and crashes end up in each unfinished run's status.json before they propagate."""
+    """Signals and crashes end up in each unfinished run's status.json (and free its lock) before they propagate."""
     try:
-        with sigterm_raises():
+        with signals_raise():
             yield
     except Interrupted as exc:
         for t in trainers:
             if not t.finished:
-                t.records.write_status("interrupted", t.epoch, int(t.s.cfg.epochs), f"{exc}; rerun with the same directory to resume")
+                t.records.try_write_status("interrupted", t.epoch, int(t.s.cfg.epochs), f"{exc}; rerun with the same directory to resume")
+                t.records.log(f"interrupted by {exc} at epoch {t.epoch}")
+                t.close("interrupted")
         raise
-    except Exception as exc:
+    except BaseException as exc:
         for t in trainers:
             if not t.finished:
-                t.records.write_status("failed", t.epoch, int(t.s.cfg.epochs), f"{type(exc).__name__}: {exc}")
+                t.records.try_write_status("failed", t.epoch, int(t.s.cfg.epochs), f"{type(exc).__name__}: {exc}")
+                t.records.log(f"failed at epoch {t.epoch}: {type(exc).__name__}: {exc}")
+                t.close("failed")
         raise
 
 
 def train(cfg: DictConfig, run_dir) -> RunResult:
     """Train (or resume, or skip if already finished) the run in `run_dir`."""
-    opened = open_run(cfg, run_dir)
-    if isinstance(opened, RunResult):
-        return opened
-    with recorded_outcome([opened]):
-        return opened.run()
+    with signals_raise():
+        opened = open_run(cfg, run_dir)
+        if isinstance(opened, RunResult):
+            return opened
+        with recorded_outcome([opened]):
+            return opened.run()

@@ -18,8 +18,9 @@ float32, so only the matmul inputs and the weight gradient are rounded (8-bit ma
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
+
+from nin_cli.objectives import mse_output_scale, one_hot_targets
 
 Tensors = dict[str, torch.Tensor]
 
@@ -47,12 +48,14 @@ class FusedMLPStep:
         wd: float,
         active: torch.Tensor,
         dtype: torch.dtype = torch.float32,
+        reduction: str = "mean",
     ):
         self.w = [params[f"layers.{n}.weight"] for n in layers]  # (K, out, in)
         self.b = [params[f"layers.{n}.bias"] for n in layers]  # (K, out)
         self.nin = [params.get(f"nins.{n}.weight") if n in nin_layers else None for n in layers]  # (K, out)
         self.layers, self.loss, self.lr, self.wd, self.active = layers, loss, lr, wd, active
         self.dtype = dtype
+        self.reduction = reduction
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, eps: Tensors) -> torch.Tensor:
@@ -109,6 +112,6 @@ class FusedMLPStep:
             grad = logp.exp_()
             grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
             return losses, grad.div_(n)
-        target = F.one_hot(y, out.shape[-1]).to(out.dtype) if y.dtype == torch.long else y
-        diff = out - target
-        return 0.5 * diff.pow(2).sum(-1).mean(1), diff.div_(n)
+        diff = out - one_hot_targets(out, y)
+        scale = mse_output_scale(self.reduction, out.shape[-1])
+        return 0.5 * scale * diff.pow(2).sum(-1).mean(1), diff.mul_(scale / n)

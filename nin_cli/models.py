@@ -16,7 +16,8 @@ from torch import nn
 
 from nin_cli.errors import ConfigError
 
-MODELS = ("linear", "mlp", "fc", "cnn", "resnet18")  # fc: the NINR study's MLP, its own name in tables
+MODELS = ("linear", "mlp", "fc", "cnn", "resnet18")
+NIW_INITS = ("layer", "unit")  # fc: the NINR study's MLP, its own name in tables
 Tensors = dict[str, torch.Tensor]
 
 
@@ -66,14 +67,24 @@ class NINModel(nn.Module):
             self._shapes = None
             self.train(was_training)
 
-    def attach_nins(self, names: list[str], in_shape: tuple[int, ...], gen: torch.Generator) -> None:
-        """Add a NIN at each named layer; NIW ~ N(0, 1/fan_in) with the NIN's own fan-in of 1."""
+    def attach_nins(self, names: list[str], in_shape: tuple[int, ...], gen: torch.Generator, init: str = "layer") -> None:
+        """Add a NIN at each named layer. init=layer: NIW ~ N(0, 1/fan_in) with the fan-in of the
+        layer it joins, as if the NIN were one more input node of it (the papers' convention, which
+        their sigma units assume); init=unit: N(0, 1), the NIN's own fan-in of 1."""
+        if init not in NIW_INITS:
+            raise ConfigError(f"nin.init must be one of {', '.join(NIW_INITS)}, got {init!r}")
         shapes = self.preactivation_shapes(in_shape)
         for name in names:
             nin = NoiseInjection(shapes[name])
+            std = 1.0 / math.sqrt(self.layer_fan_in(name)) if init == "layer" else 1.0
             with torch.no_grad():
-                nin.weight.normal_(0.0, 1.0, generator=gen)
+                nin.weight.normal_(0.0, std, generator=gen)
             self.nins[name] = nin
+
+    def layer_fan_in(self, name: str) -> int:
+        """Inputs per output unit of a layer: in_features, or C_in*k*k for a conv (a ResNet stage: its first conv)."""
+        weight = next(p for n, p in self.layers[name].named_parameters() if n.endswith("weight") and p.ndim >= 2)
+        return weight[0].numel()
 
     def next_layer(self, name: str) -> str | None:
         names = self.layer_names
@@ -222,5 +233,5 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, gen: 
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
     layers = resolve_nin_layers(nin_cfg, model.layer_names, name)
     init_weights(model, gen)
-    model.attach_nins(layers, in_shape, gen)
+    model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"))
     return model

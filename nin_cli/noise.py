@@ -45,19 +45,6 @@ def sigma_at(noise_cfg, epoch: int, epochs: int) -> float:
     raise ConfigError(f"unknown noise schedule {schedule.kind!r}; choose from {', '.join(SCHEDULES)}")
 
 
-def validate_noise(noise_cfg) -> None:
-    if float(noise_cfg.sigma) < 0:
-        raise ConfigError(f"noise.sigma must be >= 0, got {noise_cfg.sigma}")
-    if noise_cfg.distribution not in DISTRIBUTIONS:
-        raise ConfigError(f"unknown noise distribution {noise_cfg.distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
-    if noise_cfg.mode not in MODES:
-        raise ConfigError(f"noise.mode must be one of {', '.join(MODES)}, got {noise_cfg.mode!r}")
-    if noise_cfg.schedule.kind not in SCHEDULES:
-        raise ConfigError(f"unknown noise schedule {noise_cfg.schedule.kind!r}; choose from {', '.join(SCHEDULES)}")
-    if noise_cfg.schedule.kind == "linear" and float(noise_cfg.schedule.end) < 0:
-        raise ConfigError(f"noise.schedule.end must be >= 0, got {noise_cfg.schedule.end}")
-
-
 class NoiseSource:
     """Unit-variance eps for each NIN layer, scaled by sigma where it is used.
 

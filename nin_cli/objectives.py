@@ -12,20 +12,38 @@ from nin_cli.errors import ConfigError
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+REDUCTIONS = ("mean", "half_sum")
+
+
+def one_hot_targets(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Class labels become one-hot targets; regression targets pass through."""
+    return F.one_hot(target, out.shape[-1]).to(out.dtype) if target.dtype == torch.long else target
+
+
 def mse_half(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L = 1/(2|B|) sum ||f - y||^2; class labels become one-hot targets."""
-    if target.dtype == torch.long:
-        target = F.one_hot(target, out.shape[-1]).to(out.dtype)
-    return 0.5 * (out - target).pow(2).sum(dim=-1).mean()
+    """L = 1/(2|B|) sum ||f - y||^2: the form the linear toy model's theory is written for."""
+    return 0.5 * (out - one_hot_targets(out, target)).pow(2).sum(dim=-1).mean()
 
 
-def make_loss(name: str, task: str) -> LossFn:
+def mse_mean(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L = 1/(|B| C) sum ||f - y||^2 (torch's MSELoss): the papers' MSE for networks."""
+    return (out - one_hot_targets(out, target)).pow(2).mean()
+
+
+def mse_output_scale(reduction: str, n_out: int) -> float:
+    """dL/df = scale * (f - y) / |B| for the MSE forms (the fused MLP step writes the gradient out)."""
+    return 2.0 / n_out if reduction == "mean" else 1.0
+
+
+def make_loss(name: str, task: str, reduction: str = "mean") -> LossFn:
     if name == "ce":
         if task != "classification":
             raise ConfigError("loss=ce needs class labels; use loss=mse for a regression dataset")
         return F.cross_entropy
     if name == "mse":
-        return mse_half
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        return mse_mean if reduction == "mean" else mse_half
     raise ConfigError(f"unknown loss {name!r}; choose from ce, mse")
 
 

@@ -1,42 +1,61 @@
-"""A run's directory: metrics.csv, steps.csv, config.yaml, status.json and checkpoint.pt.
+"""A run's directory: metrics.csv, steps.csv, config.yaml, status.json, checkpoint.pt, env.json, train.log.
 
 Nothing is half-written: rows are appended and fsync'd as epochs end, every other file is written
-to a temporary name and renamed over the old one. On resume the CSV is cut back to the checkpoint's
-epoch, so rows written after the last checkpoint are recomputed once, never duplicated.
+to a temporary name and renamed over the old one (the temporary is removed if the write fails,
+and stale ones from a killed process are removed when the directory is next locked). On resume
+the CSVs are cut back to the checkpoint's epoch, so rows written after the last checkpoint are
+recomputed once, never duplicated; rows missing before it make resume refuse. A directory is
+locked (flock, released by the kernel when its process dies) while a process trains in it.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nin_cli.errors import RecordError
+from nin_cli.faults import fault_point
 
 METRICS = "metrics.csv"
 STEPS = "steps.csv"
 STATUS = "status.json"
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
+ENV = "env.json"
+LOG = "train.log"
+LOCK = ".lock"
 STATES = ("running", "completed", "diverged", "failed", "interrupted")
+# What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
+RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, "robustness.csv")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fault: str = "write") -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point(fault)  # the moment between a complete temporary and the rename
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, fault: str = "write") -> None:
+    atomic_write_bytes(path, text.encode(), fault)
 
 
 def format_value(value: Any) -> str:
@@ -53,16 +72,33 @@ class CsvTable:
         self.path = path
         self.columns: list[str] = []
 
+    def read(self) -> tuple[list[str] | None, list[list[str]]]:
+        """Header and complete rows (the right number of fields, an integer key); (None, []) if absent."""
+        if not self.path.exists():
+            return None, []
+        try:
+            with open(self.path, newline="", errors="replace") as f:
+                reader = csv.reader(f)
+                header = next(reader, None)
+                rows = [r for r in reader if header and len(r) == len(header) and r[0].isdigit()]
+        except csv.Error as exc:
+            raise RecordError(f"{self.path} is damaged ({exc})") from None
+        return header, rows
+
+    def keys(self, columns: list[str], through: int) -> list[int]:
+        """The keys of the complete rows up to `through`, checking the file holds this run's columns."""
+        header, rows = self.read()
+        if header is not None and header != columns:
+            raise RecordError(f"{self.path} has other columns than this run writes (damaged, or written by another run)")
+        return [int(r[0]) for r in rows if int(r[0]) <= through]
+
     def start(self, columns: list[str], keep_through: int | None) -> None:
         """Create the file with `columns`, or keep its rows keyed <= `keep_through` (resume)."""
         self.columns = columns
         rows: list[list[str]] = []
-        if keep_through is not None and self.path.exists():
-            with open(self.path, newline="") as f:
-                reader = csv.reader(f)
-                if next(reader, None) != columns:
-                    raise RuntimeError(f"{self.path} has other columns than this run writes")
-                rows = [r for r in reader if len(r) == len(columns) and r[0].isdigit() and int(r[0]) <= keep_through]
+        if keep_through is not None:
+            self.keys(columns, keep_through)
+            rows = [r for r in self.read()[1] if int(r[0]) <= keep_through]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
@@ -80,6 +116,56 @@ class CsvTable:
             os.fsync(f.fileno())
 
 
+class RunLock:
+    """An exclusive flock on <run>/.lock holding the owner's PID; the kernel drops it with the process."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RecordError(
+                f"{self.path.parent} is being trained by process {holder}; wait for it or stop it (a killed process releases it)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def holder(self) -> int | None:
+        """The PID of a live process holding the lock, or None (free, or never taken)."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        finally:
+            os.close(fd)
+
+
+def raise_open_files_limit() -> None:
+    """A batched sweep holds one lock per member: allow as many descriptors as the hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class RunRecords:
     def __init__(self, run_dir: Path | str):
         self.dir = Path(run_dir)
@@ -90,26 +176,85 @@ class RunRecords:
         self.status_path = self.dir / STATUS
         self.config_path = self.dir / CONFIG
         self.checkpoint_path = self.dir / CHECKPOINT
+        self.lock = RunLock(self.dir)
+
+    def has_run(self) -> bool:
+        return any((self.dir / name).exists() for name in (METRICS, CHECKPOINT, STATUS))
+
+    def clear(self) -> None:
+        """overwrite=true: remove a previous run's records (a fresh run writes them anew)."""
+        for name in RUN_FILES:
+            (self.dir / name).unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporaries left by a killed writer; only called with the lock held, so none is live."""
+        for tmp in self.dir.glob(".*.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+    def last_recorded_epoch(self) -> int | None:
+        """The last epoch with a complete metrics row (None: none yet, or the file is unreadable)."""
+        try:
+            rows = self.metrics.read()[1]
+        except RecordError:
+            return None
+        return int(rows[-1][0]) if rows else None
 
     # status -----------------------------------------------------------------------------------
     def read_status(self) -> dict | None:
         try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+        return status if isinstance(status, dict) and status.get("status") in STATES else None
 
-    def write_status(self, status: str, epoch: int, epochs: int, reason: str | None = None) -> None:
+    def write_status(self, status: str, epoch: int | None, epochs: int, reason: str | None = None) -> None:
         assert status in STATES, status
         record = {"status": status, "epoch": epoch, "epochs": epochs, "reason": reason, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_text(self.status_path, json.dumps(record, indent=1) + "\n")
+        atomic_write_text(self.status_path, json.dumps(record, indent=1) + "\n", fault="status")
+
+    def try_write_status(self, status: str, epoch: int | None, epochs: int, reason: str | None = None) -> None:
+        """write_status on the way out of a failure: a disk that is full or read-only must not hide the first error."""
+        try:
+            self.write_status(status, epoch, epochs, reason)
+        except OSError:
+            pass
+
+    # log and provenance ----------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """A line in train.log; a log that cannot be written (full disk) never stops the run by itself."""
+        try:
+            with open(self.dir / LOG, "a") as f:
+                f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] nin: {message}\n")
+        except OSError:
+            pass
+
+    def write_env(self, env: dict) -> None:
+        """env.json: this session's provenance, earlier sessions (a resumed run's) under `previous`."""
+        try:
+            old = json.loads((self.dir / ENV).read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            env["previous"] = [*old.pop("previous", []), old]
+        atomic_write_text(self.dir / ENV, json.dumps(env, indent=1) + "\n")
 
     # checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
+        atomic_write_bytes(self.checkpoint_path, buf.getvalue(), fault="checkpoint")
 
     def load_checkpoint(self) -> dict | None:
+        """Tensors and plain containers only (weights_only=True): a checkpoint cannot run code."""
         if not self.checkpoint_path.exists():
             return None
-        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it
+                state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            why = "it holds objects other than tensors, refused" if "Weights only load failed" in str(exc) else type(exc).__name__
+            raise RecordError(f"{self.checkpoint_path} is damaged or not a nin checkpoint ({why})") from None
+        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+            raise RecordError(f"{self.checkpoint_path} is not a nin checkpoint")
+        return state

@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from nin_cli.conventions import fill_legacy
 from nin_cli.data import Dataset, Split
 from nin_cli.engine import prepare
 from nin_cli.errors import ConfigError
 from nin_cli.objectives import LossFn
 from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.schema import check_overrides, file_schema
 from nin_cli.seeding import generator
 
 ROBUSTNESS = "robustness.csv"
@@ -196,13 +198,13 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None) -> 
     records = RunRecords(run_dir)
     if not records.config_path.exists():
         raise ConfigError(f"{run_dir} has no config.yaml: not a run directory")
-    cfg = OmegaConf.load(records.config_path)
+    cfg = fill_legacy(OmegaConf.load(records.config_path))
     if device:
         cfg.device = device
     state = records.load_checkpoint()
     if state is None:
         raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
-    setup = prepare(cfg)
+    setup = prepare(cfg, check=False)  # a trained run, rebuilt as it was trained
     if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
         raise ConfigError(f"{run_dir}: robustness needs an image classification run")
     setup.model.load_state_dict(state["model"])
@@ -212,8 +214,12 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None) -> 
 
 
 def robustness_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
-    cfg = OmegaConf.load(conf / "robustness" / "default.yaml")
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides or []))
+    """conf/robustness/default.yaml with `key=value` overrides, checked against its keys and types."""
+    path = conf / "robustness" / "default.yaml"
+    cfg = OmegaConf.load(path)
+    for key, value in check_overrides(file_schema(path, open_prefixes=("corruptions.",)), overrides or []).items():
+        OmegaConf.update(cfg, key, list(value) if isinstance(value, tuple) else value)
+    return cfg
 
 
 def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None:

@@ -11,7 +11,7 @@ from conftest import QUICK, make_cfg, nin_cli
 
 from nin_cli.analysis.fits import decay_time
 from nin_cli.analysis.phases import classify
-from nin_cli.analysis.runs import Run, load_runs
+from nin_cli.analysis.runs import Run, load_run, load_runs
 from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
 from nin_cli.analysis.theory import theory_rows
 from nin_cli.cli import conf_dir
@@ -165,3 +165,55 @@ def test_paper_experiments_compose_and_train(tmp_path, experiment):
     result = train(cfg, tmp_path / experiment)
     assert result.status in ("completed", "diverged")
     assert len(pd.read_csv(tmp_path / experiment / "metrics.csv")) >= 2
+
+
+def test_old_run_directories_read_as_what_they_were(tmp_path):
+    """A config.yaml written before nin.init and loss.reduction existed means N(0, 1) NIWs and the
+    half-summed MSE: summarize reads it so, and resuming it does not silently switch conventions."""
+
+    run_dir = tmp_path / "old"
+    old = nin_cli(
+        "train",
+        *QUICK,
+        "loss=mse",
+        "nin.init=unit",
+        "loss.reduction=half_sum",
+        "epochs=2",
+        "dataset.train_size=500",
+        f"hydra.run.dir={run_dir}",
+        env={"NIN_FAULT": "step:6:SIGKILL"},
+    )  # killed in epoch 2
+    assert old.returncode == -9
+    text = (run_dir / "config.yaml").read_text()
+    text = text.replace("  init: unit\n", "").replace("  reduction: half_sum\n", "")
+    (run_dir / "config.yaml").write_text(text)
+    run = load_run(run_dir)
+    assert run.config["nin.init"] == "unit" and run.config["loss.reduction"] == "half_sum"
+    summary = nin_cli("summarize", str(run_dir))
+    assert summary.returncode == 0, summary.stderr
+    refused = nin_cli("train", *QUICK, "loss=mse", "epochs=2", "dataset.train_size=500", f"hydra.run.dir={run_dir}")
+    assert refused.returncode == 2 and "nin.init=unit loss.reduction=half_sum" in refused.stderr
+    resumed = nin_cli(
+        "train",
+        *QUICK,
+        "loss=mse",
+        "nin.init=unit",
+        "loss.reduction=half_sum",
+        "epochs=2",
+        "dataset.train_size=500",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr
+
+
+def test_sigma_in_the_papers_units():
+    from omegaconf import OmegaConf
+
+    from nin_cli.conventions import paper_units, resolve_paper_sigma
+    from nin_cli.schema import flatten
+
+    cfg = resolve_paper_sigma(make_cfg("+experiment=fig3", "noise.sigma2_paper=0.01"))
+    assert cfg.noise.sigma == pytest.approx(math.sqrt(0.01 * 784 / 0.01))  # CE: d_in / eta
+    mse = resolve_paper_sigma(make_cfg("+experiment=fig2", "noise.sigma2_paper=1"))
+    assert mse.noise.sigma == pytest.approx(math.sqrt(784 / (1024 * 0.01)))  # MSE: d_in / (N_w eta)
+    assert paper_units(flatten(OmegaConf.to_container(mse, resolve=True))) == pytest.approx(1.0)

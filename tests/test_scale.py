@@ -67,21 +67,43 @@ def test_batched_cnn_members_replay_their_single_runs(tmp_path):
         assert b_steps == pytest.approx(s_steps, rel=1e-4)
 
 
-@pytest.mark.parametrize("extra", [["nin=all", "regularization.weight_decay=0.01"], ["loss=mse", "optimizer.lr=0.01"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["nin=all", "regularization.weight_decay=0.01"],
+        ["nin=all", "nin.init=unit"],
+        ["loss=mse", "optimizer.lr=0.01"],
+        ["loss=mse", "loss.reduction=half_sum", "optimizer.lr=0.01", "nin.init=unit"],
+    ],
+)
 def test_fused_mlp_step_matches_autograd(tmp_path, extra):
-    """The hand-written MLP step (forward, backward, in-place GEMM update) against vmap + autograd."""
+    """The hand-written MLP step (forward, backward, in-place GEMM update) against vmap + autograd,
+    and against the single-run autograd path (torch.optim), under both NIW inits and MSE forms."""
 
     def two_epochs(fused: bool):
         cfgs = [make_cfg(*QUICK, "model.depth=2", "model.width=64", f"seed={k}", *extra) for k in range(3)]
         trainers = [Trainer(prepare(c), RunRecords(tmp_path / f"{fused}{k}")) for k, c in enumerate(cfgs)]
         batch = BatchedTrainer(trainers, fused=fused)
         assert (batch.fused is not None) == fused
-        losses = [loss for _ in range(2) for loss in batch.train_epoch([0.5, 1.0, 3.0])[0]]
-        return losses, batch.params
+        losses = batch.train_epoch([0.5, 1.0, 3.0])[0]
+        after_one = {n: p.detach().clone() for n, p in batch.params.items()}
+        return losses + batch.train_epoch([0.5, 1.0, 3.0])[0], after_one
+
+    def single_autograd(k: int, sigma: float) -> list[float]:
+        cfg = make_cfg(*QUICK, "model.depth=2", "model.width=64", f"seed={k}", *extra)
+        trainer = Trainer(prepare(cfg), RunRecords(tmp_path / f"single{k}"))
+        trainer.fused_step = None  # the torch.optim path that non-MLP single runs take
+        return [trainer.train_epoch(sigma)[0] for _ in range(2)]
 
     fused_losses, fused_params = two_epochs(True)
     auto_losses, auto_params = two_epochs(False)
-    assert fused_losses == pytest.approx(auto_losses, rel=1e-4)
+    single = [single_autograd(k, s) for k, s in enumerate([0.5, 1.0, 3.0])]
+    single_losses = [single[k][e] for e in range(2) for k in range(3)]
+    # The first epoch (and the weights after it) agrees to float32 rounding; over the second, the
+    # rounding of differently ordered reductions has compounded through ~90 noisy steps.
+    for rel, epoch in ((1e-4, slice(0, 3)), (5e-4, slice(3, 6))):
+        assert fused_losses[epoch] == pytest.approx(auto_losses[epoch], rel=rel)
+        assert fused_losses[epoch] == pytest.approx(single_losses[epoch], rel=rel)
     assert fused_losses[3:] < fused_losses[:3]  # the second epoch's loss is lower: it trains
     for name, p in auto_params.items():
         assert float((fused_params[name] - p).detach().norm() / p.detach().norm()) < 1e-3, name
@@ -111,7 +133,8 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
     tolerance = 1e-3 if device == "cpu" else 1e-2  # CUDA picks other kernels for K = 1 and K = 2
     assert batch.train_epoch([10.0, 10.0])[0][0] == pytest.approx(single.train_epoch(10.0)[0], rel=tolerance)
 
-    cnn = [*SMALL_CNN, f"device={device}", "epochs=2", "nin=all", "noise.sigma=1"]
+    # N(0, 1) NIWs: noise of unit size at every pixel, where rounding matters most
+    cnn = [*SMALL_CNN, f"device={device}", "epochs=2", "nin=all", "nin.init=unit", "noise.sigma=1"]
     for precision in ("fp32", "bf16"):
         cnn_cfgs = [make_cfg(*cnn, f"precision={precision}", f"seed={k}") for k in (0, 1)]
         assert [r.status for r in train_many(cnn_cfgs, [tmp_path / f"cnn_{precision}{k}" for k in (0, 1)])] == ["completed"] * 2
@@ -231,7 +254,7 @@ def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path):
     assert proc.poll() is None, "the sweep finished before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    assert proc.returncode == 143 and "rerun the same sweep to resume" in proc.stderr.read()
+    assert proc.returncode == 143 and "rerun the same command (same directory) to resume" in proc.stderr.read()
     assert {json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")} == {"interrupted"}
 
     again = nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}")

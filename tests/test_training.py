@@ -12,7 +12,7 @@ from nin_cli.engine import prepare, train
 from nin_cli.hessian import hutchinson_traces
 from nin_cli.models import build_model
 from nin_cli.noise import NoiseSource, unit_noise
-from nin_cli.objectives import mse_half
+from nin_cli.objectives import make_loss, mse_half
 from nin_cli.seeding import generator
 
 
@@ -93,7 +93,7 @@ def test_same_seed_gives_identical_csv_and_another_seed_does_not(tmp_path):
 def test_evaluation_uses_zero_noise(tmp_path):
     """Clean metrics at epoch 0 do not depend on sigma; the noisy train loss does."""
     _, quiet = run(tmp_path, "noise.sigma=0", "epochs=1", name="quiet")
-    _, loud = run(tmp_path, "noise.sigma=20", "epochs=1", name="loud")
+    _, loud = run(tmp_path, "noise.sigma=200", "epochs=1", name="loud")  # NIW ~ N(0, 1/784): noise of size ~7
     q, lo = read_rows(quiet)[0], read_rows(loud)[0]
     for key in ("train_loss_clean", "train_acc", "test_loss", "test_acc"):
         assert q[key] == lo[key]
@@ -106,7 +106,24 @@ def test_init_follows_the_spec():
     w = model.layers["fc1"].weight.detach()
     assert abs(float(w.std()) * math.sqrt(784) - 1.0) < 0.02
     assert float(model.layers["fc1"].bias.detach().abs().max()) == 0.0
-    assert abs(float(model.nins["fc1"].weight.detach().std()) - 1.0) < 0.05
+    # nin.init=layer (default): the NIW is one more input of the layer it joins, N(0, 1/fan_in)
+    assert abs(float(model.nins["fc1"].weight.detach().std()) * math.sqrt(784) - 1.0) < 0.05
+    assert abs(float(model.nins["out"].weight.detach().std()) * math.sqrt(2000) - 1.0) < 0.5  # 10 draws
+
+
+@pytest.mark.parametrize(("init", "fan_in"), [("layer", 784), ("unit", 1)])
+def test_niw_norm_at_epoch_zero_follows_nin_init(tmp_path, init, fan_in):
+    _, d = run(tmp_path, f"nin.init={init}", "epochs=1", "dataset.train_size=500")
+    width = 128
+    assert column(d, "niw_norm_fc1")[0] == pytest.approx(math.sqrt(width / fan_in), rel=0.15)
+
+
+def test_conv_niws_take_the_conv_fan_in():
+    cfg = make_cfg("model=cnn", "nin=all")
+    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+    for name, fan_in in (("conv1", 1 * 9), ("conv2", 32 * 9), ("fc1", 64 * 7 * 7), ("out", 128)):
+        std = float(model.nins[name].weight.detach().std())
+        assert std * math.sqrt(fan_in) == pytest.approx(1.0, rel=0.2 if name != "out" else 0.6), name
 
 
 def test_cnn_nins_are_pixelwise_and_ignored_in_evaluation():
@@ -176,6 +193,15 @@ def test_schedules_give_sigma_per_epoch(tmp_path):
 def test_mse_loss_is_half_the_mean_squared_norm():
     out, target = torch.tensor([[1.0, 2.0]]), torch.tensor([1])
     assert float(mse_half(out, target)) == pytest.approx(0.5 * (1.0 + 1.0))
+
+
+def test_mse_mean_is_torchs_mse_loss_on_one_hot_targets():
+    gen = torch.Generator().manual_seed(0)
+    out, target = torch.randn(32, 10, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+    expected = torch.nn.functional.mse_loss(out, torch.nn.functional.one_hot(target, 10).float())
+    assert float(make_loss("mse", "classification", "mean")(out, target)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(make_loss("mse", "classification")(out, target)) == pytest.approx(float(expected), rel=1e-6)  # the default
+    assert float(make_loss("mse", "classification", "half_sum")(out, target)) == pytest.approx(5 * float(expected), rel=1e-6)
 
 
 def test_prepare_puts_data_on_the_device_as_tensors():

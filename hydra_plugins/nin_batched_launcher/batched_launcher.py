@@ -8,7 +8,6 @@ a task function that only collects the job's config; training happens afterwards
 """
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +43,8 @@ class BatchedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nin_cli.batched import train_many
-        from nin_cli.cli import fail
-        from nin_cli.engine import Interrupted
-        from nin_cli.errors import ConfigError
+        from nin_cli.cli import one_line_errors
+        from nin_cli.robustness import evaluate_after_training
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -75,17 +73,10 @@ class BatchedLauncher(Launcher):
                     job_subdir_key="hydra.sweep.subdir",
                 )
             )
-        try:
+        with one_line_errors():
             results = train_many([c for c, _ in collected], [d for _, d in collected], self.batch_size)
-        except ConfigError as exc:
-            fail(str(exc))
-        except Interrupted as exc:
-            print(f"nin: interrupted by {exc}; rerun the same sweep to resume its runs", file=sys.stderr)
-            raise SystemExit(143) from None
-        from nin_cli.robustness import evaluate_after_training
-
-        for (cfg, run_dir), result in zip(collected, results):
-            evaluate_after_training(cfg, run_dir, result.status)
+            for (cfg, run_dir), result in zip(collected, results):
+                evaluate_after_training(cfg, run_dir, result.status)
         for ret, result in zip(returns, results):
             ret.status = JobStatus.COMPLETED
             ret.return_value = result.status

@@ -12,6 +12,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from nin_cli.conventions import fill_legacy_flat
+from nin_cli.records import RunLock
+from nin_cli.schema import flatten
+
 MARKERS = ("metrics.csv", "status.json")
 
 
@@ -55,17 +59,6 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = tuple(v) if isinstance(v, list) else v
-    return out
-
-
 def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None:
     """A run's CSV, keeping only complete numeric rows; what was dropped becomes a warning.
 
@@ -104,7 +97,7 @@ def load_run(path: Path) -> Run:
     for name in ("config.yaml", ".hydra/config.yaml"):
         if (path / name).exists():
             try:
-                config = flatten(OmegaConf.to_container(OmegaConf.load(path / name), resolve=False))
+                config = fill_legacy_flat(flatten(OmegaConf.to_container(OmegaConf.load(path / name), resolve=False)))
                 break
             except Exception as exc:  # a damaged YAML must not stop a summary of 500 runs
                 problems.append(f"{name} unreadable ({type(exc).__name__})")
@@ -123,7 +116,27 @@ def load_run(path: Path) -> Run:
         metrics = pd.DataFrame({"epoch": [], "step": []})
         problems.append("no usable metrics.csv")
     steps = read_table(path / "steps.csv", "step", problems)
+    problems += record_gaps(metrics, "epoch") + record_gaps(steps, "step", every=None)
+    if status.get("status") == "running":
+        holder = RunLock(path).holder()
+        problems.append(
+            f"still training (process {holder})" if holder else "status says running but no process holds the run: it was killed; resume it"
+        )
     return Run(path, config, status, metrics, steps, problems)
+
+
+def record_gaps(table: pd.DataFrame | None, key: str, every: int | None = 1) -> list[str]:
+    """Duplicated keys, and (for epochs) keys missing between 0 and the last: a record a resume broke."""
+    if table is None or not len(table):
+        return []
+    keys = table[key].astype(int).tolist()
+    problems = []
+    if len(set(keys)) != len(keys):
+        problems.append(f"{key} rows duplicated ({len(keys) - len(set(keys))} extra)")
+    if every and sorted(set(keys)) != list(range(0, max(keys) + 1, every)):
+        missing = sorted(set(range(0, max(keys) + 1, every)) - set(keys))
+        problems.append(f"{key}s missing: {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''}")
+    return problems
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:

@@ -12,13 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.analysis.phases import PHASES, classify, decay_times
 from nin_cli.analysis.runs import Run
+from nin_cli.conventions import paper_units
 from nin_cli.records import atomic_write_text
+from nin_cli.schema import check_overrides, file_schema
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
 ALWAYS = ("noise.sigma", "seed")
 # Keys (and key prefixes) that differ between runs without making them different experiments:
 # runtime switches, and the NINR preset table (a run's own scale is noise.sigma).
-IGNORED = ("progress", "device", "resume", "evaluate", "cuda_graphs", "model.ninr_sigma")
+IGNORED = ("progress", "device", "resume", "evaluate", "cuda_graphs", "model.ninr_sigma", "noise.sigma2_paper")
 
 
 def ignored(key: str) -> bool:
@@ -26,9 +28,11 @@ def ignored(key: str) -> bool:
 
 
 def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
+    """conf/analysis.yaml with `key=value` overrides, each checked against the file's keys and types."""
     cfg = OmegaConf.load(conf / "analysis.yaml")
-    OmegaConf.set_struct(cfg, True)
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides or []))
+    for key, value in check_overrides(file_schema(conf / "analysis.yaml"), overrides or []).items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -49,7 +53,7 @@ def run_rows(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> pd.
     for run in runs:
         phase, why = classify(run, acfg.phases)
         name = str(run.path.relative_to(root)) if root and run.path.is_relative_to(root) else str(run.path)
-        row = {"run": name or ".", **{k: run.config.get(k) for k in keys}}
+        row = {"run": name or ".", **{k: run.config.get(k) for k in keys}, "sigma2_paper": paper_units(run.config)}
         row.update(status=run.status.get("status", "unknown"), epoch=int(last(run, "epoch")) if len(run.metrics) else 0)
         row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits))
         row.update(final_train_acc=last(run, "train_acc"), final_test_acc=last(run, "test_acc"), final_test_loss=last(run, "test_loss"))

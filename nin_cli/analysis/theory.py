@@ -96,7 +96,9 @@ def toy_setting(run: Run) -> ToySetting | None:
         w0=float(model.layers["w0"].weight.detach()),
         w1=float(model.layers["w1"].weight.detach()),
         w_ni=float(model.nins["w0"].weight.detach()),
-        eta=float(c["optimizer.lr"]),
+        # The recursion is written for L = 1/(2|B|) sum (f - y)^2; with one output the mean form is
+        # twice that, the same SGD at twice the step size.
+        eta=float(c["optimizer.lr"]) * (2.0 if c.get("loss.reduction") == "mean" else 1.0),
         sigma_x=float(c["dataset.sigma_x"]),
         M=float(c["dataset.M"]),
         batch=batch,

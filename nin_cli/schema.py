@@ -1,0 +1,261 @@
+"""The typed schema of every config nin reads: each key, its type, its range or choices.
+
+The key set and the types come from `conf/` itself (every option of every group, with its
+package), plus the few declarations below for keys whose default is null; the rules say what a
+value must be. `nin train` checks every job of a sweep against it before the first one trains,
+and the analysis commands check their overrides the same way, so a typo or a bad value is one
+`nin: error:` line, never a traceback half-way through a sweep.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from nin_cli.errors import ConfigError
+
+MISSING = "???"
+
+# Keys whose default is null: the type a set value must have.
+NULLABLE: dict[str, type] = {
+    "target_train_acc": float,
+    "eval.train_samples": int,
+    "dataset.root": str,
+    "dataset.train_size": int,
+    "dataset.test_size": int,
+    "noise.sigma2_paper": float,
+    "robustness.test_size": int,
+}
+
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE: Rule = (lambda v: v > 0, "> 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+AT_LEAST_ONE: Rule = (lambda v: v >= 1, ">= 1")
+FRACTION: Rule = (lambda v: 0 < v <= 1, "in (0, 1]")
+
+TRAIN_RULES: dict[str, Rule] = {
+    "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "seed": NON_NEGATIVE,
+    "target_train_acc": FRACTION,
+    "eval.batch_size": AT_LEAST_ONE,
+    "eval.train_samples": AT_LEAST_ONE,
+    "log.every_steps": NON_NEGATIVE,
+    "hessian.probes": NON_NEGATIVE,
+    "hessian.samples": AT_LEAST_ONE,
+    "divergence.max_loss": POSITIVE,
+    "divergence.factor": POSITIVE,
+    "checkpoint.every": AT_LEAST_ONE,
+    "noise.sigma": NON_NEGATIVE,
+    "noise.sigma2_paper": NON_NEGATIVE,
+    "noise.schedule.end": NON_NEGATIVE,
+    "noise.schedule.gamma": POSITIVE,
+    "noise.schedule.step_size": AT_LEAST_ONE,
+    "optimizer.lr": POSITIVE,
+    "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "regularization.weight_decay": NON_NEGATIVE,
+    "regularization.input_noise": NON_NEGATIVE,
+    "model.depth": AT_LEAST_ONE,
+    "model.width": AT_LEAST_ONE,
+    "model.hidden": AT_LEAST_ONE,
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dataset.train_size": AT_LEAST_ONE,
+    "dataset.test_size": AT_LEAST_ONE,
+    "dataset.train_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "dataset.n_train": AT_LEAST_ONE,
+    "dataset.n_test": AT_LEAST_ONE,
+    "dataset.dim": AT_LEAST_ONE,
+    "dataset.sigma_x": POSITIVE,
+}
+
+
+def train_choices() -> dict[str, tuple[str, ...]]:
+    """Keys with a fixed set of values, read from the modules that implement them."""
+    from nin_cli.engine import PRECISIONS
+    from nin_cli.models import NIW_INITS
+    from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
+    from nin_cli.objectives import REDUCTIONS
+
+    return {
+        "device": ("auto", "cpu", "cuda"),
+        "precision": PRECISIONS,
+        "noise.distribution": DISTRIBUTIONS,
+        "noise.mode": MODES,
+        "noise.schedule.kind": SCHEDULES,
+        "nin.preset": ("none", "input", "all", "layers"),
+        "nin.init": NIW_INITS,
+        "loss.name": ("ce", "mse"),
+        "loss.reduction": REDUCTIONS,
+        "optimizer.name": ("sgd", "adam"),
+        "dataset.split": ("standard", "fraction"),
+    }
+
+
+@dataclass
+class Schema:
+    """Key -> the types its values may have (NoneType where null is allowed), and the rules."""
+
+    types: dict[str, set[type]]
+    rules: dict[str, Rule] = field(default_factory=dict)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    open_prefixes: tuple[str, ...] = ()  # tables whose entries are free (e.g. corruption name -> severities)
+
+    def known(self, key: str) -> bool:
+        """A leaf, a whole table (robustness.corruptions={...}), or an entry of an open table."""
+        return key in self.types or key.startswith(self.open_prefixes) or any(k.startswith(key + ".") for k in self.types)
+
+    def suggest(self, key: str) -> str:
+        close = difflib.get_close_matches(key, list(self.types), n=1, cutoff=0.6)
+        return f"; did you mean {close[0]}?" if close else ""
+
+    def check_key(self, key: str) -> None:
+        if not self.known(key):
+            raise ConfigError(f"unknown config key {key!r}{self.suggest(key)}")
+
+    def check(self, flat: Mapping[str, Any]) -> None:
+        """Every leaf of a resolved, flattened config: known key, right type, finite, in range."""
+        for key, value in flat.items():
+            self.check_key(key)
+            if key.startswith(self.open_prefixes):
+                continue
+            self.check_value(key, value)
+
+    def check_value(self, key: str, value: Any) -> None:
+        if value == MISSING:
+            raise ConfigError(f"{key} must be set (e.g. {key}=...)")
+        allowed = self.types.get(key, set())
+        if value is None:
+            if type(None) in allowed:
+                return
+            raise ConfigError(f"{key} must be set, got null")
+        if not any(_is(value, kind) for kind in allowed):
+            wanted = " or ".join(sorted(TYPE_NAMES[k] for k in allowed if k in TYPE_NAMES))
+            raise ConfigError(f"{key} must be {wanted}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if key in self.choices and value not in self.choices[key]:
+            raise ConfigError(f"{key} must be one of {', '.join(self.choices[key])}, got {value!r}")
+        if key in self.rules and isinstance(value, (int, float)) and not isinstance(value, bool):
+            ok, text = self.rules[key]
+            if not ok(value):
+                raise ConfigError(f"{key} must be {text}, got {value!r}")
+
+
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list"}
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is tuple:
+        return isinstance(value, (tuple, list))
+    return isinstance(value, kind)
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples (hashable, comparable)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _package(path: Path, default: str) -> str:
+    match = re.search(r"^#\s*@package\s+(\S+)", path.read_text(), re.MULTILINE)
+    return match.group(1) if match else default
+
+
+def _value_type(value: Any) -> type:
+    if isinstance(value, str) and value.startswith("${"):
+        return float  # an interpolation (e.g. a method's sigma preset) resolves to a number
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, tuple):
+        return tuple
+    return type(value)
+
+
+def _collect(types: dict[str, set[type]], flat: Mapping[str, Any]) -> None:
+    for key, value in flat.items():
+        kinds = types.setdefault(key, set())
+        if value != MISSING:  # "???" (must be set) says nothing of the type
+            kinds.add(_value_type(value))
+
+
+def conf_dir() -> Path:
+    """conf/ ships inside the wheel as nin_cli/conf; in a source tree it is the repo's conf/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").exists():
+            return candidate
+    raise RuntimeError(f"nin's config directory is missing (looked in {here / 'conf'} and {here.parent / 'conf'})")
+
+
+def check_train_config(cfg) -> None:
+    """A composed `nin train` config (a DictConfig), resolved: every key known, typed, in range."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
+    plain.pop("hydra", None)
+    train_schema(conf_dir()).check(flatten(plain))
+
+
+@lru_cache(maxsize=4)
+def train_schema(conf: Path) -> Schema:
+    """The schema of `nin train`'s config: train.yaml plus every option of every group."""
+    types: dict[str, set[type]] = {}
+    top = OmegaConf.to_container(OmegaConf.load(conf / "train.yaml"))
+    _collect(types, flatten({k: v for k, v in top.items() if k not in ("defaults", "hydra")}))
+    for group in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
+        for option in sorted(group.glob("*.yaml")):
+            package = _package(option, group.name)
+            body = OmegaConf.to_container(OmegaConf.load(option)) or {}
+            body = {k: v for k, v in body.items() if k not in ("defaults", "hydra")}
+            _collect(types, flatten(body, "" if package == "_global_" else f"{package}."))
+    for key, kind in NULLABLE.items():
+        types.setdefault(key, set()).update({kind, type(None)})
+    return Schema(types, TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
+
+
+def file_schema(path: Path, open_prefixes: tuple[str, ...] = (), rules: dict[str, Rule] | None = None) -> Schema:
+    """The schema of a flat settings file (analysis.yaml, robustness/default.yaml): its own keys and types."""
+    types: dict[str, set[type]] = {}
+    _collect(types, flatten(OmegaConf.to_container(OmegaConf.load(path))))
+    for key, kind in NULLABLE.items():
+        short = key.removeprefix("robustness.")
+        if short in types and short != key:
+            types[short].update({kind, type(None)})
+    return Schema(types, rules or {}, {}, open_prefixes)
+
+
+def check_overrides(schema: Schema, overrides: list[str]) -> dict[str, Any]:
+    """key=value overrides of a settings file, parsed as YAML values and checked; the flat result."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, _, text = item.partition("=")
+        schema.check_key(key)
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+        value = tuple(value) if isinstance(value, list) else value
+        if isinstance(value, dict):  # a whole table: each of its entries
+            schema.check(flatten(value, f"{key}."))
+        elif not key.startswith(schema.open_prefixes):
+            schema.check_value(key, value)
+        parsed[key] = value
+    return parsed
