@@ -85,20 +85,20 @@ class CsvTable:
             raise RecordError(f"{self.path} is damaged ({exc})") from None
         return header, rows
 
-    def keys(self, columns: list[str], through: int) -> list[int]:
-        """The keys of the complete rows up to `through`, checking the file holds this run's columns."""
+    def rows_through(self, columns: list[str], through: int) -> list[list[str]]:
+        """The complete rows keyed <= `through`, checking the file holds this run's columns."""
         header, rows = self.read()
         if header is not None and header != columns:
             raise RecordError(f"{self.path} has other columns than this run writes (damaged, or written by another run)")
-        return [int(r[0]) for r in rows if int(r[0]) <= through]
+        return [r for r in rows if int(r[0]) <= through]
+
+    def keys(self, columns: list[str], through: int) -> list[int]:
+        return [int(r[0]) for r in self.rows_through(columns, through)]
 
     def start(self, columns: list[str], keep_through: int | None) -> None:
         """Create the file with `columns`, or keep its rows keyed <= `keep_through` (resume)."""
         self.columns = columns
-        rows: list[list[str]] = []
-        if keep_through is not None:
-            self.keys(columns, keep_through)
-            rows = [r for r in self.read()[1] if int(r[0]) <= keep_through]
+        rows = self.rows_through(columns, keep_through) if keep_through is not None else []
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)

@@ -172,17 +172,9 @@ def test_old_run_directories_read_as_what_they_were(tmp_path):
     half-summed MSE: summarize reads it so, and resuming it does not silently switch conventions."""
 
     run_dir = tmp_path / "old"
-    old = nin_cli(
-        "train",
-        *QUICK,
-        "loss=mse",
-        "nin.init=unit",
-        "loss.reduction=half_sum",
-        "epochs=2",
-        "dataset.train_size=500",
-        f"hydra.run.dir={run_dir}",
-        env={"NIN_FAULT": "step:6:SIGKILL"},
-    )  # killed in epoch 2
+    mse = [*QUICK, "loss=mse", "epochs=2", "dataset.train_size=500", f"hydra.run.dir={run_dir}"]
+    old_conventions = ["nin.init=unit", "loss.reduction=half_sum"]
+    old = nin_cli("train", *mse, *old_conventions, env={"NIN_FAULT": "step:6:SIGKILL"})  # killed in epoch 2
     assert old.returncode == -9
     text = (run_dir / "config.yaml").read_text()
     text = text.replace("  init: unit\n", "").replace("  reduction: half_sum\n", "")
@@ -191,18 +183,9 @@ def test_old_run_directories_read_as_what_they_were(tmp_path):
     assert run.config["nin.init"] == "unit" and run.config["loss.reduction"] == "half_sum"
     summary = nin_cli("summarize", str(run_dir))
     assert summary.returncode == 0, summary.stderr
-    refused = nin_cli("train", *QUICK, "loss=mse", "epochs=2", "dataset.train_size=500", f"hydra.run.dir={run_dir}")
+    refused = nin_cli("train", *mse)
     assert refused.returncode == 2 and "nin.init=unit loss.reduction=half_sum" in refused.stderr
-    resumed = nin_cli(
-        "train",
-        *QUICK,
-        "loss=mse",
-        "nin.init=unit",
-        "loss.reduction=half_sum",
-        "epochs=2",
-        "dataset.train_size=500",
-        f"hydra.run.dir={run_dir}",
-    )
+    resumed = nin_cli("train", *mse, *old_conventions)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr
 
 
