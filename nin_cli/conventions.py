@@ -23,11 +23,10 @@ def legacy_defaults(flat: Mapping) -> dict[str, str]:
 def fill_legacy(cfg: DictConfig) -> DictConfig:
     """A run's saved config with the keys it predates set to the behaviour it was trained with."""
     flat = flat_config(cfg)
+    filled = fill_legacy_flat(dict(flat))
     with open_dict(cfg):
-        for key, value in legacy_defaults(flat).items():
-            head = key.split(".")[0]
-            if head in cfg and OmegaConf.select(cfg, key) is None:
-                OmegaConf.update(cfg, key, value, merge=True)
+        for key in filled.keys() - flat.keys():
+            OmegaConf.update(cfg, key, filled[key], merge=True)
     return cfg
 
 
