@@ -171,13 +171,14 @@ class BatchedTrainer:
         train, bs, device = head.data.train, int(head.cfg.batch_size), head.device
         every = int(head.cfg.log.every_steps)
         stepping = self.stepping()
+        steps_now = [m in stepping for m in self.members]  # once per epoch, not per step
         idle = torch.arange(len(train), device=device)
-        perms = [torch.randperm(len(train), generator=m.data_gen, device=device) if m in stepping else idle for m in self.members]
-        self.active_mask.copy_(torch.tensor([m in stepping for m in self.members]))
+        perms = [torch.randperm(len(train), generator=m.data_gen, device=device) if go else idle for m, go in zip(self.members, steps_now)]
+        self.active_mask.copy_(torch.tensor(steps_now))
         order = torch.stack(perms)
         each = [
-            m.noise.epoch_units(p) if m in stepping else {n: torch.zeros(len(train), device=device) for n in head.nin_layers}
-            for m, p in zip(self.members, perms)
+            m.noise.epoch_units(p) if go else {n: torch.zeros(len(train), device=device) for n in head.nin_layers}
+            for m, p, go in zip(self.members, perms, steps_now)
         ]
         scale = torch.tensor(sigmas, device=device)[:, None]
         units = {n: scale * torch.stack([u[n] for u in each]) for n in head.nin_layers}  # (K, n_train)
@@ -191,9 +192,9 @@ class BatchedTrainer:
                 x = x + torch.stack(
                     [
                         m.input_noise * torch.randn(x.shape[1:], generator=m.input_gen, device=device)
-                        if m in stepping
+                        if go
                         else torch.zeros(x.shape[1:], device=device)
-                        for m in self.members
+                        for m, go in zip(self.members, steps_now)
                     ]
                 )
             eps = {n: u[:, start : start + bs] for n, u in units.items()}

@@ -557,7 +557,7 @@ def check_rows_match_checkpoint(records: RunRecords, s: Setup, trainer: Trainer)
 
 def check_nothing_recorded_past_epoch_zero(records: RunRecords, s: Setup) -> None:
     """A fresh start rewrites the CSVs: refuse if that would drop trained epochs (checkpoint.pt lost)."""
-    trained = [e for e in records.metrics.keys(s.columns, 2**62) if e > 0] if records.metrics_path.exists() else []
+    trained = [e for e in records.metrics.keys(s.columns, 2**62) if e > 0]
     if trained:
         raise RecordError(
             f"{records.dir}: metrics.csv holds trained epochs (up to {max(trained)}) but checkpoint.pt is missing, "

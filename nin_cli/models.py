@@ -16,8 +16,8 @@ from torch import nn
 
 from nin_cli.errors import ConfigError
 
-MODELS = ("linear", "mlp", "fc", "cnn", "resnet18")
-NIW_INITS = ("layer", "unit")  # fc: the NINR study's MLP, its own name in tables
+MODELS = ("linear", "mlp", "fc", "cnn", "resnet18")  # fc: the NINR study's MLP, its own name in tables
+NIW_INITS = ("layer", "unit")
 Tensors = dict[str, torch.Tensor]
 
 
@@ -83,8 +83,7 @@ class NINModel(nn.Module):
 
     def layer_fan_in(self, name: str) -> int:
         """Inputs per output unit of a layer: in_features, or C_in*k*k for a conv (a ResNet stage: its first conv)."""
-        weight = next(p for n, p in self.layers[name].named_parameters() if n.endswith("weight") and p.ndim >= 2)
-        return weight[0].numel()
+        return fan_in(next(p for n, p in self.layers[name].named_parameters() if n.endswith("weight") and p.ndim >= 2))
 
     def next_layer(self, name: str) -> str | None:
         names = self.layer_names
@@ -97,13 +96,17 @@ class NINModel(nn.Module):
         return torch.stack(sq).sum().sqrt()
 
 
+def fan_in(weight: torch.Tensor) -> int:
+    """Inputs feeding one output unit of a linear or conv weight: in_features, or C_in*k*k."""
+    return weight[0].numel()
+
+
 def init_weights(model: nn.Module, gen: torch.Generator) -> None:
     """Weights N(0, 1/fan_in), biases 0, for every linear and conv layer."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            fan_in = module.weight[0].numel()
             with torch.no_grad():
-                module.weight.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
+                module.weight.normal_(0.0, 1.0 / math.sqrt(fan_in(module.weight)), generator=gen)
                 if module.bias is not None:
                     module.bias.zero_()
 
