@@ -26,15 +26,19 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from nin_cli.batched import BatchedTrainer
 from nin_cli.cli import conf_dir
 from nin_cli.data import load_dataset
-from nin_cli.engine import PRECISIONS, Trainer, epoch_row, prepare, set_tf32
 from nin_cli.records import RunRecords
+from nin_cli.train import Member
+from nin_cli.train.loop import Ensemble
+from nin_cli.train.rows import epoch_row
+from nin_cli.train.setup import PRECISIONS, prepare, set_tf32
+from nin_cli.train.steps import choose_step
 
 SETTINGS = {
     "fig1": ["+experiment=fig1", "target_train_acc=null"],  # 3 x 1024, CE, batch 128, lr 0.05
     "fig3": ["+experiment=fig3"],  # 1 x 1024, CE, batch 1000, lr 0.01
+    "cnn": ["+experiment=ninr_comparison", "model=cnn", "hessian.probes=4"],  # the NINR study's CNN, batch 128, lr 0.05
 }
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -69,11 +73,7 @@ def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None
     if train_size:
         ds = torch.utils.data.Subset(ds, range(train_size))
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True)
-    dims = [784] + [cfg.model.width] * cfg.model.depth
-    layers: list[nn.Module] = [nn.Flatten()]
-    for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    model = nn.Sequential(*layers, nn.Linear(dims[-1], 10)).to(device)
+    model = baseline_model(cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
     times = []
     for _ in range(repeats):
@@ -91,33 +91,49 @@ def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None
     return statistics.median(times)
 
 
-def nin_trainers(cfgs, data, tmp: Path) -> list[Trainer]:
-    return [Trainer(prepare(cfg, data), RunRecords(tmp / f"m{i}")) for i, cfg in enumerate(cfgs)]
+def baseline_model(cfg) -> nn.Module:
+    """The same architecture as nin's model, as plain nn.Sequential (no NINs)."""
+    if cfg.model.name == "cnn":
+        c1, c2 = cfg.model.channels
+        return nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(c2 * 49, cfg.model.hidden), nn.ReLU(), nn.Linear(cfg.model.hidden, 10),
+        )  # fmt: skip
+    dims = [784] + [cfg.model.width] * cfg.model.depth
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], 10))
+
+
+def nin_ensemble(cfgs, data, tmp: Path, kind: str | None = None) -> Ensemble:
+    return Ensemble([Member(prepare(cfg, data), RunRecords(tmp / f"m{i}")) for i, cfg in enumerate(cfgs)], kind)
 
 
 def nin_epoch(cfg, data, tmp: Path, repeats: int) -> tuple[float, float]:
     """(train-only seconds, seconds including the per-epoch evaluation and Hessian estimate)."""
-    (trainer,) = nin_trainers([cfg], data, tmp)
-    trainer.train_epoch(1.0)  # warm-up, as for the batched engine
+    single = nin_ensemble([cfg], data, tmp)
+    single.train_epoch([1.0])  # warm-up, as for the batched engine
+    member = single.members[0]
     train_t, full_t = [], []
     for _ in range(repeats):
         sync(data.train.x.device)
         t0 = time.perf_counter()
-        loss, _ = trainer.train_epoch(1.0)
+        (loss,), _ = single.train_epoch([1.0])
         sync(data.train.x.device)
         t1 = time.perf_counter()
-        epoch_row(trainer.s, 1, trainer.step, 1.0, loss, t1 - t0, trainer.lr)
+        epoch_row(member.s, 1, member.step, 1.0, loss, t1 - t0, member.lr)
         sync(data.train.x.device)
         train_t.append(t1 - t0)
         full_t.append(time.perf_counter() - t0)
     return statistics.median(train_t), statistics.median(full_t)
 
 
-def batched_epoch(cfg, data, tmp: Path, k: int, repeats: int) -> float:
+def batched_epoch(cfg, data, tmp: Path, k: int, repeats: int, kind: str | None = None) -> float:
     cfgs = [cfg.copy() for _ in range(k)]
     for i, c in enumerate(cfgs):
         c.seed = i
-    batch = BatchedTrainer(nin_trainers(cfgs, data, tmp))
+    batch = nin_ensemble(cfgs, data, tmp, kind)
     batch.train_epoch([1.0] * k)  # warm-up: CUDA graph capture, cuBLAS autotuning, allocator
     times = []
     for _ in range(repeats):
@@ -165,7 +181,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}", end="")
     print(f", precision={args.precision}", end="")
     print(", CUDA: " + ("eager steps" if args.no_graphs else "CUDA graphs") if torch.cuda.is_available() else "")
-    header = f"{'setting':<6} {'device':<6} {'method':<28} {'s/model-epoch':>14} {'vs (a)':>8}"
+    header = f"{'setting':<6} {'device':<6} {'method':<32} {'s/model-epoch':>14} {'vs (a)':>8}"
     print(header + "\n" + "-" * len(header))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for device_name in args.device:
@@ -188,13 +204,20 @@ def main() -> None:
                         rows.append(("(a') (a) under bf16 autocast", autocast))
                     train_only, full = nin_epoch(cfg, data, Path(tmp), args.repeats)
                     rows += [("(b) nin train (train step)", train_only), ("(b) nin train (+eval, Tr H)", full)]
-                    rows += [(f"(c) batched K={k}", batched_epoch(cfg, data, Path(tmp), k, args.repeats)) for k in ks]
+                    for k in ks:
+                        chosen = choose_step(cfg, k, device).kind
+                        kinds = [chosen] + [kind for kind in ("vmap", "loop") if cfg.model.name == "cnn" and kind != chosen]
+                        for kind in kinds:  # the CNN: the chosen step, and the other one beside it
+                            label = f"(c) batched K={k} ({kind}{', chosen' if kind == chosen and len(kinds) > 1 else ''})"
+                            rows.append((label, batched_epoch(cfg, data, Path(tmp), k, args.repeats, kind)))
                 for name, seconds in rows:
-                    print(f"{setting:<6} {device_name:<6} {name:<28} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x", flush=True)
+                    print(f"{setting:<6} {device_name:<6} {name:<32} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x", flush=True)
+                if cfg.model.name == "cnn":
+                    continue  # the GEMM floor below is the MLP's
                 dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
                 floor, gflops = arithmetic_floor(cfg, len(data.train), device, dtype)
                 name = f"GEMM floor ({gflops:.0f} GFLOP/s)"
-                print(f"{setting:<6} {device_name:<6} {name:<28} {floor * 1000:>11.1f} ms {base / floor:>7.2f}x", flush=True)
+                print(f"{setting:<6} {device_name:<6} {name:<32} {floor * 1000:>11.1f} ms {base / floor:>7.2f}x", flush=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -25,17 +25,15 @@ COMMANDS = {
 }
 
 
-# Overrides that do not make a run different (or would make its directory name unreadable).
-DIRNAME_SKIP = ("robustness.", "eval.", "log.", "hydra.", "hydra/", "progress", "evaluate", "device", "resume", "experiment", "+experiment")
-
-
 def run_dirname(overrides) -> str:
-    """A sweep job's subdirectory: its sorted overrides (`noise.sigma=3,seed=1`), minus the ones in
-    DIRNAME_SKIP; long names are cut and made unique with a hash. Registered as ${nin_dirname:...}."""
+    """A sweep job's subdirectory: its sorted overrides (`noise.sigma=3,seed=1`), minus those that
+    never name a directory (nin_cli/identity.py); long names are cut and made unique with a hash.
+    Registered as ${nin_dirname:...}."""
     import hashlib
 
-    kept = sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith(DIRNAME_SKIP))
-    name = ",".join(kept).replace("/", "_") or "run"
+    from nin_cli.identity import kept_overrides
+
+    name = ",".join(kept_overrides(overrides)).replace("/", "_") or "run"
     if len(name) > 120:
         name = f"{name[:100]}..{hashlib.sha1(name.encode()).hexdigest()[:10]}"
     return name
@@ -120,13 +118,12 @@ def run_task(cfg) -> str:
     """Hydra's task function: one run in Hydra's output directory."""
     from hydra.core.hydra_config import HydraConfig
 
-    from nin_cli.engine import console, train
-    from nin_cli.robustness import evaluate_after_training
+    from nin_cli.errors import console
+    from nin_cli.train import run_jobs
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with one_line_errors():
-        result = train(cfg, run_dir)
-        evaluate_after_training(cfg, run_dir, result.status)
+        (result,) = run_jobs([cfg], [run_dir])
     colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
     detail = f" ({result.reason})" if result.reason else ""
     console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")
@@ -137,7 +134,7 @@ def run_task(cfg) -> str:
 def one_line_errors():
     """What a user can cause or fix (bad input, damaged or locked records, a full or read-only
     disk, a signal) ends in one line and an exit code, never a traceback."""
-    from nin_cli.engine import Interrupted
+    from nin_cli.train import Interrupted
 
     try:
         yield

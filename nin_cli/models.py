@@ -9,6 +9,8 @@ the forward pass is a pure function of (parameters, x, eps) that torch.func can 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +18,34 @@ from torch import nn
 
 from nin_cli.errors import ConfigError
 
-MODELS = ("linear", "mlp", "fc", "cnn", "resnet18")  # fc: the NINR study's MLP, its own name in tables
 NIW_INITS = ("layer", "unit")
 Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A model type and what the training steps can do with it (train/steps.py reads these)."""
+
+    build: Callable[..., NINModel]  # (model_cfg, in_shape, n_out) -> the model, weights not yet drawn
+    fused: bool = False  # the hand-written MLP step covers it (without dropout)
+    stackable: bool = True  # vmap can stack its members: parameters only, no buffers (batch-norm statistics)
+    conv: bool = False  # convolutions: on the CPU a vmapped conv is slower than stepping members in turn
+    images: bool = False  # needs (C, H, W) inputs
+
+
+MODELS: dict[str, ModelKind] = {}
+
+
+def register_model(*names: str, **capabilities):
+    """Decorate a builder `(model_cfg, in_shape, n_out) -> NINModel` to make `model.name=<name>` build it.
+    A new model type is this builder (with its class) and a conf/model/<name>.yaml."""
+
+    def register(build):
+        for name in names:
+            MODELS[name] = ModelKind(build, **capabilities)
+        return build
+
+    return register
 
 
 class NoiseInjection(nn.Module):
@@ -89,11 +116,6 @@ class NINModel(nn.Module):
         names = self.layer_names
         i = names.index(name)
         return names[i + 1] if i + 1 < len(names) else None
-
-    def layer_weight_norm(self, name: str) -> torch.Tensor:
-        """Frobenius norm of all weight tensors of a layer (a whole block for ResNet stages)."""
-        sq = [p.detach().pow(2).sum() for n, p in self.layers[name].named_parameters() if n.endswith("weight")]
-        return torch.stack(sq).sum().sqrt()
 
 
 def fan_in(weight: torch.Tensor) -> int:
@@ -213,27 +235,43 @@ def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list
     return layers
 
 
+@register_model("linear")
+def _linear(cfg, in_shape, n_out) -> NINModel:
+    return LinearToy(in_shape, n_out, width=cfg.width)
+
+
+@register_model("mlp", "fc", fused=True)  # fc: the NINR study's MLP, its own name in tables
+def _mlp(cfg, in_shape, n_out) -> NINModel:
+    if cfg.depth < 1 or cfg.width < 1:
+        raise ConfigError(f"model.depth and model.width must be >= 1, got {cfg.depth}, {cfg.width}")
+    return MLP(in_shape, n_out, depth=cfg.depth, width=cfg.width, dropout=cfg.dropout)
+
+
+@register_model("cnn", conv=True, images=True)
+def _cnn(cfg, in_shape, n_out) -> NINModel:
+    return CNN(in_shape, n_out, channels=tuple(cfg.channels), hidden=cfg.hidden, dropout=cfg.dropout)
+
+
+@register_model("resnet18", conv=True, images=True, stackable=False)
+def _resnet18(cfg, in_shape, n_out) -> NINModel:
+    return ResNet18(in_shape, n_out, dropout=cfg.dropout)
+
+
+def model_kind(name: str) -> ModelKind:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name]
+
+
 def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, gen: torch.Generator) -> NINModel:
     """Build on the CPU from `gen` (so every device starts from the same weights), NINs attached."""
     name = model_cfg.name
-    if name == "linear":
-        model = LinearToy(in_shape, n_out, width=model_cfg.width)
-    elif name in ("mlp", "fc"):
-        if model_cfg.depth < 1 or model_cfg.width < 1:
-            raise ConfigError(f"model.depth and model.width must be >= 1, got {model_cfg.depth}, {model_cfg.width}")
-        model = MLP(in_shape, n_out, depth=model_cfg.depth, width=model_cfg.width, dropout=model_cfg.dropout)
-    elif name == "cnn":
-        if len(in_shape) != 3:
-            raise ConfigError("model cnn needs image data; use model=mlp or model=linear for vector datasets")
-        model = CNN(in_shape, n_out, channels=tuple(model_cfg.channels), hidden=model_cfg.hidden, dropout=model_cfg.dropout)
-    elif name == "resnet18":
-        if len(in_shape) != 3:
-            raise ConfigError("model resnet18 needs image data")
-        model = ResNet18(in_shape, n_out, dropout=model_cfg.dropout)
-    else:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    kind = model_kind(name)
+    if kind.images and len(in_shape) != 3:
+        raise ConfigError(f"model {name} needs image data; use model=mlp or model=linear for vector datasets")
     if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+    model = kind.build(model_cfg, in_shape, n_out)
     layers = resolve_nin_layers(nin_cfg, model.layer_names, name)
     init_weights(model, gen)
     model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"))

@@ -3,46 +3,63 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from nin_cli.errors import ConfigError
 
-DISTRIBUTIONS = ("gaussian", "uniform", "rademacher", "laplace")
-SCHEDULES = ("constant", "linear", "exponential", "step")
 MODES = ("resample", "fixed")
+
+
+def _gaussian(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randn(n, generator=gen, device=device)
+
+
+def _uniform(n, gen, device):
+    return (2.0 * torch.rand(n, generator=gen, device=device) - 1.0) * math.sqrt(3.0)
+
+
+def _rademacher(n, gen, device):
+    return torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0)
+
+
+def _laplace(n, gen, device):
+    """Scale b = 1/sqrt(2) gives variance 2 b^2 = 1."""
+    centred = torch.rand(n, generator=gen, device=device) - 0.5
+    return -torch.sign(centred) * torch.log1p(-2.0 * centred.abs().clamp(max=0.5 - 1e-7)) / math.sqrt(2.0)
+
+
+# name -> (n, generator, device) -> n zero-mean, unit-variance draws
+DISTRIBUTIONS: dict[str, Callable[[int, torch.Generator, torch.device], torch.Tensor]] = {
+    "gaussian": _gaussian,
+    "uniform": _uniform,
+    "rademacher": _rademacher,
+    "laplace": _laplace,
+}
+
+# name -> (sigma, schedule config, k = epochs already trained, epochs) -> the epoch's sigma
+SCHEDULES: dict[str, Callable[..., float]] = {
+    "constant": lambda sigma, s, k, epochs: sigma,
+    "linear": lambda sigma, s, k, epochs: sigma + k / max(epochs - 1, 1) * (float(s.end) - sigma),
+    "exponential": lambda sigma, s, k, epochs: sigma * float(s.gamma) ** k,
+    "step": lambda sigma, s, k, epochs: sigma * float(s.gamma) ** (k // int(s.step_size)),
+}
 
 
 def unit_noise(distribution: str, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     """n zero-mean, unit-variance samples."""
-    if distribution == "gaussian":
-        return torch.randn(n, generator=gen, device=device)
-    u = torch.rand(n, generator=gen, device=device)
-    if distribution == "uniform":
-        return (2.0 * u - 1.0) * math.sqrt(3.0)
-    if distribution == "rademacher":
-        return torch.where(u < 0.5, -1.0, 1.0)
-    if distribution == "laplace":  # scale b = 1/sqrt(2) gives variance 2 b^2 = 1
-        centred = u - 0.5
-        return -torch.sign(centred) * torch.log1p(-2.0 * centred.abs().clamp(max=0.5 - 1e-7)) / math.sqrt(2.0)
-    raise ConfigError(f"unknown noise distribution {distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"unknown noise distribution {distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
+    return DISTRIBUTIONS[distribution](n, gen, device)
 
 
 def sigma_at(noise_cfg, epoch: int, epochs: int) -> float:
     """The noise scale used during training epoch `epoch` (1-based)."""
-    sigma = float(noise_cfg.sigma)
     schedule = noise_cfg.schedule
-    k = max(epoch - 1, 0)
-    if schedule.kind == "constant":
-        return sigma
-    if schedule.kind == "linear":
-        frac = k / max(epochs - 1, 1)
-        return sigma + frac * (float(schedule.end) - sigma)
-    if schedule.kind == "exponential":
-        return sigma * float(schedule.gamma) ** k
-    if schedule.kind == "step":
-        return sigma * float(schedule.gamma) ** (k // int(schedule.step_size))
-    raise ConfigError(f"unknown noise schedule {schedule.kind!r}; choose from {', '.join(SCHEDULES)}")
+    if schedule.kind not in SCHEDULES:
+        raise ConfigError(f"unknown noise schedule {schedule.kind!r}; choose from {', '.join(SCHEDULES)}")
+    return SCHEDULES[schedule.kind](float(noise_cfg.sigma), schedule, max(epoch - 1, 0), epochs)
 
 
 class NoiseSource:

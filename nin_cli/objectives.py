@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,16 +36,34 @@ def mse_output_scale(reduction: str, n_out: int) -> float:
     return 2.0 / n_out if reduction == "mean" else 1.0
 
 
+@dataclass(frozen=True)
+class LossKind:
+    """A loss and what the training steps can do with it."""
+
+    make: Callable[[str], LossFn]  # reduction -> the loss
+    labels: bool = False  # needs class labels
+    fused: bool = True  # the hand-written MLP step writes its gradient out
+
+
+def _mse(reduction: str) -> LossFn:
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return mse_mean if reduction == "mean" else mse_half
+
+
+LOSSES: dict[str, LossKind] = {
+    "ce": LossKind(lambda reduction: F.cross_entropy, labels=True),
+    "mse": LossKind(_mse),
+}
+
+
 def make_loss(name: str, task: str, reduction: str = "mean") -> LossFn:
-    if name == "ce":
-        if task != "classification":
-            raise ConfigError("loss=ce needs class labels; use loss=mse for a regression dataset")
-        return F.cross_entropy
-    if name == "mse":
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-        return mse_mean if reduction == "mean" else mse_half
-    raise ConfigError(f"unknown loss {name!r}; choose from ce, mse")
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    kind = LOSSES[name]
+    if kind.labels and task != "classification":
+        raise ConfigError(f"loss={name} needs class labels; use loss=mse for a regression dataset")
+    return kind.make(reduction)
 
 
 def accuracy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,10 @@ CHECKPOINT = "checkpoint.pt"
 ENV = "env.json"
 LOG = "train.log"
 LOCK = ".lock"
+ROBUSTNESS = "robustness.csv"  # written by `nin evaluate`
 STATES = ("running", "completed", "diverged", "failed", "interrupted")
 # What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
-RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, "robustness.csv")
+RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, ROBUSTNESS)
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str = "write") -> None:

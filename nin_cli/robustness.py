@@ -16,14 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.conventions import fill_legacy
 from nin_cli.data import Dataset, Split
-from nin_cli.engine import prepare
 from nin_cli.errors import ConfigError
 from nin_cli.objectives import LossFn
-from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.records import ROBUSTNESS, RunRecords, atomic_write_text
 from nin_cli.schema import check_overrides, file_schema
 from nin_cli.seeding import generator
 
-ROBUSTNESS = "robustness.csv"
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
 
@@ -204,7 +202,9 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None) -> 
     state = records.load_checkpoint()
     if state is None:
         raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
-    setup = prepare(cfg, check=False)  # a trained run, rebuilt as it was trained
+    from nin_cli.train.setup import build
+
+    setup = build(cfg)  # a trained run, rebuilt as it was trained: no training-time validation
     if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
         raise ConfigError(f"{run_dir}: robustness needs an image classification run")
     setup.model.load_state_dict(state["model"])

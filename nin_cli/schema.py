@@ -79,22 +79,23 @@ TRAIN_RULES: dict[str, Rule] = {
 
 def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
-    from nin_cli.engine import PRECISIONS
-    from nin_cli.models import NIW_INITS
+    from nin_cli.models import MODELS, NIW_INITS
     from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
-    from nin_cli.objectives import REDUCTIONS
+    from nin_cli.objectives import LOSSES, REDUCTIONS
+    from nin_cli.train.setup import OPTIMIZERS, PRECISIONS
 
     return {
         "device": ("auto", "cpu", "cuda"),
         "precision": PRECISIONS,
-        "noise.distribution": DISTRIBUTIONS,
+        "model.name": tuple(MODELS),
+        "noise.distribution": tuple(DISTRIBUTIONS),
         "noise.mode": MODES,
-        "noise.schedule.kind": SCHEDULES,
+        "noise.schedule.kind": tuple(SCHEDULES),
         "nin.preset": ("none", "input", "all", "layers"),
         "nin.init": NIW_INITS,
-        "loss.name": ("ce", "mse"),
+        "loss.name": tuple(LOSSES),
         "loss.reduction": REDUCTIONS,
-        "optimizer.name": ("sgd", "adam"),
+        "optimizer.name": tuple(OPTIMIZERS),
         "dataset.split": ("standard", "fraction"),
     }
 
@@ -217,9 +218,14 @@ def check_train_config(cfg) -> None:
     train_schema(conf_dir()).check(flatten(plain))
 
 
-@lru_cache(maxsize=4)
 def train_schema(conf: Path) -> Schema:
-    """The schema of `nin train`'s config: train.yaml plus every option of every group."""
+    """The schema of `nin train`'s config: train.yaml plus every option of every group, with the
+    choices the registries hold now (a model registered at run time is a valid model.name)."""
+    return Schema(_train_types(conf), TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
+
+
+@lru_cache(maxsize=4)
+def _train_types(conf: Path) -> dict[str, set[type]]:
     types: dict[str, set[type]] = {}
     top = OmegaConf.to_container(OmegaConf.load(conf / "train.yaml"))
     _collect(types, flatten({k: v for k, v in top.items() if k not in ("defaults", "hydra")}))
@@ -231,7 +237,7 @@ def train_schema(conf: Path) -> Schema:
             _collect(types, flatten(body, "" if package == "_global_" else f"{package}."))
     for key, kind in NULLABLE.items():
         types.setdefault(key, set()).update({kind, type(None)})
-    return Schema(types, TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
+    return types
 
 
 def file_schema(path: Path, open_prefixes: tuple[str, ...] = (), rules: dict[str, Rule] | None = None) -> Schema:

@@ -15,7 +15,7 @@ from nin_cli.analysis.runs import Run, load_run, load_runs
 from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
 from nin_cli.analysis.theory import theory_rows
 from nin_cli.cli import conf_dir
-from nin_cli.engine import train
+from nin_cli.train import train
 
 ACFG = analysis_config(conf_dir())
 

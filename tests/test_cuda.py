@@ -11,11 +11,12 @@ import pytest
 import torch
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows
 
-from nin_cli.batched import BatchedTrainer, train_many
 from nin_cli.cli import conf_dir
-from nin_cli.engine import Trainer, prepare, train
 from nin_cli.records import RunRecords
 from nin_cli.robustness import evaluate_run, robustness_config
+from nin_cli.train import Member, train, train_many
+from nin_cli.train.loop import Ensemble
+from nin_cli.train.setup import prepare
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -70,12 +71,13 @@ def test_cuda_robustness_evaluation(tmp_path):
     assert clean > 0.7 and pgd < clean
 
 
-def test_cuda_graph_replay_trains_like_eager_steps(tmp_path):
+@pytest.mark.parametrize("kind", ["fused", "vmap"])
+def test_cuda_graph_replay_trains_like_eager_steps(tmp_path, kind):
     def epoch_losses(graphs: bool) -> tuple[list[float], object]:
         cfgs = [make_cfg(*GPU, "noise.sigma=3", f"seed={k}", f"cuda_graphs={graphs}") for k in range(4)]
-        batch = BatchedTrainer([Trainer(prepare(c), RunRecords(tmp_path / f"{graphs}{k}")) for k, c in enumerate(cfgs)])
+        batch = Ensemble([Member(prepare(c), RunRecords(tmp_path / f"{kind}{graphs}{k}")) for k, c in enumerate(cfgs)], kind)
         losses = [batch.train_epoch([3.0] * 4)[0] for _ in range(2)]
-        return [v for epoch in losses for v in epoch], batch.step_fn
+        return [v for epoch in losses for v in epoch], batch.step.run
 
     graphed, step_fn = epoch_losses(True)
     eager, _ = epoch_losses(False)
@@ -87,8 +89,10 @@ def test_cuda_single_run_replays_its_fused_step_as_a_graph(tmp_path):
     """A single MLP run captures its fused step after the warm-up and trains as the eager one does."""
     runs = {}
     for graphs in (True, False):
-        trainer = Trainer(prepare(make_cfg(*GPU, "noise.sigma=3", f"cuda_graphs={graphs}")), RunRecords(tmp_path / str(graphs)))
-        runs[graphs] = ([trainer.train_epoch(3.0)[0] for _ in range(2)], trainer.fused_step)
+        member = Member(prepare(make_cfg(*GPU, "noise.sigma=3", f"cuda_graphs={graphs}")), RunRecords(tmp_path / str(graphs)))
+        single = Ensemble([member])
+        assert single.step.kind == "fused"
+        runs[graphs] = ([single.train_epoch([3.0])[0][0] for _ in range(2)], single.step.run)
     (graphed, step), (eager, _) = runs[True], runs[False]
     assert step.graph is not None and not step.failed
     assert graphed == pytest.approx(eager, rel=1e-5)

@@ -17,8 +17,8 @@ import torch
 from conftest import make_cfg, nin_cli, read_rows, without_timing
 
 from nin_cli.analysis.runs import load_run
-from nin_cli.engine import train
 from nin_cli.records import RunLock, RunRecords
+from nin_cli.train import train
 
 # 4 steps per epoch, a 32-unit MLP: a run of 3 epochs takes about a second.
 TINY = [

@@ -9,9 +9,9 @@ from conftest import QUICK, column, make_cfg, nin_cli
 
 from nin_cli.cli import conf_dir
 from nin_cli.data import load_dataset
-from nin_cli.engine import train
 from nin_cli.robustness import CORRUPTIONS, PixelSpace, evaluate_run, robustness_config
 from nin_cli.seeding import generator
+from nin_cli.train import train
 
 SMALL_EVAL = [
     "robustness.test_size=300",

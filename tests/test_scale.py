@@ -17,11 +17,14 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
 from nin_cli.analysis.summarize import analysis_config
-from nin_cli.batched import BatchedTrainer, check_batchable, structure_groups, train_many
 from nin_cli.cli import conf_dir
-from nin_cli.engine import Trainer, prepare, train
 from nin_cli.errors import ConfigError
 from nin_cli.records import RunRecords
+from nin_cli.train import Member, train, train_many
+from nin_cli.train.jobs import check_batchable, structure_groups
+from nin_cli.train.loop import Ensemble
+from nin_cli.train.setup import prepare
+from nin_cli.train.steps import choose_step
 
 MEMBERS = [("0", 0), ("3", 1), ("10", 0), ("10", 1)]
 
@@ -55,58 +58,65 @@ SMALL_CNN = [
 ]
 
 
-def test_batched_cnn_members_replay_their_single_runs(tmp_path):
-    """The vmap path (any model); the MLP above takes the hand-written fused step."""
-    cfgs = [make_cfg(*SMALL_CNN, "epochs=1", "noise.sigma=1", f"seed={seed}") for seed in (0, 1)]
-    dirs = [tmp_path / f"batched_{k}" for k in range(2)]
-    train_many(cfgs, dirs)
-    for cfg, bdir in zip(cfgs, dirs):
-        train(cfg, tmp_path / f"single_{bdir.name}")
-        b_steps = column(bdir, "train_loss", "steps.csv")[:6]
-        s_steps = column(tmp_path / f"single_{bdir.name}", "train_loss", "steps.csv")[:6]
-        assert b_steps == pytest.approx(s_steps, rel=1e-4)
+def ensemble(cfgs, where: Path, kind: str | None = None) -> Ensemble:
+    """Members of these configs (fresh, each in its own directory under `where`) in one Ensemble."""
+    return Ensemble([Member(prepare(c), RunRecords(where / f"m{k}")) for k, c in enumerate(cfgs)], kind)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        ["nin=all", "regularization.weight_decay=0.01"],
-        ["nin=all", "nin.init=unit"],
-        ["loss=mse", "optimizer.lr=0.01"],
-        ["loss=mse", "loss.reduction=half_sum", "optimizer.lr=0.01", "nin.init=unit"],
+MLP_STEP_CASES = [
+    ["nin=all", "regularization.weight_decay=0.01"],
+    ["nin=all", "nin.init=unit"],
+    ["loss=mse", "optimizer.lr=0.01"],
+    ["loss=mse", "loss.reduction=half_sum", "optimizer.lr=0.01", "nin.init=unit"],
+]
+STEP_CASES = [
+    *[
+        pytest.param(kind, [*QUICK, "model.depth=2", "model.width=64", *extra], id=f"{kind}-{'-'.join(extra)}")
+        for extra in MLP_STEP_CASES
+        for kind in ("fused", "vmap")
     ],
-)
-def test_fused_mlp_step_matches_autograd(tmp_path, extra):
-    """The hand-written MLP step (forward, backward, in-place GEMM update) against vmap + autograd,
-    and against the single-run autograd path (torch.optim), under both NIW inits and MSE forms."""
+    pytest.param("vmap", [*SMALL_CNN, "nin=all"], id="vmap-cnn-nin=all"),
+    pytest.param("vmap", [*SMALL_CNN, "model.dropout=0.0", "loss=mse", "regularization.weight_decay=0.01"], id="vmap-cnn-mse-wd"),
+]
 
-    def two_epochs(fused: bool):
-        cfgs = [make_cfg(*QUICK, "model.depth=2", "model.width=64", f"seed={k}", *extra) for k in range(3)]
-        trainers = [Trainer(prepare(c), RunRecords(tmp_path / f"{fused}{k}")) for k, c in enumerate(cfgs)]
-        batch = BatchedTrainer(trainers, fused=fused)
-        assert (batch.fused is not None) == fused
-        losses = batch.train_epoch([0.5, 1.0, 3.0])[0]
-        after_one = {n: p.detach().clone() for n, p in batch.params.items()}
-        return losses + batch.train_epoch([0.5, 1.0, 3.0])[0], after_one
 
-    def single_autograd(k: int, sigma: float) -> list[float]:
-        cfg = make_cfg(*QUICK, "model.depth=2", "model.width=64", f"seed={k}", *extra)
-        trainer = Trainer(prepare(cfg), RunRecords(tmp_path / f"single{k}"))
-        trainer.fused_step = None  # the torch.optim path that non-MLP single runs take
-        return [trainer.train_epoch(sigma)[0] for _ in range(2)]
+@pytest.mark.parametrize(("kind", "args"), STEP_CASES)
+def test_every_step_agrees_with_the_reference_step(tmp_path, kind, args):
+    """Each Step against the reference: each member's own autograd and torch.optim step (`loop`,
+    what a single run of any model takes), over two epochs of three members with their own seeds
+    and sigmas: the noisy losses, and the weights after the first epoch."""
+    sigmas = [0.5, 1.0, 3.0]
+    cfgs = [make_cfg(*args, f"seed={k}", f"noise.sigma={s}") for k, s in enumerate(sigmas)]
 
-    fused_losses, fused_params = two_epochs(True)
-    auto_losses, auto_params = two_epochs(False)
-    single = [single_autograd(k, s) for k, s in enumerate([0.5, 1.0, 3.0])]
-    single_losses = [single[k][e] for e in range(2) for k in range(3)]
+    def two_epochs(step_kind: str):
+        ens = ensemble(cfgs, tmp_path / step_kind, step_kind)
+        assert ens.step.kind == step_kind
+        first = ens.train_epoch(sigmas)[0]
+        after_one = {n: ens.step.param(n).detach().clone() for n, _ in ens.members[0].s.model.named_parameters()}
+        return first + ens.train_epoch(sigmas)[0], after_one
+
+    losses, params = two_epochs(kind)
+    reference, ref_params = two_epochs("loop")
     # The first epoch (and the weights after it) agrees to float32 rounding; over the second, the
-    # rounding of differently ordered reductions has compounded through ~90 noisy steps.
+    # rounding of differently ordered reductions has compounded through the noisy steps.
     for rel, epoch in ((1e-4, slice(0, 3)), (5e-4, slice(3, 6))):
-        assert fused_losses[epoch] == pytest.approx(auto_losses[epoch], rel=rel)
-        assert fused_losses[epoch] == pytest.approx(single_losses[epoch], rel=rel)
-    assert fused_losses[3:] < fused_losses[:3]  # the second epoch's loss is lower: it trains
-    for name, p in auto_params.items():
-        assert float((fused_params[name] - p).detach().norm() / p.detach().norm()) < 1e-3, name
+        assert losses[epoch] == pytest.approx(reference[epoch], rel=rel)
+    assert losses[3:] < losses[:3]  # the second epoch's loss is lower: it trains
+    for name, p in ref_params.items():
+        assert float((params[name] - p).norm() / p.norm()) < 1e-3, name
+
+
+def test_the_step_choice_says_why():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_step(make_cfg(*QUICK), 1, cpu).kind == "fused"
+    assert choose_step(make_cfg(*QUICK, "model.dropout=0.2"), 8, cuda).kind == "vmap"
+    assert choose_step(make_cfg(*QUICK, "model.dropout=0.2"), 1, cuda).kind == "loop"
+    adam = choose_step(make_cfg(*QUICK, "optimizer=adam"), 8, cuda)
+    assert adam.kind == "loop" and "adam" in adam.reason
+    assert choose_step(make_cfg(*QUICK, "optimizer.momentum=0.9"), 8, cuda).kind == "loop"
+    assert choose_step(make_cfg(*SMALL_CNN), 8, cuda).kind == "vmap"
+    assert "CPU" in choose_step(make_cfg(*SMALL_CNN), 8, cpu).reason
+    assert "batch-norm" in choose_step(make_cfg("model=resnet18"), 8, cuda).reason
 
 
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
@@ -127,11 +137,11 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
     assert column(tmp_path / "bf16", "niw_norm_fc1")[-1] < 0.92 * column(tmp_path / "bf16", "niw_norm_fc1")[0]  # decays
 
     cfgs = [make_cfg(*args, "precision=bf16", f"seed={k}") for k in (0, 1)]
-    batch = BatchedTrainer([Trainer(prepare(c), RunRecords(tmp_path / f"b{k}")) for k, c in enumerate(cfgs)])
-    assert batch.fused is not None and batch.fused.dtype == torch.bfloat16
-    single = Trainer(prepare(cfgs[0]), RunRecords(tmp_path / "single"))
+    batch = ensemble(cfgs, tmp_path / "b")
+    assert batch.step.kind == "fused" and batch.step.fused.dtype == torch.bfloat16
+    single = ensemble(cfgs[:1], tmp_path / "single", "loop")  # autograd under bf16 autocast
     tolerance = 1e-3 if device == "cpu" else 1e-2  # CUDA picks other kernels for K = 1 and K = 2
-    assert batch.train_epoch([10.0, 10.0])[0][0] == pytest.approx(single.train_epoch(10.0)[0], rel=tolerance)
+    assert batch.train_epoch([10.0, 10.0])[0][0] == pytest.approx(single.train_epoch([10.0])[0][0], rel=tolerance)
 
     # N(0, 1) NIWs: noise of unit size at every pixel, where rounding matters most
     cnn = [*SMALL_CNN, f"device={device}", "epochs=2", "nin=all", "nin.init=unit", "noise.sigma=1"]
@@ -144,18 +154,22 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
         assert loss == pytest.approx(float32, rel=0.03) and loss != float32 and loss[-1] < loss[0]
 
 
-def test_batched_groups_a_mixed_sweep_and_trains_what_it_cannot_stack_one_by_one(tmp_path):
+def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(tmp_path):
     cfgs = [
         make_cfg(*QUICK, "epochs=1", "noise.sigma=1", "seed=0"),
         make_cfg(*QUICK, "epochs=1", "model.width=64"),
         make_cfg(*QUICK, "epochs=1", "noise.sigma=3", "seed=1"),  # stacks with the first
-        make_cfg(*QUICK, "epochs=1", "optimizer=adam", "optimizer.lr=0.001"),  # cannot stack: trained alone
+        make_cfg(*QUICK, "epochs=1", "optimizer=adam", "optimizer.lr=0.001"),  # cannot stack: a loop step
+        make_cfg(*QUICK, "epochs=1", "optimizer=adam", "optimizer.lr=0.001", "seed=1"),
     ]
-    assert structure_groups(cfgs) == [[0, 2], [1], [3]]
+    assert structure_groups(cfgs) == [[0, 2], [1], [3, 4]]
     dirs = [tmp_path / f"run{i}" for i in range(len(cfgs))]
     results = train_many(cfgs, dirs)
-    assert [r.status for r in results] == ["completed"] * 4
+    assert [r.status for r in results] == ["completed"] * 5
     assert all(len(read_rows(d)) == 2 and column(d, "test_acc")[-1] > 0.6 for d in dirs)
+    alone = tmp_path / "adam_alone"  # an Adam member in a loop ensemble is its single run, exactly
+    train(cfgs[4], alone)
+    assert without_timing(read_rows(alone)) == without_timing(read_rows(dirs[4]))
     with pytest.raises(ConfigError, match="differ in: model"):
         check_batchable(cfgs[:2])
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 from conftest import QUICK, column, make_cfg, read_rows, without_timing
 
-from nin_cli.engine import prepare, train
 from nin_cli.hessian import hutchinson_traces
 from nin_cli.models import build_model
 from nin_cli.noise import NoiseSource, unit_noise
 from nin_cli.objectives import make_loss, mse_half
 from nin_cli.seeding import generator
+from nin_cli.train import train
+from nin_cli.train.setup import prepare
 
 
 def run(tmp_path, *overrides, name="run", base=QUICK):
@@ -208,3 +209,42 @@ def test_prepare_puts_data_on_the_device_as_tensors():
     s = prepare(make_cfg(*QUICK))
     assert isinstance(s.data.train.x, torch.Tensor) and s.data.train.x.shape == (6000, 1, 28, 28)
     assert abs(float(s.data.train.x.mean())) < 1e-4 and abs(float(s.data.train.x.std()) - 1) < 1e-3
+
+
+def test_a_new_model_type_is_one_registered_builder_and_one_config_file(tmp_path):
+    """What adding a model takes: its class and builder with @register_model (the model file) and
+    conf/model/<name>.yaml (here in a config directory on Hydra's search path). The step choice,
+    the schema's model.name choices and the error messages read the registry; it trains single and
+    batched (vmap: stackable, not fused), and its NIW decays."""
+    from torch import nn
+
+    from nin_cli.models import MODELS, NINModel, register_model
+    from nin_cli.train import train_many
+    from nin_cli.train.steps import choose_step
+
+    class Toy(NINModel):  # one tanh hidden layer
+        def __init__(self, in_shape, n_out, width):
+            super().__init__()
+            self.layers = nn.ModuleDict({"hidden": nn.Linear(math.prod(in_shape), width), "out": nn.Linear(width, n_out)})
+
+        def forward(self, x, eps=None, probes=None):
+            h = torch.tanh(self.inject("hidden", self.layers["hidden"](x.flatten(1)), eps, probes))
+            return self.inject("out", self.layers["out"](h), eps, probes)
+
+    register_model("toy")(lambda cfg, in_shape, n_out: Toy(in_shape, n_out, cfg.width))
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "toy.yaml").write_text("name: toy\nwidth: 64\ndropout: 0.0\n")
+    try:
+        args = [*QUICK, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=toy", "noise.sigma=10", "epochs=3"]
+        cfgs = [make_cfg(*args, f"seed={k}") for k in (0, 1)]
+        assert choose_step(cfgs[0], 2, torch.device("cpu")).kind == "vmap"
+        single = train(cfgs[0], tmp_path / "single")
+        batched = train_many(cfgs, [tmp_path / "b0", tmp_path / "b1"])
+        assert single.status == "completed" and [r.status for r in batched] == ["completed"] * 2
+        loss, niw = column(tmp_path / "single", "train_loss_clean"), column(tmp_path / "single", "niw_norm_hidden")
+        assert loss[-1] < 0.6 * loss[0] and niw[-1] < 0.9 * niw[0]
+        assert column(tmp_path / "b0", "train_loss", "steps.csv")[:6] == pytest.approx(
+            column(tmp_path / "single", "train_loss", "steps.csv")[:6], rel=1e-4
+        )
+    finally:
+        MODELS.pop("toy")

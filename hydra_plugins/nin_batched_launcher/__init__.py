@@ -1,1 +1,1 @@
-"""Hydra launcher that trains a sweep's jobs as batched ensembles (nin_cli.batched)."""
+"""Hydra launcher that trains a sweep's jobs as batched ensembles (nin_cli.train)."""

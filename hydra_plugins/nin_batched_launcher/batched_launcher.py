@@ -42,9 +42,8 @@ class BatchedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nin_cli.batched import train_many
         from nin_cli.cli import one_line_errors
-        from nin_cli.robustness import evaluate_after_training
+        from nin_cli.train import run_jobs
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -74,9 +73,7 @@ class BatchedLauncher(Launcher):
                 )
             )
         with one_line_errors():
-            results = train_many([c for c, _ in collected], [d for _, d in collected], self.batch_size)
-            for (cfg, run_dir), result in zip(collected, results):
-                evaluate_after_training(cfg, run_dir, result.status)
+            results = run_jobs([c for c, _ in collected], [d for _, d in collected], self.batch_size)
         for ret, result in zip(returns, results):
             ret.status = JobStatus.COMPLETED
             ret.return_value = result.status

@@ -13,18 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from nin_cli.analysis.phases import PHASES, classify, decay_times
 from nin_cli.analysis.runs import Run
 from nin_cli.conventions import paper_units
-from nin_cli.records import atomic_write_text
+from nin_cli.identity import exempt
+from nin_cli.records import ROBUSTNESS, atomic_write_text
 from nin_cli.schema import check_overrides, file_schema
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
 ALWAYS = ("noise.sigma", "seed")
-# Keys (and key prefixes) that differ between runs without making them different experiments:
-# runtime switches, and the NINR preset table (a run's own scale is noise.sigma).
-IGNORED = ("progress", "device", "resume", "evaluate", "cuda_graphs", "model.ninr_sigma", "noise.sigma2_paper")
-
-
-def ignored(key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in IGNORED)
 
 
 def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
@@ -38,7 +32,7 @@ def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfi
 def varying_keys(runs: list[Run]) -> list[str]:
     keys = sorted({k for r in runs for k in r.config})
     # A key only some runs have (a config written by an older version) varies only among those.
-    vary = [k for k in keys if not ignored(k) and len({repr(r.config[k]) for r in runs if k in r.config}) > 1]
+    vary = [k for k in keys if not exempt(k, "summary") and len({repr(r.config[k]) for r in runs if k in r.config}) > 1]
     return [k for k in ALWAYS if any(k in r.config for r in runs)] + [k for k in vary if k not in ALWAYS]
 
 
@@ -168,8 +162,6 @@ def robustness_groups(runs: list[Run]) -> list[str]:
 
 def robustness_rows(runs: list[Run]) -> pd.DataFrame:
     """Long table: one row per run x perturbation x severity, with the method keys and seed."""
-    from nin_cli.robustness import ROBUSTNESS
-
     groups = robustness_groups(runs)
     frames = []
     for run in runs:

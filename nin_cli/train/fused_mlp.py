@@ -8,7 +8,8 @@ accumulates into the weights in place, W <- W - (lr dZ)^T h, so the weights are 
 
 It covers what the Fig. 1-3 and NINR sweeps train most: model=mlp|fc without dropout, loss ce or
 mse, NINs on any layers, plain SGD with optional weight decay; single runs use it as an ensemble
-of one. Everything else takes autograd (vmapped in the batched engine).
+of one. train/steps.py's choose_step decides where it applies (the models' and losses' `fused`
+capability); everything else takes autograd.
 
 With `dtype=torch.bfloat16` (precision=bf16) the GEMMs take bfloat16 copies of the weights and
 activations, as autocast would: weights, biases, NIN weights, the loss and every update stay in
@@ -18,21 +19,10 @@ float32, so only the matmul inputs and the weight gradient are rounded (8-bit ma
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 
 from nin_cli.objectives import mse_output_scale, one_hot_targets
 
 Tensors = dict[str, torch.Tensor]
-
-
-def plain_sgd(cfg: DictConfig) -> bool:
-    """SGD without momentum: the only optimizer whose update the stacked and fused steps write out."""
-    return cfg.optimizer.name == "sgd" and float(cfg.optimizer.momentum) == 0.0
-
-
-def fused_mlp_applies(cfg: DictConfig) -> bool:
-    no_dropout = float(cfg.model.get("dropout", 0.0)) == 0.0
-    return plain_sgd(cfg) and cfg.model.name in ("mlp", "fc") and no_dropout and cfg.loss.name in ("ce", "mse")
 
 
 class FusedMLPStep:

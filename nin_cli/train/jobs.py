@@ -1,0 +1,315 @@
+"""Runs as jobs: open (fresh, resumed or skipped), group into ensembles, train, record how each
+ended (signals and crashes included), evaluate. `nin train` and every launcher call `run_jobs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from nin_cli.conventions import fill_legacy, resolve_paper_sigma
+from nin_cli.data import Dataset
+from nin_cli.errors import ConfigError, RecordError, console
+from nin_cli.identity import differing, exempt, exempt_patterns, identity
+from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.schema import flatten
+from nin_cli.train.loop import Ensemble, describe
+from nin_cli.train.member import Member, RunResult
+from nin_cli.train.setup import prepare
+
+
+class Interrupted(Exception):
+    """Raised from a signal handler (SIGTERM, SIGINT) so the loop can record the interruption and stop cleanly."""
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + int(getattr(signal, str(self), signal.SIGTERM))
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into Interrupted (main thread only), restoring the old handlers afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+# identity ---------------------------------------------------------------------------------------
+def flat_config(cfg) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    flat = flatten(plain)
+    if "tf32" in flat and "precision" not in flat:  # written before precision replaced the tf32 switch
+        flat["precision"] = "tf32" if flat.pop("tf32") else "fp32"
+    return flat
+
+
+def check_same_run(records: RunRecords, cfg: DictConfig) -> None:
+    """Resume only the run this config names (keys that may change on resume aside)."""
+    if not records.config_path.exists():
+        return
+    try:
+        saved = identity(flat_config(fill_legacy(OmegaConf.load(records.config_path))), "resume")
+    except Exception as exc:  # YAML or OmegaConf errors: the file is damaged
+        raise RecordError(f"{records.config_path} is damaged ({type(exc).__name__}); cannot tell which run this directory holds") from None
+    current = identity(flat_config(cfg), "resume")
+    if saved != current:
+        diff = differing(saved, current)
+        hint = "; use a new output directory"
+        if any(k.startswith(("nin.", "loss.")) for k in diff):
+            hint += " (a run from before nin.init/loss.reduction existed resumes with nin.init=unit loss.reduction=half_sum)"
+        raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")
+
+
+def structure(cfg: DictConfig) -> dict:
+    """What the members of one ensemble must share: the run identity without per-member keys."""
+    return {k: v for k, v in identity(flat_config(cfg), "resume").items() if not exempt(k, "member")}
+
+
+def structure_groups(cfgs: list[DictConfig]) -> list[list[int]]:
+    """Indices of the runs that can share an ensemble, in sweep order."""
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        groups.setdefault(json.dumps(structure(cfg), sort_keys=True, default=str), []).append(i)
+    return list(groups.values())
+
+
+def check_batchable(cfgs: list[DictConfig]) -> None:
+    """One ensemble: members may differ only in per-member keys."""
+    first = structure(cfgs[0])
+    for cfg in cfgs[1:]:
+        other = structure(cfg)
+        if other != first:
+            allowed = ", ".join(exempt_patterns("member"))
+            raise ConfigError(f"batched runs may differ only in {allowed}; these differ in: {', '.join(differing(first, other))}")
+
+
+# opening a run ------------------------------------------------------------------------------------
+def open_run(cfg: DictConfig, run_dir, data: Dataset | None = None) -> Member | RunResult:
+    """A Member ready to train (fresh or resumed from the directory's checkpoint) that holds the
+    directory's lock, or the result of a run that already finished there (a rerun sweep skips it)."""
+    resolve_paper_sigma(cfg)
+    records = RunRecords(run_dir)
+    records.lock.acquire()
+    try:
+        opened = _open_locked(cfg, records, data)
+    except RecordError as exc:  # damaged or inconsistent records: say so in the run's status too
+        records.try_write_status("failed", records.last_recorded_epoch(), int(cfg.epochs), str(exc))
+        records.lock.release()
+        raise
+    except Interrupted as exc:  # a signal while opening: the rows on disk are what is recorded
+        records.try_write_status("interrupted", records.last_recorded_epoch(), int(cfg.epochs), f"{exc}; rerun to resume")
+        records.lock.release()
+        raise
+    except BaseException:
+        records.lock.release()
+        raise
+    if isinstance(opened, RunResult):
+        records.lock.release()
+    return opened
+
+
+def _open_locked(cfg: DictConfig, records: RunRecords, data: Dataset | None) -> Member | RunResult:
+    records.remove_stale_temporaries()
+    status = records.read_status()
+    if not cfg.resume and records.has_run():
+        if not cfg.overwrite:
+            held = f"status {status['status']} at epoch {status['epoch']}" if status else "its records"
+            raise ConfigError(
+                f"{records.dir} already holds a run ({held}); resume=false would replace it: "
+                "add overwrite=true to start it over, or use another directory"
+            )
+        records.clear()
+        status = None
+    if cfg.resume:
+        check_same_run(records, cfg)
+        if status and status["status"] in ("completed", "diverged"):
+            console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping")
+            return RunResult(status["status"], status["epoch"], status.get("reason"))
+    member = Member(prepare(cfg, data), records)
+    state = records.load_checkpoint() if cfg.resume else None
+    if state is not None:
+        member.load_state_dict(state)
+        check_rows_match_checkpoint(member)
+        console.print(f"[yellow]{records.dir}: resuming from the checkpoint of epoch {member.epoch}")
+    else:
+        check_nothing_recorded_past_epoch_zero(member)
+    records.metrics.start(member.columns, keep_through=member.epoch if member.resumed else None)
+    records.steps.start(member.step_columns, keep_through=member.step if member.resumed else None)
+    atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    records.write_env(provenance(member.s.device))
+    records.log(f"resumed from the checkpoint of epoch {member.epoch}" if member.resumed else "started")
+    records.write_status("running", member.epoch, member.epochs)
+    return member
+
+
+def expected_step_keys(last_step: int, every: int) -> list[int]:
+    """steps.csv keys through `last_step`: step 0 (the state before training), then every `every`-th step."""
+    return [0, *(range(every, last_step + 1, every) if every > 0 else [])]
+
+
+def describe_keys(keys: list[int]) -> str:
+    if not keys:
+        return "no rows"
+    dups = len(keys) - len(set(keys))
+    return f"{len(keys)} rows ({keys[0]}..{keys[-1]}{f', {dups} duplicated' if dups else ''})"
+
+
+def check_rows_match_checkpoint(m: Member) -> None:
+    """Resume only onto complete records: every epoch and logged step up to the checkpoint, once."""
+    records = m.records
+    redo = "restore the files, or start the run over with resume=false overwrite=true"
+    epochs = records.metrics.keys(m.columns, m.epoch)
+    if epochs != list(range(m.epoch + 1)):
+        raise RecordError(
+            f"cannot resume {records.dir}: checkpoint.pt is at epoch {m.epoch} but metrics.csv holds "
+            f"{describe_keys(epochs)} for epochs 0..{m.epoch}; {redo}"
+        )
+    steps = records.steps.keys(m.step_columns, m.step)
+    if steps != expected_step_keys(m.step, int(m.s.cfg.log.every_steps)):
+        raise RecordError(
+            f"cannot resume {records.dir}: checkpoint.pt is at step {m.step} but steps.csv holds "
+            f"{describe_keys(steps)} for steps 0..{m.step}; {redo}"
+        )
+
+
+def check_nothing_recorded_past_epoch_zero(m: Member) -> None:
+    """A fresh start rewrites the CSVs: refuse if that would drop trained epochs (checkpoint.pt lost)."""
+    trained = [e for e in m.records.metrics.keys(m.columns, 2**62) if e > 0]
+    if trained:
+        raise RecordError(
+            f"{m.records.dir}: metrics.csv holds trained epochs (up to {max(trained)}) but checkpoint.pt is missing, "
+            "so the run cannot resume; restore checkpoint.pt, or start over with resume=false overwrite=true"
+        )
+
+
+def provenance(device) -> dict:
+    """env.json: what produced the run's numbers (one entry per start or resume)."""
+    import platform
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+
+    from nin_cli import __version__
+
+    commit = None
+    source = Path(__file__).resolve().parents[2]
+    if (source / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
+            commit = out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {
+        "nin_version": __version__,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+@contextmanager
+def recorded_outcome(members: list[Member]) -> Iterator[None]:
+    """Signals and crashes end up in each unfinished run's status.json (and free its lock) before they propagate."""
+    try:
+        with signals_raise():
+            yield
+    except Interrupted as exc:
+        for m in members:
+            if not m.finished:
+                m.records.try_write_status("interrupted", m.epoch, m.epochs, f"{exc}; rerun with the same directory to resume")
+                m.records.log(f"interrupted by {exc} at epoch {m.epoch}")
+                m.close("interrupted")
+        raise
+    except BaseException as exc:
+        for m in members:
+            if not m.finished:
+                m.records.try_write_status("failed", m.epoch, m.epochs, f"{type(exc).__name__}: {exc}")
+                m.records.log(f"failed at epoch {m.epoch}: {type(exc).__name__}: {exc}")
+                m.close("failed")
+        raise
+
+
+# training jobs ------------------------------------------------------------------------------------
+def train(cfg: DictConfig, run_dir) -> RunResult:
+    """Train (or resume, or skip if already finished) the run in `run_dir`: an ensemble of one."""
+    return train_many([cfg], [run_dir], 1)[0]
+
+
+def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> list[RunResult]:
+    """Train every (cfg, run_dir) of a sweep. Runs that differ only in per-member keys (seed,
+    sigma, lr, ...: nin_cli/identity.py) train together in ensembles of at most `batch_size`
+    members, each stepped the way `choose_step` picks. Finished runs are skipped, interrupted ones
+    resume from their checkpoints."""
+    with signals_raise():  # a signal while runs are being opened is an interruption too
+        results: list[RunResult | None] = [None] * len(cfgs)
+        groups = structure_groups(cfgs)
+        if len(groups) > 1:
+            console.print(f"[bold]batched: {len(cfgs)} runs in {len(groups)} groups of runs that differ only in per-member keys")
+        for idx in groups:
+            for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], batch_size)):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+
+def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
+    """One structure group: ensembles of at most `batch_size` members, in sweep order. Members
+    resumed from different epochs share one ensemble (the later ones wait for the earlier)."""
+    check_batchable(cfgs)
+    data: Dataset | None = None  # loaded by the first run that trains, then shared
+    results: list[RunResult | None] = [None] * len(cfgs)
+    pending: list[tuple[int, Member]] = []
+    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
+        opened = open_run(cfg, run_dir, data)
+        if isinstance(opened, RunResult):
+            results[i] = opened
+        else:
+            pending.append((i, opened))
+            data = data or opened.s.data
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        members = [m for _, m in chunk]
+        with recorded_outcome(members):
+            ensemble = Ensemble(members)
+            if len(members) > 1:
+                console.print(f"[bold]batched: {describe(ensemble)}")
+            for (i, _), result in zip(chunk, ensemble.run(bool(members[0].s.cfg.progress))):
+                results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], batch_size: int = 64) -> list[RunResult]:
+    """Train the jobs, then evaluate each completed one whose config asks for it (evaluate=true)."""
+    from nin_cli.robustness import evaluate_after_training
+
+    results = train_many(cfgs, run_dirs, batch_size)
+    for cfg, run_dir, result in zip(cfgs, run_dirs, results):
+        evaluate_after_training(cfg, Path(run_dir), result.status)
+    return results

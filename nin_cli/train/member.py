@@ -1,0 +1,174 @@
+"""One run of an ensemble: its generators, noise, counters, records, checkpoint and epoch rows.
+
+A member does not step itself: the loop (train/loop.py) steps every member of an ensemble at once
+through a Step (train/steps.py), a single run being an ensemble of one. Each member draws exactly
+the random numbers its single run would, so a member's files are its single run's files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import OmegaConf
+
+from nin_cli.faults import fault_point
+from nin_cli.noise import NoiseSource, sigma_at
+from nin_cli.records import RunRecords
+from nin_cli.seeding import generator
+from nin_cli.train.rows import (
+    divergence_reason,
+    epoch_row,
+    evaluate,
+    metric_columns,
+    norm_groups,
+    step_columns,
+    train_subset,
+)
+from nin_cli.train.setup import Setup, make_optimizer, matmul_autocast
+
+
+@dataclass
+class RunResult:
+    status: str
+    epoch: int
+    reason: str | None = None
+    last_row: dict | None = None
+
+
+class Member:
+    """One run's mutable state between steps."""
+
+    def __init__(self, setup: Setup, records: RunRecords):
+        s = self.s = setup
+        cfg = s.cfg
+        self.records = records
+        self.columns = metric_columns(s.model, s.nin_layers)
+        self.step_columns = step_columns(s.model, s.nin_layers)
+        self.norm_groups = norm_groups(s.model, s.nin_layers)
+        self.optimizer = make_optimizer(cfg, s.model.parameters())
+        self.data_gen = generator(cfg.seed, "data", s.device)
+        self.input_gen = generator(cfg.seed, "input_noise", s.device)
+        self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
+        self.input_noise = float(cfg.regularization.input_noise) / s.data.pixel_std
+        self.epoch = 0  # the last epoch whose metrics row is recorded
+        self.step = 0
+        self.resumed = False  # loaded from a checkpoint: its epoch-0 rows are on disk already
+        self.ref_loss = float("nan")
+        self.finished = False
+        self.last_row: dict | None = None
+
+    @property
+    def epochs(self) -> int:
+        return int(self.s.cfg.epochs)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def sigma(self, epoch: int) -> float:
+        """The noise scale of training epoch `epoch` (1-based)."""
+        return sigma_at(self.s.cfg.noise, epoch, self.epochs)
+
+    # checkpoint -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "ref_loss": self.ref_loss,
+            "model": self.s.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "input_gen": self.input_gen.get_state(),
+            "noise": self.noise.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.s.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step, self.ref_loss = state["epoch"], state["step"], state["ref_loss"]
+        self.resumed = True
+        self.s.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_gen.set_state(state["data_gen"])
+        self.input_gen.set_state(state["input_gen"])
+        self.noise.load_state_dict(state["noise"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.s.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def checkpoint(self) -> None:
+        self.records.save_checkpoint(self.state_dict())
+
+    # an epoch's random draws --------------------------------------------------------------------
+    def epoch_draws(self, sigma: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The epoch's sample order and its scaled NIN noise in that order (entries a:b feed the step
+        over order[a:b]); drawn once per epoch, in the same order by every step."""
+        n, device = len(self.s.data.train), self.s.device
+        perm = torch.randperm(n, generator=self.data_gen, device=device)
+        return perm, {name: sigma * u for name, u in self.noise.epoch_units(perm).items()}
+
+    def input_noise_draw(self, shape: torch.Size) -> torch.Tensor:
+        """regularization.input_noise: Gaussian noise on one batch of inputs."""
+        return self.input_noise * torch.randn(shape, generator=self.input_gen, device=self.s.device)
+
+    # rows ---------------------------------------------------------------------------------------
+    def initial_row(self) -> dict:
+        """Epoch 0: the state before training; its noisy loss uses a separate noise stream."""
+        s, cfg = self.s, self.s.cfg
+        sigma = self.sigma(1)
+        eval_noise = NoiseSource(
+            OmegaConf.merge(cfg.noise, {"mode": "resample"}), s.nin_layers, 0, generator(cfg.seed, "eval_noise", s.device), s.device
+        )
+        sub = train_subset(s.data.train, cfg.eval.train_samples)
+        with matmul_autocast(cfg, s.device):
+            noisy_loss, _ = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
+        row = epoch_row(s, 0, 0, sigma, noisy_loss, 0.0, self.lr)
+        self.ref_loss = row["train_loss_clean"]
+        return row
+
+    def begin(self) -> RunResult | None:
+        """Write epoch 0 (the state before training) unless resuming past it; the result if the run
+        was already trained through (killed between its last checkpoint and its final status)."""
+        if not self.resumed:
+            row = self.initial_row()
+            self.records.steps.append([{k: row[k] for k in self.step_columns} | {"step": 0}])
+            self.records.metrics.append([row])
+            fault_point("metrics_row")
+            self.checkpoint()
+        return self.finish("completed", None) if self.epoch >= self.epochs else None
+
+    def end_epoch(self, sigma: float, train_loss: float, step_rows: list[dict], seconds: float) -> RunResult | None:
+        """Record a finished epoch (the model holds its weights after it); the run's result once it
+        is over (diverged, target reached, done)."""
+        s, cfg, records = self.s, self.s.cfg, self.records
+        row = epoch_row(s, self.epoch + 1, self.step, sigma, train_loss, seconds, self.lr)
+        records.steps.append(step_rows)
+        records.metrics.append([row])
+        self.epoch += 1
+        self.last_row = row
+        records.log(f"epoch {self.epoch}: train_loss {row['train_loss']:.6g}, test_acc {row['test_acc']:.4f}")
+        fault_point("metrics_row")
+        reason = divergence_reason(row, self.ref_loss, cfg, s.model)
+        if reason:
+            return self.finish("diverged", reason)
+        reached = cfg.target_train_acc is not None and row["train_acc"] >= cfg.target_train_acc
+        if self.epoch % cfg.checkpoint.every == 0 or self.epoch == self.epochs or reached:
+            self.checkpoint()
+        if reached:
+            return self.finish("completed", f"reached train accuracy {row['train_acc']:.4f} >= target_train_acc {cfg.target_train_acc}")
+        if self.epoch >= self.epochs:
+            return self.finish("completed", None)
+        records.write_status("running", self.epoch, self.epochs)
+        return None
+
+    def finish(self, status: str, reason: str | None) -> RunResult:
+        self.records.write_status(status, self.epoch, self.epochs, reason)
+        self.records.log(f"{status} at epoch {self.epoch}" + (f": {reason}" if reason else ""))
+        self.close(status)
+        return RunResult(status, self.epoch, reason, self.last_row)
+
+    def close(self, status: str) -> None:
+        """The run is over for this process (finished, or stopped by a failure): free its directory."""
+        self.finished = status in ("completed", "diverged")
+        self.records.lock.release()

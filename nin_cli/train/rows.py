@@ -1,0 +1,132 @@
+"""What a run records: the columns of metrics.csv and steps.csv, and how their values are measured.
+
+Norms are measured one way for every step and every row: from parameters stacked along a leading
+member axis (a single model's are views with K = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+
+from nin_cli.data import Split
+from nin_cli.hessian import hutchinson_traces
+from nin_cli.models import NINModel
+from nin_cli.objectives import LossFn, accuracy
+from nin_cli.seeding import generator
+from nin_cli.train.setup import Setup, matmul_autocast
+
+
+def norm_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+    cols = [f"niw_norm_{n}" for n in nin_layers]
+    return cols + [f"weight_norm_{model.next_layer(n)}" for n in nin_layers if model.next_layer(n)]
+
+
+def norm_groups(model: NINModel, nin_layers: list[str]) -> list[list[str]]:
+    """The parameters behind each norm column: a NIW, or all weight tensors of a NIN's next layer."""
+    groups = [[f"nins.{n}.weight"] for n in nin_layers]
+    return groups + [
+        [f"layers.{nxt}.{p}" for p, _ in model.layers[nxt].named_parameters() if p.endswith("weight")]
+        for n in nin_layers
+        if (nxt := model.next_layer(n))
+    ]
+
+
+def stacked_norms(param: Callable[[str], torch.Tensor], groups: list[list[str]], k: int, device) -> torch.Tensor:
+    """(K, n_norm_columns) Frobenius norms of stacked parameters `param(name)` (K, ...), on the device."""
+    norm = torch.linalg.vector_norm
+    cols = [norm(torch.stack([norm(param(p).detach().flatten(1), dim=1) for p in group]), dim=0) for group in groups]
+    return torch.stack(cols, dim=1) if cols else torch.zeros(k, 0, device=device)
+
+
+def model_norms(model: NINModel, groups: list[list[str]]) -> list[float]:
+    """One model's norm columns: the stacked measure with K = 1."""
+    return stacked_norms(lambda n: model.get_parameter(n)[None], groups, 1, None)[0].tolist()
+
+
+def metric_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+    cols = ["epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc"]
+    cols += norm_columns(model, nin_layers)
+    cols += [f"hessian_trace_{n}" for n in nin_layers]
+    return cols + ["lr", "seconds"]
+
+
+def step_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+    """steps.csv: the noisy batch loss and the norms every `log.every_steps` steps, for fast dynamics."""
+    return ["step", "epoch", "sigma", "train_loss", *norm_columns(model, nin_layers)]
+
+
+def step_rows(columns: list[str], steps: list[int], values: list[list[float]], epoch: int, sigma: float) -> list[dict]:
+    """steps.csv rows from the values logged at `steps` (noisy loss, then the norms)."""
+    names = columns[3:]
+    return [{"step": st, "epoch": epoch, "sigma": sigma, **dict(zip(names, vals))} for st, vals in zip(steps, values)]
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None) -> tuple[float, float]:
+    """Mean loss and accuracy over a split; eps = 0 unless `eps_fn(n)` supplies noise."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), device=split.x.device)
+    for start in range(0, len(split), batch_size):
+        x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+        out = model(x, eps_fn(len(x)) if eps_fn else None)
+        loss_sum += loss_fn(out, y) * len(x)
+        correct += accuracy(out, y).to(loss_sum.device) * len(x)
+    model.train(was_training)
+    n = len(split)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def train_subset(split: Split, n: int | None) -> Split:
+    return split if not n else Split(split.x[:n], split.y[:n])
+
+
+def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, seconds: float, lr: float) -> dict:
+    """The metrics.csv row for the model's current state (clean metrics use eps = 0)."""
+    cfg, model = s.cfg, s.model
+    with matmul_autocast(cfg, s.device):
+        train_loss_clean, train_acc = evaluate(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, cfg.eval.batch_size)
+        test_loss, test_acc = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "sigma": sigma,
+        "train_loss": train_loss,
+        "train_loss_clean": train_loss_clean,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "lr": lr,
+        "seconds": seconds,
+    }
+    row.update(zip(norm_columns(model, s.nin_layers), model_norms(model, norm_groups(model, s.nin_layers))))
+    if s.nin_layers and cfg.hessian.probes > 0:
+        h = train_subset(s.data.train, cfg.hessian.samples)
+        model.eval()
+        traces = hutchinson_traces(
+            model, h.x, h.y, s.loss_fn, s.shapes, cfg.hessian.probes, generator(cfg.seed, f"hutchinson/{epoch}", s.device)
+        )
+        model.train()
+        row.update({f"hessian_trace_{n}": v for n, v in traces.items()})
+    return row
+
+
+def divergence_reason(row: dict, ref_loss: float, cfg: DictConfig, model: NINModel) -> str | None:
+    """Why the run counts as diverged, or None. The noisy loss only counts when non-finite: a
+    catapult's noisy loss can climb by orders of magnitude and still recover."""
+    for key in ("train_loss", "train_loss_clean"):
+        if not math.isfinite(row[key]):
+            return f"{key} is {row[key]}"
+    clean = row["train_loss_clean"]
+    if clean > cfg.divergence.max_loss:
+        return f"train_loss_clean {clean:.3g} > divergence.max_loss {cfg.divergence.max_loss:g}"
+    if clean > cfg.divergence.factor * ref_loss:
+        return f"train_loss_clean {clean:.3g} > {cfg.divergence.factor:g} x its epoch-0 value {ref_loss:.3g}"
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return "non-finite weights"
+    return None

@@ -1,0 +1,117 @@
+"""Everything a run builds from its config before the first step: device and precision, data,
+model and loss, and the optimizer. Training validates first (`prepare`); rebuilding a trained run
+to evaluate it does not (`build`): its config is what it was trained with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from nin_cli.data import Dataset, load_dataset
+from nin_cli.errors import ConfigError
+from nin_cli.models import NINModel, build_model
+from nin_cli.objectives import LossFn, make_loss
+from nin_cli.schema import check_train_config
+from nin_cli.seeding import generator
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class OptimizerKind:
+    make: Callable[[DictConfig, object, float], torch.optim.Optimizer]  # (optimizer cfg, params, weight decay)
+    stateless: Callable[[DictConfig], bool]  # plain SGD: the update the stacked and fused steps write out
+
+
+OPTIMIZERS: dict[str, OptimizerKind] = {
+    "sgd": OptimizerKind(
+        lambda c, params, wd: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=wd),
+        lambda c: float(c.momentum) == 0.0,
+    ),
+    "adam": OptimizerKind(
+        lambda c, params, wd: torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas), weight_decay=wd),
+        lambda c: False,
+    ),
+}
+
+
+@dataclass
+class Setup:
+    """One run's built parts."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: Dataset
+    model: NINModel
+    nin_layers: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    loss_fn: LossFn
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but torch sees no CUDA device; use device=cpu or device=auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def set_tf32(enabled: bool) -> None:
+    """CUDA float32 matmuls and convolutions on TF32 tensor cores (about 8x the fp32 rate on an
+    H100; 10-bit mantissa inputs, fp32 accumulation) or in full IEEE fp32. CPUs are unaffected."""
+    mode = "tf32" if enabled else "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def step_dtype(cfg: DictConfig) -> torch.dtype:
+    """The dtype of the training step's and the epoch evaluation's matmuls: bfloat16 under
+    precision=bf16, else float32. Weights, updates, losses and the Hessian estimate are float32
+    either way (TF32 matmuls on CUDA unless precision=fp32)."""
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+
+
+def matmul_autocast(cfg: DictConfig, device: torch.device):
+    """bf16 autocast for autograd steps and evaluation when precision=bf16 (a no-op otherwise)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False)  # graph-safe
+
+
+def plain_sgd(cfg: DictConfig) -> bool:
+    """SGD without momentum: the only optimizer whose update the stacked and fused steps write out."""
+    kind = OPTIMIZERS.get(cfg.optimizer.name)
+    return kind is not None and kind.stateless(cfg.optimizer)
+
+
+def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer.name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg.optimizer.name].make(cfg.optimizer, params, float(cfg.regularization.weight_decay))
+
+
+def build(cfg: DictConfig, data: Dataset | None = None) -> Setup:
+    """Data (unless shared in), model at its seed's initialisation, and loss, on the run's device."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        set_tf32(cfg.precision != "fp32")
+    data = data or load_dataset(cfg.dataset, device)
+    loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction)
+    model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, generator(cfg.seed, "init"))
+    model.to(device)
+    nin_layers = list(model.nins.keys())
+    shapes = {n: tuple(model.nins[n].weight.shape) for n in nin_layers}
+    return Setup(cfg, device, data, model, nin_layers, shapes, loss_fn)
+
+
+def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
+    """Validate every key (nin_cli/schema.py) before any data is loaded, then build."""
+    check_train_config(cfg)
+    return build(cfg, data)
