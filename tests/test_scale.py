@@ -293,3 +293,45 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp
     assert train(cfgs[0], tmp_path / "single").status == "completed"
     assert [read_rows(d) for d in dirs] == before
     assert [int(r["epoch"]) for r in read_rows(tmp_path / "single")] == [0, 1]
+
+
+BATCHED_PREEMPT = [*PREEMPT, "epochs=4", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.batch_size=2"]
+
+
+def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path):
+    """hydra/launcher=batched_local: 4 runs as 2 submitit jobs of 2-member ensembles. SIGUSR2 to
+    both jobs mid-training requeues them; every member's rows equal those of an uninterrupted
+    batched sweep (same ensembles), and a rerun submits nothing."""
+    reference = tmp_path / "reference"
+    ref = nin_cli("train", "-m", "hydra/launcher=batched", *BATCHED_PREEMPT, f"hydra.sweep.dir={reference}")
+    assert ref.returncode == 0, ref.stderr
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "nin_cli", "train", "-m", "hydra/launcher=batched_local", *BATCHED_PREEMPT, f"hydra.sweep.dir={sweep}"]
+    launcher = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = [len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")]
+        if len(rows) == 4 and min(rows) >= 2:  # every member trained at least one epoch
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the jobs never reached epoch 1")
+    pids = _task_pids(str(sweep))
+    assert len(pids) == 2, pids
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)  # what SLURM sends on preemption and before the time limit
+    out, _ = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, out
+    assert "4 runs in 2 ensembles of up to 2: 2 submitted" in out and "4 runs: 4 completed" in out
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
+    assert logs.count("this job is preempted") == 2 and "resuming from the checkpoint of epoch" in logs
+    for run in reference.glob("*/metrics.csv"):
+        resumed = sweep / run.parent.name
+        assert [int(r["epoch"]) for r in read_rows(resumed)] == list(range(5))
+        assert without_timing(read_rows(resumed)) == without_timing(read_rows(run.parent)), run.parent.name
+        assert without_timing(read_rows(resumed, "steps.csv")) == without_timing(read_rows(run.parent, "steps.csv"))
+    again = nin_cli("train", "-m", "hydra/launcher=batched_local", *BATCHED_PREEMPT, f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0 and "0 submitted as local jobs, 2 already finished" in again.stdout + again.stderr

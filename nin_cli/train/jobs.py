@@ -241,11 +241,12 @@ def recorded_outcome(members: list[Member]) -> Iterator[None]:
     try:
         with signals_raise():
             yield
-    except Interrupted as exc:
+    except (Interrupted, SystemExit) as exc:  # SystemExit: submitit requeues a preempted job (SIGUSR2)
+        cause = str(exc) if isinstance(exc, Interrupted) else "a preemption or time limit (the job is requeued)"
         for m in members:
             if not m.finished:
-                m.records.try_write_status("interrupted", m.epoch, m.epochs, f"{exc}; rerun with the same directory to resume")
-                m.records.log(f"interrupted by {exc} at epoch {m.epoch}")
+                m.records.try_write_status("interrupted", m.epoch, m.epochs, f"{cause}; rerun with the same directory to resume")
+                m.records.log(f"interrupted by {cause} at epoch {m.epoch}")
                 m.close("interrupted")
         raise
     except BaseException as exc:
@@ -277,6 +278,38 @@ def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> 
             for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], batch_size)):
                 results[i] = result
         return results  # type: ignore[return-value]
+
+
+def plan_ensembles(cfgs: list[DictConfig], batch_size: int) -> list[list[int]]:
+    """The sweep's ensembles: runs grouped by structure, each group cut into chunks of at most
+    `batch_size` members in sweep order (N runs of one group: ceil(N / batch_size) ensembles)."""
+    return [idx[i : i + batch_size] for idx in structure_groups(cfgs) for i in range(0, len(idx), batch_size)]
+
+
+def recorded_status(run_dir: Path) -> str:
+    """The run's status.json says (unknown without one)."""
+    status = RunRecords(run_dir).read_status()
+    return status["status"] if status else "unknown"
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` has nothing left to train (completed or diverged)."""
+    return recorded_status(run_dir) in ("completed", "diverged")
+
+
+class EnsembleJob:
+    """One ensemble as a submitit job (batched_slurm, batched_local launchers): it trains its
+    members with `run_jobs`. On SIGUSR2 (preemption, or the time limit's warning) submitit calls
+    `checkpoint`, requeues the same job and exits; the members were checkpointed at their last
+    epoch, their status says interrupted, and the requeued job resumes them there."""
+
+    def __call__(self, cfgs: list[DictConfig], run_dirs: list[str]) -> list[str]:
+        return [r.status for r in run_jobs(cfgs, [Path(d) for d in run_dirs], max(len(cfgs), 1))]
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
