@@ -154,6 +154,9 @@ def train_command(args: list[str]) -> None:
     import hydra
 
     conf = conf_dir()
+    modes = [a for a in args if a in ("-m", "--multirun", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")]
+    if len({m.lstrip("-")[:1] for m in modes}) > 1:  # Hydra raises a ValueError for these
+        fail(f"{' and '.join(modes)} cannot be combined: use one of -m, --cfg, --info")
     check_group_choices(args, conf)
     if not any(a in args for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion")):
         validate_jobs(args, conf)
