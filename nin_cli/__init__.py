@@ -1,3 +1,16 @@
-"""nin: an experiment runner for Noise Injection Nodes (NINs)."""
+"""nin: an experiment runner for Noise Injection Nodes (NINs).
+
+For notebooks: `nin_cli.load_runs(path)`, `nin_cli.load_metrics(path, table="metrics"|"steps")`
+and `nin_cli.load_model(run_dir)` (nin_cli/api.py), imported on first use so that the `nin`
+command starts fast."""
 
 __version__ = "0.1.0"
+__all__ = ["load_metrics", "load_model", "load_runs"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from nin_cli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'nin_cli' has no attribute {name!r}")

@@ -24,6 +24,16 @@ INSTALL_HINT = {
     "cifar10": "nin download cifar10",
 }
 KNOWN = (*IDX_DATASETS, "cifar10", "fashion_mnist_mini", "linear_regression")
+IMAGE_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist_mini": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def input_output_shape(cfg) -> tuple[tuple[int, ...], int]:
+    """(input shape without batch, number of outputs) of a dataset config, without loading it."""
+    if cfg.name == "linear_regression":
+        return (int(cfg.dim),), 1
+    if cfg.name not in IMAGE_SHAPES:
+        raise ConfigError(f"unknown dataset {cfg.name!r}; choose from {', '.join(KNOWN)}")
+    return IMAGE_SHAPES[cfg.name], 10
 
 
 @dataclass

@@ -29,8 +29,9 @@ EXEMPT: dict[str, frozenset[str]] = {
     "robustness": frozenset({"resume", "dirname", "summary"}),
     "eval.batch_size": frozenset({"resume", "dirname", "summary"}),
     "experiment": frozenset({"dirname"}),  # the sweep directory already says which experiment
+    # the NINR preset table: a run uses (at most) one entry, through noise.sigma, which is compared
+    "model.ninr_sigma": frozenset({"resume", "dirname", "summary", "member"}),
     # derived: noise.sigma carries the run's own scale
-    "model.ninr_sigma": frozenset({"summary", "member"}),
     "noise.sigma2_paper": frozenset({"summary", "member"}),
     # what an ensemble's members may differ in (their steps read these per member)
     "seed": frozenset({"member"}),

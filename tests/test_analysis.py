@@ -107,6 +107,29 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     assert {"decay_times.png", "niw_norms.png"} <= {p.name for p in pngs} and len(pngs) >= 8
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
 
+    # the notebook API reads the same sweep: runs.csv's values, long tables, trained models
+    import nin_cli as api
+
+    table = api.load_runs(sweep)
+    shared = [c for c in runs.columns if c in table.columns]
+    assert len(shared) == len(runs.columns) and len(table) == 7
+    pd.testing.assert_frame_equal(
+        table[shared].sort_values("run").reset_index(drop=True), runs.sort_values("run").reset_index(drop=True), check_dtype=False
+    )
+    assert {"model.width", "optimizer.lr", "loss.name"} <= set(table.columns)  # every config key, not only the varying ones
+    steps = api.load_metrics(sweep, table="steps")
+    one = next(iter(run_dir.values()))
+    own = steps[steps.run == one.name].drop(columns="run").reset_index(drop=True)
+    assert own.equals(pd.read_csv(one / "steps.csv").astype(float))
+    assert set(api.load_metrics(sweep).run) == {p.name for p in run_dir.values()}  # the damaged run's good rows too
+    clean = run_dir["sigma=0.3,seed=0"]
+    model = api.load_model(clean)
+    from nin_cli.data import load_dataset
+
+    data = load_dataset(make_cfg(*QUICK).dataset)
+    accuracy = float((model(data.test.x).argmax(1) == data.test.y).float().mean())
+    assert accuracy == pytest.approx(float(pd.read_csv(clean / "metrics.csv").test_acc.iloc[-1]), abs=1e-6)
+
 
 LINEAR = ["+experiment=linear_toy", "progress=false", "epochs=10"]
 

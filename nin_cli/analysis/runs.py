@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import warnings
@@ -59,36 +58,45 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+NAN_TEXT = ("nan", "-nan", "+nan")
+
+
 def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None:
     """A run's CSV, keeping only complete numeric rows; what was dropped becomes a warning.
 
     A row is damaged when it has the wrong number of fields or a cell that is not a number
     ("nan" and "inf" are numbers: a regression run has no accuracy, a diverged one a NaN loss).
+    pandas' C reader does the work: rows with extra fields are skipped (and counted from its
+    warnings); empty cells stay text (no NA parsing), so a row cut short leaves its column text,
+    and only such columns are parsed again, cell by cell.
     """
     if not path.exists():
         return None
     try:
-        with open(path, newline="", errors="replace") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            lines = list(reader)
-    except (OSError, csv.Error) as exc:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = f.readline().rstrip("\r\n").split(",")
+        if key not in header:
+            problems.append(f"{path.name} has no {key} column")
+            return None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, keep_default_na=False, na_values=[], on_bad_lines="warn", encoding_errors="replace")
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
         problems.append(f"{path.name} unreadable ({type(exc).__name__})")
         return None
-    if not header or key not in header:
-        problems.append(f"{path.name} has no {key} column")
-        return None
-    rows, bad = [], 0
-    for line in lines:
-        try:
-            if len(line) != len(header):
-                raise ValueError
-            rows.append([float(v) for v in line])
-        except ValueError:
-            bad += 1
+    bad = sum(str(w.message).count("Skipping line") for w in caught)
+    damaged = pd.Series(False, index=raw.index)
+    for c in raw.columns:
+        if not pd.api.types.is_numeric_dtype(raw[c]):  # text: "nan", or damage
+            number = pd.to_numeric(raw[c], errors="coerce")
+            damaged |= number.isna() & ~raw[c].astype(str).str.strip().str.lower().isin(NAN_TEXT)
+            raw[c] = number
+    table = raw[~damaged].astype(float).reset_index(drop=True)
+    table.columns = header
+    bad += int(damaged.sum())
     if bad:
         problems.append(f"{path.name}: skipped {bad} damaged row(s)")
-    return pd.DataFrame(rows, columns=header)
+    return table
 
 
 def load_run(path: Path) -> Run:

@@ -243,19 +243,20 @@ def recorded_outcome(members: list[Member]) -> Iterator[None]:
             yield
     except (Interrupted, SystemExit) as exc:  # SystemExit: submitit requeues a preempted job (SIGUSR2)
         cause = str(exc) if isinstance(exc, Interrupted) else "a preemption or time limit (the job is requeued)"
-        for m in members:
-            if not m.finished:
-                m.records.try_write_status("interrupted", m.epoch, m.epochs, f"{cause}; rerun with the same directory to resume")
-                m.records.log(f"interrupted by {cause} at epoch {m.epoch}")
-                m.close("interrupted")
+        stop(members, "interrupted", f"{cause}; rerun with the same directory to resume", f"interrupted by {cause}")
         raise
     except BaseException as exc:
-        for m in members:
-            if not m.finished:
-                m.records.try_write_status("failed", m.epoch, m.epochs, f"{type(exc).__name__}: {exc}")
-                m.records.log(f"failed at epoch {m.epoch}: {type(exc).__name__}: {exc}")
-                m.close("failed")
+        stop(members, "failed", f"{type(exc).__name__}: {exc}", f"failed: {type(exc).__name__}: {exc}")
         raise
+
+
+def stop(members: list[Member], status: str, reason: str, line: str) -> None:
+    """Record how the unfinished members stopped, and free their directories."""
+    for m in members:
+        if not m.finished:
+            m.records.try_write_status(status, m.epoch, m.epochs, reason)
+            m.records.log(f"{line} at epoch {m.epoch}")
+            m.close(status)
 
 
 # training jobs ------------------------------------------------------------------------------------
