@@ -20,6 +20,7 @@ COMMANDS = {
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
     "plot": "PNG figures: per-run dynamics, NIW norms of a sweep, decay times against sigma with phases shaded",
     "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
+    "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
     "evaluate": "robustness of trained runs: clean, Gaussian noise, MNIST-C corruptions, FGSM/PGD (robustness.csv)",
     "download": "fetch a dataset with torchvision into the cache (needs the network)",
 }
@@ -212,18 +213,7 @@ def summarize_command(args: list[str]) -> None:
     import warnings
 
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import (
-        analysis_config,
-        compact,
-        markdown,
-        phase_rows,
-        rich_table,
-        robustness_groups,
-        robustness_rows,
-        robustness_summary,
-        run_rows,
-        write_csv,
-    )
+    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, summarize
 
     ns = path_parser(
         "summarize",
@@ -243,27 +233,24 @@ def summarize_command(args: list[str]) -> None:
     if not runs:
         fail(f"no runs found under {', '.join(paths)}")
     out = output_dir(ns.out, paths)
-    runs_df = run_rows(runs, acfg, Path(paths[0]) if len(paths) == 1 else None)
-    phases_df = phase_rows(runs_df)
-    write_csv(runs_df, out / "runs.csv")
-    write_csv(phases_df, out / "phases.csv")
-    tables = [(f"{len(runs)} run(s)", compact(runs_df)), ("phases by sigma (mean ± std over seeds)", compact(phases_df))]
-    long = robustness_rows(runs)
-    if not long.empty:
-        detail, table = robustness_summary(long, robustness_groups(runs))
-        write_csv(detail, out / "robustness_summary.csv")
-        tables.append(
-            (
-                "robustness: test accuracy by method (mean ± std over seeds; each family averaged over its perturbations and severities)",
-                table,
-            )
-        )
-    for title, table in tables:
+    summary = summarize(runs, acfg, Path(paths[0]) if len(paths) == 1 else None)
+    written = summary.write(out)
+    for title, table in summary.tables():
         if ns.format == "markdown":
             print(f"### {title}\n\n{markdown(table)}\n")
         else:
             stdout_console().print(rich_table(table, title))
-    print(f"wrote runs.csv, phases.csv{' and robustness_summary.csv' if not long.empty else ''} to {out}", file=sys.stderr)
+    print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
+
+
+def report_command(args: list[str]) -> None:
+    from nin_cli.analysis.report import write_report
+
+    ns = path_parser("report", "sweep directories, or key=value overrides of conf/analysis.yaml", formats=False).parse_args(args)
+    paths, overrides = split_overrides(ns.paths)
+    for path in paths:
+        written, outcome = write_report(Path(path), overrides)
+        print(f"{outcome}; report: {written}")
 
 
 def plot_command(args: list[str]) -> None:
@@ -387,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         "summarize": summarize_command,
         "theory": theory_command,
         "plot": plot_command,
+        "report": report_command,
         "evaluate": evaluate_command,
         "download": download_command,
     }

@@ -188,6 +188,10 @@ def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
         "sigma=1000,seed=1": "diverged",
     }
     assert all((p.parent / ".hydra" / "config.yaml").exists() for p in tmp_path.glob("*/status.json"))
+    # the sweep's end: one line, and report.md with the phase table and figures (Hydra callback)
+    assert "4 runs: 2 completed, 2 diverged, 0 failed; report:" in proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "| divergent |" in report and "![NIW norms](plots/niw_norms.png)" in report and (tmp_path / "plots" / "niw_norms.png").exists()
 
 
 def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
@@ -196,6 +200,9 @@ def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     runs = sorted(tmp_path.glob("*/metrics.csv"))
     assert len(runs) == 2 and all(len(read_rows(p.parent)) == 2 for p in runs)
     before = [p.read_bytes() for p in runs]
+    assert (tmp_path / "report.md").exists()  # the sweep-end callback ran after the submitit launcher too
+    redo = nin_cli("report", str(tmp_path))
+    assert redo.returncode == 0 and "2 runs: 2 completed, 0 diverged, 0 failed" in redo.stdout, redo.stderr
     again = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:])
     assert again.returncode == 0
     assert again.stderr.count("already completed at epoch 1; skipping") == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,47 @@ def robustness_summary(long: pd.DataFrame, groups: list[str]) -> tuple[pd.DataFr
             )
         rows.append(row)
     return detail, pd.DataFrame(rows)
+
+
+@dataclass
+class Summary:
+    """What `nin summarize` computes from runs: its tables, and the CSVs they are written to."""
+
+    runs: pd.DataFrame
+    phases: pd.DataFrame
+    robustness_detail: pd.DataFrame | None = None
+    robustness: pd.DataFrame | None = None
+
+    def tables(self) -> list[tuple[str, pd.DataFrame]]:
+        out = [(f"{len(self.runs)} run(s)", compact(self.runs)), ("phases by sigma (mean ± std over seeds)", compact(self.phases))]
+        if self.robustness is not None:
+            title = (
+                "robustness: test accuracy by method (mean ± std over seeds; each family averaged over its perturbations and severities)"
+            )
+            out.append((title, self.robustness))
+        return out
+
+    def write(self, out: Path) -> list[str]:
+        """runs.csv, phases.csv (and robustness_summary.csv) in `out`; the names written."""
+        write_csv(self.runs, out / "runs.csv")
+        write_csv(self.phases, out / "phases.csv")
+        names = ["runs.csv", "phases.csv"]
+        if self.robustness_detail is not None:
+            write_csv(self.robustness_detail, out / "robustness_summary.csv")
+            names.append("robustness_summary.csv")
+        return names
+
+    def outcome(self) -> str:
+        """One line: how many runs ended how ("12 completed, 3 diverged, 0 failed")."""
+        counts = Counter(self.runs["status"])
+        main = [f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
+        return ", ".join(main + [f"{n} {s}" for s, n in sorted(counts.items())])
+
+
+def summarize(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> Summary:
+    table = run_rows(runs, acfg, root)
+    summary = Summary(table, phase_rows(table))
+    long = robustness_rows(runs)
+    if not long.empty:
+        summary.robustness_detail, summary.robustness = robustness_summary(long, robustness_groups(runs))
+    return summary

@@ -1,0 +1,54 @@
+"""report.md: a sweep at a glance when it ends (the Hydra callback) or on demand (`nin report`).
+
+It holds the outcome line, the phase table, the figures (NIW norms, decay times, robustness) and
+the run table, and writes the same CSVs as `nin summarize` beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from nin_cli.analysis.runs import load_runs
+from nin_cli.analysis.summarize import analysis_config, compact, markdown, summarize
+from nin_cli.errors import ConfigError
+from nin_cli.records import atomic_write_text
+from nin_cli.schema import conf_dir
+
+REPORT = "report.md"
+
+
+def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path, str]:
+    """Write `sweep`/report.md (and runs.csv, phases.csv, plots/); its path and the outcome line."""
+    from nin_cli.analysis.plots import decay_times_figure, niw_overlay_figure, robustness_figure
+    from nin_cli.analysis.summarize import robustness_groups, robustness_rows
+
+    sweep = Path(sweep)
+    runs = load_runs([sweep])
+    if not runs:
+        raise ConfigError(f"no runs found under {sweep}")
+    summary = summarize(runs, analysis_config(conf_dir(), overrides), sweep)
+    summary.write(sweep)
+    plots = sweep / "plots"
+    plots.mkdir(exist_ok=True)
+    phase_of = dict(zip((r.path for r in runs), summary.runs["phase"]))
+    figures = [
+        ("NIW norms", niw_overlay_figure(runs, phase_of, plots / "niw_norms.png")),
+        ("decay times and phases", decay_times_figure(summary.phases, plots / "decay_times.png")),
+        ("robustness", robustness_figure(robustness_rows(runs), robustness_groups(runs), plots / "robustness.png")),
+    ]
+    outcome = f"{len(runs)} runs: {summary.outcome()}"
+    lines = [f"# Sweep report: {sweep.name}", "", f"{outcome}. Written {time.strftime('%Y-%m-%d %H:%M')} from `{sweep}`.", ""]
+    lines += ["## Phases by sigma (mean ± std over seeds)", "", markdown(compact(summary.phases)), ""]
+    for title, path in figures:
+        if path is not None:
+            lines += [f"![{title}]({path.relative_to(sweep)})", ""]
+    if summary.robustness is not None:
+        lines += ["## Robustness (test accuracy by method)", "", markdown(summary.robustness), ""]
+    lines += ["## Runs", "", markdown(compact(summary.runs)), ""]
+    problems = [f"- `{r.path.relative_to(sweep) if r.path != sweep else '.'}`: {p}" for r in runs for p in r.warnings]
+    if problems:
+        lines += ["## Warnings", "", *problems, ""]
+    path = sweep / REPORT
+    atomic_write_text(path, "\n".join(lines))
+    return path, outcome
