@@ -171,7 +171,7 @@ def download_command(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="nin download", description=COMMANDS["download"])
     parser.add_argument("dataset", choices=["fashion_mnist", "mnist", "cifar10"])
     parser.add_argument("--root", help="target directory (default: $NIN_DATA_DIR or ~/.cache/nin)")
-    ns = parser.parse_args(args)
+    ns = parser.parse_intermixed_args(args)
     print(f"downloaded {ns.dataset} to {download(ns.dataset, ns.root)}")
 
 
@@ -219,7 +219,7 @@ def summarize_command(args: list[str]) -> None:
         "summarize",
         "run or sweep directories, or key=value overrides of conf/analysis.yaml",
         "where the CSVs go (default: the single PATH, else .)",
-    ).parse_args(args)
+    ).parse_intermixed_args(args)
     paths, overrides = split_overrides(ns.paths)
     acfg = analysis_config(conf_dir(), overrides)
     with warnings.catch_warnings(record=True) as caught:
@@ -246,7 +246,7 @@ def summarize_command(args: list[str]) -> None:
 def report_command(args: list[str]) -> None:
     from nin_cli.analysis.report import write_report
 
-    ns = path_parser("report", "sweep directories, or key=value overrides of conf/analysis.yaml", formats=False).parse_args(args)
+    ns = path_parser("report", "sweep directories, or key=value overrides of conf/analysis.yaml", formats=False).parse_intermixed_args(args)
     paths, overrides = split_overrides(ns.paths)
     for path in paths:
         written, outcome = write_report(Path(path), overrides)
@@ -264,13 +264,16 @@ def plot_command(args: list[str]) -> None:
         "plot", "run or sweep directories", "figure directory (default: PATH/plots for a single PATH, else ./plots)", formats=False
     )
     parser.add_argument("--no-runs", action="store_true", help="skip the per-run figures")
-    ns = parser.parse_args(args)
-    paths, _ = split_overrides(ns.paths)
+    parser.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="figure file format")
+    ns = parser.parse_intermixed_args(args)
+    paths, overrides = split_overrides(ns.paths)
+    acfg = analysis_config(conf_dir(), overrides)
     runs = load_runs(paths)
     if not runs:
         fail(f"no runs found under {', '.join(paths)}")
     out = output_dir(ns.out, paths, "plots")
-    table = run_rows(runs, analysis_config(conf_dir()))
+    ext = f".{ns.format}"
+    table = run_rows(runs, acfg)
     phase_of = dict(zip((r.path for r in runs), table.set_index("run").loc[[str(r.path) for r in runs], "phase"]))
     root = Path(paths[0]).resolve()
     written = []
@@ -282,10 +285,10 @@ def plot_command(args: list[str]) -> None:
                 else run.path.name
             )
             title = f"{run.path}  sigma={run.sigma:g}  phase={phase_of[run.path]}  status={run.status.get('status')}"
-            written.append(run_figure(run, title, out / f"run_{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', str(rel))}.png"))
-    written.append(niw_overlay_figure(runs, phase_of, out / "niw_norms.png"))
-    written.append(decay_times_figure(phase_rows(table), out / "decay_times.png"))
-    written.append(robustness_figure(robustness_rows(runs), robustness_groups(runs), out / "robustness.png"))
+            written.append(run_figure(run, title, out / f"run_{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', str(rel))}{ext}"))
+    written.append(niw_overlay_figure(runs, phase_of, out / f"niw_norms{ext}"))
+    written.append(decay_times_figure(phase_rows(table), out / f"decay_times{ext}"))
+    written.append(robustness_figure(robustness_rows(runs), robustness_groups(runs), out / f"robustness{ext}"))
     for path in filter(None, written):
         print(path)
 
@@ -298,9 +301,9 @@ def theory_command(args: list[str]) -> None:
 
     ns = path_parser(
         "theory", "linear-model runs or sweeps (nin train -m +experiment=linear_toy)", "where theory.csv and theory.png go"
-    ).parse_args(args)
-    paths, _ = split_overrides(ns.paths)
-    table, bounds = theory_rows(load_runs(paths), analysis_config(conf_dir()))
+    ).parse_intermixed_args(args)
+    paths, overrides = split_overrides(ns.paths)
+    table, bounds = theory_rows(load_runs(paths), analysis_config(conf_dir(), overrides))
     if table.empty:
         fail("no linear toy-model runs (model=linear, dataset=linear_regression, width 1, nin=input) found")
     out = output_dir(ns.out, paths)
@@ -326,7 +329,7 @@ def evaluate_command(args: list[str]) -> None:
     parser = path_parser("evaluate", "run or sweep directories, or key=value overrides of conf/robustness/default.yaml", formats=False)
     parser.add_argument("--device", choices=["cpu", "cuda"], help="evaluate on this device instead of the run's")
     parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have robustness.csv")
-    ns = parser.parse_args(args)
+    ns = parser.parse_intermixed_args(args)
     paths, overrides = split_overrides(ns.paths)
     rcfg = robustness_config(conf_dir(), overrides)
     runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]

@@ -107,6 +107,11 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     assert {"decay_times.png", "niw_norms.png"} <= {p.name for p in pngs} and len(pngs) >= 8
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
 
+    svg = nin_cli("plot", str(sweep), "--no-runs", "--format", "svg", "--out", str(tmp_path / "svg"), "phases.decay_niw_ratio=0.9")
+    assert svg.returncode == 0, svg.stderr
+    assert {p.name for p in (tmp_path / "svg").iterdir()} == {"niw_norms.svg", "decay_times.svg"}
+    assert (tmp_path / "svg" / "decay_times.svg").read_text().lstrip().startswith("<?xml")
+
     # the notebook API reads the same sweep: runs.csv's values, long tables, trained models
     import nin_cli as api
 
@@ -148,6 +153,32 @@ def test_linear_toy_theory_agrees_with_simulation(tmp_path):
     assert ((ratio > 0.7) & (ratio < 1.4)).all(), ratio
     small = table[table["noise.sigma"] <= 1]
     assert ((small["tau_train_measured"] / small["tau_train_predicted"]).between(0.8, 1.25)).all()
+
+
+def test_decay_time_figure_draws_one_line_per_group(tmp_path, monkeypatch):
+    """Runs that differ in more than sigma (here the learning rate) are never averaged together."""
+    from nin_cli.analysis.plots import decay_times_figure
+
+    rows = [
+        {"noise.sigma": s, "optimizer.lr": lr, "n_runs": 2, "phase": "decay", "phases": "decay:2", "tau_niw_mean": tau, "tau_niw_std": 0.1}
+        for lr, taus in ((0.01, (10.0, 5.0, 2.0)), (0.05, (8.0, 4.0, 1.0)))
+        for s, tau in zip((1.0, 3.0, 10.0), taus)
+    ]
+    table = pd.DataFrame(rows)
+    for name in ("tau_train", "tau_test", "final_test_acc"):
+        table[f"{name}_mean"], table[f"{name}_std"] = 1.0, 0.0
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, path, **kwargs):
+        captured["legend"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return original(fig, path, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    assert decay_times_figure(table, tmp_path / "dt.png") == tmp_path / "dt.png"
+    assert captured["legend"] == ["tau_niw (optimizer.lr=0.01)", "tau_niw (optimizer.lr=0.05)"]
 
 
 def test_phase_table_aggregates_over_seeds():

@@ -86,30 +86,49 @@ def _shade_phases(ax, sigmas: np.ndarray, phases: list[str]) -> None:
         seen.add(phase)
 
 
+PHASE_TABLE_META = ("noise.sigma", "sigma2_paper", "n_runs", "phase", "phases")
+
+
 def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
-    """tau_niw, tau_train, tau_test (mean +- std over seeds) against sigma, phases shaded."""
+    """tau_niw, tau_train, tau_test (mean +- std over seeds) against sigma, phases shaded. When
+    other keys vary too (lr, width, model, ...), one tau_niw line per group instead, never mixed."""
     if "noise.sigma" not in phases or phases["noise.sigma"].nunique() < 2:
         return None
-    phases = phases.groupby("noise.sigma", as_index=False).first() if phases["noise.sigma"].duplicated().any() else phases
-    sigma = phases["noise.sigma"].to_numpy(dtype=float)
+    groups = [
+        c for c in phases.columns if c not in PHASE_TABLE_META and not c.endswith(("_mean", "_std")) and phases[c].nunique(dropna=False) > 1
+    ]
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
-    _shade_phases(ax, sigma, list(phases["phase"]))
-    for name, marker in (("tau_niw", "o"), ("tau_train", "s"), ("tau_test", "^")):
-        mean = phases[f"{name}_mean"].to_numpy(dtype=float)
-        std = np.nan_to_num(phases[f"{name}_std"].to_numpy(dtype=float))
-        ok = np.isfinite(mean) & (mean > 0)
-        if ok.any():
-            ax.errorbar(sigma[ok], mean[ok], yerr=std[ok], fmt=f"{marker}-", capsize=3, label=name)
-    if (sigma > 0).all():
+    if groups:
+        for key, g in phases.groupby(groups, dropna=False, sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            g = g.sort_values("noise.sigma")
+            label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(groups, key))
+            _errorbar(ax, g, "tau_niw", "o", f"tau_niw ({label})")
+        title = f"tau_niw against sigma, one line per {', '.join(groups)}"
+    else:
+        _shade_phases(ax, phases["noise.sigma"].to_numpy(dtype=float), list(phases["phase"]))
+        for name, marker in (("tau_niw", "o"), ("tau_train", "s"), ("tau_test", "^")):
+            _errorbar(ax, phases, name, marker, name)
+        title = "decay times and phases against sigma"
+    if (phases["noise.sigma"] > 0).all():
         ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set(xlabel="noise sigma", ylabel="decay time (epochs)", title="decay times and phases against sigma")
+    ax.set(xlabel="noise sigma", ylabel="decay time (epochs)", title=title)
     handles, labels = ax.get_legend_handles_labels()
     keep = [i for i, lab in enumerate(labels) if lab in PHASES or lab.startswith("tau")]
     ax.legend([handles[i] for i in keep], [labels[i] for i in keep], fontsize=8, loc="best")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _errorbar(ax, table: pd.DataFrame, name: str, marker: str, label: str) -> None:
+    sigma = table["noise.sigma"].to_numpy(dtype=float)
+    mean = table[f"{name}_mean"].to_numpy(dtype=float)
+    std = np.nan_to_num(table[f"{name}_std"].to_numpy(dtype=float))
+    ok = np.isfinite(mean) & (mean > 0)
+    if ok.any():
+        ax.errorbar(sigma[ok], mean[ok], yerr=std[ok], fmt=f"{marker}-", capsize=3, label=label)
 
 
 def niw_overlay_figure(runs: list[Run], phase_of: dict[Path, str], path: Path) -> Path | None:
