@@ -22,6 +22,7 @@ COMMANDS = {
     "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
     "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
     "evaluate": "robustness of trained runs: clean, Gaussian noise, MNIST-C corruptions, FGSM/PGD (robustness.csv)",
+    "export": "TensorBoard event folders of runs and sweeps: nin export tensorboard DIR (needs nin-cli[tensorboard])",
     "download": "fetch a dataset with torchvision into the cache (needs the network)",
 }
 
@@ -243,6 +244,19 @@ def summarize_command(args: list[str]) -> None:
     print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
 
 
+def export_command(args: list[str]) -> None:
+    from nin_cli.analysis.export import export_tensorboard
+
+    parser = argparse.ArgumentParser(prog="nin export", description=COMMANDS["export"])
+    parser.add_argument("format", choices=["tensorboard"])
+    parser.add_argument("paths", nargs="+", help="run or sweep directories")
+    parser.add_argument("--out", help="where the event folders go (default: PATH/tensorboard for one PATH, else ./tensorboard)")
+    ns = parser.parse_intermixed_args(args)
+    out = output_dir(ns.out, ns.paths, "tensorboard")
+    written = export_tensorboard(ns.paths, out)
+    print(f"wrote {len(written)} event folder(s) to {out}; view them with: tensorboard --logdir {out}")
+
+
 def report_command(args: list[str]) -> None:
     from nin_cli.analysis.report import write_report
 
@@ -378,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         "theory": theory_command,
         "plot": plot_command,
         "report": report_command,
+        "export": export_command,
         "evaluate": evaluate_command,
         "download": download_command,
     }

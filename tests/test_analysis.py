@@ -254,3 +254,28 @@ def test_sigma_in_the_papers_units():
     mse = resolve_paper_sigma(make_cfg("+experiment=fig2", "noise.sigma2_paper=1"))
     assert mse.noise.sigma == pytest.approx(math.sqrt(784 / (1024 * 0.01)))  # MSE: d_in / (N_w eta)
     assert paper_units(flatten(OmegaConf.to_container(mse, resolve=True))) == pytest.approx(1.0)
+
+
+def test_tensorboard_export_reads_back_as_the_csvs(tmp_path):
+    """`nin export tensorboard`: every metrics.csv and steps.csv value, read back from the event
+    files with TensorBoard's own reader; the varying keys as hparams."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for sigma in ("1", "10"):
+        train(make_cfg(*QUICK, "epochs=2", f"noise.sigma={sigma}", "log.every_steps=5"), tmp_path / "sweep" / f"noise.sigma={sigma}")
+    out = nin_cli("export", "tensorboard", str(tmp_path / "sweep"), "--out", str(tmp_path / "tb"))
+    assert out.returncode == 0, out.stderr
+    for sigma in ("1", "10"):
+        events = EventAccumulator(str(tmp_path / "tb" / f"noise.sigma={sigma}"), size_guidance={"scalars": 0}).Reload()
+        run = tmp_path / "sweep" / f"noise.sigma={sigma}"
+        metrics, steps = pd.read_csv(run / "metrics.csv"), pd.read_csv(run / "steps.csv")
+        for col in ("train_loss_clean", "test_acc", "niw_norm_fc1"):
+            logged = events.Scalars(f"metrics/{col}")
+            assert [e.step for e in logged] == metrics.epoch.tolist()
+            assert [e.value for e in logged] == pytest.approx(metrics[col].tolist(), rel=1e-6)
+        logged = events.Scalars("steps/train_loss")
+        assert [e.step for e in logged] == steps.step.tolist() and len(logged) > 10
+        assert [e.value for e in logged] == pytest.approx(steps.train_loss.tolist(), rel=1e-6)
+        hparams = EventAccumulator(str(tmp_path / "tb" / f"noise.sigma={sigma}")).Reload().PluginTagToContent("hparams")
+        assert hparams  # the hparams plugin's session data is there
