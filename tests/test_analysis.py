@@ -109,7 +109,7 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
 
     svg = nin_cli("plot", str(sweep), "--no-runs", "--format", "svg", "--out", str(tmp_path / "svg"), "phases.decay_niw_ratio=0.9")
     assert svg.returncode == 0, svg.stderr
-    assert {p.name for p in (tmp_path / "svg").iterdir()} == {"niw_norms.svg", "decay_times.svg"}
+    assert {p.name for p in (tmp_path / "svg").iterdir()} == {"niw_norms.svg", "decay_times.svg", "hessian_traces.svg"}
     assert (tmp_path / "svg" / "decay_times.svg").read_text().lstrip().startswith("<?xml")
 
     # the notebook API reads the same sweep: runs.csv's values, long tables, trained models
@@ -179,6 +179,14 @@ def test_decay_time_figure_draws_one_line_per_group(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Figure, "savefig", keep)
     assert decay_times_figure(table, tmp_path / "dt.png") == tmp_path / "dt.png"
     assert captured["legend"] == ["tau_niw (optimizer.lr=0.01)", "tau_niw (optimizer.lr=0.05)"]
+
+    # two keys vary: the phase diagram, one cell per (sigma, lr), coloured by phase
+    from nin_cli.analysis.plots import phase_diagram_figure
+
+    table.loc[5, "phase"] = "catapult"
+    assert phase_diagram_figure(table, tmp_path / "pd.png") == tmp_path / "pd.png"
+    assert captured["legend"] == ["decay", "catapult"]
+    assert phase_diagram_figure(table[table["optimizer.lr"] == 0.01], tmp_path / "none.png") is None  # one key: no diagram
 
 
 def test_phase_table_aggregates_over_seeds():

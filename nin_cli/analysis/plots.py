@@ -247,3 +247,67 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def phase_diagram_figure(phases: pd.DataFrame, path: Path) -> Path | None:
+    """The phase of each point of a two-key grid (sigma x lr, sigma x width, ...): a heatmap with one
+    colour per phase, when exactly two keys vary."""
+    keys = [
+        c
+        for c in phases.columns
+        if c not in ("sigma2_paper", "n_runs", "phase", "phases") and not c.endswith(("_mean", "_std")) and phases[c].nunique() > 1
+    ]
+    if len(keys) != 2:
+        return None
+    x_key, y_key = ("noise.sigma", next(k for k in keys if k != "noise.sigma")) if "noise.sigma" in keys else keys
+    xs, ys = sorted(phases[x_key].unique()), sorted(phases[y_key].unique())
+    order = [*PHASES, "unknown"]
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for _, row in phases.iterrows():
+        grid[ys.index(row[y_key]), xs.index(row[x_key])] = order.index(row["phase"]) if row["phase"] in order else len(order) - 1
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(xs) + 2), max(3.5, 0.5 * len(ys) + 2)), constrained_layout=True)
+    cmap = ListedColormap([PHASE_COLOURS[p] for p in order])
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, origin="lower", aspect="auto")
+    ax.set_xticks(range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs], rotation=45)
+    ax.set_yticks(range(len(ys)), [f"{v:g}" if isinstance(v, float) else str(v) for v in ys])
+    ax.set(xlabel=x_key, ylabel=y_key, title="phase diagram (majority over seeds)")
+    shown = [p for p in order if order.index(p) in set(np.nan_to_num(grid, nan=-1).astype(int).ravel())]
+    ax.legend(handles=[Patch(color=PHASE_COLOURS[p], label=p) for p in shown], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def hessian_trace_figure(runs: list[Run], path: Path) -> Path | None:
+    """The recorded Tr H_z of each NIN layer against epoch (one panel per layer), coloured by sigma."""
+    layers = sorted({c.removeprefix("hessian_trace_") for r in runs for c in r.metrics.columns if c.startswith("hessian_trace_")})
+    runs = [r for r in runs if math.isfinite(r.sigma) and any(f"hessian_trace_{n}" in r.metrics for n in layers) and len(r.metrics) > 1]
+    if not layers or not runs:
+        return None
+    sigmas = sorted({r.sigma for r in runs})
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.5), constrained_layout=True, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        labelled = set()
+        for run in sorted(runs, key=lambda r: r.sigma):
+            col = f"hessian_trace_{layer}"
+            if col not in run.metrics:
+                continue
+            label = None if run.sigma in labelled else f"sigma={run.sigma:g}"
+            labelled.add(run.sigma)
+            colour = cmap(sigmas.index(run.sigma) / max(len(sigmas) - 1, 1))
+            ax.plot(run.metrics["epoch"], run.metrics[col], "o-", ms=2, lw=1, color=colour, label=label)
+        _safe_log(
+            ax,
+            np.concatenate(
+                [r.metrics[f"hessian_trace_{layer}"].to_numpy(dtype=float) for r in runs if f"hessian_trace_{layer}" in r.metrics]
+            ),
+        )
+        ax.set(title=f"Tr H_z at {layer} (Hutchinson)", xlabel="epoch", ylabel="<Tr H_z> per sample")
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -20,7 +20,7 @@ REPORT = "report.md"
 
 def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path, str]:
     """Write `sweep`/report.md (and runs.csv, phases.csv, plots/); its path and the outcome line."""
-    from nin_cli.analysis.plots import decay_times_figure, niw_overlay_figure, robustness_figure
+    from nin_cli.analysis.plots import decay_times_figure, hessian_trace_figure, niw_overlay_figure, phase_diagram_figure, robustness_figure
     from nin_cli.analysis.summarize import robustness_groups, robustness_rows
 
     sweep = Path(sweep)
@@ -35,6 +35,8 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     figures = [
         ("NIW norms", niw_overlay_figure(runs, phase_of, plots / "niw_norms.png")),
         ("decay times and phases", decay_times_figure(summary.phases, plots / "decay_times.png")),
+        ("phase diagram", phase_diagram_figure(summary.phases, plots / "phase_diagram.png")),
+        ("Hessian trace per NIN layer", hessian_trace_figure(runs, plots / "hessian_traces.png")),
         ("robustness", robustness_figure(robustness_rows(runs), robustness_groups(runs), plots / "robustness.png")),
     ]
     outcome = f"{len(runs)} runs: {summary.outcome()}"
