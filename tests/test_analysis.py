@@ -32,6 +32,21 @@ def test_decay_fit_recovers_the_time_scale():
     assert math.isnan(decay_time([0, 1], [1, 0.5]))
 
 
+def test_decay_fit_error_follows_the_noise():
+    """curve_fit's covariance: the error grows with the noise and covers the true tau."""
+    from nin_cli.analysis.fits import decay_fit
+
+    t = np.linspace(0, 20, 60)
+    errors = []
+    for noise in (0.005, 0.05):
+        y = 3.0 * np.exp(-t / 2.5) + 0.1 + noise * np.random.default_rng(1).standard_normal(len(t))
+        tau, err = decay_fit(t, y)
+        assert abs(tau - 2.5) < 4 * err
+        errors.append(err)
+    assert 0 < errors[0] < errors[1]
+    assert math.isnan(decay_fit(t, np.ones_like(t))[1])  # no decay: no error either
+
+
 def synthetic_run(niw, loss, status="completed", weights=None, acc=None):
     n = len(niw)
     clean = np.linspace(2.0, 0.5, n) if acc is None else np.full(n, 2.3)

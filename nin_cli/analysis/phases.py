@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nin_cli.analysis.fits import decay_time
+from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.runs import Run
 
 PHASES = ("decoupled", "decay", "catapult", "divergent")
@@ -83,13 +83,15 @@ def classify(run: Run, thresholds) -> tuple[str, str]:
 
 
 def decay_times(run: Run, fits) -> dict[str, float]:
-    """tau_niw (from the finest NIW trajectory), tau_train and tau_test (per-epoch losses), in epochs."""
+    """tau_niw (from the finest NIW trajectory), tau_train and tau_test (per-epoch losses), in
+    epochs, each with its fit's standard error (tau_niw_err, ...)."""
     kw = {"min_points": fits.min_points, "min_drop": fits.min_drop}
-    if len(run.metrics) == 0 or "train_loss" not in run.metrics:
-        return dict.fromkeys(("tau_niw", "tau_train", "tau_test"), math.nan)
-    traj = trajectory(run)
-    m = run.metrics
-    out = {"tau_niw": decay_time(traj.t, traj.niw, **kw) if traj.niw is not None else math.nan}
-    for name, column in (("tau_train", "train_loss_clean"), ("tau_test", "test_loss")):
-        out[name] = decay_time(m["epoch"], m[column], **kw) if column in m else math.nan
-    return out
+    nan = (math.nan, math.nan)
+    fitted = dict.fromkeys(("tau_niw", "tau_train", "tau_test"), nan)
+    if len(run.metrics) and "train_loss" in run.metrics:
+        traj = trajectory(run)
+        m = run.metrics
+        fitted["tau_niw"] = decay_fit(traj.t, traj.niw, **kw) if traj.niw is not None else nan
+        for name, column in (("tau_train", "train_loss_clean"), ("tau_test", "test_loss")):
+            fitted[name] = decay_fit(m["epoch"], m[column], **kw) if column in m else nan
+    return {k: v for name, (tau, err) in fitted.items() for k, v in ((name, tau), (f"{name}_err", err))}

@@ -125,7 +125,10 @@ def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
 def _errorbar(ax, table: pd.DataFrame, name: str, marker: str, label: str) -> None:
     sigma = table["noise.sigma"].to_numpy(dtype=float)
     mean = table[f"{name}_mean"].to_numpy(dtype=float)
-    std = np.nan_to_num(table[f"{name}_std"].to_numpy(dtype=float))
+    std = table[f"{name}_std"].to_numpy(dtype=float)
+    if f"{name}_err" in table:  # one seed, or no spread: the fit's own standard error
+        std = np.where(np.isfinite(std), std, table[f"{name}_err"].to_numpy(dtype=float))
+    std = np.nan_to_num(std)
     ok = np.isfinite(mean) & (mean > 0)
     if ok.any():
         ax.errorbar(sigma[ok], mean[ok], yerr=std[ok], fmt=f"{marker}-", capsize=3, label=label)

@@ -19,6 +19,7 @@ from nin_cli.records import ROBUSTNESS, atomic_write_text
 from nin_cli.schema import check_overrides, file_schema
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
+TAU_ERRS = tuple(f"{t}_err" for t in TAUS)  # each run's fit standard error
 ALWAYS = ("noise.sigma", "seed")
 
 
@@ -85,7 +86,7 @@ def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
     group_keys = [
         c
         for c in table.columns
-        if c not in ("run", "seed", "status", "epoch", "phase", "phase_reason", *TAUS) and not c.startswith("final_")
+        if c not in ("run", "seed", "status", "epoch", "phase", "phase_reason", *TAUS, *TAU_ERRS) and not c.startswith("final_")
     ]
     group_keys = group_keys or ["noise.sigma"]
     rows = []
@@ -96,6 +97,10 @@ def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
         row.update(n_runs=len(group), phase=majority(group["phase"]), phases=" ".join(f"{p}:{counts[p]}" for p in sorted(counts)))
         for col in (*TAUS, "final_test_acc"):
             row[f"{col}_mean"], row[f"{col}_std"] = finite_stats(group[col])
+        for col in (c for c in TAU_ERRS if c in group):  # the typical fit error: where one seed gives no spread, it is the error bar
+            errors = group[col].to_numpy(dtype=float)
+            errors = errors[np.isfinite(errors)]
+            row[col] = float(np.sqrt(np.mean(errors**2))) if len(errors) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -123,7 +128,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 def compact(df: pd.DataFrame) -> pd.DataFrame:
     """For the terminal: mean +- std in one cell, reasons and long losses left to the CSV."""
-    out = df.drop(columns=[c for c in ("phase_reason", "final_test_loss", "final_train_acc") if c in df])
+    out = df.drop(columns=[c for c in ("phase_reason", "final_test_loss", "final_train_acc", *TAU_ERRS) if c in df])
     for base in (*TAUS, "final_test_acc"):
         mean, std = f"{base}_mean", f"{base}_std"
         if mean in out:
