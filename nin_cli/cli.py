@@ -18,7 +18,7 @@ from nin_cli.schema import conf_dir
 COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
-    "plot": "PNG figures: per-run dynamics, NIW norms of a sweep, decay times against sigma with phases shaded",
+    "plot": "figures (png, pdf, svg): per-run dynamics, NIW norms, decay times vs sigma, phase diagram, Tr H_z per layer",
     "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
     "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
     "evaluate": "robustness of trained runs: clean, Gaussian noise, MNIST-C corruptions, FGSM/PGD (robustness.csv)",

@@ -21,6 +21,7 @@ from nin_cli.objectives import LossFn
 from nin_cli.records import ROBUSTNESS, RunRecords, atomic_write_text
 from nin_cli.schema import check_overrides, file_schema
 from nin_cli.seeding import generator
+from nin_cli.train.setup import build
 
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
@@ -202,8 +203,6 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None) -> 
     state = records.load_checkpoint()
     if state is None:
         raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
-    from nin_cli.train.setup import build
-
     setup = build(cfg)  # a trained run, rebuilt as it was trained: no training-time validation
     if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
         raise ConfigError(f"{run_dir}: robustness needs an image classification run")
