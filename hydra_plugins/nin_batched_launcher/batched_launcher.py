@@ -161,6 +161,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
             )
             for job, idx in zip(jobs, todo):
                 log.info(f"\tjob {job.job_id}: {len(idx)} members, log {job.paths.stderr}")
+            wait_with_progress(jobs, [dirs[i] for idx in todo for i in idx])
             for job, idx in zip(jobs, todo):
                 try:
                     for i, status in zip(idx, job.results()[0]):
@@ -172,6 +173,24 @@ class BatchedSubmititLauncher(CollectingLauncher):
                         statuses[i] = "failed" if not finished(dirs[i]) else recorded_status(dirs[i])
         log.info(f"{len(cfgs)} runs: {tally(statuses)}")
         return settle(returns, statuses)
+
+
+def wait_with_progress(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> None:
+    """Until every job ends: a line whenever a job ends or a run finishes (runs done / total)."""
+    import time
+
+    from nin_cli.train.jobs import finished
+
+    last = None
+    while True:
+        done_jobs = sum(job.done() for job in jobs)
+        done_runs = sum(finished(d) for d in run_dirs)
+        if (done_jobs, done_runs) != last:
+            log.info(f"progress: {done_runs}/{len(run_dirs)} runs finished, {done_jobs}/{len(jobs)} jobs ended")
+            last = (done_jobs, done_runs)
+        if done_jobs == len(jobs):
+            return
+        time.sleep(every_s)
 
 
 class BatchedSlurmLauncher(BatchedSubmititLauncher):

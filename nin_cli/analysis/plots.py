@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from nin_cli.analysis.phases import PHASES  # noqa: E402
 from nin_cli.analysis.runs import Run  # noqa: E402
+from nin_cli.analysis.summarize import key_columns  # noqa: E402
 
 PHASE_COLOURS = {"decoupled": "#9ecae1", "decay": "#a1d99b", "catapult": "#fdd49e", "divergent": "#fc9272", "unknown": "#dddddd"}
 
@@ -86,7 +87,9 @@ def _shade_phases(ax, sigmas: np.ndarray, phases: list[str]) -> None:
         seen.add(phase)
 
 
-PHASE_TABLE_META = ("noise.sigma", "sigma2_paper", "n_runs", "phase", "phases")
+def varying_keys(phases: pd.DataFrame) -> list[str]:
+    """The config keys that take more than one value in a phases table (sigma2_paper follows sigma)."""
+    return [c for c in key_columns(phases) if c != "sigma2_paper" and phases[c].nunique(dropna=False) > 1]
 
 
 def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
@@ -94,9 +97,7 @@ def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
     other keys vary too (lr, width, model, ...), one tau_niw line per group instead, never mixed."""
     if "noise.sigma" not in phases or phases["noise.sigma"].nunique() < 2:
         return None
-    groups = [
-        c for c in phases.columns if c not in PHASE_TABLE_META and not c.endswith(("_mean", "_std")) and phases[c].nunique(dropna=False) > 1
-    ]
+    groups = [c for c in varying_keys(phases) if c != "noise.sigma"]
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     if groups:
         for key, g in phases.groupby(groups, dropna=False, sort=True):
@@ -255,11 +256,7 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
 def phase_diagram_figure(phases: pd.DataFrame, path: Path) -> Path | None:
     """The phase of each point of a two-key grid (sigma x lr, sigma x width, ...): a heatmap with one
     colour per phase, when exactly two keys vary."""
-    keys = [
-        c
-        for c in phases.columns
-        if c not in ("sigma2_paper", "n_runs", "phase", "phases") and not c.endswith(("_mean", "_std")) and phases[c].nunique() > 1
-    ]
+    keys = varying_keys(phases)
     if len(keys) != 2:
         return None
     x_key, y_key = ("noise.sigma", next(k for k in keys if k != "noise.sigma")) if "noise.sigma" in keys else keys

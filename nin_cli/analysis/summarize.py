@@ -82,13 +82,16 @@ def finite_stats(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
+RESULT_COLUMNS = ("run", "seed", "status", "epoch", "phase", "phase_reason", "phases", "n_runs", *TAUS, *TAU_ERRS)
+
+
+def key_columns(table: pd.DataFrame) -> list[str]:
+    """The config keys of a runs.csv or phases.csv table: what its rows differ in, not what was measured."""
+    return [c for c in table.columns if c not in RESULT_COLUMNS and not c.startswith("final_") and not c.endswith(("_mean", "_std"))]
+
+
 def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
-    group_keys = [
-        c
-        for c in table.columns
-        if c not in ("run", "seed", "status", "epoch", "phase", "phase_reason", *TAUS, *TAU_ERRS) and not c.startswith("final_")
-    ]
-    group_keys = group_keys or ["noise.sigma"]
+    group_keys = key_columns(table) or ["noise.sigma"]
     rows = []
     for key, group in table.groupby(group_keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
