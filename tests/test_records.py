@@ -310,5 +310,7 @@ def test_analysis_overrides_are_checked(tmp_path):
 
 
 def test_signals_are_restored_after_training(tmp_path):
+    """Whatever handled SIGINT and SIGTERM before (the default, or SIG_IGN under nohup) does again."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     train(make_cfg(*TINY, "epochs=1"), tmp_path / "run")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {sig: signal.getsignal(sig) for sig in before} == before
