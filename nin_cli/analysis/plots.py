@@ -103,7 +103,7 @@ def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
         for key, g in phases.groupby(groups, dropna=False, sort=True):
             key = key if isinstance(key, tuple) else (key,)
             g = g.sort_values("noise.sigma")
-            label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(groups, key))
+            label = ", ".join(f"{k}={_value(v)}" for k, v in zip(groups, key))
             _errorbar(ax, g, "tau_niw", "o", f"tau_niw ({label})")
         title = f"tau_niw against sigma, one line per {', '.join(groups)}"
     else:
@@ -121,6 +121,11 @@ def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _value(v) -> str:
+    """A config value as a label: floats compact (0.05, 1e-05), anything else as it is."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _errorbar(ax, table: pd.DataFrame, name: str, marker: str, label: str) -> None:
@@ -271,8 +276,8 @@ def phase_diagram_figure(phases: pd.DataFrame, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(xs) + 2), max(3.5, 0.5 * len(ys) + 2)), constrained_layout=True)
     cmap = ListedColormap([PHASE_COLOURS[p] for p in order])
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, origin="lower", aspect="auto")
-    ax.set_xticks(range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs], rotation=45)
-    ax.set_yticks(range(len(ys)), [f"{v:g}" if isinstance(v, float) else str(v) for v in ys])
+    ax.set_xticks(range(len(xs)), [_value(v) for v in xs], rotation=45)
+    ax.set_yticks(range(len(ys)), [_value(v) for v in ys])
     ax.set(xlabel=x_key, ylabel=y_key, title="phase diagram (majority over seeds)")
     shown = [p for p in order if order.index(p) in set(np.nan_to_num(grid, nan=-1).astype(int).ravel())]
     ax.legend(handles=[Patch(color=PHASE_COLOURS[p], label=p) for p in shown], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
