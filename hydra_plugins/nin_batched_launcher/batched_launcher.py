@@ -170,7 +170,8 @@ class BatchedSubmititLauncher(CollectingLauncher):
                     first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                     log.error(f"job {job.job_id} ({len(idx)} members) failed: {first}; log: {job.paths.stderr}")
                     for i in idx:
-                        statuses[i] = "failed" if not finished(dirs[i]) else recorded_status(dirs[i])
+                        status = recorded_status(dirs[i])  # one read: a member the job finished keeps its status
+                        statuses[i] = status if status in ("completed", "diverged") else "failed"
         log.info(f"{len(cfgs)} runs: {tally(statuses)}")
         return settle(returns, statuses)
 
