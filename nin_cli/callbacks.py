@@ -11,8 +11,28 @@ from omegaconf import DictConfig
 
 
 class SweepReport(Callback):
-    """At the end of every multirun, whatever its launcher: report.md in the sweep directory and
-    one line saying how the runs ended."""
+    """Every multirun, whatever its launcher: its size recorded when it starts (sweep.json), a
+    progress line as each job starts (runs ended / total), and at the end report.md in the sweep
+    directory and one line saying how the runs ended. `nin progress DIR` reads the same records."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from nin_cli.analysis.progress import sweep_size, write_sweep_size
+
+        try:
+            write_sweep_size(Path(str(config.hydra.sweep.dir)), sweep_size(config))
+        except OSError as exc:  # progress is a convenience: never stop a sweep for it
+            print(f"nin: warning: sweep size not recorded: {exc}", file=sys.stderr)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        from nin_cli.analysis.progress import read_progress
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        progress = read_progress(Path(str(config.hydra.sweep.dir)))
+        total = "?" if progress.total is None else progress.total
+        print(f"sweep: job {int(config.hydra.job.num) + 1}/{total} starting; {progress.line()}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from nin_cli.analysis.report import write_report

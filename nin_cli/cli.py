@@ -20,6 +20,7 @@ COMMANDS = {
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
     "plot": "figures (png, pdf, svg): per-run dynamics, NIW norms, decay times vs sigma, phase diagram, Tr H_z per layer",
     "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
+    "progress": "how far a sweep has got, for any launcher: runs ended / total, by status (--watch: a live bar)",
     "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
     "evaluate": "robustness of trained runs: clean, Gaussian noise, MNIST-C corruptions, FGSM/PGD (robustness.csv)",
     "export": "TensorBoard event folders of runs and sweeps: nin export tensorboard DIR (needs nin-cli[tensorboard])",
@@ -267,6 +268,34 @@ def report_command(args: list[str]) -> None:
         print(f"{outcome}; report: {written}")
 
 
+def progress_command(args: list[str]) -> None:
+    import time
+
+    from nin_cli.analysis.progress import read_progress
+    from nin_cli.train.loop import progress_bar
+
+    parser = argparse.ArgumentParser(prog="nin progress", description=COMMANDS["progress"])
+    parser.add_argument("sweep", help="a sweep directory (hydra.sweep.dir)")
+    parser.add_argument("--watch", action="store_true", help="a live bar until every run has ended (Ctrl-C leaves)")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between reads with --watch (default 10)")
+    ns = parser.parse_args(args)
+    sweep = Path(ns.sweep)
+    if not sweep.is_dir():
+        fail(f"{sweep}: no such sweep directory")
+    progress = read_progress(sweep)
+    if not ns.watch:
+        print(progress.line())
+        return
+    with progress_bar(True) as bar:
+        task = bar.add_task(sweep.name, total=progress.total, info="")
+        while True:
+            bar.update(task, completed=progress.ended, total=progress.total, info=progress.line())
+            if progress.complete:
+                break
+            time.sleep(ns.every)
+            progress = read_progress(sweep)
+
+
 def plot_command(args: list[str]) -> None:
     import re
 
@@ -402,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         "theory": theory_command,
         "plot": plot_command,
         "report": report_command,
+        "progress": progress_command,
         "export": export_command,
         "evaluate": evaluate_command,
         "download": download_command,

@@ -37,6 +37,7 @@ LOG = "train.log"
 LOCK = ".lock"
 ROBUSTNESS = "robustness.csv"  # written by `nin evaluate`
 STATES = ("running", "completed", "diverged", "failed", "interrupted")
+ENDED = ("completed", "diverged", "failed")  # nothing more will happen to a run in these states
 # What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
 RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, ROBUSTNESS)
 

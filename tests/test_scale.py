@@ -204,8 +204,11 @@ def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     assert (tmp_path / "report.md").exists()  # the sweep-end callback ran after the submitit launcher too
     redo = nin_cli("report", str(tmp_path))
     assert redo.returncode == 0 and "2 runs: 2 completed, 0 diverged, 0 failed" in redo.stdout, redo.stderr
+    progress = nin_cli("progress", str(tmp_path))  # the sweep's size was recorded when it started
+    assert progress.returncode == 0 and progress.stdout == "2/2 runs ended (2 completed)\n", progress.stderr
     again = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:])
     assert again.returncode == 0
+    assert "sweep: job 2/2 starting; 2/2 runs ended (2 completed)" in again.stderr  # overall progress, job by job
     assert again.stderr.count("already completed at epoch 1; skipping") == 2
     assert [p.read_bytes() for p in runs] == before
 

@@ -15,7 +15,7 @@ from nin_cli.analysis.phases import PHASES, classify, decay_times
 from nin_cli.analysis.runs import Run
 from nin_cli.conventions import paper_units
 from nin_cli.identity import exempt
-from nin_cli.records import ROBUSTNESS, atomic_write_text
+from nin_cli.records import ENDED, ROBUSTNESS, atomic_write_text
 from nin_cli.schema import check_overrides, file_schema
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
@@ -254,7 +254,7 @@ class Summary:
     def outcome(self) -> str:
         """One line: how many runs ended how ("12 completed, 3 diverged, 0 failed")."""
         counts = Counter(self.runs["status"])
-        main = [f"{counts.pop(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
+        main = [f"{counts.pop(s, 0)} {s}" for s in ENDED]
         return ", ".join(main + [f"{n} {s}" for s, n in sorted(counts.items())])
 
 

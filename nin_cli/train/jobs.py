@@ -18,7 +18,7 @@ from nin_cli.conventions import fill_legacy, resolve_paper_sigma
 from nin_cli.data import Dataset
 from nin_cli.errors import ConfigError, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
-from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.records import ENDED, RunRecords, atomic_write_text
 from nin_cli.schema import flatten
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
@@ -275,7 +275,10 @@ def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> 
         groups = structure_groups(cfgs)
         if len(groups) > 1:
             console.print(f"[bold]batched: {len(cfgs)} runs in {len(groups)} groups of runs that differ only in per-member keys")
-        for idx in groups:
+        for g, idx in enumerate(groups):
+            if len(groups) > 1:  # overall progress: the groups train one after another
+                ended = sum(r is not None and r.status in ENDED for r in results)
+                console.print(f"[bold]batched: group {g + 1}/{len(groups)} ({len(idx)} runs); {ended}/{len(cfgs)} runs ended so far")
             for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], batch_size)):
                 results[i] = result
         return results  # type: ignore[return-value]
