@@ -22,7 +22,7 @@ COMMANDS = {
     "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
     "progress": "how far a sweep has got, for any launcher: runs ended / total, by status (--watch: a live bar)",
     "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
-    "evaluate": "robustness of trained runs: clean, Gaussian noise, MNIST-C corruptions, FGSM/PGD (robustness.csv)",
+    "evaluate": "robustness of trained runs: clean, Gaussian noise, the 15 MNIST-C corruptions, FGSM/PGD/APGD/AutoAttack (robustness.csv)",
     "export": "TensorBoard event folders of runs and sweeps: nin export tensorboard DIR (needs nin-cli[tensorboard])",
     "download": "fetch a dataset with torchvision into the cache (needs the network)",
 }
@@ -302,6 +302,7 @@ def plot_command(args: list[str]) -> None:
     from nin_cli.analysis.plots import (
         decay_times_figure,
         hessian_trace_figure,
+        mnist_c_figure,
         niw_overlay_figure,
         phase_diagram_figure,
         robustness_figure,
@@ -341,7 +342,9 @@ def plot_command(args: list[str]) -> None:
     written.append(decay_times_figure(phases, out / f"decay_times{ext}"))
     written.append(phase_diagram_figure(phases, out / f"phase_diagram{ext}"))
     written.append(hessian_trace_figure(runs, out / f"hessian_traces{ext}"))
-    written.append(robustness_figure(robustness_rows(runs), robustness_groups(runs), out / f"robustness{ext}"))
+    long, groups = robustness_rows(runs), robustness_groups(runs)
+    written.append(robustness_figure(long, groups, out / f"robustness{ext}"))
+    written.append(mnist_c_figure(long, groups, out / f"robustness_mnist_c{ext}"))
     for path in filter(None, written):
         print(path)
 
@@ -377,32 +380,55 @@ def theory_command(args: list[str]) -> None:
 
 def evaluate_command(args: list[str]) -> None:
     from nin_cli.analysis.runs import find_runs
-    from nin_cli.robustness import evaluate_run, robustness_config
+    from nin_cli.robustness import PARTIAL, evaluate_run, missing_extra, plan, robustness_config
+    from nin_cli.train.loop import progress_bar
 
     parser = path_parser("evaluate", "run or sweep directories, or key=value overrides of conf/robustness/default.yaml", formats=False)
     parser.add_argument("--device", choices=["cpu", "cuda"], help="evaluate on this device instead of the run's")
     parser.add_argument("--force", action="store_true", help="re-evaluate runs that already have robustness.csv")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     ns = parser.parse_intermixed_args(args)
     paths, overrides = split_overrides(ns.paths)
     rcfg = robustness_config(conf_dir(), overrides)
+    tasks = plan(rcfg)
+    skipped = missing_extra(tasks)
+    if skipped:
+        names = ", ".join(sorted({t.name for t in skipped}))
+        print(f"nin: warning: skipping {names}: they need pip install 'nin-cli[robustness]'", file=sys.stderr)
     runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
     if not runs:
         fail("no trained runs (with checkpoint.pt) found")
-    bad = 0
+    todo = []
     for run in runs:
         if (run / "robustness.csv").exists() and not ns.force:
             print(f"{run}: robustness.csv exists; skipping (--force re-evaluates)", file=sys.stderr)
-            continue
-        try:
-            table = evaluate_run(run, rcfg, ns.device)
-        except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
-            print(f"nin: warning: {run}: skipped: {exc}", file=sys.stderr)
-            bad += 1
-            continue
-        clean = float(table.loc[table.perturbation == "clean", "accuracy"].iloc[0])
-        pgd = table[table.perturbation == "pgd"]
-        worst = f", PGD eps={pgd.severity.iloc[-1]:g}: {pgd.accuracy.iloc[-1]:.4f}" if len(pgd) else ""
-        print(f"{run}: clean {clean:.4f}{worst} -> {run / 'robustness.csv'}")
+        else:
+            todo.append(run)
+    per_run = len(tasks) - len(skipped)
+    bad = 0
+    with progress_bar(not ns.no_progress) as bar:
+        task = bar.add_task("evaluate", total=len(todo) * per_run, info="")
+        for k, run in enumerate(todo):
+            if (run / PARTIAL).exists():
+                bar.console.print(f"{run}: resuming an interrupted evaluation", style="dim")
+            bar.update(task, completed=k * per_run, info=f"run {k + 1}/{len(todo)}: {run.name}")
+            try:
+                table = evaluate_run(
+                    run, rcfg, ns.device, on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}")
+                )
+            except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
+                bar.console.print(f"nin: warning: {run}: skipped: {exc}", style="yellow")
+                bad += 1
+                continue
+            bar.update(task, completed=(k + 1) * per_run)
+            clean = float(table.loc[table.perturbation == "clean", "accuracy"].iloc[0])
+            worst = ""
+            for attack in ("autoattack", "apgd", "pgd"):
+                rows = table[table.perturbation == attack]
+                if len(rows):
+                    worst = f", {attack} eps={rows.severity.iloc[-1]:g}: {rows.accuracy.iloc[-1]:.4f}"
+                    break
+            print(f"{run}: clean {clean:.4f}{worst} -> {run / 'robustness.csv'}")
     if bad:
         fail(f"{bad} of {len(runs)} run(s) could not be evaluated (warnings above)", 1)
 

@@ -133,7 +133,7 @@ class RunLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RecordError(
-                f"{self.path.parent} is being trained by process {holder}; wait for it or stop it (a killed process releases it)"
+                f"{self.path.parent} is in use (trained or evaluated) by process {holder}; wait for it or stop it (a kill releases it)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

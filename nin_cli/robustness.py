@@ -1,133 +1,41 @@
-"""Robustness of a trained run: clean test accuracy, additive Gaussian noise, MNIST-C style
-corruptions and FGSM/PGD attacks. Perturbations act on pixels in [0, 1] (the standardization is
-undone first and redone after), are seeded, and are the same for every run evaluated with one seed.
+"""Robustness of a trained run: clean test accuracy, additive Gaussian noise, the 15 MNIST-C
+corruptions (nin_cli/corruptions.py) and L-inf attacks: hand-written FGSM and PGD, and as the
+reference torchattacks' APGD-CE or the standard AutoAttack ensemble (nin-cli[robustness]).
+
+Perturbations act on pixels in [0, 1] (the standardization is undone first and redone after) and
+are seeded, so every run evaluated with one seed sees the same corrupted images. An evaluation
+records each finished perturbation (robustness.partial.json) and resumes from there; robustness.csv
+and the settings it was made with (robustness.yaml) are written when all are done.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.conventions import fill_legacy
+from nin_cli.corruptions import check_corruption, corrupt
 from nin_cli.data import Dataset, Split
 from nin_cli.errors import ConfigError
+from nin_cli.faults import fault_point
 from nin_cli.objectives import LossFn
 from nin_cli.records import ROBUSTNESS, RunRecords, atomic_write_text
-from nin_cli.schema import check_overrides, file_schema
+from nin_cli.schema import ROBUSTNESS_RULES, check_overrides, file_schema
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
 
-Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
-
-
-def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Warp each image by its 2x3 matrix (output -> input coordinates), black outside."""
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-
-
-def _signs(n: int, gen: torch.Generator, device) -> torch.Tensor:
-    return torch.randint(0, 2, (n,), generator=gen, device=device).float() * 2 - 1
-
-
-def _eye(n: int, device) -> torch.Tensor:
-    return torch.eye(2, 3, device=device).repeat(n, 1, 1)
-
-
-def rotate(x, degrees, gen):
-    a = torch.deg2rad(degrees * _signs(len(x), gen, x.device))
-    theta = _eye(len(x), x.device)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
-    return _affine(x, theta)
-
-
-def shear(x, factor, gen):
-    theta = _eye(len(x), x.device)
-    theta[:, 0, 1] = factor * _signs(len(x), gen, x.device)
-    return _affine(x, theta)
-
-
-def scale(x, factor, gen):
-    return _affine(x, _eye(len(x), x.device) / factor * torch.tensor([1.0, 1.0, 0.0], device=x.device))
-
-
-def translate(x, pixels, gen):
-    theta = _eye(len(x), x.device)
-    shift = 2 * pixels / x.shape[-1]
-    theta[:, 0, 2] = shift * _signs(len(x), gen, x.device)
-    theta[:, 1, 2] = shift * _signs(len(x), gen, x.device)
-    return _affine(x, theta)
-
-
-def shot_noise(x, photons, gen):
-    return torch.poisson(x * photons, generator=gen) / photons
-
-
-def impulse_noise(x, amount, gen):
-    u = torch.rand(x.shape, generator=gen, device=x.device)
-    salt = torch.rand(x.shape, generator=gen, device=x.device) < 0.5
-    return torch.where(u < amount, salt.float(), x)
-
-
-def motion_blur(x, length, gen):
-    """Average along a line of `length` pixels at one random angle per batch."""
-    k = int(length) | 1
-    angle = float(torch.rand((), generator=gen, device=gen.device)) * math.pi
-    kernel = torch.zeros(k, k, device=x.device)
-    c = k // 2
-    for t in torch.linspace(-c, c, 4 * k):
-        kernel[round(c + float(t) * math.sin(angle)), round(c + float(t) * math.cos(angle))] = 1.0
-    kernel = (kernel / kernel.sum()).expand(x.shape[1], 1, k, k)
-    return F.conv2d(x, kernel, padding=c, groups=x.shape[1])
-
-
-def brightness(x, delta, gen):
-    return x + delta
-
-
-def fog(x, strength, gen):
-    """Smooth low-frequency haze (coarse noise upsampled), then contrast restored as in MNIST-C."""
-    n, c, h, w = x.shape
-    haze = sum(
-        F.interpolate(torch.rand(n, 1, s, s, generator=gen, device=x.device), size=(h, w), mode="bicubic", align_corners=False) / s
-        for s in (2, 4, 8)
-    )
-    haze = (haze - haze.amin((2, 3), keepdim=True)) / (haze.amax((2, 3), keepdim=True) - haze.amin((2, 3), keepdim=True) + 1e-8)
-    peak = x.amax((1, 2, 3), keepdim=True)
-    return (x + strength * haze) * peak / (peak + strength)
-
-
-def stripe(x, width, gen):
-    """A white vertical band of `width` pixels at a random column per image."""
-    n, _, _, w = x.shape
-    start = torch.randint(0, w - int(width) + 1, (n, 1), generator=gen, device=x.device)
-    cols = torch.arange(w, device=x.device)[None]
-    band = ((cols >= start) & (cols < start + int(width))).float()[:, None, None, :]
-    return torch.maximum(x, band)
-
-
-def gaussian_noise(x, std, gen):
-    return x + std * torch.randn(x.shape, generator=gen, device=x.device)
-
-
-CORRUPTIONS: dict[str, Corruption] = {
-    "shot_noise": shot_noise,
-    "impulse_noise": impulse_noise,
-    "motion_blur": motion_blur,
-    "rotate": rotate,
-    "shear": shear,
-    "scale": scale,
-    "translate": translate,
-    "brightness": brightness,
-    "fog": fog,
-    "stripe": stripe,
-}
+ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")
+REFERENCE_ATTACKS = ("apgd", "autoattack")  # from torchattacks
+PARTIAL = "robustness.partial.json"
+SETTINGS = "robustness.yaml"
 
 
 class PixelSpace:
@@ -143,85 +51,261 @@ class PixelSpace:
         return (p.clamp(0, 1) - self.mean) / self.std
 
 
+class PixelModel(torch.nn.Module):
+    """The model seen from [0, 1] pixels, the input space torchattacks works in."""
+
+    def __init__(self, model: torch.nn.Module, space: PixelSpace):
+        super().__init__()
+        self.model, self.space = model, space
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        return self.model((p - self.space.mean) / self.space.std)
+
+
 @torch.no_grad()
 def _accuracy(model, x, y, loss_fn) -> tuple[float, float]:
     out = model(x)
     return float((out.argmax(-1) == y).float().sum()), float(loss_fn(out, y)) * len(y)
 
 
-def _attack(model, x, y, loss_fn: LossFn, space: PixelSpace, eps: float, steps: int, gen) -> torch.Tensor:
-    """FGSM (steps=0) or PGD with a random start, in the L-inf ball of radius eps around the pixels."""
-    pix = space.to_pixels(x)
-    adv = pix if steps == 0 else (pix + eps * (2 * torch.rand(pix.shape, generator=gen, device=pix.device) - 1)).clamp(0, 1)
+def gaussian_noise(x, std, gen):
+    return x + std * torch.randn(x.shape, generator=gen, device=x.device)
+
+
+def pgd(model, x, y, loss_fn: LossFn, space: PixelSpace, eps: float, steps: int, gen, random_start: bool = True) -> torch.Tensor:
+    """FGSM (steps=0) or PGD with step size 2.5 eps / steps, from a uniform random point of the
+    L-inf ball (random_start) or from the image, in the ball of radius eps around the pixels."""
+    pix = space.to_pixels(x).clamp(0, 1)
+    net = PixelModel(model, space)  # no clamp inside: a clamp's zero gradient would freeze black pixels
+    adv = pix
+    if steps and random_start:
+        adv = (pix + eps * (2 * torch.rand(pix.shape, generator=gen, device=pix.device) - 1)).clamp(0, 1)
     alpha = eps if steps == 0 else 2.5 * eps / steps
     for _ in range(max(steps, 1)):
         adv = adv.detach().requires_grad_(True)
         with torch.enable_grad():
-            loss = loss_fn(model(space.to_model(adv)), y)
+            loss = loss_fn(net(adv), y)
             (grad,) = torch.autograd.grad(loss, adv)
         adv = torch.min(torch.max(adv + alpha * grad.sign(), pix - eps), pix + eps).clamp(0, 1)
     return space.to_model(adv.detach())
 
 
-def evaluate_robustness(model, data: Dataset, loss_fn: LossFn, rcfg: DictConfig, seed: int, batch_size: int = 1000) -> pd.DataFrame:
-    """Accuracy and loss on the test set under every configured perturbation and severity."""
+def _torchattacks():
+    try:
+        import torchattacks
+    except ImportError as exc:
+        raise ConfigError("the reference attacks (apgd, autoattack) need torchattacks: pip install 'nin-cli[robustness]'") from exc
+    return torchattacks
+
+
+def reference_attack(name: str, model, space: PixelSpace, eps: float, rcfg: DictConfig, seed: int):
+    """torchattacks' APGD-CE, or AutoAttack's standard ensemble as its paper runs it (APGD-CE, then
+    APGD-T, FAB-T and Square on the points still robust; 100 iterations, 9 target classes, 5000
+    queries; torchattacks' own AutoAttack class runs 10 iterations)."""
+    ta = _torchattacks()
+    net = PixelModel(model, space).eval()
+    steps, classes = int(rcfg.apgd_steps), int(rcfg.get("n_classes", 10))
+    apgd = ta.APGD(net, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
+    if name == "apgd":
+        return apgd
+    return ta.MultiAttack(
+        [
+            apgd,
+            ta.APGDT(net, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=classes),
+            ta.FAB(net, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, multi_targeted=True, n_classes=classes),
+            ta.Square(net, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=seed),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    name: str  # clean, gaussian, an MNIST-C corruption, or an attack
+    severity: float  # noise std or epsilon in pixels; MNIST-C severity level for corruptions
+
+    @property
+    def is_attack(self) -> bool:
+        return self.name in ATTACKS
+
+
+def available(name: str) -> bool:
+    """Whether the libraries a perturbation needs import here (the robustness extra)."""
+    import importlib
+
+    module = "torchattacks" if name in REFERENCE_ATTACKS else None if name in ("clean", "gaussian", "fgsm", "pgd") else "skimage"
+    if module is None:
+        return True
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def plan(rcfg: DictConfig) -> list[Perturbation]:
+    """Every perturbation and severity the settings ask for, in evaluation order; checked."""
+    tasks = [Perturbation("clean", 0.0)] + [Perturbation("gaussian", float(s)) for s in rcfg.gaussian]
+    for name, levels in (rcfg.corruptions or {}).items():
+        for level in levels:
+            check_corruption(str(name), float(level))
+            tasks.append(Perturbation(str(name), float(level)))
+    for attack in rcfg.attacks:
+        if attack not in ATTACKS:
+            raise ConfigError(f"unknown attack {attack!r} in robustness.attacks; choose from {', '.join(ATTACKS)}")
+        tasks += [Perturbation(str(attack), float(e)) for e in rcfg.epsilons]
+    if any(float(e) < 0 for e in [*rcfg.epsilons, *rcfg.gaussian]):
+        raise ConfigError("robustness: noise stds and attack epsilons must be >= 0")
+    return tasks
+
+
+def missing_extra(tasks: list[Perturbation]) -> list[Perturbation]:
+    """The planned perturbations this install cannot run (without nin-cli[robustness])."""
+    return [t for t in tasks if not available(t.name)]
+
+
+def settings_hash(rcfg: DictConfig) -> str:
+    return hashlib.sha1(json.dumps(OmegaConf.to_container(rcfg, resolve=True), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class CorruptedImages:
+    """Corrupted test images, made once per process for every run evaluated on the same images."""
+
+    _cache: dict[tuple, torch.Tensor] = {}
+
+    @classmethod
+    def get(cls, pixels: torch.Tensor, name: str, level: int, seed: int) -> torch.Tensor:
+        key = (hashlib.sha1(pixels.cpu().numpy().tobytes()).hexdigest(), name, level, seed)
+        if key not in cls._cache:
+            if len(cls._cache) > 64:
+                cls._cache.clear()
+            cls._cache[key] = corrupt(pixels, name, level, seed)
+        return cls._cache[key]
+
+
+def evaluate_robustness(
+    model,
+    data: Dataset,
+    loss_fn: LossFn,
+    rcfg: DictConfig,
+    seed: int,
+    done: dict[tuple[str, float], dict] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Accuracy and loss under every planned perturbation this install can run. Rows in `done`
+    (perturbation, severity) are kept as they are; `on_row` sees each new row as it is made."""
     model.eval()
     test = data.test if not rcfg.test_size else Split(data.test.x[: rcfg.test_size], data.test.y[: rcfg.test_size])
+    n_attack = min(len(test), int(rcfg.attack_test_size or len(test)))
     space = PixelSpace(data)
-    device = test.x.device
-    tasks: list[tuple[str, float, Callable]] = [("clean", 0.0, lambda x, y, g: x)]
-    tasks += [("gaussian", float(s), lambda x, y, g, s=s: space.to_model(gaussian_noise(space.to_pixels(x), s, g))) for s in rcfg.gaussian]
-    for name in rcfg.corruptions:
-        if name not in CORRUPTIONS:
-            raise ConfigError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
-        for s in rcfg.corruptions[name]:
-            tasks.append((name, float(s), lambda x, y, g, f=CORRUPTIONS[name], s=s: space.to_model(f(space.to_pixels(x), float(s), g))))
-    tasks += [("fgsm", float(e), lambda x, y, g, e=e: _attack(model, x, y, loss_fn, space, float(e), 0, g)) for e in rcfg.fgsm]
-    tasks += [
-        ("pgd", float(e), lambda x, y, g, e=e: _attack(model, x, y, loss_fn, space, float(e), int(rcfg.pgd_steps), g)) for e in rcfg.pgd
-    ]
-    rows = []
-    for name, severity, perturb in tasks:
-        gen = generator(seed, f"robustness/{name}/{severity}", device)
+    batch_size = int(rcfg.batch_size)
+    pixels = space.to_pixels(test.x)
+    rows, done = [], dict(done or {})
+    for task in plan(rcfg):
+        key = (task.name, task.severity)
+        if key in done:
+            rows.append(done[key])
+            continue
+        if not available(task.name):
+            continue
+        gen = generator(seed, f"robustness/{task.name}/{task.severity}", test.x.device)
+        n = n_attack if task.is_attack else len(test)
+        if task.name not in ("clean", "gaussian") and not task.is_attack:
+            inputs = space.to_model(CorruptedImages.get(pixels, task.name, int(task.severity), seed))
         correct = loss_sum = 0.0
-        for start in range(0, len(test), batch_size):
-            x, y = test.x[start : start + batch_size], test.y[start : start + batch_size]
-            c, lo = _accuracy(model, perturb(x, y, gen), y, loss_fn)
+        for start in range(0, n, batch_size):
+            x, y = test.x[start : min(start + batch_size, n)], test.y[start : min(start + batch_size, n)]
+            if task.name == "clean":
+                perturbed = x
+            elif task.name == "gaussian":
+                perturbed = space.to_model(gaussian_noise(space.to_pixels(x), task.severity, gen))
+            elif task.name in ("fgsm", "pgd"):
+                steps = 0 if task.name == "fgsm" else int(rcfg.pgd_steps)
+                perturbed = pgd(model, x, y, loss_fn, space, task.severity, steps, gen, bool(rcfg.pgd_random_start))
+            elif task.is_attack:
+                attack = reference_attack(task.name, model, space, task.severity, rcfg, seed)
+                perturbed = space.to_model(attack(space.to_pixels(x), y).detach())
+            else:
+                perturbed = inputs[start : start + len(x)]
+            c, lo = _accuracy(model, perturbed, y, loss_fn)
             correct, loss_sum = correct + c, loss_sum + lo
-        rows.append({"perturbation": name, "severity": severity, "accuracy": correct / len(test), "loss": loss_sum / len(test)})
+        row = {"perturbation": task.name, "severity": task.severity, "accuracy": correct / n, "loss": loss_sum / n, "images": n}
+        rows.append(row)
+        if on_row:
+            on_row(row)
     return pd.DataFrame(rows)
 
 
-def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None) -> pd.DataFrame:
-    """Rebuild a finished run's model from config.yaml + checkpoint.pt and write robustness.csv."""
+def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None, on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Rebuild a finished run's model from config.yaml + checkpoint.pt and write robustness.csv.
+
+    The run directory is locked meanwhile. Each finished perturbation is recorded at once
+    (robustness.partial.json, with a hash of the settings), so an interrupted evaluation with the
+    same settings resumes after the last one; other settings start over."""
     records = RunRecords(run_dir)
     if not records.config_path.exists():
         raise ConfigError(f"{run_dir} has no config.yaml: not a run directory")
     cfg = fill_legacy(OmegaConf.load(records.config_path))
     if device:
         cfg.device = device
-    state = records.load_checkpoint()
-    if state is None:
-        raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
-    setup = build(cfg)  # a trained run, rebuilt as it was trained: no training-time validation
-    if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
-        raise ConfigError(f"{run_dir}: robustness needs an image classification run")
-    setup.model.load_state_dict(state["model"])
-    table = evaluate_robustness(setup.model, setup.data, setup.loss_fn, rcfg, int(rcfg.seed))
-    atomic_write_text(records.dir / ROBUSTNESS, table.to_csv(index=False))
-    return table
+    records.lock.acquire()
+    try:
+        records.remove_stale_temporaries()  # left by a killed writer; none is live while we hold the lock
+        state = records.load_checkpoint()
+        if state is None:
+            raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
+        setup = build(cfg)  # a trained run, rebuilt as it was trained: no training-time validation
+        if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
+            raise ConfigError(f"{run_dir}: robustness needs an image classification run")
+        setup.model.load_state_dict(state["model"])
+        partial = records.dir / PARTIAL
+        digest = settings_hash(rcfg)
+        done = read_partial(partial, digest)
+        rows = list(done.values())
+
+        def record(row: dict) -> None:
+            rows.append(row)
+            atomic_write_text(partial, json.dumps({"settings": digest, "rows": rows}) + "\n")
+            fault_point("evaluated")  # a crash right after a perturbation was recorded
+            if on_row:
+                on_row(row)
+
+        table = evaluate_robustness(setup.model, setup.data, setup.loss_fn, rcfg, int(rcfg.seed), done, record)
+        atomic_write_text(records.dir / SETTINGS, OmegaConf.to_yaml(rcfg))
+        atomic_write_text(records.dir / ROBUSTNESS, table.to_csv(index=False))
+        partial.unlink(missing_ok=True)
+        return table
+    finally:
+        records.lock.release()
+
+
+def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:
+    """The rows an interrupted evaluation with the same settings finished (none if damaged)."""
+    try:
+        record = json.loads(path.read_text())
+        if record.get("settings") != digest:
+            return {}
+        return {(r["perturbation"], float(r["severity"])): r for r in record["rows"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def robustness_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
     """conf/robustness/default.yaml with `key=value` overrides, checked against its keys and types."""
     path = conf / "robustness" / "default.yaml"
     cfg = OmegaConf.load(path)
-    for key, value in check_overrides(file_schema(path, open_prefixes=("corruptions.",)), overrides or []).items():
+    schema = file_schema(path, open_prefixes=("corruptions.",), rules=ROBUSTNESS_RULES)
+    for key, value in check_overrides(schema, overrides or []).items():
+        # as Hydra does for `nin train robustness.KEY=...`: a table merges into the default one
+        # (corruptions={rotate: [1, 5]} changes rotate's levels), a list replaces a list
         OmegaConf.update(cfg, key, list(value) if isinstance(value, tuple) else value)
+    plan(cfg)  # unknown corruptions, levels and attacks: one line before any run is evaluated
     return cfg
 
 
 def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None:
     """`evaluate=true`: a run that finished training gets its robustness.csv straight away."""
     if cfg.get("evaluate") and status == "completed" and not (Path(run_dir) / ROBUSTNESS).exists():
+        skipped = sorted({t.name for t in missing_extra(plan(cfg.robustness))})
+        if skipped:
+            print(f"nin: warning: {run_dir}: not evaluated: {', '.join(skipped)} (pip install 'nin-cli[robustness]')", file=sys.stderr)
         evaluate_run(Path(run_dir), cfg.robustness)

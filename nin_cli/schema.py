@@ -33,6 +33,8 @@ NULLABLE: dict[str, type] = {
     "dataset.test_size": int,
     "noise.sigma2_paper": float,
     "robustness.test_size": int,
+    "robustness.attack_test_size": int,
+    "robustness.corruptions": dict,  # a table, or null: no corruptions
 }
 
 Rule = tuple[Callable[[Any], bool], str]
@@ -75,6 +77,16 @@ TRAIN_RULES: dict[str, Rule] = {
     "dataset.dim": AT_LEAST_ONE,
     "dataset.sigma_x": POSITIVE,
 }
+# conf/robustness/default.yaml: checked by `nin evaluate` (these keys) and by `nin train` (robustness.KEY)
+ROBUSTNESS_RULES: dict[str, Rule] = {
+    "test_size": AT_LEAST_ONE,
+    "attack_test_size": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "pgd_steps": NON_NEGATIVE,
+    "apgd_steps": AT_LEAST_ONE,
+    "n_classes": (lambda v: v >= 2, ">= 2"),
+}
+TRAIN_RULES.update({f"robustness.{k}": rule for k, rule in ROBUSTNESS_RULES.items()})
 
 
 def train_choices() -> dict[str, tuple[str, ...]]:
@@ -216,6 +228,10 @@ def check_train_config(cfg) -> None:
         raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
     plain.pop("hydra", None)
     train_schema(conf_dir()).check(flatten(plain))
+    if plain.get("evaluate"):  # names of corruptions and attacks, checked before training too
+        from nin_cli.robustness import plan
+
+        plan(OmegaConf.create(plain["robustness"]))
 
 
 def train_schema(conf: Path) -> Schema:
@@ -246,8 +262,8 @@ def file_schema(path: Path, open_prefixes: tuple[str, ...] = (), rules: dict[str
     _collect(types, flatten(OmegaConf.to_container(OmegaConf.load(path))))
     for key, kind in NULLABLE.items():
         short = key.removeprefix("robustness.")
-        if short in types and short != key:
-            types[short].update({kind, type(None)})
+        if short != key and (short in types or any(k.startswith(f"{short}.") for k in types)):  # a leaf, or a table
+            types.setdefault(short, set()).update({kind, type(None)})
     return Schema(types, rules or {}, {}, open_prefixes)
 
 

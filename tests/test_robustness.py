@@ -2,43 +2,117 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pandas as pd
 import pytest
 import torch
 from conftest import QUICK, column, make_cfg, nin_cli
+from omegaconf import OmegaConf
 
 from nin_cli.cli import conf_dir
+from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
 from nin_cli.data import load_dataset
-from nin_cli.robustness import CORRUPTIONS, PixelSpace, evaluate_run, robustness_config
+from nin_cli.robustness import (
+    CorruptedImages,
+    PixelModel,
+    PixelSpace,
+    evaluate_robustness,
+    evaluate_run,
+    pgd,
+    plan,
+    reference_attack,
+    robustness_config,
+)
 from nin_cli.seeding import generator
 from nin_cli.train import train
+from nin_cli.train.setup import build
 
 SMALL_EVAL = [
     "robustness.test_size=300",
     "robustness.gaussian=[0.3,0.8]",
-    "robustness.fgsm=[0.1]",
-    "robustness.pgd=[0.1]",
+    "robustness.attacks=[fgsm,pgd]",
+    "robustness.epsilons=[0.1]",
     "robustness.pgd_steps=5",
-    "robustness.corruptions={rotate: [10, 30], fog: [0.2, 0.5]}",
+    "robustness.corruptions={rotate: [1, 5], fog: [1, 5]}",
 ]
+needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="needs nin-cli[robustness] (scikit-image)")
+needs_torchattacks = pytest.mark.skipif(importlib.util.find_spec("torchattacks") is None, reason="needs nin-cli[robustness] (torchattacks)")
 
 
 @pytest.fixture(scope="module")
 def pixels():
     data = load_dataset(make_cfg(*QUICK).dataset)
-    return PixelSpace(data).to_pixels(data.test.x[:64])
+    return PixelSpace(data).to_pixels(data.test.x)  # the 1000 test images of the embedded slice
 
 
-@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
-def test_corruptions_are_seeded_and_grow_with_severity(pixels, name):
-    levels = robustness_config(conf_dir()).corruptions[name]
-    f = CORRUPTIONS[name]
-    again = f(pixels, float(levels[1]), generator(3, name))
-    assert torch.equal(again, f(pixels, float(levels[1]), generator(3, name)))
-    assert again.shape == pixels.shape
-    distortion = [float((f(pixels, float(s), generator(3, name)).clamp(0, 1) - pixels).abs().mean()) for s in levels]
+@needs_skimage
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_mnist_c_corruptions_are_seeded_per_image_and_grow_with_severity(pixels, name):
+    x = pixels[:64]
+    spec = CORRUPTIONS[name]
+    top = len(spec.levels)
+    out = corrupt(x, name, top, seed=3)
+    assert torch.equal(out, corrupt(x, name, top, seed=3)) and out.shape == x.shape
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    # image i's randomness is its own: a later slice, told where it starts, gives the same images
+    assert torch.equal(out[40:], corrupt(x[40:], name, top, seed=3, first_index=40))
+    distortion = [float((corrupt(x, name, level, seed=3) - x).abs().mean()) for level in range(1, top + 1)]
     assert distortion[0] > 0.002
-    assert distortion[-1] > distortion[0]
+    assert distortion[-1] > distortion[0] or top == 1
+
+
+@needs_skimage
+def test_corrupted_test_sets_do_not_depend_on_the_evaluation_batch(tmp_path):
+    """The same run evaluated in batches of 500 and of 1000: identical corrupted images, so
+    identical accuracy and loss under every MNIST-C corruption."""
+    run = tmp_path / "run"
+    train(make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64"), run)
+    cfg = OmegaConf.load(run / "config.yaml")
+    setup = build(cfg)
+    setup.model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    rcfg = robustness_config(conf_dir(), ["gaussian=[]", "attacks=[]"])
+    tables = []
+    for batch in (500, 1000):
+        rcfg.batch_size = batch
+        CorruptedImages._cache.clear()  # made again from scratch for each batch size
+        tables.append(evaluate_robustness(setup.model, setup.data, setup.loss_fn, rcfg, seed=0))
+    assert len(tables[0]) == 1 + 15
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def _imagemagick():
+    try:
+        from wand.api import library
+        from wand.image import Image as WandImage
+    except ImportError:  # Wand, or ImageMagick's MagickWand library, is not installed
+        return None
+    return library, WandImage
+
+
+@pytest.mark.skipif(_imagemagick() is None, reason="needs Wand and ImageMagick (apt-get install libmagickwand-6.q16-6)")
+def test_motion_blur_equals_imagemagick(pixels):
+    """The NumPy port of MotionBlurImage against ImageMagick through Wand, as MNIST-C calls it:
+    an 8-bit PNG in, every level's (radius, sigma), random angles; the same grey levels out."""
+    import ctypes
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    library, wand_image = _imagemagick()
+    library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
+    rng = np.random.default_rng(0)
+    grey = (pixels[:40, 0].numpy() * 255).round().astype(np.uint8)
+    for img in grey:
+        for radius, sigma in CORRUPTIONS["motion_blur"].levels:
+            angle = float(rng.uniform(-45, 45))
+            png = io.BytesIO()
+            Image.fromarray(img).save(png, format="PNG")
+            with wand_image(blob=png.getvalue()) as wand:
+                library.MagickMotionBlurImage(wand.wand, radius, sigma, angle)
+                reference = np.array(Image.open(io.BytesIO(wand.make_blob("png"))))
+            assert np.array_equal(imagemagick_motion_blur(img, radius, sigma, angle), reference)
 
 
 def test_method_presets_set_the_regularizer():
@@ -63,8 +137,101 @@ def test_attacks_and_noise_lower_accuracy_in_order(tmp_path):
     assert clean > 0.75
     assert acc[("gaussian", 0.8)] < acc[("gaussian", 0.3)] <= clean + 0.01
     assert acc[("pgd", 0.1)] <= acc[("fgsm", 0.1)] < clean - 0.2
-    assert acc[("rotate", 30.0)] < acc[("rotate", 10.0)]
-    assert (run / "robustness.csv").exists()
+    assert acc[("rotate", 5.0)] < acc[("rotate", 1.0)]
+    assert (run / "robustness.csv").exists() and (run / "robustness.yaml").exists() and not (run / "robustness.partial.json").exists()
+
+
+@needs_torchattacks
+def test_handwritten_pgd_equals_torchattacks_and_autoattack_is_stronger(tmp_path):
+    """The hand-written PGD without a random start and torchattacks' PGD with the same eps, step
+    size and steps give the same adversarial accuracy; AutoAttack's is at or below PGD's."""
+    import torchattacks
+
+    run = tmp_path / "run"
+    train(make_cfg(*QUICK, "nin=none", "epochs=2", "model.width=128"), run)
+    setup = build(OmegaConf.load(run / "config.yaml"))
+    model = setup.model.eval()
+    model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    space = PixelSpace(setup.data)
+    x, y = setup.data.test.x[:200], setup.data.test.y[:200]
+    rcfg = robustness_config(conf_dir(), ["apgd_steps=20"])
+    for eps in (0.01, 0.03, 0.1):
+        steps, alpha = 10, 2.5 * eps / 10
+        mine = pgd(model, x, y, setup.loss_fn, space, eps, steps, generator(0, "pgd"), random_start=False)
+        theirs = torchattacks.PGD(PixelModel(model, space), eps=eps, alpha=alpha, steps=steps, random_start=False)(space.to_pixels(x), y)
+        acc_mine = float((model(mine).argmax(-1) == y).float().mean())
+        acc_theirs = float((model(space.to_model(theirs)).argmax(-1) == y).float().mean())
+        assert acc_mine == pytest.approx(acc_theirs, abs=0.011)  # at most 2 of 200 images on float rounding
+        auto = reference_attack("autoattack", model, space, eps, rcfg, seed=0)(space.to_pixels(x), y)
+        acc_auto = float((model(space.to_model(auto)).argmax(-1) == y).float().mean())
+        assert acc_auto <= acc_mine
+        assert float((auto - space.to_pixels(x)).abs().max()) <= eps + 1e-6
+
+
+def test_an_interrupted_evaluation_resumes_to_the_table_of_an_uninterrupted_one(tmp_path):
+    """Stopped after each of its perturbations in turn, and killed while writing its record, an
+    evaluation rerun gives the rows of one that ran through, computing only what was left."""
+    run = tmp_path / "run"
+    train(make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64"), run)
+    settings = ["test_size=200", "gaussian=[0.3]", "corruptions=null", "attacks=[fgsm,pgd]", "epsilons=[0.05]", "pgd_steps=3"]
+    rcfg = robustness_config(conf_dir(), settings)
+    whole = evaluate_run(run, rcfg).to_csv(index=False)
+    n = len(plan(rcfg))
+
+    class Stop(Exception):
+        pass
+
+    for k in range(1, n):
+        (run / "robustness.csv").unlink()
+        seen = []
+
+        def stop_after_k(row, k=k, seen=seen):
+            seen.append(row)
+            if len(seen) == k:
+                raise Stop
+
+        with pytest.raises(Stop):
+            evaluate_run(run, rcfg, on_row=stop_after_k)
+        assert not (run / "robustness.csv").exists() and (run / "robustness.partial.json").exists()
+        redone = []
+        assert evaluate_run(run, rcfg, on_row=redone.append).to_csv(index=False) == whole
+        assert len(redone) == n - k  # the finished perturbations were not evaluated again
+    # a process killed between writing the record's temporary and renaming it: the record is whole
+    (run / "robustness.csv").unlink()
+    args = ["evaluate", str(run), *settings, "--no-progress"]
+    killed = nin_cli(*args, env={"NIN_FAULT": "write:3:SIGKILL"})
+    assert killed.returncode == -9 and list(run.glob(".*.tmp*"))  # its temporary is left behind
+    again = nin_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "resuming an interrupted evaluation" in again.stdout + again.stderr
+    assert (run / "robustness.csv").read_text() == whole
+    assert not list(run.glob(".*.tmp*")) and not (run / "robustness.partial.json").exists()
+
+
+def test_without_the_robustness_extra_evaluate_warns_and_measures_the_rest(tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64"), run)
+    blocked = tmp_path / "blocked"  # scikit-image and torchattacks fail to import, as if not installed
+    for name in ("skimage", "torchattacks"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text("raise ImportError('not installed')\n")
+    proc = nin_cli("evaluate", str(run), "test_size=100", "--no-progress", env={"PYTHONPATH": str(blocked)})
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping apgd, brightness" in proc.stderr and "pip install 'nin-cli[robustness]'" in proc.stderr
+    table = pd.read_csv(run / "robustness.csv")
+    assert set(table["perturbation"]) == {"clean", "gaussian", "fgsm", "pgd"}
+
+
+def test_bad_robustness_settings_are_one_line_before_any_evaluation(tmp_path):
+    for setting, message in [
+        ("corruptions={blur: [1]}", "unknown corruption 'blur'"),
+        ("corruptions={rotate: [6]}", "level 6.0 is not one of MNIST-C's severities"),
+        ("attacks=[cw]", "unknown attack 'cw'"),
+        ("apgd_steps=0", "apgd_steps must be >= 1"),
+    ]:
+        proc = nin_cli("evaluate", str(tmp_path), setting)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"nin: error: {proc.stderr.split('error: ')[1].strip()}"]
+        assert message in proc.stderr, proc.stderr
 
 
 def test_corrupted_data_training_sees_noisy_inputs(tmp_path):
@@ -95,7 +262,7 @@ def test_comparison_sweep_trains_evaluates_and_tabulates(tmp_path):
     assert "### robustness" in out.stdout and "| cdt02 |" in out.stdout
     detail = pd.read_csv(sweep / "robustness_summary.csv")
     assert set(detail["method"]) == {"none", "cdt02"} and (detail["n_seeds"] == 2).all()
-    assert len(detail) == 2 * (1 + 2 + (8 * 3 + 2 * 2) + 1 + 1)  # clean, gaussian, corruptions, fgsm, pgd
+    assert len(detail) == 2 * (1 + 2 + (13 + 2 * 2) + 1 + 1)  # clean, gaussian, MNIST-C (two at 2 levels), fgsm, pgd
     plot = nin_cli("plot", str(sweep), "--no-runs")
     assert plot.returncode == 0, plot.stderr
     assert (sweep / "plots" / "robustness.png").stat().st_size > 10_000

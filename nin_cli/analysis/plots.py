@@ -210,49 +210,89 @@ def theory_figure(table: pd.DataFrame, bounds: dict[str, dict[str, float]], path
 
 
 def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | None:
-    """Accuracy against severity per method: Gaussian noise, corruptions (mean over types, by
-    severity level), FGSM and PGD; one row of panels per model when several were compared."""
+    """Accuracy per method: against severity for Gaussian noise and each attack (clean at 0), and
+    the mean over the MNIST-C corruptions as bars (clean accuracy marked); one row per model when
+    several were compared. The per-corruption heatmap goes beside it (mnist_c_figure)."""
+    from nin_cli.analysis.summarize import NOT_CORRUPTIONS
+
     if long.empty:
         return None
     long = long.copy()
-    is_corr = ~long["perturbation"].isin(["clean", "gaussian", "fgsm", "pgd"])
-    # corruptions have their own units: plot them by severity level 1, 2, 3 averaged over types
-    long.loc[is_corr, "severity"] = long[is_corr].groupby(["perturbation", *groups, "seed"])["severity"].rank(method="dense")
-    long.loc[is_corr, "perturbation"] = "corruptions (level)"
+    is_corr = ~long["perturbation"].isin(NOT_CORRUPTIONS)
+    long.loc[is_corr, "perturbation"] = "MNIST-C"
     rows_key = "model.name" if "model.name" in groups and long["model.name"].nunique() > 1 else None
     line_keys = [g for g in groups if g != rows_key] or groups
     models = sorted(long[rows_key].unique()) if rows_key else [None]
-    panels = ["gaussian", "corruptions (level)", "fgsm", "pgd"]
+    present = set(long["perturbation"])
+    panels = [p for p in ("gaussian", "MNIST-C", "fgsm", "pgd", "apgd", "autoattack") if p in present]
+    if not panels:
+        return None
     fig, axes = plt.subplots(
         len(models), len(panels), figsize=(4.2 * len(panels), 3.6 * len(models)), squeeze=False, constrained_layout=True
     )
-    clean = long[long["perturbation"] == "clean"]
     for r, model in enumerate(models):
         sub = long if model is None else long[long[rows_key] == model]
+        clean = sub[sub["perturbation"] == "clean"]
         for c, panel in enumerate(panels):
             ax = axes[r, c]
             data = sub[sub["perturbation"] == panel]
-            for key, g in data.groupby(line_keys, sort=True):
+            for i, (key, g) in enumerate(data.groupby(line_keys, sort=True)):
                 key = key if isinstance(key, tuple) else (key,)
                 label = " ".join(str(k) for k in key)
+                base = clean[(clean[line_keys] == pd.Series(dict(zip(line_keys, key)))).all(axis=1)]["accuracy"]
+                if panel == "MNIST-C":  # one bar: the mean over corruptions, per seed, then over seeds
+                    per_seed = g.groupby("seed")["accuracy"].mean()
+                    ax.bar(i, per_seed.mean(), yerr=per_seed.std() if len(per_seed) > 1 else 0.0, color=f"C{i}", capsize=2, label=label)
+                    ax.plot([i - 0.4, i + 0.4], [base.mean()] * 2, color="k", lw=1)
+                    continue
                 per_seed = g.groupby(["severity", "seed"])["accuracy"].mean().reset_index()
                 stats = per_seed.groupby("severity")["accuracy"].agg(["mean", "std"]).reset_index()
-                base = clean[(clean[line_keys] == pd.Series(dict(zip(line_keys, key)))).all(axis=1)]
-                if model is not None:
-                    base = base[base[rows_key] == model]
                 xs = [0.0, *stats["severity"]]
-                ys = [base["accuracy"].mean(), *stats["mean"]]
-                es = [base["accuracy"].std() if len(base) > 1 else 0.0, *stats["std"].fillna(0.0)]
-                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=label)
-            ax.set(
-                title=f"{model + ': ' if model else ''}{panel}",
-                xlabel="severity" if "level" in panel else "std / epsilon (pixels)",
-                ylabel="test accuracy",
-            )
+                ys = [base.mean(), *stats["mean"]]
+                es = [base.std() if len(base) > 1 else 0.0, *stats["std"].fillna(0.0)]
+                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, color=f"C{i}", label=label)
+            title = f"{model + ': ' if model else ''}{panel}"
+            if panel == "MNIST-C":
+                ax.set(title=title + " (mean over corruptions; line: clean)", ylabel="test accuracy", xticks=[])
+            else:
+                ax.set(title=title, xlabel="std (pixels)" if panel == "gaussian" else "epsilon (L-inf, pixels)", ylabel="test accuracy")
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def mnist_c_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | None:
+    """Heatmap of test accuracy per method (rows) and MNIST-C corruption (columns), mean over seeds;
+    one panel per model when several were compared."""
+    from nin_cli.analysis.summarize import NOT_CORRUPTIONS
+
+    corr = long[~long["perturbation"].isin(NOT_CORRUPTIONS)] if not long.empty else long
+    if corr.empty:
+        return None
+    rows_key = "model.name" if "model.name" in groups and corr["model.name"].nunique() > 1 else None
+    line_keys = [g for g in groups if g != rows_key] or groups
+    models = sorted(corr[rows_key].unique()) if rows_key else [None]
+    names = list(dict.fromkeys(corr["perturbation"]))
+    methods = corr.groupby(line_keys, sort=True).size().index
+    fig, axes = plt.subplots(
+        len(models), 1, figsize=(1.0 + 0.62 * len(names), 1.2 + 0.42 * len(methods) * len(models)), squeeze=False, constrained_layout=True
+    )
+    for r, model in enumerate(models):
+        sub = corr if model is None else corr[corr[rows_key] == model]
+        grid = sub.groupby([*line_keys, "perturbation"])["accuracy"].mean().unstack("perturbation").reindex(columns=names)
+        ax = axes[r, 0]
+        im = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 else "k")
+        ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(grid)), [" ".join(map(str, k if isinstance(k, tuple) else (k,))) for k in grid.index], fontsize=7)
+        ax.set_title(f"{model + ': ' if model else ''}MNIST-C test accuracy (mean over seeds)", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -20,7 +20,14 @@ REPORT = "report.md"
 
 def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path, str]:
     """Write `sweep`/report.md (and runs.csv, phases.csv, plots/); its path and the outcome line."""
-    from nin_cli.analysis.plots import decay_times_figure, hessian_trace_figure, niw_overlay_figure, phase_diagram_figure, robustness_figure
+    from nin_cli.analysis.plots import (
+        decay_times_figure,
+        hessian_trace_figure,
+        mnist_c_figure,
+        niw_overlay_figure,
+        phase_diagram_figure,
+        robustness_figure,
+    )
     from nin_cli.analysis.summarize import robustness_groups, robustness_rows
 
     sweep = Path(sweep)
@@ -32,12 +39,14 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     plots = sweep / "plots"
     plots.mkdir(exist_ok=True)
     phase_of = dict(zip((r.path for r in runs), summary.runs["phase"]))
+    long, groups = robustness_rows(runs), robustness_groups(runs)
     figures = [
         ("NIW norms", niw_overlay_figure(runs, phase_of, plots / "niw_norms.png")),
         ("decay times and phases", decay_times_figure(summary.phases, plots / "decay_times.png")),
         ("phase diagram", phase_diagram_figure(summary.phases, plots / "phase_diagram.png")),
         ("Hessian trace per NIN layer", hessian_trace_figure(runs, plots / "hessian_traces.png")),
-        ("robustness", robustness_figure(robustness_rows(runs), robustness_groups(runs), plots / "robustness.png")),
+        ("robustness", robustness_figure(long, groups, plots / "robustness.png")),
+        ("MNIST-C accuracy per corruption", mnist_c_figure(long, groups, plots / "robustness_mnist_c.png")),
     ]
     outcome = f"{len(runs)} runs: {summary.outcome()}"
     lines = [f"# Sweep report: {sweep.name}", "", f"{outcome}. Written {time.strftime('%Y-%m-%d %H:%M')} from `{sweep}`.", ""]
@@ -47,6 +56,8 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
             lines += [f"![{title}]({path.relative_to(sweep)})", ""]
     if summary.robustness is not None:
         lines += ["## Robustness (test accuracy by method)", "", markdown(summary.robustness), ""]
+    if summary.corruptions is not None:
+        lines += ["## MNIST-C (test accuracy by method and corruption)", "", markdown(summary.corruptions), ""]
     lines += ["## Runs", "", markdown(compact(summary.runs)), ""]
     problems = [f"- `{r.path.relative_to(sweep) if r.path != sweep else '.'}`: {p}" for r in runs for p in r.warnings]
     if problems:

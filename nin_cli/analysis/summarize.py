@@ -158,7 +158,8 @@ def rich_table(df: pd.DataFrame, title: str):
     return table
 
 
-ROBUSTNESS_FAMILIES = ("clean", "gaussian", "corruptions", "fgsm", "pgd")
+ROBUSTNESS_FAMILIES = ("clean", "gaussian", "corruptions", "fgsm", "pgd", "apgd", "autoattack")
+NOT_CORRUPTIONS = ("clean", "gaussian", "fgsm", "pgd", "apgd", "autoattack")
 
 
 def robustness_groups(runs: list[Run]) -> list[str]:
@@ -190,7 +191,34 @@ def robustness_rows(runs: list[Run]) -> pd.DataFrame:
 
 
 def family(perturbation: str) -> str:
-    return perturbation if perturbation in ("clean", "gaussian", "fgsm", "pgd") else "corruptions"
+    """The MNIST-C corruptions form one family; every other perturbation is its own."""
+    return perturbation if perturbation in NOT_CORRUPTIONS else "corruptions"
+
+
+def mean_std_cell(values: pd.Series) -> str:
+    """'0.8123 ± 0.0042' over seeds ('0.8123' for one seed)."""
+    std = float(values.std()) if len(values) > 1 else math.nan
+    return format_cell(float(values.mean())) + ("" if math.isnan(std) else f" ± {format_cell(std)}")
+
+
+def corruption_table(long: pd.DataFrame, groups: list[str]) -> pd.DataFrame | None:
+    """Per method (rows) and MNIST-C corruption (columns, with the level when several were
+    evaluated): accuracy mean ± std over seeds, and the mean over corruptions."""
+    corr = long[~long["perturbation"].isin(NOT_CORRUPTIONS)].copy()
+    if corr.empty:
+        return None
+    several = corr.groupby("perturbation")["severity"].nunique().max() > 1
+    corr["corruption"] = corr["perturbation"] + (" " + corr["severity"].map(lambda v: f"{v:g}") if several else "")
+    order = list(dict.fromkeys(corr["corruption"]))
+    rows = []
+    for key, g in corr.groupby(groups, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(groups, key))
+        for name in order:
+            row[name] = mean_std_cell(g[g["corruption"] == name]["accuracy"]) if (g["corruption"] == name).any() else "-"
+        row["mean"] = mean_std_cell(g.groupby("seed")["accuracy"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def robustness_summary(long: pd.DataFrame, groups: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -206,19 +234,14 @@ def robustness_summary(long: pd.DataFrame, groups: list[str]) -> tuple[pd.DataFr
     )
     long = long.assign(family=long["perturbation"].map(family))
     per_seed = long.groupby([*groups, "seed", "family"])["accuracy"].mean().reset_index()
-    stats = per_seed.groupby([*groups, "family"])["accuracy"].agg(["mean", "std"]).reset_index()
+    present = [fam for fam in ROBUSTNESS_FAMILIES if (per_seed["family"] == fam).any()]
     rows = []
-    for key, g in stats.groupby(groups, sort=True):
+    for key, g in per_seed.groupby(groups, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(groups, key))
-        for fam in ROBUSTNESS_FAMILIES:
-            hit = g[g["family"] == fam]
-            row[fam] = (
-                format_cell(float(hit["mean"].iloc[0]))
-                + ("" if hit.empty or math.isnan(float(hit["std"].iloc[0])) else f" ± {format_cell(float(hit['std'].iloc[0]))}")
-                if len(hit)
-                else "-"
-            )
+        for fam in present:
+            hit = g[g["family"] == fam]["accuracy"]
+            row[fam] = mean_std_cell(hit) if len(hit) else "-"
         rows.append(row)
     return detail, pd.DataFrame(rows)
 
@@ -231,6 +254,7 @@ class Summary:
     phases: pd.DataFrame
     robustness_detail: pd.DataFrame | None = None
     robustness: pd.DataFrame | None = None
+    corruptions: pd.DataFrame | None = None  # MNIST-C accuracy per method and corruption
 
     def tables(self) -> list[tuple[str, pd.DataFrame]]:
         out = [(f"{len(self.runs)} run(s)", compact(self.runs)), ("phases by sigma (mean ± std over seeds)", compact(self.phases))]
@@ -239,6 +263,8 @@ class Summary:
                 "robustness: test accuracy by method (mean ± std over seeds; each family averaged over its perturbations and severities)"
             )
             out.append((title, self.robustness))
+        if self.corruptions is not None:
+            out.append(("MNIST-C: test accuracy by method and corruption (mean ± std over seeds)", self.corruptions))
         return out
 
     def write(self, out: Path) -> list[str]:
@@ -249,6 +275,9 @@ class Summary:
         if self.robustness_detail is not None:
             write_csv(self.robustness_detail, out / "robustness_summary.csv")
             names.append("robustness_summary.csv")
+        if self.corruptions is not None:
+            write_csv(self.corruptions, out / "robustness_mnist_c.csv")
+            names.append("robustness_mnist_c.csv")
         return names
 
     def outcome(self) -> str:
@@ -263,5 +292,7 @@ def summarize(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> Su
     summary = Summary(table, phase_rows(table))
     long = robustness_rows(runs)
     if not long.empty:
-        summary.robustness_detail, summary.robustness = robustness_summary(long, robustness_groups(runs))
+        groups = robustness_groups(runs)
+        summary.robustness_detail, summary.robustness = robustness_summary(long, groups)
+        summary.corruptions = corruption_table(long, groups)
     return summary
