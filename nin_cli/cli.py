@@ -19,7 +19,8 @@ COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
     "plot": "figures (png, pdf, svg): per-run dynamics, NIW norms, decay times vs sigma, phase diagram, Tr H_z per layer",
-    "theory": "linear toy model: predicted phase boundaries and time-scales beside measured ones (theory.csv)",
+    "predict": "phase boundaries and NIW decay times of any network, predicted at init from the local Hessian (predict.csv)",
+    "theory": "theory beside measurement: the linear toy model's analytic phases, or a network's NIW decay from its recorded curvature",
     "progress": "how far a sweep has got, for any launcher: runs ended / total, by status (--watch: a live bar)",
     "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
     "evaluate": "robustness of trained runs: clean, Gaussian noise, the 15 MNIST-C corruptions, FGSM/PGD/APGD/AutoAttack (robustness.csv)",
@@ -165,6 +166,69 @@ def train_command(args: list[str]) -> None:
         validate_jobs(args, conf)
     sys.argv = ["nin train", *args]
     hydra.main(config_path=str(conf), config_name="train", version_base="1.3")(run_task)()
+
+
+def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
+    """The noise scales of the experiment's sweep grid (noise.sigma or noise.sigma2_paper), else a
+    log grid of the papers' units from 1e-5 to 100 (of sigma from 0.01 to 1000 where no unit exists)."""
+    import math
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nin_cli.conventions import flat_config, sigma2_per_paper_unit
+
+    unit = sigma2_per_paper_unit(flat_config(cfg))
+    params = hydra_cfg.hydra.sweeper.get("params") or {}
+    for key, to_sigma in (("noise.sigma", float), ("noise.sigma2_paper", lambda u: math.sqrt(float(u) * unit))):
+        if key in params and (key == "noise.sigma" or math.isfinite(unit)):
+            override = OverridesParser.create().parse_overrides([f"{key}={params[key]}"])[0]
+            return sorted(to_sigma(v) for v in override.sweep_string_iterator())
+    if math.isfinite(unit):
+        return [math.sqrt(10 ** (k / 2) * 1e-5 * unit) for k in range(15)]
+    return [10 ** (k / 2) * 0.01 for k in range(11)]
+
+
+def predict_command(args: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from nin_cli.analysis.predict import predict
+    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, write_csv
+    from nin_cli.conventions import resolve_paper_sigma
+    from nin_cli.train.setup import prepare
+
+    parser = argparse.ArgumentParser(prog="nin predict", description=COMMANDS["predict"])
+    parser.add_argument("overrides", nargs="*", help="the config, as for nin train (e.g. +experiment=fig3 model.width=512)")
+    parser.add_argument("--samples", type=int, help="training samples the Hessian is measured on (default: hessian.samples)")
+    parser.add_argument("--sigmas", help="comma-separated noise.sigma values to tabulate (default: the experiment's sweep grid)")
+    parser.add_argument("--out", default="outputs/predict", help="where predict.csv and predict_boundaries.csv go")
+    parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
+    ns = parser.parse_intermixed_args(args)
+    conf = conf_dir()
+    check_group_choices(ns.overrides, conf)
+    validate_jobs(ns.overrides, conf)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        hydra_cfg = compose("train", overrides=ns.overrides, return_hydra_config=True)
+        cfg = resolve_paper_sigma(compose("train", overrides=ns.overrides))
+    with one_line_errors():
+        sigmas = [float(v) for v in ns.sigmas.split(",")] if ns.sigmas else sweep_sigmas(hydra_cfg, cfg)
+        result = predict(prepare(cfg), analysis_config(conf), ns.samples)
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table, bounds = result.table(sigmas), result.boundary_table()
+    write_csv(table, out / "predict.csv")
+    write_csv(bounds, out / "predict_boundaries.csv")
+    write_csv(result.per_layer, out / "predict_layers.csv")
+    titles = [
+        ("curvature at initialisation, per NIN layer (sigma^2 of each layer's own boundaries)", result.per_layer),
+        ("predicted boundaries (sigma^2 = sigma2_paper x one paper unit)", bounds),
+        ("predicted phase and initial tau_niw (epochs) per sigma", table),
+    ]
+    for title, df in titles:
+        if ns.format == "markdown":
+            print(f"### {title}\n\n{markdown(df)}\n")
+        else:
+            stdout_console().print(rich_table(df, title))
+    print(f"wrote predict.csv, predict_boundaries.csv, predict_layers.csv to {out}", file=sys.stderr)
 
 
 def download_command(args: list[str]) -> None:
@@ -350,32 +414,64 @@ def plot_command(args: list[str]) -> None:
 
 
 def theory_command(args: list[str]) -> None:
-    from nin_cli.analysis.plots import theory_figure
+    from nin_cli.analysis.plots import niw_theory_figure, theory_figure
     from nin_cli.analysis.runs import load_runs
     from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, write_csv
-    from nin_cli.analysis.theory import theory_rows
+    from nin_cli.analysis.theory import network_theory_rows, predicted_niw, theory_rows
 
-    ns = path_parser(
-        "theory", "linear-model runs or sweeps (nin train -m +experiment=linear_toy)", "where theory.csv and theory.png go"
-    ).parse_intermixed_args(args)
+    parser = path_parser(
+        "theory",
+        "runs or sweeps: the linear toy model (+experiment=linear_toy), or networks with recorded NIW curvature",
+        "where theory.csv and the figures go",
+    )
+    parser.add_argument("--no-predict", action="store_true", help="networks: skip the boundaries predicted at init (nin predict)")
+    ns = parser.parse_intermixed_args(args)
     paths, overrides = split_overrides(ns.paths)
-    table, bounds = theory_rows(load_runs(paths), analysis_config(conf_dir(), overrides))
-    if table.empty:
-        fail("no linear toy-model runs (model=linear, dataset=linear_regression, width 1, nin=input) found")
+    acfg = analysis_config(conf_dir(), overrides)
+    runs = load_runs(paths)
+    table, bounds = theory_rows(runs, acfg)
     out = output_dir(ns.out, paths)
-    write_csv(table, out / "theory.csv")
-    figure = theory_figure(table, bounds, out / "theory.png")
-    lines = [f"{name}: " + ", ".join(f"{k} at sigma^2={v:.4g} (sigma={v**0.5:.4g})" for k, v in b.items()) for name, b in bounds.items()]
-    agree = f"predicted and measured phases agree for {int(table['agree'].sum())} of {len(table)} runs"
-    if ns.format == "markdown":
-        print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{agree}")
+    console = stdout_console()
+    if not table.empty:
+        figure = theory_figure(table, bounds, out / "theory.png")
+        lines = [f"{name}: {_bounds_text(b)}" for name, b in bounds.items()]
+        title = "linear toy model: theory vs simulation (tau in epochs)"
     else:
-        console = stdout_console()
+        with one_line_errors():
+            boundaries = {} if ns.no_predict else _network_boundaries(runs, acfg)
+        table = network_theory_rows(runs, acfg, boundaries)
+        if table.empty:
+            fail("no linear toy-model runs, and no network runs with recorded NIW curvature (hessian.niw_curvature=true) found")
+        curves = [
+            (f"sigma={r.sigma:g}", t)
+            for r in sorted(runs, key=lambda r: r.sigma)
+            if r.nin_layers
+            for t in [predicted_niw(r, r.nin_layers[0])]
+            if t is not None
+        ]
+        figure = niw_theory_figure(curves, out / "theory_niw.png")
+        lines = sorted({_bounds_text(b) for b in boundaries.values()})
+        title = "networks: NIW decay from the recorded curvature, phases predicted at init (tau in epochs)"
+    done = f"predicted and measured phases agree for {int(table['agree'].sum())} of {len(table)} runs" if "agree" in table else ""
+    write_csv(table, out / "theory.csv")
+    if ns.format == "markdown":
+        print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{done}")
+    else:
         for line in lines:
             console.print(f"[bold]boundaries[/] {line}")
-        console.print(rich_table(table, "linear toy model: theory vs simulation (tau in epochs)"))
-        console.print(agree)
+        console.print(rich_table(table, title))
+        console.print(done)
     print(f"wrote {out / 'theory.csv'}" + (f" and {figure}" if figure else ""), file=sys.stderr)
+
+
+def _bounds_text(bounds: dict[str, float]) -> str:
+    return ", ".join(f"{k} at sigma^2={v:.4g} (sigma={v**0.5:.4g})" for k, v in bounds.items())
+
+
+def _network_boundaries(runs, acfg) -> dict:
+    from nin_cli.analysis.predict import sweep_boundaries
+
+    return sweep_boundaries([r for r in runs if r.nin_layers and (r.path / "config.yaml").exists()], acfg)
 
 
 def evaluate_command(args: list[str]) -> None:
@@ -455,6 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         "train": train_command,
         "summarize": summarize_command,
         "theory": theory_command,
+        "predict": predict_command,
         "plot": plot_command,
         "report": report_command,
         "progress": progress_command,

@@ -16,8 +16,12 @@ INPUT_DIMS = {"fashion_mnist": 784, "fashion_mnist_mini": 784, "mnist": 784, "ci
 
 
 def legacy_defaults(flat: Mapping) -> dict[str, str]:
-    """Values a config written before nin.init and loss.reduction existed ran with."""
-    return {"nin.init": "unit", "loss.reduction": "half_sum" if flat.get("loss.name") == "mse" else "mean"}
+    """Values a config written before nin.init, loss.reduction and hessian.niw_curvature existed ran with."""
+    return {
+        "nin.init": "unit",
+        "loss.reduction": "half_sum" if flat.get("loss.name") == "mse" else "mean",
+        "hessian.niw_curvature": False,
+    }
 
 
 def fill_legacy(cfg: DictConfig) -> DictConfig:

@@ -356,3 +356,28 @@ def hessian_trace_figure(runs: list[Run], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def niw_theory_figure(curves: list[tuple[str, pd.DataFrame]], path: Path) -> Path | None:
+    """Each run's measured NIW norm (solid) against the one integrated from its recorded curvature
+    and gradient moment (dashed; dotted: the decay term alone), one colour per run."""
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    for i, (label, traj) in enumerate(curves):
+        color = f"C{i % 10}"
+        ax.plot(traj["epoch"], traj["measured"], "-o", ms=2.5, color=color, label=label)
+        ax.plot(traj["epoch"], traj["predicted"], "--", color=color)
+        decay = traj["predicted_decay"].where(traj["predicted_decay"] > 1e-6 * traj["measured"].iloc[0])
+        ax.plot(traj["epoch"], decay, ":", color=color)
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="epoch",
+        ylabel="NIW norm",
+        title="NIW norm: measured (solid), integrated curvature + random walk (dashed), decay only (dotted)",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -16,11 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.phases import classify, decay_times
+from nin_cli.analysis.predict import phase_at
 from nin_cli.analysis.runs import Run
+from nin_cli.conventions import paper_units
 from nin_cli.models import build_model
 from nin_cli.seeding import generator
 
@@ -137,3 +141,79 @@ def theory_rows(runs: list[Run], acfg) -> tuple[pd.DataFrame, dict[str, dict]]:
     if len(table):
         table = table.sort_values(["seed", "noise.sigma"], ignore_index=True)
     return table, bounds
+
+
+# --- any network: the NIW trajectory from its recorded curvature ---------------------------------
+
+
+def predicted_niw(run: Run, layer: str) -> pd.DataFrame | None:
+    """Per epoch, the measured NIW norm of `layer` and two predictions integrated from the recorded
+    curvature c (niw_curvature_<layer>) and gradient moment G (niw_gradsq_<layer>), each averaged
+    over the two ends of the epoch, with that epoch's sigma, eta and S steps (batch size B):
+      decay only:            |W|^2 <- a^S |W|^2,                      a = (1 - eta sigma^2 c)^2
+      decay + random walk:   |W|^2 <- a^S |W|^2 + b (1 - a^S)/(1 - a), b = eta^2 sigma^2 G / B
+    (the first is the SPEC's w_NI(t) ~ exp(-sigma^2 int c dt); the second adds the random walk's
+    growth of E|W|^2, which sets the floor |W|^2 = eta G / (2 B c) the NIW decays to)."""
+    m = run.metrics
+    need = [f"niw_norm_{layer}", f"niw_curvature_{layer}", f"niw_gradsq_{layer}", "sigma", "lr", "step"]
+    if len(m) < 2 or any(c not in m for c in need):
+        return None
+    batch = int(run.config.get("batch_size", 1))
+    c = m[f"niw_curvature_{layer}"].to_numpy(dtype=float)
+    g = m[f"niw_gradsq_{layer}"].to_numpy(dtype=float)
+    measured = m[f"niw_norm_{layer}"].to_numpy(dtype=float)
+    decay = [measured[0] ** 2]
+    full = [measured[0] ** 2]
+    for e in range(1, len(m)):
+        sigma, eta = float(m["sigma"].iloc[e]), float(m["lr"].iloc[e])
+        steps = float(m["step"].iloc[e] - m["step"].iloc[e - 1])
+        cbar, gbar = (c[e - 1] + c[e]) / 2, (g[e - 1] + g[e]) / 2
+        a = (1 - eta * sigma**2 * cbar) ** 2
+        b = eta**2 * sigma**2 * gbar / batch
+        a_s = a**steps if math.isfinite(a) else math.nan
+        decay.append(decay[-1] * a_s)
+        full.append(full[-1] * a_s + (b * steps if a == 1 else b * (1 - a_s) / (1 - a)))
+    return pd.DataFrame(
+        {"epoch": m["epoch"], "measured": measured, "predicted_decay": np.sqrt(decay), "predicted": np.sqrt(np.asarray(full, dtype=float))}
+    )
+
+
+def network_theory_rows(runs: list[Run], acfg, boundaries: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """Per network run with recorded curvature: the measured phase and tau_niw beside the
+    predicted initial tau_niw (epoch-0 curvature), the tau_niw and final NIW ratio of the integrated
+    trajectory, and, where `boundaries` (sigma^2, from `nin predict` per group) are given, the
+    predicted phase."""
+    rows = []
+    for run in runs:
+        if not run.nin_layers or toy_setting(run) is not None:
+            continue
+        layer = run.nin_layers[0]
+        traj = predicted_niw(run, layer)
+        if traj is None:
+            continue
+        m = run.metrics
+        spe = run.steps_per_epoch()
+        eta, c0 = float(m["lr"].iloc[1]), float(m[f"niw_curvature_{layer}"].iloc[0])
+        factor = abs(1 - eta * run.sigma**2 * c0)
+        tau0 = -1 / math.log(factor) / spe if 0 < factor < 1 else math.nan
+        phase, _ = classify(run, acfg.phases)
+        kw = {"min_points": acfg.fits.min_points, "min_drop": acfg.fits.min_drop}
+        row = {
+            "run": run.path.name,
+            "noise.sigma": run.sigma,
+            "sigma2_paper": paper_units(run.config),
+            "measured_phase": phase,
+            "tau_niw_measured": decay_times(run, acfg.fits)["tau_niw"],
+            "tau_niw_predicted_init": tau0,
+            "tau_niw_integrated": decay_fit(traj["epoch"], traj["predicted"], **kw)[0],
+            "niw_ratio_measured": float(traj["measured"].iloc[-1] / traj["measured"].iloc[0]),
+            "niw_ratio_integrated": float(traj["predicted"].iloc[-1] / traj["predicted"].iloc[0]),
+            "niw_ratio_decay_only": float(traj["predicted_decay"].iloc[-1] / traj["predicted_decay"].iloc[0]),
+        }
+        b = (boundaries or {}).get(str(run.path))
+        if b:
+            row["predicted_phase"] = phase_at(run.sigma**2, b)
+            row["agree"] = row["predicted_phase"] == phase
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.sort_values("noise.sigma", ignore_index=True) if len(table) else table

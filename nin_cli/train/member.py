@@ -43,7 +43,7 @@ class Member:
         s = self.s = setup
         cfg = s.cfg
         self.records = records
-        self.columns = metric_columns(s.model, s.nin_layers)
+        self.columns = metric_columns(s.model, s.nin_layers, bool(s.cfg.hessian.get("niw_curvature", False)))
         self.step_columns = step_columns(s.model, s.nin_layers)
         self.norm_groups = norm_groups(s.model, s.nin_layers)
         self.optimizer = make_optimizer(cfg, s.model.parameters())

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from nin_cli.data import Split
-from nin_cli.hessian import hutchinson_traces
+from nin_cli.hessian import hutchinson_traces, niw_curvatures
 from nin_cli.models import NINModel
 from nin_cli.objectives import LossFn, accuracy
 from nin_cli.seeding import generator
@@ -47,10 +47,14 @@ def model_norms(model: NINModel, groups: list[list[str]]) -> list[float]:
     return stacked_norms(lambda n: model.get_parameter(n)[None], groups, 1, None)[0].tolist()
 
 
-def metric_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
+def metric_columns(model: NINModel, nin_layers: list[str], curvature: bool = True) -> list[str]:
+    """metrics.csv's columns; `curvature` (hessian.niw_curvature) adds niw_curvature_<layer> and
+    niw_gradsq_<layer> (runs recorded before those columns existed keep their columns on resume)."""
     cols = ["epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc"]
     cols += norm_columns(model, nin_layers)
     cols += [f"hessian_trace_{n}" for n in nin_layers]
+    if curvature:
+        cols += [f"niw_curvature_{n}" for n in nin_layers] + [f"niw_gradsq_{n}" for n in nin_layers]
     return cols + ["lr", "seconds"]
 
 
@@ -113,6 +117,13 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
         )
         model.train()
         row.update({f"hessian_trace_{n}": v for n, v in traces.items()})
+    if s.nin_layers and cfg.hessian.get("niw_curvature", False):
+        h = train_subset(s.data.train, cfg.hessian.samples)
+        model.eval()
+        curvatures = niw_curvatures(model, h.x, h.y, s.loss_fn, s.shapes)
+        model.train()
+        row.update({f"niw_curvature_{n}": v.curvature for n, v in curvatures.items()})
+        row.update({f"niw_gradsq_{n}": v.grad_moment for n, v in curvatures.items()})
     return row
 
 

@@ -1,0 +1,192 @@
+"""Phase boundaries and initial NIW decay of any network, predicted at initialisation from the
+local Hessian (SPEC section 1: the NIW update carries the factor 1 - eta sigma^2 H_z).
+
+Measured on a sample of training data, at each NIN layer l (nin_cli/hessian.py):
+  lambda_l  top eigenvalue of <H_z>            (power iteration on Hessian-vector products)
+  c_l       curvature along the NIW, W^T <H_z> W / |W|^2
+  G_l       sum_j <g_{z,j}^2>, the per-sample gradient's second moment
+and of the whole net, S(sigma): the top Hessian eigenvalue of the noisy training loss w.r.t. the
+data weights at noise scale sigma. Then, on sigma^2 (eta: learning rate, B: batch size, T: steps):
+  NIW instability     eta sigma^2 lambda_l = 2                  -> sigma^2 = 2 / (eta lambda_l)
+  sharpness edge      S(sigma) = 2 / eta (edge of stability)    -> sigma^2 by bisection
+  decay/catapult      the first of the two to set in, catapult/divergent the second
+                      (for the linear toy model these are 2/Bt0 and 2/B0: nin theory's min and max)
+  decoupled/decay     the decay term eta sigma^2 c_l |W| outgrows the random walk
+                      eta sigma sqrt(G_l / B): sigma^2 = G_l / (B c_l^2 |W|^2), and the decay over
+                      the run is visible: exp(-T eta sigma^2 c_l) < decay_niw_ratio
+  tau_niw(sigma)      -1 / ln|1 - eta sigma^2 c_l| steps, while that factor is below 1.
+The earliest NIN layer to reach a boundary sets the net's boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from nin_cli.conventions import flat_config, sigma2_per_paper_unit
+from nin_cli.hessian import niw_curvatures, noisy_sharpness, top_eigenvalues
+from nin_cli.identity import exempt
+from nin_cli.noise import unit_noise
+from nin_cli.seeding import generator
+from nin_cli.train.rows import train_subset
+from nin_cli.train.setup import Setup
+
+BOUNDARIES = ("decoupled/decay", "decay/catapult", "catapult/divergent")
+
+
+def phase_at(sigma2: float, boundaries: dict[str, float]) -> str:
+    """The phase that boundaries on sigma^2 put a noise level in."""
+    if sigma2 >= boundaries["catapult/divergent"]:
+        return "divergent"
+    if sigma2 >= boundaries["decay/catapult"]:
+        return "catapult"
+    return "decay" if sigma2 >= boundaries["decoupled/decay"] else "decoupled"
+
+
+@dataclass
+class LayerCurvature:
+    layer: str
+    lambda_max: float  # top eigenvalue of <H_z>
+    curvature: float  # along the NIW
+    grad_moment: float  # sum_j <g_{z,j}^2>
+    niw_norm: float
+
+
+@dataclass
+class Prediction:
+    """What `nin predict` prints: per-layer curvature, the net's boundaries, and a table per sigma."""
+
+    layers: list[LayerCurvature]
+    boundaries: dict[str, float]  # on sigma^2
+    per_layer: pd.DataFrame  # each layer's own boundaries
+    eta: float
+    steps_per_epoch: int
+    sigma2_unit: float  # sigma^2 of one paper unit (NaN where undefined)
+
+    def phase(self, sigma: float) -> str:
+        return phase_at(sigma * sigma, self.boundaries)
+
+    def tau_niw_epochs(self, sigma: float, layer: LayerCurvature) -> float:
+        """Initial e-folding time of the NIW norm, in epochs (NaN where it does not decay)."""
+        factor = abs(1 - self.eta * sigma * sigma * layer.curvature)
+        if sigma == 0 or factor == 0 or factor >= 1:
+            return math.nan if factor >= 1 and sigma > 0 else math.inf if sigma == 0 else 0.0
+        return -1 / math.log(factor) / self.steps_per_epoch
+
+    def table(self, sigmas: list[float]) -> pd.DataFrame:
+        rows = []
+        for sigma in sigmas:
+            row = {"noise.sigma": sigma, "sigma2_paper": sigma * sigma / self.sigma2_unit, "predicted_phase": self.phase(sigma)}
+            row.update({f"tau_niw_{lc.layer}": self.tau_niw_epochs(sigma, lc) for lc in self.layers})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def boundary_table(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"boundary": name, "sigma2": s2, "sigma": math.sqrt(s2), "sigma2_paper": s2 / self.sigma2_unit}
+                for name, s2 in self.boundaries.items()
+            ]
+        )
+
+
+def sharpness_edge(measure, target: float, start: float, max_sigma2: float = 1e12, iterations: int = 14) -> float:
+    """The smallest sigma^2 at which measure(sigma) reaches `target`, bracketing up by factors of
+    10 from `start`, then bisecting in log sigma^2 (the sharpness grows with sigma^2)."""
+    if measure(0.0) >= target:
+        return 0.0
+    lo, hi = 0.0, start
+    while measure(math.sqrt(hi)) < target:
+        lo, hi = hi, hi * 10
+        if hi > max_sigma2:
+            return math.inf
+    for _ in range(iterations):
+        mid = math.sqrt(hi * lo) if lo > 0 else hi / 10
+        if measure(math.sqrt(mid)) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpness_iterations: int = 30) -> Prediction:
+    """Curvature of the model at its initialisation on `samples` training points (default
+    hessian.samples), and the boundaries and time-scales it implies."""
+    cfg, model = setup.cfg, setup.model
+    if not setup.nin_layers:
+        from nin_cli.errors import ConfigError
+
+        raise ConfigError("nin predict needs a model with NINs (nin=input, all or layers)")
+    data = train_subset(setup.data.train, samples or int(cfg.hessian.samples))
+    x, y = data.x, data.y
+    model.eval()  # no dropout while measuring; the NIN noise is passed explicitly below
+    shapes = {n: setup.shapes[n] for n in setup.nin_layers}
+    gen = generator(int(cfg.seed), "predict/power", setup.device)
+    lam = top_eigenvalues(model, x, y, setup.loss_fn, shapes, gen)
+    curv = niw_curvatures(model, x, y, setup.loss_fn, shapes)
+    eta, batch = float(cfg.optimizer.lr), int(cfg.batch_size)
+    steps_per_epoch = math.ceil(len(setup.data.train) / batch)
+    steps = steps_per_epoch * int(cfg.epochs)
+    layers, per_layer = [], []
+    for n in setup.nin_layers:
+        w = float(model.nins[n].weight.detach().norm())
+        lc = LayerCurvature(n, lam[n], curv[n].curvature, curv[n].grad_moment, w)
+        layers.append(lc)
+        c = max(lc.curvature, 1e-30)
+        random_walk = lc.grad_moment / (batch * c * c * w * w)
+        visible = -math.log(float(acfg.phases.decay_niw_ratio)) / (steps * eta * c)
+        per_layer.append(
+            {
+                "layer": n,
+                "lambda_max": lc.lambda_max,
+                "niw_curvature": lc.curvature,
+                "grad_moment": lc.grad_moment,
+                "niw_norm": w,
+                "sigma2_random_walk": random_walk,
+                "sigma2_visible_decay": visible,
+                "sigma2_niw_unstable": 2 / (eta * lc.lambda_max) if lc.lambda_max > 0 else math.inf,
+            }
+        )
+    table = pd.DataFrame(per_layer)
+    xi_gen = generator(int(cfg.seed), "predict/noise", setup.device)
+    xi = {n: unit_noise(str(cfg.noise.distribution), len(x), xi_gen, setup.device) for n in setup.nin_layers}
+
+    def sharpness(sigma: float) -> float:
+        g = generator(int(cfg.seed), "predict/sharpness", setup.device)  # the same start vector every time
+        return noisy_sharpness(model, x, y, setup.loss_fn, xi, sigma, g, sharpness_iterations)
+
+    niw_unstable = float(table["sigma2_niw_unstable"].min())
+    sharp = sharpness_edge(sharpness, 2 / eta, start=min(niw_unstable, 1.0) if math.isfinite(niw_unstable) else 1.0)
+    decoupled = float(table[["sigma2_random_walk", "sigma2_visible_decay"]].max(axis=1).min())
+    boundaries = {
+        "decoupled/decay": min(decoupled, niw_unstable, sharp),
+        "decay/catapult": min(niw_unstable, sharp),
+        "catapult/divergent": max(niw_unstable, sharp),
+    }
+    table["sigma2_sharpness_edge"] = sharp
+    model.train()
+    return Prediction(layers, boundaries, table, eta, steps_per_epoch, sigma2_per_paper_unit(flat_config(cfg)))
+
+
+def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Predicted boundaries (sigma^2) for each run of a sweep: one prediction per group of runs
+    that differ only in noise scale and seed, from its first run's config (model at that seed's init)."""
+    from omegaconf import OmegaConf
+
+    from nin_cli.conventions import fill_legacy
+    from nin_cli.train.setup import build
+
+    skip = ("noise.sigma", "noise.sigma2_paper", "seed")
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        key = tuple(sorted((k, repr(v)) for k, v in run.config.items() if k not in skip and not exempt(k, "summary")))
+        groups.setdefault(key, []).append(run)
+    out = {}
+    for members in groups.values():
+        cfg = fill_legacy(OmegaConf.load(members[0].path / "config.yaml"))
+        bounds = predict(build(cfg), acfg).boundaries
+        out.update({str(r.path): bounds for r in members})
+    return out
