@@ -189,6 +189,7 @@ def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
 
 
 def predict_command(args: list[str]) -> None:
+    import pandas as pd
     from hydra import compose, initialize_config_dir
 
     from nin_cli.analysis.predict import predict
@@ -200,6 +201,9 @@ def predict_command(args: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="the config, as for nin train (e.g. +experiment=fig3 model.width=512)")
     parser.add_argument("--samples", type=int, help="training samples the Hessian is measured on (default: hessian.samples)")
     parser.add_argument("--sigmas", help="comma-separated noise.sigma values to tabulate (default: the experiment's sweep grid)")
+    parser.add_argument(
+        "--measured", help="a phases.csv of `nin summarize` (the same setting): its sigmas, with the measured phase and tau_niw beside"
+    )
     parser.add_argument("--out", default="outputs/predict", help="where predict.csv and predict_boundaries.csv go")
     parser.add_argument("--format", choices=["rich", "markdown"], default="rich")
     ns = parser.parse_intermixed_args(args)
@@ -209,12 +213,29 @@ def predict_command(args: list[str]) -> None:
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         hydra_cfg = compose("train", overrides=ns.overrides, return_hydra_config=True)
         cfg = resolve_paper_sigma(compose("train", overrides=ns.overrides))
+    measured = None
+    if ns.measured:
+        try:
+            measured = pd.read_csv(ns.measured)
+            measured = measured[["noise.sigma", "phase", "tau_niw_mean"]].rename(
+                columns={"phase": "measured_phase", "tau_niw_mean": "tau_niw_measured"}
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            fail(f"{ns.measured}: not a phases.csv of nin summarize ({exc})")
     with one_line_errors():
-        sigmas = [float(v) for v in ns.sigmas.split(",")] if ns.sigmas else sweep_sigmas(hydra_cfg, cfg)
+        if ns.sigmas:
+            sigmas = [float(v) for v in ns.sigmas.split(",")]
+        else:
+            sigmas = list(measured["noise.sigma"]) if measured is not None else sweep_sigmas(hydra_cfg, cfg)
         result = predict(prepare(cfg), analysis_config(conf), ns.samples)
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     table, bounds = result.table(sigmas), result.boundary_table()
+    if measured is not None:  # beside each predicted sigma, the measured row at that sigma (within rounding)
+        table = pd.merge_asof(
+            table.sort_values("noise.sigma"), measured.sort_values("noise.sigma"), on="noise.sigma", tolerance=1e-6, direction="nearest"
+        )
+        table["agree"] = table["predicted_phase"] == table["measured_phase"]
     write_csv(table, out / "predict.csv")
     write_csv(bounds, out / "predict_boundaries.csv")
     write_csv(result.per_layer, out / "predict_layers.csv")
@@ -228,6 +249,8 @@ def predict_command(args: list[str]) -> None:
             print(f"### {title}\n\n{markdown(df)}\n")
         else:
             stdout_console().print(rich_table(df, title))
+    for note in result.notes:
+        print(f"nin: note: {note}", file=sys.stderr)
     print(f"wrote predict.csv, predict_boundaries.csv, predict_layers.csv to {out}", file=sys.stderr)
 
 

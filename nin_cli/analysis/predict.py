@@ -11,11 +11,16 @@ data weights at noise scale sigma. Then, on sigma^2 (eta: learning rate, B: batc
   sharpness edge      S(sigma) = 2 / eta (edge of stability)    -> sigma^2 by bisection
   decay/catapult      the first of the two to set in, catapult/divergent the second
                       (for the linear toy model these are 2/Bt0 and 2/B0: nin theory's min and max)
-  decoupled/decay     the decay term eta sigma^2 c_l |W| outgrows the random walk
-                      eta sigma sqrt(G_l / B): sigma^2 = G_l / (B c_l^2 |W|^2), and the decay over
-                      the run is visible: exp(-T eta sigma^2 c_l) < decay_niw_ratio
+  decoupled/decay     the NIW's mean square under decay and random walk together,
+                      |W|^2 <- a |W|^2 + b per step, a = (1 - eta sigma^2 c_l)^2, b = eta^2 sigma^2 G_l / B,
+                      ends the run (T steps) below decay_niw_ratio of its start (the classifier's
+                      rule): decay must beat the floor b / (1 - a) ~ eta G_l / (2 B c_l) the random
+                      walk holds the NIW at, and be fast enough to show in T steps
+                      (per-step balance of the two terms, the toy model's rule, for comparison:
+                      sigma^2 = G_l / (B c_l^2 |W|^2), column sigma2_random_walk)
   tau_niw(sigma)      -1 / ln|1 - eta sigma^2 c_l| steps, while that factor is below 1.
-The earliest NIN layer to reach a boundary sets the net's boundary.
+An instability of any NIN layer sets the net's; decoupled/decay is the first NIN layer's, whose NIW
+`nin summarize` classifies the phase by.
 """
 
 from __future__ import annotations
@@ -35,6 +40,30 @@ from nin_cli.train.rows import train_subset
 from nin_cli.train.setup import Setup
 
 BOUNDARIES = ("decoupled/decay", "decay/catapult", "catapult/divergent")
+
+
+def niw_mean_square(w_sq: float, curvature: float, grad_moment: float, eta: float, sigma: float, batch: int, steps: float):
+    """E|W_NI|^2 after `steps` SGD steps of decay and random walk from w_sq, and of decay alone."""
+    a = (1 - eta * sigma * sigma * curvature) ** 2
+    b = eta * eta * sigma * sigma * grad_moment / batch
+    a_s = a**steps
+    walk = b * steps if a == 1 else b * (1 - a_s) / (1 - a)
+    return a_s * w_sq + walk, a_s * w_sq
+
+
+def first_crossing(test, lo: float, hi: float, points: int = 80, iterations: int = 30) -> float:
+    """The smallest x in [lo, hi] (log scale) where test(x) holds, bisected; inf if nowhere."""
+    grid = [lo * (hi / lo) ** (k / (points - 1)) for k in range(points)]
+    hit = next((k for k, x in enumerate(grid) if test(x)), None)
+    if hit is None:
+        return math.inf
+    if hit == 0:
+        return lo
+    a, b = grid[hit - 1], grid[hit]
+    for _ in range(iterations):
+        mid = math.sqrt(a * b)
+        a, b = (a, mid) if test(mid) else (mid, b)
+    return b
 
 
 def phase_at(sigma2: float, boundaries: dict[str, float]) -> str:
@@ -65,6 +94,7 @@ class Prediction:
     eta: float
     steps_per_epoch: int
     sigma2_unit: float  # sigma^2 of one paper unit (NaN where undefined)
+    notes: list[str]  # where a prediction does not apply, and why
 
     def phase(self, sigma: float) -> str:
         return phase_at(sigma * sigma, self.boundaries)
@@ -137,7 +167,12 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
         layers.append(lc)
         c = max(lc.curvature, 1e-30)
         random_walk = lc.grad_moment / (batch * c * c * w * w)
-        visible = -math.log(float(acfg.phases.decay_niw_ratio)) / (steps * eta * c)
+
+        def decays(s2, lc=lc, c=c, ratio=float(acfg.phases.decay_niw_ratio)):
+            full, _ = niw_mean_square(lc.niw_norm**2, c, lc.grad_moment, eta, math.sqrt(s2), batch, steps)
+            return math.sqrt(full) < ratio * lc.niw_norm
+
+        decay = first_crossing(decays, 1e-12 / (eta * c), 2 / (eta * c))
         per_layer.append(
             {
                 "layer": n,
@@ -146,7 +181,7 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
                 "grad_moment": lc.grad_moment,
                 "niw_norm": w,
                 "sigma2_random_walk": random_walk,
-                "sigma2_visible_decay": visible,
+                "sigma2_decay_visible": decay,
                 "sigma2_niw_unstable": 2 / (eta * lc.lambda_max) if lc.lambda_max > 0 else math.inf,
             }
         )
@@ -159,8 +194,15 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
         return noisy_sharpness(model, x, y, setup.loss_fn, xi, sigma, g, sharpness_iterations)
 
     niw_unstable = float(table["sigma2_niw_unstable"].min())
+    notes = []
     sharp = sharpness_edge(sharpness, 2 / eta, start=min(niw_unstable, 1.0) if math.isfinite(niw_unstable) else 1.0)
-    decoupled = float(table[["sigma2_random_walk", "sigma2_visible_decay"]].max(axis=1).min())
+    if sharp == 0.0:  # past the edge of stability without noise: no noise level marks it
+        notes.append(
+            f"the noise-free loss is already past the edge of stability (sharpness {sharpness(0.0):.4g} > 2/eta = {2 / eta:.4g}):"
+            " no sharpness boundary; catapult/divergent is not predicted"
+        )
+        sharp = math.inf
+    decoupled = float(table["sigma2_decay_visible"].iloc[0])  # the first NIN's NIW, which the classifier reads
     boundaries = {
         "decoupled/decay": min(decoupled, niw_unstable, sharp),
         "decay/catapult": min(niw_unstable, sharp),
@@ -168,7 +210,7 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
     }
     table["sigma2_sharpness_edge"] = sharp
     model.train()
-    return Prediction(layers, boundaries, table, eta, steps_per_epoch, sigma2_per_paper_unit(flat_config(cfg)))
+    return Prediction(layers, boundaries, table, eta, steps_per_epoch, sigma2_per_paper_unit(flat_config(cfg)), notes)
 
 
 def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]]:

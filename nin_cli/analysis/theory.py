@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.phases import classify, decay_times
-from nin_cli.analysis.predict import phase_at
+from nin_cli.analysis.predict import niw_mean_square, phase_at
 from nin_cli.analysis.runs import Run
 from nin_cli.conventions import paper_units
 from nin_cli.models import build_model
@@ -149,7 +149,8 @@ def theory_rows(runs: list[Run], acfg) -> tuple[pd.DataFrame, dict[str, dict]]:
 def predicted_niw(run: Run, layer: str) -> pd.DataFrame | None:
     """Per epoch, the measured NIW norm of `layer` and two predictions integrated from the recorded
     curvature c (niw_curvature_<layer>) and gradient moment G (niw_gradsq_<layer>), each averaged
-    over the two ends of the epoch, with that epoch's sigma, eta and S steps (batch size B):
+    over the two ends of the epoch, with that epoch's sigma, eta and S steps (batch size B), by
+    predict.niw_mean_square:
       decay only:            |W|^2 <- a^S |W|^2,                      a = (1 - eta sigma^2 c)^2
       decay + random walk:   |W|^2 <- a^S |W|^2 + b (1 - a^S)/(1 - a), b = eta^2 sigma^2 G / B
     (the first is the SPEC's w_NI(t) ~ exp(-sigma^2 int c dt); the second adds the random walk's
@@ -168,11 +169,8 @@ def predicted_niw(run: Run, layer: str) -> pd.DataFrame | None:
         sigma, eta = float(m["sigma"].iloc[e]), float(m["lr"].iloc[e])
         steps = float(m["step"].iloc[e] - m["step"].iloc[e - 1])
         cbar, gbar = (c[e - 1] + c[e]) / 2, (g[e - 1] + g[e]) / 2
-        a = (1 - eta * sigma**2 * cbar) ** 2
-        b = eta**2 * sigma**2 * gbar / batch
-        a_s = a**steps if math.isfinite(a) else math.nan
-        decay.append(decay[-1] * a_s)
-        full.append(full[-1] * a_s + (b * steps if a == 1 else b * (1 - a_s) / (1 - a)))
+        full.append(niw_mean_square(full[-1], cbar, gbar, eta, sigma, batch, steps)[0])
+        decay.append(niw_mean_square(decay[-1], cbar, 0.0, eta, sigma, batch, steps)[1])
     return pd.DataFrame(
         {"epoch": m["epoch"], "measured": measured, "predicted_decay": np.sqrt(decay), "predicted": np.sqrt(np.asarray(full, dtype=float))}
     )
