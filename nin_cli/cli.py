@@ -386,17 +386,9 @@ def progress_command(args: list[str]) -> None:
 def plot_command(args: list[str]) -> None:
     import re
 
-    from nin_cli.analysis.plots import (
-        decay_times_figure,
-        hessian_trace_figure,
-        mnist_c_figure,
-        niw_overlay_figure,
-        phase_diagram_figure,
-        robustness_figure,
-        run_figure,
-    )
+    from nin_cli.analysis.plots import run_figure, sweep_figures
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, phase_rows, robustness_groups, robustness_rows, run_rows
+    from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
 
     parser = path_parser(
         "plot", "run or sweep directories", "figure directory (default: PATH/plots for a single PATH, else ./plots)", formats=False
@@ -424,14 +416,7 @@ def plot_command(args: list[str]) -> None:
             )
             title = f"{run.path}  sigma={run.sigma:g}  phase={phase_of[run.path]}  status={run.status.get('status')}"
             written.append(run_figure(run, title, out / f"run_{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', str(rel))}{ext}"))
-    written.append(niw_overlay_figure(runs, phase_of, out / f"niw_norms{ext}"))
-    phases = phase_rows(table)
-    written.append(decay_times_figure(phases, out / f"decay_times{ext}"))
-    written.append(phase_diagram_figure(phases, out / f"phase_diagram{ext}"))
-    written.append(hessian_trace_figure(runs, out / f"hessian_traces{ext}"))
-    long, groups = robustness_rows(runs), robustness_groups(runs)
-    written.append(robustness_figure(long, groups, out / f"robustness{ext}"))
-    written.append(mnist_c_figure(long, groups, out / f"robustness_mnist_c{ext}"))
+    written += [path for _, path in sweep_figures(runs, phase_rows(table), phase_of, out, ext)]
     for path in filter(None, written):
         print(path)
 

@@ -381,3 +381,19 @@ def niw_theory_figure(curves: list[tuple[str, pd.DataFrame]], path: Path) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def sweep_figures(runs: list, phases: pd.DataFrame, phase_of: dict, out: Path, ext: str = ".png") -> list[tuple[str, Path | None]]:
+    """The figures of a sweep as a whole, (title, path or None where it does not apply): what
+    `nin plot` draws besides the per-run panels, and what report.md shows."""
+    from nin_cli.analysis.summarize import robustness_groups, robustness_rows
+
+    long, groups = robustness_rows(runs), robustness_groups(runs)
+    return [
+        ("NIW norms", niw_overlay_figure(runs, phase_of, out / f"niw_norms{ext}")),
+        ("decay times and phases", decay_times_figure(phases, out / f"decay_times{ext}")),
+        ("phase diagram", phase_diagram_figure(phases, out / f"phase_diagram{ext}")),
+        ("Hessian trace per NIN layer", hessian_trace_figure(runs, out / f"hessian_traces{ext}")),
+        ("robustness", robustness_figure(long, groups, out / f"robustness{ext}")),
+        ("MNIST-C accuracy per corruption", mnist_c_figure(long, groups, out / f"robustness_mnist_c{ext}")),
+    ]

@@ -20,15 +20,7 @@ REPORT = "report.md"
 
 def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path, str]:
     """Write `sweep`/report.md (and runs.csv, phases.csv, plots/); its path and the outcome line."""
-    from nin_cli.analysis.plots import (
-        decay_times_figure,
-        hessian_trace_figure,
-        mnist_c_figure,
-        niw_overlay_figure,
-        phase_diagram_figure,
-        robustness_figure,
-    )
-    from nin_cli.analysis.summarize import robustness_groups, robustness_rows
+    from nin_cli.analysis.plots import sweep_figures
 
     sweep = Path(sweep)
     runs = load_runs([sweep])
@@ -39,15 +31,7 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     plots = sweep / "plots"
     plots.mkdir(exist_ok=True)
     phase_of = dict(zip((r.path for r in runs), summary.runs["phase"]))
-    long, groups = robustness_rows(runs), robustness_groups(runs)
-    figures = [
-        ("NIW norms", niw_overlay_figure(runs, phase_of, plots / "niw_norms.png")),
-        ("decay times and phases", decay_times_figure(summary.phases, plots / "decay_times.png")),
-        ("phase diagram", phase_diagram_figure(summary.phases, plots / "phase_diagram.png")),
-        ("Hessian trace per NIN layer", hessian_trace_figure(runs, plots / "hessian_traces.png")),
-        ("robustness", robustness_figure(long, groups, plots / "robustness.png")),
-        ("MNIST-C accuracy per corruption", mnist_c_figure(long, groups, plots / "robustness_mnist_c.png")),
-    ]
+    figures = sweep_figures(runs, summary.phases, phase_of, plots)
     outcome = f"{len(runs)} runs: {summary.outcome()}"
     lines = [f"# Sweep report: {sweep.name}", "", f"{outcome}. Written {time.strftime('%Y-%m-%d %H:%M')} from `{sweep}`.", ""]
     lines += ["## Phases by sigma (mean ± std over seeds)", "", markdown(compact(summary.phases)), ""]
