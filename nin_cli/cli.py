@@ -484,7 +484,8 @@ def _network_boundaries(runs, acfg) -> dict:
 
 def evaluate_command(args: list[str]) -> None:
     from nin_cli.analysis.runs import find_runs
-    from nin_cli.robustness import PARTIAL, evaluate_run, missing_extra, plan, robustness_config
+    from nin_cli.records import ROBUSTNESS_PARTIAL
+    from nin_cli.robustness import evaluate_run, missing_extra, plan, robustness_config
     from nin_cli.train.loop import progress_bar
 
     parser = path_parser("evaluate", "run or sweep directories, or key=value overrides of conf/robustness/default.yaml", formats=False)
@@ -513,7 +514,7 @@ def evaluate_command(args: list[str]) -> None:
     with progress_bar(not ns.no_progress) as bar:
         task = bar.add_task("evaluate", total=len(todo) * per_run, info="")
         for k, run in enumerate(todo):
-            if (run / PARTIAL).exists():
+            if (run / ROBUSTNESS_PARTIAL).exists():
                 bar.console.print(f"{run}: resuming an interrupted evaluation", style="dim")
             bar.update(task, completed=k * per_run, info=f"run {k + 1}/{len(todo)}: {run.name}")
             try:

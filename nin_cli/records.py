@@ -35,11 +35,13 @@ CHECKPOINT = "checkpoint.pt"
 ENV = "env.json"
 LOG = "train.log"
 LOCK = ".lock"
-ROBUSTNESS = "robustness.csv"  # written by `nin evaluate`
+ROBUSTNESS = "robustness.csv"  # written by `nin evaluate`, with the settings it used
+ROBUSTNESS_SETTINGS = "robustness.yaml"
+ROBUSTNESS_PARTIAL = "robustness.partial.json"  # the perturbations an unfinished evaluation finished
 STATES = ("running", "completed", "diverged", "failed", "interrupted")
 ENDED = ("completed", "diverged", "failed")  # nothing more will happen to a run in these states
 # What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
-RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, ROBUSTNESS)
+RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, ROBUSTNESS, ROBUSTNESS_SETTINGS, ROBUSTNESS_PARTIAL)
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str = "write") -> None:

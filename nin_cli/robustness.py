@@ -27,15 +27,13 @@ from nin_cli.data import Dataset, Split
 from nin_cli.errors import ConfigError
 from nin_cli.faults import fault_point
 from nin_cli.objectives import LossFn
-from nin_cli.records import ROBUSTNESS, RunRecords, atomic_write_text
+from nin_cli.records import ROBUSTNESS, ROBUSTNESS_PARTIAL, ROBUSTNESS_SETTINGS, RunRecords, atomic_write_text
 from nin_cli.schema import ROBUSTNESS_RULES, check_overrides, file_schema
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
 
 ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")
 REFERENCE_ATTACKS = ("apgd", "autoattack")  # from torchattacks
-PARTIAL = "robustness.partial.json"
-SETTINGS = "robustness.yaml"
 
 
 class PixelSpace:
@@ -257,7 +255,7 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None, on_
         if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
             raise ConfigError(f"{run_dir}: robustness needs an image classification run")
         setup.model.load_state_dict(state["model"])
-        partial = records.dir / PARTIAL
+        partial = records.dir / ROBUSTNESS_PARTIAL
         digest = settings_hash(rcfg)
         done = read_partial(partial, digest)
         rows = list(done.values())
@@ -270,7 +268,7 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None, on_
                 on_row(row)
 
         table = evaluate_robustness(setup.model, setup.data, setup.loss_fn, rcfg, int(rcfg.seed), done, record)
-        atomic_write_text(records.dir / SETTINGS, OmegaConf.to_yaml(rcfg))
+        atomic_write_text(records.dir / ROBUSTNESS_SETTINGS, OmegaConf.to_yaml(rcfg))
         atomic_write_text(records.dir / ROBUSTNESS, table.to_csv(index=False))
         partial.unlink(missing_ok=True)
         return table

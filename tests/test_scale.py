@@ -152,7 +152,8 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
     for k in (0, 1):
         loss = column(tmp_path / f"cnn_bf16{k}", "train_loss_clean")
         float32 = column(tmp_path / f"cnn_fp32{k}", "train_loss_clean")
-        assert loss == pytest.approx(float32, rel=0.03) and loss != float32 and loss[-1] < loss[0]
+        # within 2.5% with 2 CPU threads, 3.8% with one (another reduction order): 5% allowed
+        assert loss == pytest.approx(float32, rel=0.05) and loss != float32 and loss[-1] < loss[0]
 
 
 def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(tmp_path):
