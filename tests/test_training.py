@@ -38,9 +38,12 @@ def test_metrics_csv_has_the_spec_columns_and_epoch_zero(tmp_path):
     expected = {"epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
     expected |= {f"niw_norm_{n}" for n in ("fc1", "fc2", "out")} | {f"hessian_trace_{n}" for n in ("fc1", "fc2", "out")}
     expected |= {"weight_norm_fc2", "weight_norm_out"}
+    expected |= {f"{c}_{n}" for c in ("niw_curvature", "niw_gradsq") for n in ("fc1", "fc2", "out")}
     assert expected == set(rows[0])
     assert rows[0]["step"] == "0" and int(rows[1]["step"]) == math.ceil(6000 / 128)
     assert all(float(r["hessian_trace_out"]) > 0 for r in rows)  # CE is convex in the logits
+    # the curvature along the NIW lies within the spectrum of <H_z>: 0 < c <= Tr H_z
+    assert all(0 < float(r[f"niw_curvature_{n}"]) <= float(r[f"hessian_trace_{n}"]) for r in rows for n in ("fc1", "fc2"))
 
 
 def test_niw_norm_decays_in_the_decay_range(tmp_path):
