@@ -101,10 +101,12 @@ class Prediction:
 
     def tau_niw_epochs(self, sigma: float, layer: LayerCurvature) -> float:
         """Initial e-folding time of the NIW norm, in epochs (NaN where it does not decay)."""
+        if sigma == 0:
+            return math.inf
         factor = abs(1 - self.eta * sigma * sigma * layer.curvature)
-        if sigma == 0 or factor == 0 or factor >= 1:
-            return math.nan if factor >= 1 and sigma > 0 else math.inf if sigma == 0 else 0.0
-        return -1 / math.log(factor) / self.steps_per_epoch
+        if factor >= 1:  # the NIW grows along its own direction
+            return math.nan
+        return 0.0 if factor == 0 else -1 / math.log(factor) / self.steps_per_epoch
 
     def table(self, sigmas: list[float]) -> pd.DataFrame:
         rows = []
