@@ -19,95 +19,80 @@ import torch
 from nin_cli.objectives import LossFn
 
 
-def hutchinson_traces(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-    shapes: dict[str, tuple[int, ...]],
-    probes: int,
-    gen: torch.Generator,
-) -> dict[str, float]:
-    if not shapes:
-        return {}
-    names = list(shapes)
-    with torch.enable_grad():
-        deltas, by_layer = _probe_grads(model, x, y, loss_fn, shapes)
-        grads = [by_layer[n] for n in names]
-        totals = dict.fromkeys(names, 0.0)
-        for _ in range(probes):
-            vs = [torch.randint(0, 2, d.shape, generator=gen, device=x.device).mul_(2).sub_(1).to(d.dtype) for d in deltas.values()]
-            dot = sum((g * v).sum() for g, v in zip(grads, vs))
-            hvs = torch.autograd.grad(dot, [deltas[n] for n in names], retain_graph=True)
-            for n, hv, v in zip(names, hvs, vs):
-                totals[n] += float((hv * v).sum())
-    return {n: totals[n] / probes for n in names}
-
-
-def _probe_grads(model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]], eps=None):
-    """Zero probes on every NIN layer's pre-activation and the loss's gradient w.r.t. them, kept
-    differentiable for Hessian-vector products."""
-    deltas = {n: torch.zeros(len(x), *shapes[n], device=x.device, requires_grad=True) for n in shapes}
-    loss = loss_fn(model(x, eps=eps, probes=deltas), y)
-    grads = torch.autograd.grad(loss, list(deltas.values()), create_graph=True)
-    return deltas, dict(zip(shapes, grads))
-
-
-def mean_hvp(delta: torch.Tensor, grad: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """<H_z> v: the same direction v for every sample. With L the batch mean, the Hessian w.r.t.
-    the per-sample probes is block diagonal with blocks H_i / |B|, so summing the blocks' products
-    over the batch gives the per-sample mean <H_z> v."""
-    (hv,) = torch.autograd.grad((grad * v).sum(), delta, retain_graph=True)
-    return hv.sum(0)
-
-
 @dataclass
 class NIWCurvature:
     curvature: float  # W_NI^T <H_z> W_NI / |W_NI|^2: the NIW decays by 1 - eta sigma^2 times this per step
     grad_moment: float  # sum_j <g_{z,j}^2>: per-sample gradient w.r.t. z, squared, mean over samples
 
 
-def niw_curvatures(model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]]) -> dict[str, NIWCurvature]:
-    """What drives each NIW, from one backward pass and one Hessian-vector product per NIN layer:
-    the curvature along it (the decay) and the gradient's second moment (the random walk, whose
-    step has variance eta^2 sigma^2 grad_moment / |B|)."""
-    names = [n for n in shapes if n in model.nins]
-    if not names:
-        return {}
-    with torch.enable_grad():
-        deltas, grads = _probe_grads(model, x, y, loss_fn, {n: shapes[n] for n in names})
+class ProbedLoss:
+    """The loss on (x, y) with zero probes on the NIN layers' pre-activations, and its gradient
+    w.r.t. them kept differentiable: one forward and backward pass that every second-order
+    measure below shares (Hessian-vector products w.r.t. the probes)."""
+
+    def __init__(self, model, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]]):
+        self.model, self.n, self.names = model, len(x), list(shapes)
+        with torch.enable_grad():
+            self.deltas = {n: torch.zeros(len(x), *shapes[n], device=x.device, requires_grad=True) for n in self.names}
+            loss = loss_fn(model(x, probes=self.deltas), y)
+            self.grads = dict(zip(self.names, torch.autograd.grad(loss, list(self.deltas.values()), create_graph=True)))
+
+    def mean_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        """<H_z> v: the same direction v for every sample. With L the batch mean, the Hessian w.r.t.
+        the per-sample probes is block diagonal with blocks H_i / |B|, so summing the blocks'
+        products over the batch gives the per-sample mean <H_z> v."""
+        with torch.enable_grad():
+            (hv,) = torch.autograd.grad((self.grads[name] * v).sum(), self.deltas[name], retain_graph=True)
+        return hv.sum(0)
+
+    def traces(self, probes: int, gen: torch.Generator) -> dict[str, float]:
+        """<Tr H_z> per layer, by Hutchinson with `probes` Rademacher vectors spanning all layers."""
+        if not self.names or probes <= 0:
+            return {}
+        deltas, grads = [self.deltas[n] for n in self.names], [self.grads[n] for n in self.names]
+        totals = dict.fromkeys(self.names, 0.0)
+        with torch.enable_grad():
+            for _ in range(probes):
+                vs = [torch.randint(0, 2, d.shape, generator=gen, device=d.device).mul_(2).sub_(1).to(d.dtype) for d in deltas]
+                dot = sum((g * v).sum() for g, v in zip(grads, vs))
+                hvs = torch.autograd.grad(dot, deltas, retain_graph=True)
+                for n, hv, v in zip(self.names, hvs, vs):
+                    totals[n] += float((hv * v).sum())
+        return {n: totals[n] / probes for n in self.names}
+
+    def niw_curvatures(self) -> dict[str, NIWCurvature]:
+        """What drives each NIW: the curvature along it (the decay; one Hessian-vector product) and
+        the gradient's second moment (the random walk, whose step has variance
+        eta^2 sigma^2 grad_moment / |B|)."""
         out = {}
-        for n in names:
-            w = model.nins[n].weight.detach()
-            curvature = float((mean_hvp(deltas[n], grads[n], w) * w).sum() / (w * w).sum())
+        for n in self.names:
+            if n not in self.model.nins:
+                continue
+            w = self.model.nins[n].weight.detach()
+            curvature = float((self.mean_hvp(n, w) * w).sum() / (w * w).sum())
             # L is the batch mean, so a sample's own gradient is |B| times its slice of dL/d delta
-            moment = float(((grads[n].detach() * len(x)) ** 2).sum() / len(x))
+            moment = float(((self.grads[n].detach() * self.n) ** 2).sum() / self.n)
             out[n] = NIWCurvature(curvature, moment)
-    return out
+        return out
 
-
-def top_eigenvalues(
-    model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]], gen: torch.Generator, iterations: int = 50, tol: float = 1e-4
-) -> dict[str, float]:
-    """The largest-magnitude eigenvalue of <H_z> at each NIN layer, by power iteration on
-    Hessian-vector products (stops when it changes by less than `tol`, relative)."""
-    out = {}
-    with torch.enable_grad():
-        deltas, grads = _probe_grads(model, x, y, loss_fn, shapes)
-        for n in shapes:
-            v = torch.randn(shapes[n], generator=gen, device=x.device)
+    def top_eigenvalues(self, gen: torch.Generator, iterations: int = 50, tol: float = 1e-4) -> dict[str, float]:
+        """The largest-magnitude eigenvalue of <H_z> at each layer, by power iteration (stops when it
+        changes by less than `tol`, relative)."""
+        out = {}
+        for n in self.names:
+            v = torch.randn(self.deltas[n].shape[1:], generator=gen, device=self.deltas[n].device)
             v /= v.norm()
             value = 0.0
             for _ in range(iterations):
-                hv = mean_hvp(deltas[n], grads[n], v)
+                hv = self.mean_hvp(n, v)
                 new = float((hv * v).sum())
                 v = hv / hv.norm().clamp_min(1e-30)
-                if abs(new - value) <= tol * abs(new):
-                    value = new
-                    break
+                converged = abs(new - value) <= tol * abs(new)
                 value = new
+                if converged:
+                    break
             out[n] = value
-    return out
+        return out
 
 
 def noisy_sharpness(

@@ -12,7 +12,7 @@ from conftest import QUICK, make_cfg, nin_cli
 from nin_cli.analysis.predict import predict
 from nin_cli.analysis.summarize import analysis_config
 from nin_cli.analysis.theory import ToySetting
-from nin_cli.hessian import niw_curvatures, noisy_sharpness, top_eigenvalues
+from nin_cli.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.schema import conf_dir
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
@@ -33,8 +33,9 @@ def test_power_iteration_and_niw_curvature_match_the_exact_hessian():
     setup = build(make_cfg(*QUICK, "model.width=6", "nin=all"))
     model = setup.model.eval()
     x, y = setup.data.train.x[:12], setup.data.train.y[:12]
-    lam = top_eigenvalues(model, x, y, setup.loss_fn, setup.shapes, generator(0, "test"), iterations=500, tol=1e-10)
-    curv = niw_curvatures(model, x, y, setup.loss_fn, setup.shapes)
+    probed = ProbedLoss(model, x, y, setup.loss_fn, setup.shapes)
+    lam = probed.top_eigenvalues(generator(0, "test"), iterations=500, tol=1e-10)
+    curv = probed.niw_curvatures()
     for layer in setup.nin_layers:
         exact = exact_mean_hessian(model, x, y, setup.loss_fn, layer, setup.shapes[layer])
         assert lam[layer] == pytest.approx(float(torch.linalg.eigvalsh(exact).abs().max()), rel=1e-3)

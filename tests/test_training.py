@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import QUICK, column, make_cfg, read_rows, without_timing
 
-from nin_cli.hessian import hutchinson_traces
+from nin_cli.hessian import ProbedLoss
 from nin_cli.models import build_model
 from nin_cli.noise import NoiseSource, unit_noise
 from nin_cli.objectives import make_loss, mse_half
@@ -146,7 +146,7 @@ def test_hutchinson_matches_the_exact_hessian_trace():
     model = build_model(cfg.model, cfg.nin, (5,), 3, generator(0, "init"))
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     shapes = {n: tuple(model.nins[n].weight.shape) for n in model.nins}
-    est = hutchinson_traces(model, x, y, torch.nn.functional.cross_entropy, shapes, 4000, generator(0, "h"))
+    est = ProbedLoss(model, x, y, torch.nn.functional.cross_entropy, shapes).traces(4000, generator(0, "h"))
     for name, shape in shapes.items():
 
         def loss_of(delta, name=name):

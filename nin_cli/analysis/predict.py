@@ -32,7 +32,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from nin_cli.conventions import flat_config, sigma2_per_paper_unit
-from nin_cli.hessian import niw_curvatures, noisy_sharpness, top_eigenvalues
+from nin_cli.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.identity import exempt
 from nin_cli.noise import unit_noise
 from nin_cli.seeding import generator
@@ -157,8 +157,8 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
     model.eval()  # no dropout while measuring; the NIN noise is passed explicitly below
     shapes = {n: setup.shapes[n] for n in setup.nin_layers}
     gen = generator(int(cfg.seed), "predict/power", setup.device)
-    lam = top_eigenvalues(model, x, y, setup.loss_fn, shapes, gen)
-    curv = niw_curvatures(model, x, y, setup.loss_fn, shapes)
+    probed = ProbedLoss(model, x, y, setup.loss_fn, shapes)
+    lam, curv = probed.top_eigenvalues(gen), probed.niw_curvatures()
     eta, batch = float(cfg.optimizer.lr), int(cfg.batch_size)
     steps_per_epoch = math.ceil(len(setup.data.train) / batch)
     steps = steps_per_epoch * int(cfg.epochs)

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from nin_cli.data import Split
-from nin_cli.hessian import hutchinson_traces, niw_curvatures
+from nin_cli.hessian import ProbedLoss
 from nin_cli.models import NINModel
 from nin_cli.objectives import LossFn, accuracy
 from nin_cli.seeding import generator
@@ -109,21 +109,17 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
         "seconds": seconds,
     }
     row.update(zip(norm_columns(model, s.nin_layers), model_norms(model, norm_groups(model, s.nin_layers))))
-    if s.nin_layers and cfg.hessian.probes > 0:
+    curvature = bool(cfg.hessian.get("niw_curvature", False))
+    if s.nin_layers and (cfg.hessian.probes > 0 or curvature):  # one probed backward pass for both
         h = train_subset(s.data.train, cfg.hessian.samples)
         model.eval()
-        traces = hutchinson_traces(
-            model, h.x, h.y, s.loss_fn, s.shapes, cfg.hessian.probes, generator(cfg.seed, f"hutchinson/{epoch}", s.device)
-        )
-        model.train()
+        probed = ProbedLoss(model, h.x, h.y, s.loss_fn, s.shapes)
+        traces = probed.traces(cfg.hessian.probes, generator(cfg.seed, f"hutchinson/{epoch}", s.device))
         row.update({f"hessian_trace_{n}": v for n, v in traces.items()})
-    if s.nin_layers and cfg.hessian.get("niw_curvature", False):
-        h = train_subset(s.data.train, cfg.hessian.samples)
-        model.eval()
-        curvatures = niw_curvatures(model, h.x, h.y, s.loss_fn, s.shapes)
+        if curvature:
+            for n, c in probed.niw_curvatures().items():
+                row.update({f"niw_curvature_{n}": c.curvature, f"niw_gradsq_{n}": c.grad_moment})
         model.train()
-        row.update({f"niw_curvature_{n}": v.curvature for n, v in curvatures.items()})
-        row.update({f"niw_gradsq_{n}": v.grad_moment for n, v in curvatures.items()})
     return row
 
 
