@@ -152,7 +152,7 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
     for k in (0, 1):
         loss = column(tmp_path / f"cnn_bf16{k}", "train_loss_clean")
         float32 = column(tmp_path / f"cnn_fp32{k}", "train_loss_clean")
-        # within 2.5% with 2 CPU threads, 3.8% with one (another reduction order): 5% allowed
+        # within 3% with 2 CPU threads, 3.8% with one (another reduction order): 5% allowed
         assert loss == pytest.approx(float32, rel=0.05) and loss != float32 and loss[-1] < loss[0]
 
 
