@@ -193,7 +193,7 @@ def predict_command(args: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
     from nin_cli.analysis.predict import predict
-    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, write_csv
+    from nin_cli.analysis.summarize import analysis_config, write_csv
     from nin_cli.conventions import resolve_paper_sigma
     from nin_cli.train.setup import prepare
 
@@ -244,11 +244,7 @@ def predict_command(args: list[str]) -> None:
         ("predicted boundaries (sigma^2 = sigma2_paper x one paper unit)", bounds),
         ("predicted phase and initial tau_niw (epochs) per sigma", table),
     ]
-    for title, df in titles:
-        if ns.format == "markdown":
-            print(f"### {title}\n\n{markdown(df)}\n")
-        else:
-            stdout_console().print(rich_table(df, title))
+    print_tables(titles, ns.format)
     for note in result.notes:
         print(f"nin: note: {note}", file=sys.stderr)
     print(f"wrote predict.csv, predict_boundaries.csv, predict_layers.csv to {out}", file=sys.stderr)
@@ -292,6 +288,17 @@ def output_dir(out: str | None, paths: list[str], default_sub: str = "") -> Path
     return target
 
 
+def print_tables(tables, fmt: str) -> None:
+    """(title, DataFrame) pairs on stdout: markdown sections, or rich tables."""
+    from nin_cli.analysis.summarize import markdown, rich_table
+
+    for title, table in tables:
+        if fmt == "markdown":
+            print(f"### {title}\n\n{markdown(table)}\n")
+        else:
+            stdout_console().print(rich_table(table, title))
+
+
 def stdout_console():
     from rich.console import Console
 
@@ -302,7 +309,7 @@ def summarize_command(args: list[str]) -> None:
     import warnings
 
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, summarize
+    from nin_cli.analysis.summarize import analysis_config, summarize
 
     ns = path_parser(
         "summarize",
@@ -324,11 +331,7 @@ def summarize_command(args: list[str]) -> None:
     out = output_dir(ns.out, paths)
     summary = summarize(runs, acfg, Path(paths[0]) if len(paths) == 1 else None)
     written = summary.write(out)
-    for title, table in summary.tables():
-        if ns.format == "markdown":
-            print(f"### {title}\n\n{markdown(table)}\n")
-        else:
-            stdout_console().print(rich_table(table, title))
+    print_tables(summary.tables(), ns.format)
     print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
 
 
@@ -496,10 +499,7 @@ def evaluate_command(args: list[str]) -> None:
     paths, overrides = split_overrides(ns.paths)
     rcfg = robustness_config(conf_dir(), overrides)
     tasks = plan(rcfg)
-    skipped = missing_extra(tasks)
-    if skipped:
-        names = ", ".join(sorted({t.name for t in skipped}))
-        print(f"nin: warning: skipping {names}: they need pip install 'nin-cli[robustness]'", file=sys.stderr)
+    skipped = missing_extra(tasks, warn=True)
     runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
     if not runs:
         fail("no trained runs (with checkpoint.pt) found")

@@ -76,23 +76,29 @@ class ProbedLoss:
         return out
 
     def top_eigenvalues(self, gen: torch.Generator, iterations: int = 50, tol: float = 1e-4) -> dict[str, float]:
-        """The largest-magnitude eigenvalue of <H_z> at each layer, by power iteration (stops when it
-        changes by less than `tol`, relative)."""
+        """The largest-magnitude eigenvalue of <H_z> at each layer, by power iteration."""
         out = {}
         for n in self.names:
-            v = torch.randn(self.deltas[n].shape[1:], generator=gen, device=self.deltas[n].device)
-            v /= v.norm()
-            value = 0.0
-            for _ in range(iterations):
-                hv = self.mean_hvp(n, v)
-                new = float((hv * v).sum())
-                v = hv / hv.norm().clamp_min(1e-30)
-                converged = abs(new - value) <= tol * abs(new)
-                value = new
-                if converged:
-                    break
-            out[n] = value
+            start = torch.randn(self.deltas[n].shape[1:], generator=gen, device=self.deltas[n].device)
+            out[n] = power_iteration(lambda v, n=n: [self.mean_hvp(n, v[0])], [start], iterations, tol)
         return out
+
+
+def power_iteration(hvp, start: list[torch.Tensor], iterations: int, tol: float) -> float:
+    """The largest-magnitude eigenvalue of a symmetric operator given as Hessian-vector products on
+    a list of tensors: the Rayleigh quotient of the normalized iterate, stopping when it changes by
+    less than `tol` (relative) or after `iterations`."""
+    v, value = start, 0.0
+    for _ in range(iterations):
+        norm = torch.sqrt(sum((t * t).sum() for t in v)).clamp_min(1e-30)
+        v = [t / norm for t in v]
+        hv = hvp(v)
+        new = float(sum((h * t).sum() for h, t in zip(hv, v)))
+        v = [h.detach() for h in hv]
+        if abs(new - value) <= tol * abs(new):
+            return new
+        value = new
+    return value
 
 
 def noisy_sharpness(
@@ -106,15 +112,9 @@ def noisy_sharpness(
     with torch.enable_grad():
         loss = loss_fn(model(x, eps=eps), y)
         grads = torch.autograd.grad(loss, params, create_graph=True)
-        vs = [torch.randn(p.shape, generator=gen, device=p.device) for p in params]
-        value = 0.0
-        for _ in range(iterations):
-            norm = torch.sqrt(sum((v * v).sum() for v in vs))
-            vs = [v / norm for v in vs]
-            hvs = torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vs)), params, retain_graph=True)
-            new = float(sum((h * v).sum() for h, v in zip(hvs, vs)))
-            vs = [h.detach() for h in hvs]
-            if abs(new - value) <= tol * abs(new):
-                return new
-            value = new
-    return value
+
+        def hvp(vs: list[torch.Tensor]) -> list[torch.Tensor]:
+            return list(torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vs)), params, retain_graph=True))
+
+        start = [torch.randn(p.shape, generator=gen, device=p.device) for p in params]
+        return power_iteration(hvp, start, iterations, tol)

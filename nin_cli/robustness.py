@@ -156,9 +156,14 @@ def plan(rcfg: DictConfig) -> list[Perturbation]:
     return tasks
 
 
-def missing_extra(tasks: list[Perturbation]) -> list[Perturbation]:
-    """The planned perturbations this install cannot run (without nin-cli[robustness])."""
-    return [t for t in tasks if not available(t.name)]
+def missing_extra(tasks: list[Perturbation], warn: bool = False, where: str = "") -> list[Perturbation]:
+    """The planned perturbations this install cannot run (without nin-cli[robustness]); with
+    `warn`, one line on stderr naming them."""
+    missing = [t for t in tasks if not available(t.name)]
+    if warn and missing:
+        names = ", ".join(sorted({t.name for t in missing}))
+        print(f"nin: warning: {where}skipping {names}: they need pip install 'nin-cli[robustness]'", file=sys.stderr)
+    return missing
 
 
 def settings_hash(rcfg: DictConfig) -> str:
@@ -308,7 +313,5 @@ def robustness_config(conf: Path, overrides: list[str] | None = None) -> DictCon
 def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None:
     """`evaluate=true`: a run that finished training gets its robustness.csv straight away."""
     if cfg.get("evaluate") and status == "completed" and not (Path(run_dir) / ROBUSTNESS).exists():
-        skipped = sorted({t.name for t in missing_extra(plan(cfg.robustness))})
-        if skipped:
-            print(f"nin: warning: {run_dir}: not evaluated: {', '.join(skipped)} (pip install 'nin-cli[robustness]')", file=sys.stderr)
+        missing_extra(plan(cfg.robustness), warn=True, where=f"{run_dir}: ")
         evaluate_run(Path(run_dir), cfg.robustness)

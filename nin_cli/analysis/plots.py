@@ -209,6 +209,14 @@ def theory_figure(table: pd.DataFrame, bounds: dict[str, dict[str, float]], path
     return path
 
 
+def _per_model(long: pd.DataFrame, groups: list[str]) -> tuple[str | None, list[str], list]:
+    """Robustness figures get one row of panels per model when several were compared:
+    (the model key or None, the keys that name a line within a panel, the models)."""
+    rows_key = "model.name" if "model.name" in groups and long["model.name"].nunique() > 1 else None
+    line_keys = [g for g in groups if g != rows_key] or groups
+    return rows_key, line_keys, sorted(long[rows_key].unique()) if rows_key else [None]
+
+
 def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | None:
     """Accuracy per method: against severity for Gaussian noise and each attack (clean at 0), and
     the mean over the MNIST-C corruptions as bars (clean accuracy marked); one row per model when
@@ -220,9 +228,7 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
     long = long.copy()
     is_corr = ~long["perturbation"].isin(NOT_CORRUPTIONS)
     long.loc[is_corr, "perturbation"] = "MNIST-C"
-    rows_key = "model.name" if "model.name" in groups and long["model.name"].nunique() > 1 else None
-    line_keys = [g for g in groups if g != rows_key] or groups
-    models = sorted(long[rows_key].unique()) if rows_key else [None]
+    rows_key, line_keys, models = _per_model(long, groups)
     present = set(long["perturbation"])
     panels = [p for p in ("gaussian", "MNIST-C", "fgsm", "pgd", "apgd", "autoattack") if p in present]
     if not panels:
@@ -273,9 +279,7 @@ def mnist_c_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | 
     corr = long[~long["perturbation"].isin(NOT_CORRUPTIONS)] if not long.empty else long
     if corr.empty:
         return None
-    rows_key = "model.name" if "model.name" in groups and corr["model.name"].nunique() > 1 else None
-    line_keys = [g for g in groups if g != rows_key] or groups
-    models = sorted(corr[rows_key].unique()) if rows_key else [None]
+    rows_key, line_keys, models = _per_model(corr, groups)
     names = list(dict.fromkeys(corr["perturbation"]))
     methods = corr.groupby(line_keys, sort=True).size().index
     fig, axes = plt.subplots(

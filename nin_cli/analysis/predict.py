@@ -39,8 +39,6 @@ from nin_cli.seeding import generator
 from nin_cli.train.rows import train_subset
 from nin_cli.train.setup import Setup
 
-BOUNDARIES = ("decoupled/decay", "decay/catapult", "catapult/divergent")
-
 
 def niw_mean_square(w_sq: float, curvature: float, grad_moment: float, eta: float, sigma: float, batch: int, steps: float):
     """E|W_NI|^2 after `steps` SGD steps of decay and random walk from w_sq, and of decay alone."""
@@ -49,6 +47,17 @@ def niw_mean_square(w_sq: float, curvature: float, grad_moment: float, eta: floa
     a_s = a**steps
     walk = b * steps if a == 1 else b * (1 - a_s) / (1 - a)
     return a_s * w_sq + walk, a_s * w_sq
+
+
+def niw_tau_steps(eta: float, sigma: float, curvature: float) -> float:
+    """e-folding time of the NIW norm, in steps, from its per-step factor |1 - eta sigma^2 c|
+    (inf without noise, NaN where the factor is not below 1: the NIW grows)."""
+    if sigma == 0:
+        return math.inf
+    factor = abs(1 - eta * sigma * sigma * curvature)
+    if factor >= 1:
+        return math.nan
+    return 0.0 if factor == 0 else -1 / math.log(factor)
 
 
 def first_crossing(test, lo: float, hi: float, points: int = 80, iterations: int = 30) -> float:
@@ -101,12 +110,7 @@ class Prediction:
 
     def tau_niw_epochs(self, sigma: float, layer: LayerCurvature) -> float:
         """Initial e-folding time of the NIW norm, in epochs (NaN where it does not decay)."""
-        if sigma == 0:
-            return math.inf
-        factor = abs(1 - self.eta * sigma * sigma * layer.curvature)
-        if factor >= 1:  # the NIW grows along its own direction
-            return math.nan
-        return 0.0 if factor == 0 else -1 / math.log(factor) / self.steps_per_epoch
+        return niw_tau_steps(self.eta, sigma, layer.curvature) / self.steps_per_epoch
 
     def table(self, sigmas: list[float]) -> pd.DataFrame:
         rows = []
@@ -126,10 +130,9 @@ class Prediction:
 
 
 def sharpness_edge(measure, target: float, start: float, max_sigma2: float = 1e12, iterations: int = 14) -> float:
-    """The smallest sigma^2 at which measure(sigma) reaches `target`, bracketing up by factors of
-    10 from `start`, then bisecting in log sigma^2 (the sharpness grows with sigma^2)."""
-    if measure(0.0) >= target:
-        return 0.0
+    """The smallest sigma^2 at which measure(sigma) reaches `target`, for a measure below it at
+    sigma = 0: bracketing up by factors of 10 from `start`, then bisecting in log sigma^2 (the
+    sharpness grows with sigma^2)."""
     lo, hi = 0.0, start
     while measure(math.sqrt(hi)) < target:
         lo, hi = hi, hi * 10
@@ -197,13 +200,15 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
 
     niw_unstable = float(table["sigma2_niw_unstable"].min())
     notes = []
-    sharp = sharpness_edge(sharpness, 2 / eta, start=min(niw_unstable, 1.0) if math.isfinite(niw_unstable) else 1.0)
-    if sharp == 0.0:  # past the edge of stability without noise: no noise level marks it
+    noise_free = sharpness(0.0)
+    if noise_free >= 2 / eta:  # past the edge of stability without noise: no noise level marks it
         notes.append(
-            f"the noise-free loss is already past the edge of stability (sharpness {sharpness(0.0):.4g} > 2/eta = {2 / eta:.4g}):"
+            f"the noise-free loss is already past the edge of stability (sharpness {noise_free:.4g} > 2/eta = {2 / eta:.4g}):"
             " no sharpness boundary; catapult/divergent is not predicted"
         )
         sharp = math.inf
+    else:
+        sharp = sharpness_edge(sharpness, 2 / eta, start=min(niw_unstable, 1.0) if math.isfinite(niw_unstable) else 1.0)
     decoupled = float(table["sigma2_decay_visible"].iloc[0])  # the first NIN's NIW, which the classifier reads
     boundaries = {
         "decoupled/decay": min(decoupled, niw_unstable, sharp),

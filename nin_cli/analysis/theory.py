@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.phases import classify, decay_times
-from nin_cli.analysis.predict import niw_mean_square, phase_at
+from nin_cli.analysis.predict import niw_mean_square, niw_tau_steps, phase_at
 from nin_cli.analysis.runs import Run
 from nin_cli.conventions import paper_units
 from nin_cli.models import build_model
@@ -191,9 +191,7 @@ def network_theory_rows(runs: list[Run], acfg, boundaries: dict[str, dict[str, f
             continue
         m = run.metrics
         spe = run.steps_per_epoch()
-        eta, c0 = float(m["lr"].iloc[1]), float(m[f"niw_curvature_{layer}"].iloc[0])
-        factor = abs(1 - eta * run.sigma**2 * c0)
-        tau0 = -1 / math.log(factor) / spe if 0 < factor < 1 else math.nan
+        tau0 = niw_tau_steps(float(m["lr"].iloc[1]), run.sigma, float(m[f"niw_curvature_{layer}"].iloc[0])) / spe
         phase, _ = classify(run, acfg.phases)
         kw = {"min_points": acfg.fits.min_points, "min_drop": acfg.fits.min_drop}
         row = {
