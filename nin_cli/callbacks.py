@@ -31,8 +31,8 @@ class SweepReport(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         progress = read_progress(Path(str(config.hydra.sweep.dir)))
-        total = "?" if progress.total is None else progress.total
-        print(f"sweep: job {int(config.hydra.job.num) + 1}/{total} starting; {progress.line()}", file=sys.stderr)
+        jobs = "?" if progress.jobs is None else progress.jobs
+        print(f"sweep: job {int(config.hydra.job.num) + 1}/{jobs} starting; {progress.line()}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from nin_cli.analysis.report import write_report

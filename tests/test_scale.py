@@ -212,6 +212,11 @@ def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     assert "sweep: job 2/2 starting; 2/2 runs ended (2 completed)" in again.stderr  # overall progress, job by job
     assert again.stderr.count("already completed at epoch 1; skipping") == 2
     assert [p.read_bytes() for p in runs] == before
+    # the sweep extended by a refined grid: the total counts the runs already there plus the new one
+    more = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:-2], "noise.sigma=3,5", args[-1])
+    assert more.returncode == 0
+    assert "sweep: job 1/2 starting; 2/3 runs ended (2 completed)" in more.stderr
+    assert nin_cli("progress", str(tmp_path)).stdout == "3/3 runs ended (3 completed)\n"
 
 
 def _task_pids(marker: str) -> list[int]:

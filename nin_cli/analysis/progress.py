@@ -1,7 +1,7 @@
 """How far a sweep has got, whatever launches it: runs finished out of the sweep's total.
 
-The total is counted once, when the multirun starts (the SweepReport callback writes sweep.json in
-the sweep directory); the finished runs are read from their status.json files, so the count is
+The total is counted when a multirun starts (the SweepReport callback writes sweep.json in the
+sweep directory: the runs already there plus this command's new ones); the finished runs are read from their status.json files, so the count is
 right across processes (joblib workers, submitit jobs on other nodes) and after a restart.
 """
 
@@ -18,11 +18,12 @@ from nin_cli.analysis.runs import find_runs
 from nin_cli.records import ENDED, RunRecords, atomic_write_text
 
 SWEEP_FILE = "sweep.json"
+DEFAULT_SUBDIR = "${nin_dirname:${hydra.overrides.task}}"  # conf/train.yaml's hydra.sweep.subdir
 
 
-def sweep_size(config: DictConfig) -> int | None:
-    """The number of jobs Hydra's sweeper makes of this multirun (its params, then the command
-    line's overrides, expanded as BasicSweeper does); None when it cannot be counted here."""
+def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Each job's overrides as Hydra's sweeper makes them of this multirun (its params, then the
+    command line's overrides, expanded as BasicSweeper does); None when they cannot be expanded here."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -32,18 +33,39 @@ def sweep_size(config: DictConfig) -> int | None:
         batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
     except Exception:  # e.g. glob() choices, which need Hydra's config loader: no total, still progress
         return None
-    return sum(len(batch) for batch in batches)
+    return [list(job) for batch in batches for job in batch]
 
 
-def write_sweep_size(sweep: Path, total: int | None) -> None:
+def sweep_size(config: DictConfig) -> tuple[int | None, int | None]:
+    """(runs the sweep directory will hold when this multirun ends, jobs of this multirun).
+
+    A sweep directory is often extended (a refined grid, more seeds): its total counts the runs
+    already there plus the jobs of this command that are not (named by the run-directory rule)."""
+    from omegaconf import OmegaConf
+
+    from nin_cli.cli import run_dirname
+
+    jobs = sweep_jobs(config)
+    if jobs is None:
+        return None, None
+    sweep = Path(str(config.hydra.sweep.dir))
+    if OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") != DEFAULT_SUBDIR:
+        return len(jobs), len(jobs)  # run directories named otherwise: this command's jobs only
+    existing = {str(run.relative_to(sweep)) for run in find_runs([sweep])} if sweep.is_dir() else set()
+    return len(existing | {run_dirname(job) for job in jobs}), len(jobs)
+
+
+def write_sweep_size(sweep: Path, size: tuple[int | None, int | None]) -> None:
+    total, jobs = size
     sweep.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep / SWEEP_FILE, json.dumps({"total": total}) + "\n")
+    atomic_write_text(sweep / SWEEP_FILE, json.dumps({"total": total, "jobs": jobs}) + "\n")
 
 
 @dataclass
 class SweepProgress:
-    total: int | None  # jobs in the sweep (None: not recorded)
+    total: int | None  # runs in the sweep directory once the latest multirun ends (None: not recorded)
     statuses: Counter  # run status -> number of run directories with it
+    jobs: int | None = None  # jobs of the latest multirun
 
     @property
     def ended(self) -> int:
@@ -65,13 +87,15 @@ class SweepProgress:
 def read_progress(sweep: Path) -> SweepProgress:
     """The sweep's recorded total and its runs' statuses, read from disk now."""
     sweep = Path(sweep)
-    total = None
+    recorded: dict = {}
     try:
-        total = json.loads((sweep / SWEEP_FILE).read_text())["total"]
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded = json.loads((sweep / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
         pass
+    if not isinstance(recorded, dict):
+        recorded = {}
     statuses: Counter = Counter()
     for run in find_runs([sweep]):
         status = RunRecords(run).read_status()
         statuses[status["status"] if status else "unknown"] += 1
-    return SweepProgress(total, statuses)
+    return SweepProgress(recorded.get("total"), statuses, recorded.get("jobs", recorded.get("total")))
