@@ -1,8 +1,9 @@
 """How far a sweep has got, whatever launches it: runs finished out of the sweep's total.
 
 The total is counted when a multirun starts (the SweepReport callback writes sweep.json in the
-sweep directory: the runs already there plus this command's new ones); the finished runs are read from their status.json files, so the count is
-right across processes (joblib workers, submitit jobs on other nodes) and after a restart.
+sweep directory: the runs already there plus this command's new ones); the finished runs are read
+from their status.json files, so the count is right across processes (joblib workers, submitit
+jobs on other nodes) and after a restart.
 """
 
 from __future__ import annotations
