@@ -119,12 +119,12 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     plotted = nin_cli("plot", str(sweep), "--out", str(tmp_path / "figs"))
     assert plotted.returncode == 0, plotted.stderr
     pngs = sorted((tmp_path / "figs").glob("*.png"))
-    assert {"decay_times.png", "niw_norms.png"} <= {p.name for p in pngs} and len(pngs) >= 8
+    assert {"decay_times.png", "niw_norms.png", "first_steps.png"} <= {p.name for p in pngs} and len(pngs) >= 9
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
 
     svg = nin_cli("plot", str(sweep), "--no-runs", "--format", "svg", "--out", str(tmp_path / "svg"), "phases.decay_niw_ratio=0.9")
     assert svg.returncode == 0, svg.stderr
-    assert {p.name for p in (tmp_path / "svg").iterdir()} == {"niw_norms.svg", "decay_times.svg", "hessian_traces.svg"}
+    assert {p.name for p in (tmp_path / "svg").iterdir()} == {"niw_norms.svg", "first_steps.svg", "decay_times.svg", "hessian_traces.svg"}
     assert (tmp_path / "svg" / "decay_times.svg").read_text().lstrip().startswith("<?xml")
 
     # the notebook API reads the same sweep: runs.csv's values, long tables, trained models

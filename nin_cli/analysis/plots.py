@@ -33,11 +33,16 @@ def _safe_log(ax, values) -> None:
         ax.set_yscale("log")
 
 
+def _fine(run: Run) -> pd.DataFrame:
+    """The run's finest table: steps.csv where it is finer than metrics.csv."""
+    return run.steps if run.steps is not None and len(run.steps) > len(run.metrics) else run.metrics
+
+
 def run_figure(run: Run, title: str, path: Path) -> Path:
     """2x2 panels: NIW norms, next-layer weight norms, losses, accuracies against epoch."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     m = run.metrics
-    fine = run.steps if run.steps is not None and len(run.steps) > len(m) else m
+    fine = _fine(run)
     t_fine, t = _time_axis(run, fine), m["epoch"].to_numpy(dtype=float)
     for ax, prefix, label in ((axes[0, 0], "niw_norm_", "NIW norm |W_NI|"), (axes[0, 1], "weight_norm_", "next layer's weight norm")):
         cols = [c for c in fine.columns if c.startswith(prefix)]
@@ -140,33 +145,71 @@ def _errorbar(ax, table: pd.DataFrame, name: str, marker: str, label: str) -> No
         ax.errorbar(sigma[ok], mean[ok], yerr=std[ok], fmt=f"{marker}-", capsize=3, label=label)
 
 
+def _overlay(ax, curves: list[tuple[float, np.ndarray, np.ndarray, str]], legend: dict | None) -> None:
+    """Curves (sigma, t, y relative to its start, phase) on a log axis: one colour per sigma, one
+    legend entry per (sigma, phase), divergent runs dashed and let out of the frame (their blow-up
+    would flatten every other curve)."""
+    cmap = plt.get_cmap("viridis")
+    sigmas = sorted({c[0] for c in curves})
+    labelled: set[tuple[float, str]] = set()
+    for sigma, t, y, phase in sorted(curves, key=lambda c: c[0]):
+        label = None if legend is None or (sigma, phase) in labelled else f"sigma={sigma:.4g} ({phase})"
+        labelled.add((sigma, phase))
+        style = "--" if phase == "divergent" else "-"
+        ax.plot(t, y, style, color=cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1)), lw=1, label=label)
+    ax.set_yscale("log")
+    kept = np.concatenate([y for _, _, y, phase in curves if phase != "divergent"] or [np.array([])])
+    kept = kept[np.isfinite(kept) & (kept > 0)]
+    if kept.size:
+        ax.set_ylim(kept.min() / 2, kept.max() * 2)
+    if legend is not None:
+        ax.legend(fontsize=7, **legend)
+
+
 def niw_overlay_figure(runs: list[Run], phase_of: dict[Path, str], path: Path) -> Path | None:
     """NIW norm (relative to its start) against epoch for every run, coloured by sigma."""
     curves = []
     for run in runs:
-        fine = run.steps if run.steps is not None and len(run.steps) > len(run.metrics) else run.metrics
+        fine = _fine(run)
         cols = [c for c in fine.columns if c.startswith("niw_norm_")]
         if cols and len(fine) > 1 and math.isfinite(run.sigma):
-            curves.append((run.sigma, _time_axis(run, fine), fine[cols[0]].to_numpy(dtype=float), phase_of.get(run.path, "")))
+            niw = fine[cols[0]].to_numpy(dtype=float)
+            curves.append((run.sigma, _time_axis(run, fine), niw / niw[0], phase_of.get(run.path, "")))
     if len(curves) < 2:
         return None
-    curves.sort(key=lambda c: c[0])
-    cmap = plt.get_cmap("viridis")
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
-    sigmas = sorted({c[0] for c in curves})
-    labelled: set[tuple[float, str]] = set()
-    for sigma, t, niw, phase in curves:  # one colour per sigma, one legend entry per (sigma, phase)
-        label = None if (sigma, phase) in labelled else f"sigma={sigma:g} ({phase})"
-        labelled.add((sigma, phase))
-        style = "--" if phase == "divergent" else "-"
-        ax.plot(t, niw / niw[0], style, color=cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1)), lw=1, label=label)
-    ax.set_yscale("log")
-    kept = np.concatenate([niw / niw[0] for _, _, niw, phase in curves if phase != "divergent"] or [np.array([])])
-    kept = kept[np.isfinite(kept) & (kept > 0)]
-    if kept.size:  # a divergent run's blow-up would flatten every other curve: let it leave the frame
-        ax.set_ylim(kept.min() / 2, kept.max() * 2)
+    _overlay(ax, curves, legend={"ncol": 2})
     ax.set(xlabel="epoch", ylabel="|W_NI| / |W_NI(0)|", title="NIW norm against time (divergent runs dashed)")
-    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def first_steps_figure(runs: list[Run], phase_of: dict[Path, str], path: Path, steps: int = 60) -> Path | None:
+    """NIW norm and noisy batch loss, relative to step 0, over the first `steps` SGD steps, for
+    runs whose steps.csv records every step: a catapult rises and falls within a few steps, too
+    fast for the epoch axis (and for a coarser log.every_steps)."""
+    curves: dict[str, list] = {"niw": [], "loss": []}
+    for run in runs:
+        table = run.steps
+        if table is None or len(table) < 3 or not math.isfinite(run.sigma) or run.sigma == 0:
+            continue
+        head = table[table["step"] <= steps]
+        cols = [c for c in head.columns if c.startswith("niw_norm_")]
+        if not cols or len(head) < 3 or int(head["step"].diff().max()) != 1:  # every step, or nothing to see
+            continue
+        t, phase = head["step"].to_numpy(dtype=float), phase_of.get(run.path, "")
+        for key, col in (("niw", cols[0]), ("loss", "train_loss")):
+            y = head[col].to_numpy(dtype=float)
+            curves[key].append((run.sigma, t, y / y[0], phase))
+    if len({c[0] for c in curves["niw"]}) < 2:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), constrained_layout=True)
+    _overlay(axes[0], curves["niw"], legend=None)
+    outside = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "ncol": 2 if len(curves["niw"]) > 24 else 1}
+    _overlay(axes[1], curves["loss"], legend=outside)
+    axes[0].set(xlabel="SGD step", ylabel="|W_NI| / |W_NI(0)|", title="NIW norm, first steps (divergent runs dashed)")
+    axes[1].set(xlabel="SGD step", ylabel="noisy batch loss / its step-0 value", title="noisy train loss, first steps")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -395,6 +438,7 @@ def sweep_figures(runs: list, phases: pd.DataFrame, phase_of: dict, out: Path, e
     long, groups = robustness_rows(runs), robustness_groups(runs)
     return [
         ("NIW norms", niw_overlay_figure(runs, phase_of, out / f"niw_norms{ext}")),
+        ("NIW norm and loss over the first steps", first_steps_figure(runs, phase_of, out / f"first_steps{ext}")),
         ("decay times and phases", decay_times_figure(phases, out / f"decay_times{ext}")),
         ("phase diagram", phase_diagram_figure(phases, out / f"phase_diagram{ext}")),
         ("Hessian trace per NIN layer", hessian_trace_figure(runs, out / f"hessian_traces{ext}")),
