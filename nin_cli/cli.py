@@ -29,22 +29,10 @@ COMMANDS = {
 }
 
 
-def run_dirname(overrides) -> str:
-    """A sweep job's subdirectory: its sorted overrides (`noise.sigma=3,seed=1`), minus those that
-    never name a directory (nin_cli/identity.py); long names are cut and made unique with a hash.
-    Registered as ${nin_dirname:...}."""
-    import hashlib
-
-    from nin_cli.identity import kept_overrides
-
-    name = ",".join(kept_overrides(overrides)).replace("/", "_") or "run"
-    if len(name) > 120:
-        name = f"{name[:100]}..{hashlib.sha1(name.encode()).hexdigest()[:10]}"
-    return name
-
-
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
+
+    from nin_cli.identity import run_dirname
 
     if not OmegaConf.has_resolver("nin_dirname"):
         OmegaConf.register_new_resolver("nin_dirname", run_dirname)

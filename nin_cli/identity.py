@@ -70,3 +70,15 @@ def differing(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
 def kept_overrides(overrides: Iterable[str]) -> list[str]:
     """A sweep job's overrides that name its directory."""
     return sorted(str(o) for o in overrides if not exempt(str(o).split("=", 1)[0], "dirname"))
+
+
+def run_dirname(overrides: Iterable[str]) -> str:
+    """A sweep job's subdirectory: its sorted overrides (`noise.sigma=3,seed=1`), minus those that
+    never name a directory; long names are cut and made unique with a hash. Registered as
+    ${nin_dirname:...} (conf/train.yaml's hydra.sweep.subdir)."""
+    import hashlib
+
+    name = ",".join(kept_overrides(overrides)).replace("/", "_") or "run"
+    if len(name) > 120:
+        name = f"{name[:100]}..{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name

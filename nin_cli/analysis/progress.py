@@ -44,7 +44,7 @@ def sweep_size(config: DictConfig) -> tuple[int | None, int | None]:
     already there plus the jobs of this command that are not (named by the run-directory rule)."""
     from omegaconf import OmegaConf
 
-    from nin_cli.cli import run_dirname
+    from nin_cli.identity import run_dirname
 
     jobs = sweep_jobs(config)
     if jobs is None:
