@@ -207,15 +207,13 @@ def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     assert redo.returncode == 0 and "2 runs: 2 completed, 0 diverged, 0 failed" in redo.stdout, redo.stderr
     progress = nin_cli("progress", str(tmp_path))  # the sweep's size was recorded when it started
     assert progress.returncode == 0 and progress.stdout == "2/2 runs ended (2 completed)\n", progress.stderr
-    again = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:])
+    # rerun on another launcher, the grid extended by one sigma: the finished runs are skipped, the
+    # progress counts the runs already there plus the new one, job by job
+    again = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:-2], "noise.sigma=0,3,5", args[-1])
     assert again.returncode == 0
-    assert "sweep: job 2/2 starting; 2/2 runs ended (2 completed)" in again.stderr  # overall progress, job by job
+    assert "sweep: job 2/3 starting; 2/3 runs ended (2 completed)" in again.stderr
     assert again.stderr.count("already completed at epoch 1; skipping") == 2
     assert [p.read_bytes() for p in runs] == before
-    # the sweep extended by a refined grid: the total counts the runs already there plus the new one
-    more = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:-2], "noise.sigma=3,5", args[-1])
-    assert more.returncode == 0
-    assert "sweep: job 1/2 starting; 2/3 runs ended (2 completed)" in more.stderr
     assert nin_cli("progress", str(tmp_path)).stdout == "3/3 runs ended (3 completed)\n"
 
 
