@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from conftest import QUICK, make_cfg, nin_cli
 
 from nin_cli.analysis.fits import decay_time
 from nin_cli.analysis.phases import classify
+from nin_cli.analysis.plots import first_steps_figure
 from nin_cli.analysis.runs import Run, load_run, load_runs
 from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
 from nin_cli.analysis.theory import theory_rows
@@ -90,6 +92,44 @@ def test_a_run_stuck_at_chance_is_divergent():
     run = synthetic_run(DECAY, np.linspace(3, 2.3, 10), acc=np.array([0.04, 0.09, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.11, 0.1]))
     phase, why = classify(run, ACFG.phases)
     assert phase == "divergent" and "learned nothing" in why
+
+
+def _catapult_run(sigma: float, every: int) -> Run:
+    """A run whose NIW norm rises 1.8x and falls back within ten steps (Fig. 1's catapult), its
+    steps.csv logged every `every` steps."""
+    t = np.arange(0, 101, every)
+    bump = np.exp(-(((t - 4) / 2.0) ** 2))
+    steps = pd.DataFrame(
+        {"step": t, "epoch": t // 100, "train_loss": 3 * (1 + 10 * bump), "niw_norm_fc1": (1 + 0.9 * bump) * np.exp(-t / 200)}
+    )
+    metrics = pd.DataFrame(
+        {
+            "epoch": [0, 1],
+            "step": [0, 100],
+            "train_loss": [3.0, 0.6],
+            "train_loss_clean": [2.3, 0.5],
+            "train_acc": [0.1, 0.8],
+            "test_loss": [2.3, 0.55],
+            "niw_norm_fc1": [1.0, math.exp(-0.5)],
+        }
+    )
+    return Run(
+        path=Path(f"sigma{sigma}_every{every}"), config={"noise.sigma": sigma}, status={"status": "completed"}, metrics=metrics, steps=steps
+    )
+
+
+def test_a_catapult_within_ten_steps_needs_every_step_logged(tmp_path):
+    """The phase and the first-steps figure read steps.csv: logged every step the catapult shows;
+    logged every tenth step it falls between two points and the run reads decay, and no figure of
+    the first steps is drawn from such a log."""
+    fine = [_catapult_run(sigma, every=1) for sigma in (1.0, 2.0)]
+    coarse = [_catapult_run(sigma, every=10) for sigma in (1.0, 2.0)]
+    assert classify(fine[0], ACFG.phases)[0] == "catapult"
+    assert classify(coarse[0], ACFG.phases)[0] == "decay"
+    phase_of = {run.path: "catapult" for run in fine}
+    assert first_steps_figure(fine, phase_of, tmp_path / "fine.png") == tmp_path / "fine.png"
+    assert (tmp_path / "fine.png").stat().st_size > 10_000
+    assert first_steps_figure(coarse, phase_of, tmp_path / "coarse.png") is None and not (tmp_path / "coarse.png").exists()
 
 
 def test_summaries_of_a_real_multirun_sweep(tmp_path):
