@@ -26,13 +26,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from nin_cli.cli import conf_dir
 from nin_cli.data import load_dataset
+from nin_cli.optimizers import PRECISIONS
 from nin_cli.records import RunRecords
+from nin_cli.schema import conf_dir
 from nin_cli.train import Member
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.rows import epoch_row
-from nin_cli.train.setup import PRECISIONS, prepare, set_tf32
+from nin_cli.train.setup import prepare, set_tf32
 from nin_cli.train.steps import choose_step
 
 SETTINGS = {

@@ -25,23 +25,19 @@ def _runs(path: str | Path):
     return runs
 
 
-def _name(run_path: Path, root: Path) -> str:
-    return str(run_path.relative_to(root)) if run_path.is_relative_to(root) and run_path != root else str(run_path)
-
-
 def load_runs(path: str | Path) -> pd.DataFrame:
     """One row per run under `path`: its name (`run`), every flattened config key, status, phase and
     its reason, the fitted time-scales and the final metrics. The columns runs.csv has hold the
     same values as runs.csv (`nin summarize` writes it from the same rows)."""
-    from nin_cli.analysis.summarize import analysis_config, run_rows
+    from nin_cli.analysis.summarize import analysis_config, run_name, run_rows
     from nin_cli.schema import conf_dir
 
     root = Path(path)
     runs = _runs(root)
     table = run_rows(runs, analysis_config(conf_dir()), root if root.is_dir() else None)
-    config = pd.DataFrame([run.config for run in runs], index=table.index)
+    config = pd.DataFrame([{"run": run_name(run.path, root if root.is_dir() else None), **run.config} for run in runs])
     extra = [c for c in config.columns if c not in table.columns]
-    return pd.concat([table, config[extra]], axis=1)
+    return table.merge(config[["run", *extra]], on="run", how="left", validate="one_to_one")
 
 
 def load_metrics(path: str | Path, table: str = "metrics") -> pd.DataFrame:
@@ -49,12 +45,14 @@ def load_metrics(path: str | Path, table: str = "metrics") -> pd.DataFrame:
     `path`, stacked in long format with a `run` column (the run's name as in `load_runs`)."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
+    from nin_cli.analysis.summarize import run_name
+
     root = Path(path)
     frames = []
     for run in _runs(root):
         data = run.metrics if table == "metrics" else run.steps
         if data is not None and len(data):
-            frames.append(data.assign(run=_name(run.path, root) or ".")[["run", *data.columns]])
+            frames.append(data.assign(run=run_name(run.path, root))[["run", *data.columns]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
 
 
@@ -62,9 +60,7 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
     """The trained model of a run directory (config.yaml + checkpoint.pt), in eval mode, without
     loading any data. It expects inputs standardized as in training (the training set's pixel mean
     and std); `model(x)` is clean, `model(x, eps={layer: eps})` injects NIN noise."""
-    from omegaconf import OmegaConf
-
-    from nin_cli.conventions import fill_legacy
+    from nin_cli.config import load
     from nin_cli.data import input_output_shape
     from nin_cli.errors import RecordError
     from nin_cli.models import build_model
@@ -74,7 +70,7 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
     records = RunRecords(Path(run_dir))
     if not records.config_path.exists():
         raise RecordError(f"{run_dir} has no config.yaml: not a run directory")
-    cfg = fill_legacy(OmegaConf.load(records.config_path))
+    cfg = load(records.config_path).cfg
     state = records.load_checkpoint()
     if state is None:
         raise RecordError(f"{run_dir} has no checkpoint.pt")

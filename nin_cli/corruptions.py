@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, install_hint
 
 SIZE = 28  # MNIST-C is defined for 28x28 grey images
 
@@ -34,7 +34,7 @@ def _skimage():
         from skimage import color, feature, filters, transform, util
     except ImportError as exc:
         raise ConfigError(
-            "the MNIST-C corruptions need scikit-image: pip install 'nin-cli[robustness]' (or evaluate without them: 'corruptions={}')"
+            f"the MNIST-C corruptions need scikit-image: {install_hint('robustness')} (or evaluate without them: 'corruptions={{}}')"
         ) from exc
     return color, feature, filters, transform, util
 
@@ -121,6 +121,17 @@ def _affine(x: np.ndarray, **params) -> np.ndarray:
     return np.clip(transform.warp(x, inverse_map=aff), 0, 1)
 
 
+def shear_matrix(c: float) -> np.ndarray:
+    """The inverse map of MNIST-C's shear as the published 2019 dataset has it: scikit-image before
+    0.21 built AffineTransform(shear=c) as [[1, -sin c], [0, cos c]] (0.21 made it [[1, -tan c],
+    [0, 1]], scikit-image PR #6717), plus the reference's translation that keeps the centre
+    (13.5, 13.5) fixed. Written out here, so the dataset does not move with scikit-image."""
+    m = np.array([[1.0, -math.sin(c), 0.0], [0.0, math.cos(c), 0.0], [0.0, 0.0, 1.0]])
+    m[0, 2] = 13.5 * (1 - m[0, 0] - m[0, 1])
+    m[1, 2] = 13.5 * (1 - m[1, 0] - m[1, 1])
+    return m
+
+
 def _sign(rng: np.random.Generator) -> int:
     return int(rng.choice([-1, 1], 1)[0])
 
@@ -165,7 +176,9 @@ def motion_blur(x, c, rng):
 
 
 def shear(x, c, rng):
-    return _affine(x, shear=c * _sign(rng))
+    _, _, _, transform, _ = _skimage()
+    aff = transform.AffineTransform(matrix=shear_matrix(c * _sign(rng)))
+    return np.clip(transform.warp(x, inverse_map=aff), 0, 1)
 
 
 def scale(x, c, rng):
@@ -314,6 +327,8 @@ def corrupt(pixels: torch.Tensor, name: str, level: int, seed: int, first_index:
         raise ConfigError(f"MNIST-C corruptions need 28x28 grey images, not {tuple(pixels.shape[1:])}; set robustness.corruptions={{}}")
     spec = CORRUPTIONS[name]
     param = spec.levels[int(level) - 1]
-    images = pixels.detach().cpu().double().numpy()[:, 0]
+    # the reference corrupts 8-bit images: pixels a float round trip left a hair off k/255 are put
+    # back on the grid (glass blur's 8-bit truncation would otherwise flip on some of them)
+    images = np.round(pixels.detach().cpu().double().numpy()[:, 0] * 255) / 255
     out = np.stack([spec.apply(img, param, image_rng(seed, name, int(level), first_index + i)) for i, img in enumerate(images)])
     return torch.from_numpy(out).to(pixels.dtype)[:, None].to(pixels.device)

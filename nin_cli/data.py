@@ -25,6 +25,31 @@ INSTALL_HINT = {
 }
 KNOWN = (*IDX_DATASETS, "cifar10", "fashion_mnist_mini", "linear_regression")
 IMAGE_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist_mini": (1, 28, 28), "cifar10": (3, 32, 32)}
+# (training, test) images of each image dataset's standard split
+SPLIT_SIZES = {"fashion_mnist": (60000, 10000), "mnist": (60000, 10000), "fashion_mnist_mini": (6000, 1000), "cifar10": (50000, 10000)}
+
+
+def split_sizes(cfg, standard: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """(training, test) images the dataset config's split has before train_size/test_size cut it,
+    from the standard split's sizes (`standard`, else the table above); None for synthetic data."""
+    standard = standard or SPLIT_SIZES.get(cfg.name)
+    if standard is None:
+        return None
+    if cfg.get("split") == "fraction":
+        total = sum(standard)
+        n_train = int(round(float(cfg.train_fraction) * total))
+        return n_train, total - n_train
+    return standard
+
+
+def check_sizes(cfg, standard: tuple[int, int] | None = None) -> None:
+    """dataset.train_size / test_size may cut a split, never ask for more than it has."""
+    sizes = split_sizes(cfg, standard)
+    for key, n, what in zip(("train_size", "test_size"), sizes or (), ("training", "test")):
+        wanted = cfg.get(key)
+        if wanted is not None and int(wanted) > n:
+            split = f" with split={cfg.split} train_fraction={cfg.train_fraction}" if cfg.get("split") == "fraction" else ""
+            raise ConfigError(f"dataset.{key}={wanted} but {cfg.name}{split} has {n} {what} images: use at most {n}, or null for all")
 
 
 def input_output_shape(cfg) -> tuple[tuple[int, ...], int]:
@@ -146,6 +171,7 @@ def _images(cfg, device: torch.device) -> Dataset:
     else:
         arrays = _load_idx(cfg.name, cfg.root)
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.asarray(a)) for a in arrays)
+    check_sizes(cfg, (len(train_y), len(test_y)))  # the files found, which may differ from the standard sizes
     if train_x.ndim == 3:
         train_x, test_x = train_x[:, None], test_x[:, None]
     if cfg.split == "fraction":

@@ -1,9 +1,13 @@
 """Networks with Noise Injection Nodes.
 
-Every model is a chain of named layers. A NIN at layer l adds W_NI * eps to that layer's
-pre-activation z(l); eps comes in as an argument (one scalar per sample, None in evaluation), so
-the forward pass is a pure function of (parameters, x, eps) that torch.func can batch.
-`probes` adds a tensor to z(l) as well: the Hessian estimator differentiates through it.
+Every model is a chain of named layers. A NIN at a fully connected layer l adds W_NI * eps to its
+pre-activation z(l). A NIN at a convolution joins the convolution's *input*, x(l) + W_NI * eps
+with one weight per channel and pixel of x(l), and the noise then passes through the kernels
+(cNINR, the NINR paper's Fig. 4; `nin.conv=input`); `nin.conv=output` keeps the older placement
+on the convolution's output pre-activation. eps comes in as an argument (one scalar per sample,
+None in evaluation), so the forward pass is a pure function of (parameters, x, eps) that
+torch.func can batch. `probes` adds a tensor where the noise enters: the Hessian estimator
+differentiates through it (H_z is the Hessian at the NIN's injection point).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 from nin_cli.errors import ConfigError
 
 NIW_INITS = ("layer", "unit")
+CONV_PLACEMENTS = ("input", "output")  # where a NIN joins a convolution (nin.conv)
 Tensors = dict[str, torch.Tensor]
 
 
@@ -62,14 +67,24 @@ class NoiseInjection(nn.Module):
 class NINModel(nn.Module):
     """A chain of named layers (`self.layers`, in order) with optional NINs on any of them."""
 
+    conv_layers: tuple[str, ...] = ()  # the layers that are convolutions (or stages of them)
+
     def __init__(self):
         super().__init__()
         self.nins = nn.ModuleDict()
         self._shapes: dict[str, tuple[int, ...]] | None = None
+        self.input_side: frozenset[str] = frozenset()  # layers whose NIN joins their input (convs under nin.conv=input)
 
     @property
     def layer_names(self) -> list[str]:
         return list(self.layers.keys())
+
+    def apply(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
+        """Layer `name` on its input `h`, its NIN (and Hessian probe) injected where it joins:
+        into the input of a convolution under nin.conv=input, else into the pre-activation."""
+        if name in self.input_side:
+            return self.layers[name](self.inject(name, h, eps, probes))
+        return self.inject(name, self.layers[name](h), eps, probes)
 
     def inject(self, name: str, z: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
         if self._shapes is not None:
@@ -81,7 +96,8 @@ class NINModel(nn.Module):
         return z
 
     def preactivation_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-        """Shape (without batch) of each layer's pre-activation, from one dry forward pass."""
+        """Shape (without batch) of where each layer's NIN joins (its pre-activation, or a
+        convolution's input under nin.conv=input), from one dry forward pass."""
         self._shapes = {}
         was_training = self.training
         try:
@@ -94,12 +110,19 @@ class NINModel(nn.Module):
             self._shapes = None
             self.train(was_training)
 
-    def attach_nins(self, names: list[str], in_shape: tuple[int, ...], gen: torch.Generator, init: str = "layer") -> None:
+    def attach_nins(
+        self, names: list[str], in_shape: tuple[int, ...], gen: torch.Generator, init: str = "layer", conv: str = "input"
+    ) -> None:
         """Add a NIN at each named layer. init=layer: NIW ~ N(0, 1/fan_in) with the fan-in of the
         layer it joins, as if the NIN were one more input node of it (the papers' convention, which
-        their sigma units assume); init=unit: N(0, 1), the NIN's own fan-in of 1."""
+        their sigma units assume; for a convolution C_in*k*k, the layer the noise feeds under either
+        placement); init=unit: N(0, 1), the NIN's own fan-in of 1. `conv` places the NINs of
+        convolutional layers on their input (cNINR) or on their output."""
         if init not in NIW_INITS:
             raise ConfigError(f"nin.init must be one of {', '.join(NIW_INITS)}, got {init!r}")
+        if conv not in CONV_PLACEMENTS:
+            raise ConfigError(f"nin.conv must be one of {', '.join(CONV_PLACEMENTS)}, got {conv!r}")
+        self.input_side = frozenset(n for n in names if n in self.conv_layers) if conv == "input" else frozenset()
         shapes = self.preactivation_shapes(in_shape)
         for name in names:
             nin = NoiseInjection(shapes[name])
@@ -116,6 +139,11 @@ class NINModel(nn.Module):
         names = self.layer_names
         i = names.index(name)
         return names[i + 1] if i + 1 < len(names) else None
+
+    def fed_layer(self, name: str) -> str | None:
+        """The layer whose weights the NIN's noise passes through first: the convolution itself
+        where the NIN joins its input, else the next layer (None after the last)."""
+        return name if name in self.input_side else self.next_layer(name)
 
 
 def fan_in(weight: torch.Tensor) -> int:
@@ -142,8 +170,7 @@ class LinearToy(NINModel):
         self.layers = nn.ModuleDict({"w0": nn.Linear(d_in, width, bias=False), "w1": nn.Linear(width, n_out, bias=False)})
 
     def forward(self, x, eps=None, probes=None):
-        h = self.inject("w0", self.layers["w0"](x.flatten(1)), eps, probes)
-        return self.inject("w1", self.layers["w1"](h), eps, probes)
+        return self.apply("w1", self.apply("w0", x.flatten(1), eps, probes), eps, probes)
 
 
 class MLP(NINModel):
@@ -160,13 +187,14 @@ class MLP(NINModel):
         h = x.flatten(1)
         *hidden, last = self.layer_names
         for name in hidden:
-            h = F.relu(self.inject(name, self.layers[name](h), eps, probes))
-            h = F.dropout(h, self.dropout, self.training)
-        return self.inject(last, self.layers[last](h), eps, probes)
+            h = F.dropout(F.relu(self.apply(name, h, eps, probes)), self.dropout, self.training)
+        return self.apply(last, h, eps, probes)
 
 
 class CNN(NINModel):
     """conv1, conv2 (3x3, padding 1, ReLU, 2x2 max-pool), fc1, out. NINs on convs are pixel-wise."""
+
+    conv_layers = ("conv1", "conv2")
 
     def __init__(self, in_shape, n_out, channels=(32, 64), hidden=128, dropout=0.0):
         super().__init__()
@@ -185,15 +213,17 @@ class CNN(NINModel):
 
     def forward(self, x, eps=None, probes=None):
         h = x
-        for name in ("conv1", "conv2"):
-            h = F.max_pool2d(F.relu(self.inject(name, self.layers[name](h), eps, probes)), 2)
-        h = F.relu(self.inject("fc1", self.layers["fc1"](h.flatten(1)), eps, probes))
-        h = F.dropout(h, self.dropout, self.training)
-        return self.inject("out", self.layers["out"](h), eps, probes)
+        for name in self.conv_layers:
+            h = F.max_pool2d(F.relu(self.apply(name, h, eps, probes)), 2)
+        h = F.dropout(F.relu(self.apply("fc1", h.flatten(1), eps, probes)), self.dropout, self.training)
+        return self.apply("out", h, eps, probes)
 
 
 class ResNet18(NINModel):
-    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images."""
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small images. A NIN
+    at a stage (layer1..layer4) joins the stage's input or output as at a convolution."""
+
+    conv_layers = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
     def __init__(self, in_shape, n_out, dropout=0.0):
         super().__init__()
@@ -208,11 +238,11 @@ class ResNet18(NINModel):
         self.dropout = dropout
 
     def forward(self, x, eps=None, probes=None):
-        h = F.relu(self.bn1(self.inject("conv1", self.layers["conv1"](x), eps, probes)))
+        h = F.relu(self.bn1(self.apply("conv1", x, eps, probes)))
         for name in ("layer1", "layer2", "layer3", "layer4"):
-            h = self.inject(name, self.layers[name](h), eps, probes)
+            h = self.apply(name, h, eps, probes)
         h = F.dropout(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1), self.dropout, self.training)
-        return self.inject("fc", self.layers["fc"](h), eps, probes)
+        return self.apply("fc", h, eps, probes)
 
 
 def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list[str]:
@@ -274,5 +304,5 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, gen: 
     model = kind.build(model_cfg, in_shape, n_out)
     layers = resolve_nin_layers(nin_cfg, model.layer_names, name)
     init_weights(model, gen)
-    model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"))
+    model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"), nin_cfg.get("conv", "input"))
     return model

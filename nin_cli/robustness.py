@@ -1,6 +1,6 @@
 """Robustness of a trained run: clean test accuracy, additive Gaussian noise, the 15 MNIST-C
 corruptions (nin_cli/corruptions.py) and L-inf attacks: hand-written FGSM and PGD, and as the
-reference torchattacks' APGD-CE or the standard AutoAttack ensemble (nin-cli[robustness]).
+reference torchattacks' APGD-CE or the standard AutoAttack ensemble (the robustness extra).
 
 Perturbations act on pixels in [0, 1] (the standardization is undone first and redone after) and
 are seeded, so every run evaluated with one seed sees the same corrupted images. An evaluation
@@ -14,26 +14,22 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.conventions import fill_legacy
-from nin_cli.corruptions import check_corruption, corrupt
+from nin_cli.config import load
+from nin_cli.corruptions import corrupt
 from nin_cli.data import Dataset, Split
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, install_hint
 from nin_cli.faults import fault_point
 from nin_cli.objectives import LossFn
+from nin_cli.perturbations import available, missing_extra, plan, settings_hash
 from nin_cli.records import ROBUSTNESS, ROBUSTNESS_PARTIAL, ROBUSTNESS_SETTINGS, RunRecords, atomic_write_text
-from nin_cli.schema import ROBUSTNESS_RULES, check_overrides, file_schema
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
-
-ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")
-REFERENCE_ATTACKS = ("apgd", "autoattack")  # from torchattacks
 
 
 class PixelSpace:
@@ -92,7 +88,7 @@ def _torchattacks():
     try:
         import torchattacks
     except ImportError as exc:
-        raise ConfigError("the reference attacks (apgd, autoattack) need torchattacks: pip install 'nin-cli[robustness]'") from exc
+        raise ConfigError(f"the reference attacks (apgd, autoattack) need torchattacks: {install_hint('robustness')}") from exc
     return torchattacks
 
 
@@ -114,60 +110,6 @@ def reference_attack(name: str, model, space: PixelSpace, eps: float, rcfg: Dict
             ta.Square(net, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=seed),
         ]
     )
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    name: str  # clean, gaussian, an MNIST-C corruption, or an attack
-    severity: float  # noise std or epsilon in pixels; MNIST-C severity level for corruptions
-
-    @property
-    def is_attack(self) -> bool:
-        return self.name in ATTACKS
-
-
-def available(name: str) -> bool:
-    """Whether the libraries a perturbation needs import here (the robustness extra)."""
-    import importlib
-
-    module = "torchattacks" if name in REFERENCE_ATTACKS else None if name in ("clean", "gaussian", "fgsm", "pgd") else "skimage"
-    if module is None:
-        return True
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
-def plan(rcfg: DictConfig) -> list[Perturbation]:
-    """Every perturbation and severity the settings ask for, in evaluation order; checked."""
-    tasks = [Perturbation("clean", 0.0)] + [Perturbation("gaussian", float(s)) for s in rcfg.gaussian]
-    for name, levels in (rcfg.corruptions or {}).items():
-        for level in levels:
-            check_corruption(str(name), float(level))
-            tasks.append(Perturbation(str(name), float(level)))
-    for attack in rcfg.attacks:
-        if attack not in ATTACKS:
-            raise ConfigError(f"unknown attack {attack!r} in robustness.attacks; choose from {', '.join(ATTACKS)}")
-        tasks += [Perturbation(str(attack), float(e)) for e in rcfg.epsilons]
-    if any(float(e) < 0 for e in [*rcfg.epsilons, *rcfg.gaussian]):
-        raise ConfigError("robustness: noise stds and attack epsilons must be >= 0")
-    return tasks
-
-
-def missing_extra(tasks: list[Perturbation], warn: bool = False, where: str = "") -> list[Perturbation]:
-    """The planned perturbations this install cannot run (without nin-cli[robustness]); with
-    `warn`, one line on stderr naming them."""
-    missing = [t for t in tasks if not available(t.name)]
-    if warn and missing:
-        names = ", ".join(sorted({t.name for t in missing}))
-        print(f"nin: warning: {where}skipping {names}: they need pip install 'nin-cli[robustness]'", file=sys.stderr)
-    return missing
-
-
-def settings_hash(rcfg: DictConfig) -> str:
-    return hashlib.sha1(json.dumps(OmegaConf.to_container(rcfg, resolve=True), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class CorruptedImages:
@@ -252,7 +194,7 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None, on_
     records = RunRecords(run_dir)
     if not records.config_path.exists():
         raise ConfigError(f"{run_dir} has no config.yaml: not a run directory")
-    cfg = fill_legacy(OmegaConf.load(records.config_path))
+    cfg = load(records.config_path).cfg
     if device:
         cfg.device = device
     records.lock.acquire()
@@ -297,21 +239,65 @@ def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:
         return {}
 
 
-def robustness_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
-    """conf/robustness/default.yaml with `key=value` overrides, checked against its keys and types."""
-    path = conf / "robustness" / "default.yaml"
-    cfg = OmegaConf.load(path)
-    schema = file_schema(path, open_prefixes=("corruptions.",), rules=ROBUSTNESS_RULES)
-    for key, value in check_overrides(schema, overrides or []).items():
-        # as Hydra does for `nin train robustness.KEY=...`: a table merges into the default one
-        # (corruptions={rotate: [1, 5]} changes rotate's levels), a list replaces a list
-        OmegaConf.update(cfg, key, list(value) if isinstance(value, tuple) else value)
-    plan(cfg)  # unknown corruptions, levels and attacks: one line before any run is evaluated
-    return cfg
-
-
 def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None:
     """`evaluate=true`: a run that finished training gets its robustness.csv straight away."""
     if cfg.get("evaluate") and status == "completed" and not (Path(run_dir) / ROBUSTNESS).exists():
         missing_extra(plan(cfg.robustness), warn=True, where=f"{run_dir}: ")
         evaluate_run(Path(run_dir), cfg.robustness)
+
+
+def evaluate_command(paths: list[str], overrides: list[str], device: str | None, force: bool, show_progress: bool) -> None:
+    """`nin evaluate`: robustness.csv for every trained run under `paths` that lacks one (all with
+    `force`), resuming interrupted evaluations; a line per run. A run that cannot be evaluated is a
+    warning and the others go on; the command then fails (exit 1) naming how many."""
+    from nin_cli.analysis.runs import find_runs
+    from nin_cli.errors import RecordError, fail
+    from nin_cli.perturbations import robustness_config
+    from nin_cli.schema import conf_dir
+    from nin_cli.train.loop import progress_bar
+
+    rcfg = robustness_config(conf_dir(), overrides)
+    tasks = plan(rcfg)
+    skipped = missing_extra(tasks, warn=True)
+    runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
+    if not runs:
+        raise ConfigError("no trained runs (with checkpoint.pt) found")
+    todo = []
+    for run in runs:
+        if (run / ROBUSTNESS).exists() and not force:
+            print(f"{run}: robustness.csv exists; skipping (--force re-evaluates)", file=sys.stderr)
+        else:
+            todo.append(run)
+    per_run = len(tasks) - len(skipped)
+    bad = 0
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("evaluate", total=len(todo) * per_run, info="")
+        for k, run in enumerate(todo):
+            if (run / ROBUSTNESS_PARTIAL).exists():
+                bar.console.print(f"{run}: resuming an interrupted evaluation", style="dim")
+            bar.update(task, completed=k * per_run, info=f"run {k + 1}/{len(todo)}: {run.name}")
+            try:
+                table = evaluate_run(
+                    run, rcfg, device, on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}")
+                )
+            except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
+                bar.console.print(f"nin: warning: {run}: skipped: {exc}", style="yellow")
+                bad += 1
+                continue
+            bar.update(task, completed=(k + 1) * per_run)
+            print(f"{run}: clean {clean_accuracy(table):.4f}{strongest_attack(table)} -> {run / ROBUSTNESS}")
+    if bad:
+        fail(f"{bad} of {len(runs)} run(s) could not be evaluated (warnings above)", 1)
+
+
+def clean_accuracy(table: pd.DataFrame) -> float:
+    return float(table.loc[table.perturbation == "clean", "accuracy"].iloc[0])
+
+
+def strongest_attack(table: pd.DataFrame) -> str:
+    """', apgd eps=0.1: 0.6120': the strongest attack evaluated, at its largest epsilon."""
+    for attack in ("autoattack", "apgd", "pgd"):
+        rows = table[table.perturbation == attack]
+        if len(rows):
+            return f", {attack} eps={rows.severity.iloc[-1]:g}: {rows.accuracy.iloc[-1]:.4f}"
+    return ""

@@ -91,10 +91,10 @@ TRAIN_RULES.update({f"robustness.{k}": rule for k, rule in ROBUSTNESS_RULES.item
 
 def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
-    from nin_cli.models import MODELS, NIW_INITS
+    from nin_cli.models import CONV_PLACEMENTS, MODELS, NIW_INITS
     from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
     from nin_cli.objectives import LOSSES, REDUCTIONS
-    from nin_cli.train.setup import OPTIMIZERS, PRECISIONS
+    from nin_cli.optimizers import OPTIMIZERS, PRECISIONS
 
     return {
         "device": ("auto", "cpu", "cuda"),
@@ -105,6 +105,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
         "noise.schedule.kind": tuple(SCHEDULES),
         "nin.preset": ("none", "input", "all", "layers"),
         "nin.init": NIW_INITS,
+        "nin.conv": CONV_PLACEMENTS,
         "loss.name": tuple(LOSSES),
         "loss.reduction": REDUCTIONS,
         "optimizer.name": tuple(OPTIMIZERS),
@@ -218,20 +219,6 @@ def conf_dir() -> Path:
         if (candidate / "train.yaml").exists():
             return candidate
     raise RuntimeError(f"nin's config directory is missing (looked in {here / 'conf'} and {here.parent / 'conf'})")
-
-
-def check_train_config(cfg) -> None:
-    """A composed `nin train` config (a DictConfig), resolved: every key known, typed, in range."""
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    except Exception as exc:  # an interpolation that does not resolve
-        raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
-    plain.pop("hydra", None)
-    train_schema(conf_dir()).check(flatten(plain))
-    if plain.get("evaluate"):  # names of corruptions and attacks, checked before training too
-        from nin_cli.robustness import plan
-
-        plan(OmegaConf.create(plain["robustness"]))
 
 
 def train_schema(conf: Path) -> Schema:

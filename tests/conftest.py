@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nin_cli.cli import conf_dir
+from nin_cli.schema import conf_dir
 
 # Small, quick settings on the embedded slice of real Fashion-MNIST.
 QUICK = ["dataset=fashion_mnist_mini", "progress=false", "model.width=128", "hessian.samples=300", "hessian.probes=2"]

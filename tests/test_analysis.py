@@ -16,7 +16,7 @@ from nin_cli.analysis.plots import first_steps_figure
 from nin_cli.analysis.runs import Run, load_run, load_runs
 from nin_cli.analysis.summarize import analysis_config, phase_rows, run_rows
 from nin_cli.analysis.theory import theory_rows
-from nin_cli.cli import conf_dir
+from nin_cli.schema import conf_dir
 from nin_cli.train import train
 
 ACFG = analysis_config(conf_dir())
@@ -301,22 +301,20 @@ def test_old_run_directories_read_as_what_they_were(tmp_path):
     summary = nin_cli("summarize", str(run_dir))
     assert summary.returncode == 0, summary.stderr
     refused = nin_cli("train", *mse)
-    assert refused.returncode == 2 and "nin.init=unit loss.reduction=half_sum" in refused.stderr
+    assert refused.returncode == 2 and "resume it as it was trained: loss.reduction=half_sum nin.init=unit" in refused.stderr
     resumed = nin_cli("train", *mse, *old_conventions)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr
 
 
 def test_sigma_in_the_papers_units():
-    from omegaconf import OmegaConf
+    from nin_cli.config import resolve
+    from nin_cli.conventions import paper_units
 
-    from nin_cli.conventions import paper_units, resolve_paper_sigma
-    from nin_cli.schema import flatten
-
-    cfg = resolve_paper_sigma(make_cfg("+experiment=fig3", "noise.sigma2_paper=0.01"))
+    cfg = resolve(make_cfg("+experiment=fig3", "noise.sigma2_paper=0.01")).cfg
     assert cfg.noise.sigma == pytest.approx(math.sqrt(0.01 * 784 / 0.01))  # CE: d_in / eta
-    mse = resolve_paper_sigma(make_cfg("+experiment=fig2", "noise.sigma2_paper=1"))
-    assert mse.noise.sigma == pytest.approx(math.sqrt(784 / (1024 * 0.01)))  # MSE: d_in / (N_w eta)
-    assert paper_units(flatten(OmegaConf.to_container(mse, resolve=True))) == pytest.approx(1.0)
+    mse = resolve(make_cfg("+experiment=fig2", "noise.sigma2_paper=1"))
+    assert mse.cfg.noise.sigma == pytest.approx(math.sqrt(784 / (1024 * 0.01)))  # MSE: d_in / (N_w eta)
+    assert paper_units(mse.flat) == pytest.approx(1.0)
 
 
 def test_tensorboard_export_reads_back_as_the_csvs(tmp_path):

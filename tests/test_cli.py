@@ -112,7 +112,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, cwd=tmp_path)
     env = {"PYTHONPATH": str(target)}
     where = subprocess.run(
-        [sys.executable, "-c", "import nin_cli.cli as c; print(c.__file__); print(c.conf_dir())"],
+        [sys.executable, "-c", "import nin_cli.schema as c; print(c.__file__); print(c.conf_dir())"],
         cwd=work,
         env={**os.environ, **env},
         capture_output=True,

@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows
 
-from nin_cli.cli import conf_dir
+from nin_cli.perturbations import robustness_config
 from nin_cli.records import RunRecords
-from nin_cli.robustness import evaluate_run, robustness_config
+from nin_cli.robustness import evaluate_run
+from nin_cli.schema import conf_dir
 from nin_cli.train import Member, train, train_many
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.setup import prepare

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import QUICK, column, make_cfg, nin_cli
 from omegaconf import OmegaConf
 
-from nin_cli.cli import conf_dir
 from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
 from nin_cli.data import load_dataset
 from nin_cli.errors import ConfigError
+from nin_cli.perturbations import plan, robustness_config
 from nin_cli.robustness import (
     CorruptedImages,
     PixelModel,
@@ -22,10 +24,9 @@ from nin_cli.robustness import (
     evaluate_robustness,
     evaluate_run,
     pgd,
-    plan,
     reference_attack,
-    robustness_config,
 )
+from nin_cli.schema import conf_dir
 from nin_cli.seeding import generator
 from nin_cli.train import train
 from nin_cli.train.setup import build
@@ -38,8 +39,10 @@ SMALL_EVAL = [
     "robustness.pgd_steps=5",
     "robustness.corruptions={rotate: [1, 5], fog: [1, 5]}",
 ]
-needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="needs nin-cli[robustness] (scikit-image)")
-needs_torchattacks = pytest.mark.skipif(importlib.util.find_spec("torchattacks") is None, reason="needs nin-cli[robustness] (torchattacks)")
+needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="needs the robustness extra (scikit-image)")
+needs_torchattacks = pytest.mark.skipif(
+    importlib.util.find_spec("torchattacks") is None, reason="needs the robustness extra (torchattacks)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +222,7 @@ def test_without_the_robustness_extra_evaluate_warns_and_measures_the_rest(tmp_p
         (blocked / name / "__init__.py").write_text("raise ImportError('not installed')\n")
     proc = nin_cli("evaluate", str(run), "test_size=100", "--no-progress", env={"PYTHONPATH": str(blocked)})
     assert proc.returncode == 0, proc.stderr
-    assert "skipping apgd, brightness" in proc.stderr and "pip install 'nin-cli[robustness]'" in proc.stderr
+    assert "skipping apgd, brightness" in proc.stderr and "pip install -e '.[robustness]'" in proc.stderr
     table = pd.read_csv(run / "robustness.csv")
     assert set(table["perturbation"]) == {"clean", "gaussian", "fgsm", "pgd"}
 
@@ -272,3 +275,35 @@ def test_comparison_sweep_trains_evaluates_and_tabulates(tmp_path):
     assert (sweep / "plots" / "robustness.png").stat().st_size > 10_000
     again = nin_cli("evaluate", str(sweep))
     assert again.returncode == 0 and again.stderr.count("robustness.csv exists; skipping") == 4
+
+
+@needs_skimage
+@pytest.mark.parametrize("c", [0.2, -0.6, 1.0])
+def test_shear_is_the_2019_datasets_matrix_whatever_the_scikit_image(c):
+    """MNIST-C's shear, checked against a hand-built warp: output pixel (row, col) reads the input
+    at (x, y) = (col - sin(c) (row - 13.5), 13.5 + cos(c) (row - 13.5)), bilinear, zero outside the
+    image and blended with it at the edge (scipy's grid-constant mode, as scikit-image's warp);
+    scikit-image < 0.21's AffineTransform(shear=c), which made the published data."""
+    from scipy.ndimage import map_coordinates
+
+    from nin_cli.corruptions import shear
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(28, 28)) / 255.0
+    sign = int(np.random.default_rng(5).choice([-1, 1], 1)[0])  # the corruption's own draw of the direction
+    got = shear(image, c, np.random.default_rng(5))
+    rows, cols = np.mgrid[0:28, 0:28].astype(float)
+    angle = c * sign
+    x = cols - math.sin(angle) * rows + 13.5 * math.sin(angle)
+    y = math.cos(angle) * rows + 13.5 * (1 - math.cos(angle))
+    expected = np.clip(map_coordinates(image, [y, x], order=1, mode="grid-constant", cval=0.0), 0, 1)
+    assert np.abs(got - expected).max() < 1e-9
+
+
+@needs_skimage
+def test_corruptions_see_pixels_on_the_8_bit_grid():
+    """Standardizing and back leaves pixels a hair off k/255; the corruptions get k/255 exactly."""
+    image = torch.arange(784, dtype=torch.float64).reshape(1, 1, 28, 28) % 256 / 255
+    nudged = (image + 4e-8 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))).float()
+    for name in ("glass_blur", "brightness", "stripe"):
+        assert torch.equal(corrupt(nudged, name, 1, seed=0), corrupt(image.float(), name, 1, seed=0)), name

@@ -17,9 +17,9 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
 from nin_cli.analysis.summarize import analysis_config
-from nin_cli.cli import conf_dir
 from nin_cli.errors import ConfigError
 from nin_cli.records import RunRecords
+from nin_cli.schema import conf_dir
 from nin_cli.train import Member, train, train_many
 from nin_cli.train.jobs import check_batchable, structure_groups
 from nin_cli.train.loop import Ensemble
@@ -77,6 +77,7 @@ STEP_CASES = [
         if kind == "fused" or i in (0, 3)  # vmap on MLPs: with weight decay, and with the half-summed MSE
     ],
     pytest.param("vmap", [*SMALL_CNN, "nin=all"], id="vmap-cnn-nin=all"),
+    pytest.param("vmap", [*SMALL_CNN, "nin=all", "nin.conv=output"], id="vmap-cnn-nin=all-conv=output"),
     pytest.param("vmap", [*SMALL_CNN, "model.dropout=0.0", "loss=mse", "regularization.weight_decay=0.01"], id="vmap-cnn-mse-wd"),
 ]
 
@@ -86,25 +87,44 @@ def test_every_step_agrees_with_the_reference_step(tmp_path, kind, args):
     """Each Step against the reference: each member's own autograd and torch.optim step (`loop`,
     what a single run of any model takes), over two epochs of three members with their own seeds
     and sigmas: the noisy losses, and the weights after the first epoch."""
-    sigmas = [0.5, 1.0, 3.0]
+    # A CNN's NIN at conv1 acts on the image (nin.conv=input): at sigma = 3 its noise is as large as
+    # the image itself, and float32 rounding grows 1e4-fold within two epochs (the loop step on 1
+    # and on 2 threads differs by 0.2% there). The CNN cases stop at 1.5, where it does not.
+    sigmas = [0.5, 1.0, 1.5] if "model=cnn" in args else [0.5, 1.0, 3.0]
     cfgs = [make_cfg(*args, f"seed={k}", f"noise.sigma={s}") for k, s in enumerate(sigmas)]
 
-    def two_epochs(step_kind: str):
-        ens = ensemble(cfgs, tmp_path / step_kind, step_kind)
+    def two_epochs(step_kind: str, where: str):
+        ens = ensemble(cfgs, tmp_path / where, step_kind)
         assert ens.step.kind == step_kind
         first = ens.train_epoch(sigmas)[0]
         after_one = {n: ens.step.param(n).detach().clone() for n, _ in ens.members[0].s.model.named_parameters()}
         return first + ens.train_epoch(sigmas)[0], after_one
 
-    losses, params = two_epochs(kind)
-    reference, ref_params = two_epochs("loop")
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+
+    losses, params = two_epochs(kind, kind)
+    reference, ref_params = two_epochs("loop", "loop")
+    tolerance = dict.fromkeys(ref_params, 1e-3)
+    if "model=cnn" in args and "nin.conv=output" not in args:
+        # With noise on a convolution's input, a conv bias's gradient is a sum of large noisy terms
+        # that cancel: the reference itself, on another number of threads, moves the conv biases by
+        # ~1e-3 after an epoch (at sigma = 0: 1e-5). Each weight may differ by no more than 3x
+        # the reference's own spread, and never by more than 1e-3 where that spread is smaller.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2 if threads == 1 else 1)
+        try:
+            _, other = two_epochs("loop", "loop_threads")
+        finally:
+            torch.set_num_threads(threads)
+        tolerance = {n: max(1e-3, 3 * rel(other[n], p)) for n, p in ref_params.items()}
     # The first epoch (and the weights after it) agrees to float32 rounding; over the second, the
     # rounding of differently ordered reductions has compounded through the noisy steps.
-    for rel, epoch in ((1e-4, slice(0, 3)), (5e-4, slice(3, 6))):
-        assert losses[epoch] == pytest.approx(reference[epoch], rel=rel)
+    for tol, epoch in ((1e-4, slice(0, 3)), (5e-4, slice(3, 6))):
+        assert losses[epoch] == pytest.approx(reference[epoch], rel=tol)
     assert losses[3:] < losses[:3]  # the second epoch's loss is lower: it trains
     for name, p in ref_params.items():
-        assert float((params[name] - p).norm() / p.norm()) < 1e-3, name
+        assert rel(params[name], p) < tolerance[name], name
 
 
 def test_the_step_choice_says_why():

@@ -130,17 +130,6 @@ def test_conv_niws_take_the_conv_fan_in():
         assert std * math.sqrt(fan_in) == pytest.approx(1.0, rel=0.2 if name != "out" else 0.6), name
 
 
-def test_cnn_nins_are_pixelwise_and_ignored_in_evaluation():
-    cfg = make_cfg("model=cnn", "nin=all")
-    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
-    assert model.nins["conv1"].weight.shape == (32, 28, 28)
-    assert model.nins["conv2"].weight.shape == (64, 14, 14)
-    x = torch.randn(4, 1, 28, 28)
-    eps = {n: torch.randn(4) for n in model.nins}
-    assert not torch.allclose(model(x, eps), model(x))
-    assert torch.equal(model(x, {n: torch.zeros(4) for n in model.nins}), model(x))
-
-
 def test_hutchinson_matches_the_exact_hessian_trace():
     cfg = make_cfg("model.width=8", "nin=all")
     model = build_model(cfg.model, cfg.nin, (5,), 3, generator(0, "init"))

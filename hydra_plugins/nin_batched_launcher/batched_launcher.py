@@ -112,7 +112,7 @@ def tally(statuses: list[str]) -> str:
 
 class BatchedLauncher(CollectingLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nin_cli.cli import one_line_errors
+        from nin_cli.errors import one_line_errors
         from nin_cli.train import run_jobs
 
         log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.batch_size}")

@@ -14,10 +14,10 @@ from pathlib import Path
 from nin_cli.analysis.phases import PHASES
 from nin_cli.analysis.runs import Run, load_runs
 from nin_cli.analysis.summarize import analysis_config, run_rows, varying_keys
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, install_hint
 from nin_cli.schema import conf_dir
 
-INSTALL = "TensorBoard export needs the tensorboard package: pip install 'nin-cli[tensorboard]'"
+INSTALL = f"TensorBoard export needs the tensorboard package: {install_hint('tensorboard')}"
 
 
 def writer_class():

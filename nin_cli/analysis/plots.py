@@ -445,3 +445,30 @@ def sweep_figures(runs: list, phases: pd.DataFrame, phase_of: dict, out: Path, e
         ("robustness", robustness_figure(long, groups, out / f"robustness{ext}")),
         ("MNIST-C accuracy per corruption", mnist_c_figure(long, groups, out / f"robustness_mnist_c{ext}")),
     ]
+
+
+def plot_command(paths: list[str], overrides: list[str], out: Path, ext: str, per_run: bool) -> list[Path]:
+    """`nin plot`: a figure per run (unless not `per_run`) and the sweep's figures, in `out`."""
+    import re
+
+    from nin_cli.analysis.runs import load_runs
+    from nin_cli.analysis.summarize import analysis_config, summarize
+    from nin_cli.errors import ConfigError
+    from nin_cli.schema import conf_dir
+
+    acfg = analysis_config(conf_dir(), overrides)
+    runs = load_runs(paths)
+    if not runs:
+        raise ConfigError(f"no runs found under {', '.join(paths)}")
+    root = Path(paths[0]).resolve()
+    summary = summarize(runs, acfg)
+    phase_of = summary.phase_of(runs)
+    written = []
+    if per_run:
+        for run in runs:
+            where = run.path.resolve()
+            rel = where.relative_to(root) if where.is_relative_to(root) and where != root else run.path.name
+            title = f"{run.path}  sigma={run.sigma:g}  phase={phase_of[run.path]}  status={run.status.get('status')}"
+            written.append(run_figure(run, title, out / f"run_{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', str(rel))}{ext}"))
+    written += [path for _, path in sweep_figures(runs, summary.phases, phase_of, out, ext)]
+    return [p for p in written if p is not None]

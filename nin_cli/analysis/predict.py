@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
 
-from nin_cli.conventions import flat_config, sigma2_per_paper_unit
+from nin_cli.config import flat, load
+from nin_cli.conventions import sigma2_per_paper_unit
 from nin_cli.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.identity import exempt
 from nin_cli.noise import unit_noise
@@ -217,15 +219,13 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
     }
     table["sigma2_sharpness_edge"] = sharp
     model.train()
-    return Prediction(layers, boundaries, table, eta, steps_per_epoch, sigma2_per_paper_unit(flat_config(cfg)), notes)
+    unit = sigma2_per_paper_unit(flat(cfg))
+    return Prediction(layers, boundaries, table, eta, steps_per_epoch, unit, notes)
 
 
 def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]]:
     """Predicted boundaries (sigma^2) for each run of a sweep: one prediction per group of runs
     that differ only in noise scale and seed, from its first run's config (model at that seed's init)."""
-    from omegaconf import OmegaConf
-
-    from nin_cli.conventions import fill_legacy
     from nin_cli.train.setup import build
 
     skip = ("noise.sigma", "noise.sigma2_paper", "seed")
@@ -235,7 +235,73 @@ def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]
         groups.setdefault(key, []).append(run)
     out = {}
     for members in groups.values():
-        cfg = fill_legacy(OmegaConf.load(members[0].path / "config.yaml"))
-        bounds = predict(build(cfg), acfg).boundaries
+        bounds = predict(build(load(members[0].path / "config.yaml").cfg), acfg).boundaries
         out.update({str(r.path): bounds for r in members})
     return out
+
+
+def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
+    """The noise scales of the experiment's sweep grid (noise.sigma or noise.sigma2_paper), else a
+    log grid of the papers' units from 1e-5 to 100 (of sigma from 0.01 to 1000 where no unit exists)."""
+    from nin_cli.config import sweep_jobs
+
+    unit = sigma2_per_paper_unit(flat(cfg))
+    params = {str(k): v for k, v in (hydra_cfg.hydra.sweeper.get("params") or {}).items()}
+    for key, to_sigma in (("noise.sigma", float), ("noise.sigma2_paper", lambda u: math.sqrt(float(u) * unit))):
+        if key in params and (key == "noise.sigma" or math.isfinite(unit)):
+            return sorted(to_sigma(job[0].split("=", 1)[1]) for job in sweep_jobs({key: params[key]}, []))
+    if math.isfinite(unit):
+        return [math.sqrt(10 ** (k / 2) * 1e-5 * unit) for k in range(15)]
+    return [10 ** (k / 2) * 0.01 for k in range(11)]
+
+
+def read_measured(path: str) -> pd.DataFrame:
+    """A phases.csv of `nin summarize`: its sigmas, measured phase and tau_niw, renamed for predict.csv."""
+    from nin_cli.errors import ConfigError
+
+    try:
+        measured = pd.read_csv(path)
+        return measured[["noise.sigma", "phase", "tau_niw_mean"]].rename(
+            columns={"phase": "measured_phase", "tau_niw_mean": "tau_niw_measured"}
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: not a phases.csv of nin summarize ({exc})") from None
+
+
+def predict_command(overrides: list[str], samples: int | None, sigmas: str | None, measured_path: str | None, out: Path):
+    """`nin predict`: predict.csv, predict_boundaries.csv and predict_layers.csv in `out`; the
+    tables to print, titled, and the prediction's notes."""
+    from hydra import compose, initialize_config_dir
+
+    from nin_cli.analysis.summarize import analysis_config, write_csv
+    from nin_cli.config import check_command, resolve
+    from nin_cli.schema import conf_dir
+    from nin_cli.train.setup import build
+
+    conf = conf_dir()
+    check_command(overrides, multirun=False)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        hydra_cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = resolve(compose("train", overrides=overrides)).cfg
+    measured = read_measured(measured_path) if measured_path else None
+    if sigmas:
+        values = [float(v) for v in sigmas.split(",")]
+    else:
+        values = list(measured["noise.sigma"]) if measured is not None else sweep_sigmas(hydra_cfg, cfg)
+    result = predict(build(cfg), analysis_config(conf), samples)
+    out.mkdir(parents=True, exist_ok=True)
+    table, bounds = result.table(values), result.boundary_table()
+    if measured is not None:  # beside each predicted sigma, the measured row at that sigma (within rounding)
+        table = pd.merge_asof(
+            table.sort_values("noise.sigma"), measured.sort_values("noise.sigma"), on="noise.sigma", tolerance=1e-6, direction="nearest"
+        )
+        table["agree"] = table["predicted_phase"] == table["measured_phase"]
+    write_csv(table, out / "predict.csv")
+    write_csv(bounds, out / "predict_boundaries.csv")
+    write_csv(result.per_layer, out / "predict_layers.csv")
+    titles = [
+        ("curvature at initialisation, per NIN layer (sigma^2 of each layer's own boundaries)", result.per_layer),
+        ("predicted boundaries (sigma^2 = sigma2_paper x one paper unit)", bounds),
+        ("predicted phase and initial tau_niw (epochs) per sigma", table),
+    ]
+    return titles, result.notes

@@ -74,11 +74,16 @@ class SweepProgress:
 
     @property
     def complete(self) -> bool:
-        return self.total is not None and self.ended >= self.total
+        """Every run of the recorded total has ended (without a total: every run found has)."""
+        if self.total is None:
+            return self.ended > 0 and self.ended == sum(self.statuses.values())
+        return self.ended >= self.total
 
     def line(self) -> str:
         """'5/12 runs ended (4 completed, 1 diverged); 2 running'"""
         total = "?" if self.total is None else self.total
+        if not self.statuses:
+            return f"0/{total} runs ended; no run has started yet"
         parts = [f"{self.statuses[s]} {s}" for s in ENDED if self.statuses[s]]
         others = [f"{n} {s}" for s, n in sorted(self.statuses.items()) if s not in ENDED and n]
         text = f"{self.ended}/{total} runs ended" + (f" ({', '.join(parts)})" if parts else "")
@@ -100,3 +105,31 @@ def read_progress(sweep: Path) -> SweepProgress:
         status = RunRecords(run).read_status()
         statuses[status["status"] if status else "unknown"] += 1
     return SweepProgress(recorded.get("total"), statuses, recorded.get("jobs", recorded.get("total")))
+
+
+def show_progress(sweep: Path, watch: bool, every: float) -> None:
+    """`nin progress`: one line (runs ended / total, by status), or with `watch` a live bar until
+    every run has ended. A directory that holds no run and no sweep record is an error: nothing
+    there would ever end."""
+    import time
+
+    from nin_cli.errors import ConfigError, RecordError
+    from nin_cli.train.loop import progress_bar
+
+    sweep = Path(sweep)
+    if not sweep.is_dir():
+        raise ConfigError(f"{sweep}: no such sweep directory")
+    progress = read_progress(sweep)
+    if not progress.statuses and progress.total is None:
+        raise RecordError(f"{sweep} holds no runs and no sweep record ({SWEEP_FILE}): not a sweep directory, or nothing has started there")
+    if not watch:
+        print(progress.line())
+        return
+    with progress_bar(True) as bar:
+        task = bar.add_task(sweep.name, total=progress.total, info="")
+        while True:
+            bar.update(task, completed=progress.ended, total=progress.total, info=progress.line())
+            if progress.complete:
+                break
+            time.sleep(every)
+            progress = read_progress(sweep)

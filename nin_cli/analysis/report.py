@@ -30,8 +30,7 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     summary.write(sweep)
     plots = sweep / "plots"
     plots.mkdir(exist_ok=True)
-    phase_of = dict(zip((r.path for r in runs), summary.runs["phase"]))
-    figures = sweep_figures(runs, summary.phases, phase_of, plots)
+    figures = sweep_figures(runs, summary.phases, summary.phase_of(runs), plots)
     outcome = f"{len(runs)} runs: {summary.outcome()}"
     lines = [f"# Sweep report: {sweep.name}", "", f"{outcome}. Written {time.strftime('%Y-%m-%d %H:%M')} from `{sweep}`.", ""]
     lines += ["## Phases by sigma (mean ± std over seeds)", "", markdown(compact(summary.phases)), ""]

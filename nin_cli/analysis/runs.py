@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-from nin_cli.conventions import fill_legacy_flat
+from nin_cli.config import load
+from nin_cli.errors import ConfigError, RecordError
 from nin_cli.records import RunLock
-from nin_cli.schema import flatten
 
 MARKERS = ("metrics.csv", "status.json")
 
@@ -105,10 +104,10 @@ def load_run(path: Path) -> Run:
     for name in ("config.yaml", ".hydra/config.yaml"):
         if (path / name).exists():
             try:
-                config = fill_legacy_flat(flatten(OmegaConf.to_container(OmegaConf.load(path / name), resolve=False)))
+                config = load(path / name).flat
                 break
-            except Exception as exc:  # a damaged YAML must not stop a summary of 500 runs
-                problems.append(f"{name} unreadable ({type(exc).__name__})")
+            except (RecordError, ConfigError) as exc:  # a damaged YAML must not stop a summary of 500 runs
+                problems.append(f"{name} unreadable: {exc}")
     else:
         problems.append("no config.yaml")
     try:

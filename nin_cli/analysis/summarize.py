@@ -43,13 +43,18 @@ def last(run: Run, column: str) -> float:
     return float(m[column].iloc[-1]) if column in m and len(m) else math.nan
 
 
+def run_name(path: Path, root: Path | None) -> str:
+    """A run's name in the tables (the `run` column): its path below the sweep `root`, else its path.
+    The tables are joined with anything else by this name, never by row position."""
+    return (str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)) or "."
+
+
 def run_rows(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> pd.DataFrame:
     keys = varying_keys(runs)
     rows = []
     for run in runs:
         phase, why = classify(run, acfg.phases)
-        name = str(run.path.relative_to(root)) if root and run.path.is_relative_to(root) else str(run.path)
-        row = {"run": name or ".", **{k: run.config.get(k) for k in keys}, "sigma2_paper": paper_units(run.config)}
+        row = {"run": run_name(run.path, root), **{k: run.config.get(k) for k in keys}, "sigma2_paper": paper_units(run.config)}
         row.update(status=run.status.get("status", "unknown"), epoch=int(last(run, "epoch")) if len(run.metrics) else 0)
         row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits))
         row.update(final_train_acc=last(run, "train_acc"), final_test_acc=last(run, "test_acc"), final_test_loss=last(run, "test_loss"))
@@ -252,6 +257,7 @@ class Summary:
 
     runs: pd.DataFrame
     phases: pd.DataFrame
+    root: Path | None = None  # the sweep directory the run names are relative to
     robustness_detail: pd.DataFrame | None = None
     robustness: pd.DataFrame | None = None
     corruptions: pd.DataFrame | None = None  # MNIST-C accuracy per method and corruption
@@ -266,6 +272,11 @@ class Summary:
         if self.corruptions is not None:
             out.append(("MNIST-C: test accuracy by method and corruption (mean ± std over seeds)", self.corruptions))
         return out
+
+    def phase_of(self, runs: list[Run]) -> dict[Path, str]:
+        """Each run's phase, joined by run name (the tables are sorted by config, not by directory)."""
+        by_name = dict(zip(self.runs["run"], self.runs["phase"]))
+        return {run.path: by_name[run_name(run.path, self.root)] for run in runs}
 
     def write(self, out: Path) -> list[str]:
         """runs.csv, phases.csv (and robustness_summary.csv) in `out`; the names written."""
@@ -289,10 +300,51 @@ class Summary:
 
 def summarize(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> Summary:
     table = run_rows(runs, acfg, root)
-    summary = Summary(table, phase_rows(table))
+    summary = Summary(table, phase_rows(table), root)
     long = robustness_rows(runs)
     if not long.empty:
         groups = robustness_groups(runs)
         summary.robustness_detail, summary.robustness = robustness_summary(long, groups)
         summary.corruptions = corruption_table(long, groups)
     return summary
+
+
+def print_tables(tables: list[tuple[str, pd.DataFrame]], fmt: str) -> None:
+    """(title, DataFrame) pairs on stdout: markdown sections, or rich tables."""
+    for title, table in tables:
+        if fmt == "markdown":
+            print(f"### {title}\n\n{markdown(table)}\n")
+        else:
+            stdout_console().print(rich_table(table, title))
+
+
+def stdout_console():
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def summarize_paths(paths: list[str], overrides: list[str], out: Path) -> tuple[Summary, list[str]]:
+    """`nin summarize`: the runs under `paths` (their problems as warnings), summarized and written to `out`."""
+    import sys
+    import warnings
+
+    from nin_cli.analysis.runs import load_runs
+    from nin_cli.errors import ConfigError
+    from nin_cli.schema import conf_dir
+
+    acfg = analysis_config(conf_dir(), overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = load_runs(paths)
+    for w in caught:
+        print(f"nin: warning: {w.message}", file=sys.stderr)
+    for run in runs:
+        for problem in run.warnings:
+            print(f"nin: warning: {run.path}: {problem}", file=sys.stderr)
+    if not runs:
+        raise ConfigError(f"no runs found under {', '.join(paths)}")
+    summary = summarize(runs, acfg, Path(paths[0]) if len(paths) == 1 else None)
+    return summary, summary.write(out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,3 +214,56 @@ def network_theory_rows(runs: list[Run], acfg, boundaries: dict[str, dict[str, f
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values("noise.sigma", ignore_index=True) if len(table) else table
+
+
+def bounds_text(bounds: dict[str, float]) -> str:
+    return ", ".join(f"{k} at sigma^2={v:.4g} (sigma={v**0.5:.4g})" for k, v in bounds.items())
+
+
+def theory_command(paths: list[str], overrides: list[str], out: Path, no_predict: bool, fmt: str) -> list[Path]:
+    """`nin theory`: the linear toy model's analytic phases beside its simulated runs, or for
+    networks the NIW decay integrated from the recorded curvature (and the phases predicted at
+    init); theory.csv and a figure in `out`, the table on stdout. The files written."""
+    from nin_cli.analysis.plots import niw_theory_figure, theory_figure
+    from nin_cli.analysis.predict import sweep_boundaries
+    from nin_cli.analysis.runs import load_runs
+    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, stdout_console, write_csv
+    from nin_cli.errors import ConfigError
+    from nin_cli.schema import conf_dir
+
+    acfg = analysis_config(conf_dir(), overrides)
+    runs = load_runs(paths)
+    table, bounds = theory_rows(runs, acfg)
+    if not table.empty:
+        figure = theory_figure(table, bounds, out / "theory.png")
+        lines = [f"{name}: {bounds_text(b)}" for name, b in bounds.items()]
+        title = "linear toy model: theory vs simulation (tau in epochs)"
+    else:
+        measured = [r for r in runs if r.nin_layers and (r.path / "config.yaml").exists()]
+        boundaries = {} if no_predict else sweep_boundaries(measured, acfg)
+        table = network_theory_rows(runs, acfg, boundaries)
+        if table.empty:
+            raise ConfigError(
+                "no linear toy-model runs, and no network runs with recorded NIW curvature (hessian.niw_curvature=true) found"
+            )
+        curves = [
+            (f"sigma={r.sigma:g}", t)
+            for r in sorted(runs, key=lambda r: r.sigma)
+            if r.nin_layers
+            for t in [predicted_niw(r, r.nin_layers[0])]
+            if t is not None
+        ]
+        figure = niw_theory_figure(curves, out / "theory_niw.png")
+        lines = sorted({bounds_text(b) for b in boundaries.values()})
+        title = "networks: NIW decay from the recorded curvature, phases predicted at init (tau in epochs)"
+    done = f"predicted and measured phases agree for {int(table['agree'].sum())} of {len(table)} runs" if "agree" in table else ""
+    write_csv(table, out / "theory.csv")
+    if fmt == "markdown":
+        print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{done}")
+    else:
+        console = stdout_console()
+        for line in lines:
+            console.print(f"[bold]boundaries[/] {line}")
+        console.print(rich_table(table, title))
+        console.print(done)
+    return [out / "theory.csv", *([figure] if figure else [])]

@@ -14,24 +14,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.conventions import fill_legacy, resolve_paper_sigma
+from nin_cli.config import RunConfig, legacy_defaults, load, resolve
 from nin_cli.data import Dataset
-from nin_cli.errors import ConfigError, RecordError, console
+from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
 from nin_cli.records import ENDED, RunRecords, atomic_write_text
-from nin_cli.schema import flatten
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
-from nin_cli.train.setup import prepare
-
-
-class Interrupted(Exception):
-    """Raised from a signal handler (SIGTERM, SIGINT) so the loop can record the interruption and stop cleanly."""
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
-        return 128 + int(getattr(signal, str(self), signal.SIGTERM))
+from nin_cli.train.setup import build
 
 
 @contextmanager
@@ -53,35 +43,24 @@ def signals_raise() -> Iterator[None]:
 
 
 # identity ---------------------------------------------------------------------------------------
-def flat_config(cfg) -> dict:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    flat = flatten(plain)
-    if "tf32" in flat and "precision" not in flat:  # written before precision replaced the tf32 switch
-        flat["precision"] = "tf32" if flat.pop("tf32") else "fp32"
-    return flat
-
-
-def check_same_run(records: RunRecords, cfg: DictConfig) -> None:
+def check_same_run(records: RunRecords, run: RunConfig) -> None:
     """Resume only the run this config names (keys that may change on resume aside)."""
     if not records.config_path.exists():
         return
-    try:
-        saved = identity(flat_config(fill_legacy(OmegaConf.load(records.config_path))), "resume")
-    except Exception as exc:  # YAML or OmegaConf errors: the file is damaged
-        raise RecordError(f"{records.config_path} is damaged ({type(exc).__name__}); cannot tell which run this directory holds") from None
-    current = identity(flat_config(cfg), "resume")
+    saved = identity(load(records.config_path).flat, "resume")
+    current = identity(run.flat, "resume")
     if saved != current:
         diff = differing(saved, current)
         hint = "; use a new output directory"
-        if any(k.startswith(("nin.", "loss.")) for k in diff):
-            hint += " (a run from before nin.init/loss.reduction existed resumes with nin.init=unit loss.reduction=half_sum)"
+        older = [f"{k}={str(saved[k]).lower()}" for k in diff if k in legacy_defaults(saved) and k in saved]
+        if older:  # a run written by an older nin: what it trained with, as keys to type
+            hint += f", or resume it as it was trained: {' '.join(older)}"
         raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")
 
 
 def structure(cfg: DictConfig) -> dict:
     """What the members of one ensemble must share: the run identity without per-member keys."""
-    return {k: v for k, v in identity(flat_config(cfg), "resume").items() if not exempt(k, "member")}
+    return {k: v for k, v in identity(resolve(cfg, validate=False).flat, "resume").items() if not exempt(k, "member")}
 
 
 def structure_groups(cfgs: list[DictConfig]) -> list[list[int]]:
@@ -106,11 +85,11 @@ def check_batchable(cfgs: list[DictConfig]) -> None:
 def open_run(cfg: DictConfig, run_dir, data: Dataset | None = None) -> Member | RunResult:
     """A Member ready to train (fresh or resumed from the directory's checkpoint) that holds the
     directory's lock, or the result of a run that already finished there (a rerun sweep skips it)."""
-    resolve_paper_sigma(cfg)
+    run = resolve(cfg)
     records = RunRecords(run_dir)
     records.lock.acquire()
     try:
-        opened = _open_locked(cfg, records, data)
+        opened = _open_locked(run, records, data)
     except RecordError as exc:  # damaged or inconsistent records: say so in the run's status too
         records.try_write_status("failed", records.last_recorded_epoch(), int(cfg.epochs), str(exc))
         records.lock.release()
@@ -127,7 +106,8 @@ def open_run(cfg: DictConfig, run_dir, data: Dataset | None = None) -> Member | 
     return opened
 
 
-def _open_locked(cfg: DictConfig, records: RunRecords, data: Dataset | None) -> Member | RunResult:
+def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> Member | RunResult:
+    cfg = run.cfg
     records.remove_stale_temporaries()
     status = records.read_status()
     if not cfg.resume and records.has_run():
@@ -140,11 +120,11 @@ def _open_locked(cfg: DictConfig, records: RunRecords, data: Dataset | None) -> 
         records.clear()
         status = None
     if cfg.resume:
-        check_same_run(records, cfg)
+        check_same_run(records, run)
         if status and status["status"] in ("completed", "diverged"):
             console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping")
             return RunResult(status["status"], status["epoch"], status.get("reason"))
-    member = Member(prepare(cfg, data), records)
+    member = Member(build(cfg, data), records)
     state = records.load_checkpoint() if cfg.resume else None
     if state is not None:
         member.load_state_dict(state)
@@ -350,3 +330,18 @@ def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], batch_size: int = 64)
     for cfg, run_dir, result in zip(cfgs, run_dirs, results):
         evaluate_after_training(cfg, Path(run_dir), result.status)
     return results
+
+
+def hydra_task(cfg: DictConfig) -> str:
+    """`nin train`'s Hydra task function: one run in Hydra's output directory, a line on how it ended."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from nin_cli.errors import one_line_errors
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with one_line_errors():
+        (result,) = run_jobs([cfg], [run_dir])
+    colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
+    detail = f" ({result.reason})" if result.reason else ""
+    console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")
+    return result.status

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from nin_cli.faults import fault_point
 from nin_cli.noise import NoiseSource, sigma_at
+from nin_cli.optimizers import make_optimizer
 from nin_cli.records import RunRecords
 from nin_cli.seeding import generator
 from nin_cli.train.rows import (
@@ -25,7 +26,7 @@ from nin_cli.train.rows import (
     step_columns,
     train_subset,
 )
-from nin_cli.train.setup import Setup, make_optimizer, matmul_autocast
+from nin_cli.train.setup import Setup, matmul_autocast
 
 
 @dataclass

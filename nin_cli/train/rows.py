@@ -20,18 +20,21 @@ from nin_cli.seeding import generator
 from nin_cli.train.setup import Setup, matmul_autocast
 
 
+def fed_layers(model: NINModel, nin_layers: list[str]) -> list[str]:
+    """The layers the NINs' noise passes through first (each once, in NIN order)."""
+    return list(dict.fromkeys(fed for n in nin_layers if (fed := model.fed_layer(n))))
+
+
 def norm_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
-    cols = [f"niw_norm_{n}" for n in nin_layers]
-    return cols + [f"weight_norm_{model.next_layer(n)}" for n in nin_layers if model.next_layer(n)]
+    return [f"niw_norm_{n}" for n in nin_layers] + [f"weight_norm_{fed}" for fed in fed_layers(model, nin_layers)]
 
 
 def norm_groups(model: NINModel, nin_layers: list[str]) -> list[list[str]]:
-    """The parameters behind each norm column: a NIW, or all weight tensors of a NIN's next layer."""
+    """The parameters behind each norm column: a NIW, or all weight tensors of a layer a NIN feeds."""
     groups = [[f"nins.{n}.weight"] for n in nin_layers]
     return groups + [
-        [f"layers.{nxt}.{p}" for p, _ in model.layers[nxt].named_parameters() if p.endswith("weight")]
-        for n in nin_layers
-        if (nxt := model.next_layer(n))
+        [f"layers.{fed}.{p}" for p, _ in model.layers[fed].named_parameters() if p.endswith("weight")]
+        for fed in fed_layers(model, nin_layers)
     ]
 
 

@@ -1,41 +1,20 @@
 """Everything a run builds from its config before the first step: device and precision, data,
-model and loss, and the optimizer. Training validates first (`prepare`); rebuilding a trained run
-to evaluate it does not (`build`): its config is what it was trained with."""
+model and loss, and the optimizer. The config comes resolved and, for training, validated
+(nin_cli/config.py); rebuilding a trained run to evaluate it takes its saved config as it is."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
+from nin_cli.config import resolve
 from nin_cli.data import Dataset, load_dataset
 from nin_cli.errors import ConfigError
 from nin_cli.models import NINModel, build_model
 from nin_cli.objectives import LossFn, make_loss
-from nin_cli.schema import check_train_config
 from nin_cli.seeding import generator
-
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-@dataclass(frozen=True)
-class OptimizerKind:
-    make: Callable[[DictConfig, object, float], torch.optim.Optimizer]  # (optimizer cfg, params, weight decay)
-    stateless: Callable[[DictConfig], bool]  # plain SGD: the update the stacked and fused steps write out
-
-
-OPTIMIZERS: dict[str, OptimizerKind] = {
-    "sgd": OptimizerKind(
-        lambda c, params, wd: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=wd),
-        lambda c: float(c.momentum) == 0.0,
-    ),
-    "adam": OptimizerKind(
-        lambda c, params, wd: torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas), weight_decay=wd),
-        lambda c: False,
-    ),
-}
 
 
 @dataclass
@@ -85,18 +64,6 @@ def matmul_autocast(cfg: DictConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False)  # graph-safe
 
 
-def plain_sgd(cfg: DictConfig) -> bool:
-    """SGD without momentum: the only optimizer whose update the stacked and fused steps write out."""
-    kind = OPTIMIZERS.get(cfg.optimizer.name)
-    return kind is not None and kind.stateless(cfg.optimizer)
-
-
-def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer.name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose from {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[cfg.optimizer.name].make(cfg.optimizer, params, float(cfg.regularization.weight_decay))
-
-
 def build(cfg: DictConfig, data: Dataset | None = None) -> Setup:
     """Data (unless shared in), model at its seed's initialisation, and loss, on the run's device."""
     device = resolve_device(cfg.device)
@@ -112,6 +79,5 @@ def build(cfg: DictConfig, data: Dataset | None = None) -> Setup:
 
 
 def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
-    """Validate every key (nin_cli/schema.py) before any data is loaded, then build."""
-    check_train_config(cfg)
-    return build(cfg, data)
+    """A composed config resolved and validated (nin_cli/config.py), then built: what training does."""
+    return build(resolve(cfg).cfg, data)

@@ -23,10 +23,11 @@ from torch.func import functional_call, vmap
 
 from nin_cli.models import model_kind
 from nin_cli.objectives import LOSSES
+from nin_cli.optimizers import plain_sgd
 from nin_cli.train.fused_mlp import FusedMLPStep
 from nin_cli.train.graphs import graphed_on_cuda
 from nin_cli.train.member import Member
-from nin_cli.train.setup import matmul_autocast, plain_sgd, step_dtype
+from nin_cli.train.setup import matmul_autocast, step_dtype
 
 Batch = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
 STEPS = ("fused", "vmap", "loop")

@@ -1,0 +1,303 @@
+"""A run's config, resolved once: the one home of what a run *is*.
+
+`resolve` turns a composed config (Hydra's, for a job) or a saved config.yaml (`load`) into a
+`RunConfig`: interpolations resolved, the keys an older nin did not write filled with what that
+run trained with, noise.sigma derived from noise.sigma2_paper, every value checked, and the flat
+key -> value record that identity, resume, summaries and reports compare. Training, resume,
+summarize, the notebook API, report, evaluate, predict and theory all take a run's config from
+here, so no two of them can read it differently.
+
+`check_command` is the same rule applied to a whole `nin train` command before anything trains:
+every job of a sweep (the experiment's own grid included) is composed and resolved, and inputs
+that contradict each other are refused in one line that names both sides.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nin_cli.conventions import sigma2_per_paper_unit
+from nin_cli.errors import ConfigError, RecordError
+from nin_cli.schema import conf_dir, flatten, train_schema
+
+SIGMA_KEYS = ("noise.sigma", "noise.sigma2_paper")  # two names of one noise scale: a run gives one
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's config as it trains: `cfg` (nested, resolved, without Hydra's node) and `flat`
+    (dotted key -> value, lists as tuples), the record every comparison of runs reads."""
+
+    cfg: DictConfig
+    flat: dict[str, Any]
+
+
+# --- what a config written by an older nin meant -------------------------------------------------
+def legacy_defaults(flat: Mapping) -> dict[str, Any]:
+    """Values a config written before nin.init, nin.conv, loss.reduction and hessian.niw_curvature
+    existed ran with. nin.conv changes nothing in a network without convolutions: there the old
+    config reads as the new default, so that an MLP run resumes as it always did."""
+    from nin_cli.models import MODELS
+
+    kind = MODELS.get(str(flat.get("model.name")))
+    return {
+        "nin.init": "unit",
+        "nin.conv": "output" if kind is not None and kind.conv else "input",
+        "loss.reduction": "half_sum" if flat.get("loss.name") == "mse" else "mean",
+        "hessian.niw_curvature": False,
+    }
+
+
+def _fill_legacy(cfg: DictConfig) -> None:
+    """Set the keys a saved config predates to the behaviour it was trained with (in place)."""
+    if "tf32" in cfg and "precision" not in cfg:  # written before precision replaced the tf32 switch
+        cfg.precision = "tf32" if cfg.tf32 else "fp32"
+        del cfg["tf32"]
+    keys = flatten(OmegaConf.to_container(cfg))
+    for key, value in legacy_defaults(keys).items():
+        group = key.split(".")[0] + "."
+        if key not in keys and any(k.startswith(group) for k in keys):
+            OmegaConf.update(cfg, key, value, force_add=True)
+
+
+# --- resolving ------------------------------------------------------------------------------------
+def flat(cfg: DictConfig) -> dict[str, Any]:
+    """dotted key -> value of a config (resolved; Hydra's node left out), lists as tuples."""
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return flatten(OmegaConf.to_container(cfg, resolve=True))
+
+
+def resolve(cfg: DictConfig, validate: bool = True) -> RunConfig:
+    """The run `cfg` describes, resolved (see the module's docstring). With `validate`, every key
+    is known, typed and in range, the robustness plan is valid and the dataset has the sizes asked."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
+    plain.pop("hydra", None)
+    run = OmegaConf.create(plain)
+    _fill_legacy(run)
+    _derive_sigma(run)
+    record = flat(run)
+    if validate:
+        _check(run, record)
+    OmegaConf.set_struct(run, True)
+    return RunConfig(run, record)
+
+
+def load(path: Path, validate: bool = False) -> RunConfig:
+    """A saved config.yaml, resolved as `resolve` does (a trained run is not re-validated: its
+    config is what it was trained with). A damaged file is a RecordError naming it."""
+    try:
+        saved = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # YAML or OmegaConf errors: the file is damaged
+        raise RecordError(f"{path} is damaged ({type(exc).__name__}); cannot tell which run this directory holds") from None
+    if not isinstance(saved, DictConfig):
+        raise RecordError(f"{path} is damaged (not a mapping); cannot tell which run this directory holds")
+    return resolve(saved, validate)
+
+
+def _derive_sigma(run: DictConfig) -> None:
+    """`noise.sigma2_paper=u` writes the noise scale in the papers' units: noise.sigma = sqrt(u x unit)."""
+    noise = run.get("noise")
+    u = noise.get("sigma2_paper") if isinstance(noise, DictConfig) else None
+    if u is None:
+        return
+    try:
+        u = float(u)
+    except (TypeError, ValueError):
+        raise ConfigError(f"noise.sigma2_paper must be a number, got {u!r}") from None
+    unit = sigma2_per_paper_unit(flat(run))
+    if not (math.isfinite(u) and u >= 0 and math.isfinite(unit)):
+        raise ConfigError(f"noise.sigma2_paper={u!r} cannot be converted for this run (needs a finite u >= 0, a known dataset and width)")
+    run.noise.sigma = math.sqrt(u * unit)
+
+
+def _check(run: DictConfig, record: dict[str, Any]) -> None:
+    from nin_cli.data import check_sizes
+    from nin_cli.perturbations import plan
+
+    train_schema(conf_dir()).check(record)
+    check_sizes(run.dataset)
+    if run.get("evaluate"):  # names of corruptions and attacks, checked before training too
+        plan(run.robustness)
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+def parse(overrides: list[str]) -> list:
+    """Hydra's own parse of command-line overrides; a malformed one is one ConfigError line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except HydraException as exc:
+        raise ConfigError(hydra_message(exc)) from None
+
+
+def sweep_jobs(grid: Mapping[str, Any], overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them of an experiment's grid
+    (hydra.sweeper.params) and the command's overrides: the cartesian product of every swept
+    key's values, in key order, through Hydra's public override parser. A key given twice keeps
+    its last values (check_command refuses that before a sweep runs)."""
+    parsed = parse([f"{k}={v}" for k, v in grid.items()] + list(overrides))
+    axes: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ConfigError(f"{override.input_line}: only lists of values can be swept here (no range sweeps of floats or intervals)")
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def hydra_message(exc: Exception) -> str:
+    """Hydra's error on one line, its hint kept (e.g. 'To append to your config use +experiment=fig3')."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    keep = [line for line in lines if not line.startswith(("See https://", "full_key:", "object_type="))]
+    return " ".join(keep[:3]) or type(exc).__name__
+
+
+def check_group_choices(overrides: list[str], conf: Path) -> None:
+    """`group=option` for an option that does not exist: one line that lists the options."""
+    for override in parse(overrides):
+        group = override.key_or_group
+        if "/" in group or "." in group or not (conf / group).is_dir() or override.is_delete():
+            continue
+        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            continue  # glob(): Hydra matches it against the options itself
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        for value in values:
+            if value not in options:
+                raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
+
+
+@dataclass
+class Command:
+    """A checked `nin train` command: each job's overrides (one job without -m)."""
+
+    jobs: list[list[str]]
+    grid: dict[str, str]
+
+
+def check_command(overrides: list[str], multirun: bool) -> Command:
+    """Every job of the command composed, resolved and validated before the first one trains:
+    unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
+    here, contradicting inputs, and each job's values. A ConfigError names the job and the value."""
+    from hydra import compose, initialize_config_dir
+
+    conf = conf_dir()
+    check_group_choices(overrides, conf)
+    parsed = parse(overrides)
+    schema = train_schema(conf)
+    for override in parsed:  # typos first, with the closest valid key
+        key = override.key_or_group
+        if key.startswith("hydra.") and override.is_sweep_override():
+            raise ConfigError(f"{override.input_line}: Hydra's own settings are not swept; quote a list value: {key}='...'")
+        if not key.startswith("hydra") and not (conf / key).is_dir():
+            schema.check_key(key)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        try:
+            base = compose("train", overrides=fixed, return_hydra_config=True)
+        except Exception as exc:  # Hydra's composition errors
+            raise ConfigError(_composition_error(exc, fixed, compose)) from None
+        grid = {str(k): str(v) for k, v in (base.hydra.sweeper.get("params") or {}).items()} if multirun else {}
+        if multirun:
+            check_launcher(base)
+        check_conflicts(parsed, grid, base)
+        jobs = sweep_jobs(grid, overrides) if multirun else [[o for o in overrides if not o.startswith("-")]]
+        varied = tuple(f"{k.lstrip('+~')}=" for k in {*grid, *(o.key_or_group for o in parsed if o.is_sweep_override())})
+        for job in jobs:
+            where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
+            try:
+                resolve(compose("train", overrides=job))
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}{where}") from None
+            except Exception as exc:  # Hydra's composition errors: the message says it
+                raise ConfigError(f"{hydra_message(exc)}{where}") from None
+    return Command(jobs, grid)
+
+
+def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
+    """Hydra's message, plus the closest key where a typed key does not exist (hydra.launcher.batchsize)."""
+    message = hydra_message(exc)
+    for item in fixed:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if f"'{key}'" not in message or "." not in key:
+            continue
+        parent, leaf = key.rsplit(".", 1)
+        try:
+            node = OmegaConf.select(compose("train", overrides=[f for f in fixed if f != item], return_hydra_config=True), parent)
+        except Exception:
+            break
+        if isinstance(node, DictConfig):
+            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1, cutoff=0.6)
+            return f"unknown config key {key!r}" + (f"; did you mean {parent}.{close[0]}?" if close else f" ({message})")
+    return message
+
+
+def check_launcher(base: DictConfig) -> None:
+    """A SLURM launcher needs SLURM's sbatch here; say so before Hydra's submitit fails."""
+    target = str(base.hydra.launcher.get("_target_", ""))
+    if "Slurm" in target and shutil.which("sbatch") is None:
+        choice = base.hydra.runtime.choices.get("hydra/launcher", "slurm")
+        raise ConfigError(
+            f"hydra/launcher={choice} submits to SLURM, but sbatch is not on PATH here: run on the cluster's login node, "
+            "or train on this machine with hydra/launcher=batched"
+        )
+
+
+def check_conflicts(parsed: list, grid: Mapping[str, str], base: DictConfig) -> None:
+    """Refuse what would train something other than what was typed: noise.sigma and
+    noise.sigma2_paper both given (typed or swept: sigma2_paper would silently win), and a typed
+    key that the experiment's grid sweeps too (one would silently replace the other)."""
+    typed = {o.key_or_group: o for o in parsed}
+    given = {k: f"{typed[k].input_line.lstrip('+')} (typed)" for k in SIGMA_KEYS if k in typed}
+    for key in SIGMA_KEYS:
+        if key in grid and key not in typed:
+            given[key] = f"{key}={grid[key]} (the experiment's grid, hydra.sweeper.params)"
+    if len(given) == 2:
+        raise ConfigError(
+            f"{given['noise.sigma']} and {given['noise.sigma2_paper']} both set the noise scale; give one of them"
+            + _sigma_hint(typed, grid, base)
+        )
+    for key, override in typed.items():
+        if key in grid:
+            value = override.input_line.split("=", 1)[1]
+            replace = f"\"hydra.sweeper.params={{{key}:'{value}'}}\""
+            raise ConfigError(
+                f"{key}={value} is typed and the experiment's grid sweeps {key}={grid[key]}: one would silently replace the other; "
+                f"to run other values of the grid's key, replace its entry: {replace}"
+            )
+
+
+def _sigma_hint(typed: Mapping, grid: Mapping[str, str], base: DictConfig) -> str:
+    """Where the grid sweeps one name and the other was typed: the typed values in the grid's units."""
+    unit = sigma2_per_paper_unit(flat(base))
+    for grid_key, typed_key in (("noise.sigma2_paper", "noise.sigma"), ("noise.sigma", "noise.sigma2_paper")):
+        if grid_key in grid and typed_key in typed and math.isfinite(unit):
+            values = [job[0].split("=", 1)[1] for job in sweep_jobs({}, [typed[typed_key].input_line])]
+            try:
+                numbers = [float(v) for v in values]
+            except ValueError:
+                return ""
+            converted = [v * v / unit for v in numbers] if grid_key == "noise.sigma2_paper" else [math.sqrt(v * unit) for v in numbers]
+            text = ",".join(f"{v:.6g}" for v in converted)
+            return f"; your values in the grid's terms: \"hydra.sweeper.params={{{grid_key}:'{text}'}}\""
+    return ""

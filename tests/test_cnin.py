@@ -1,0 +1,106 @@
+"""cNINR as the NINR paper builds it (Fig. 4): a NIN at a convolution joins the convolution's input,
+x(l) + W_NI eps with W_NI of x(l)'s shape, so its noise passes through the kernels; the older
+placement on the convolution's output stays an option, and run directories written before the
+choice existed keep their meaning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
+from omegaconf import OmegaConf
+
+import nin_cli as api
+from nin_cli.config import load
+from nin_cli.models import build_model
+from nin_cli.seeding import generator
+from nin_cli.train import train, train_many
+
+SMALL_CNN = [
+    *(o for o in QUICK if not o.startswith("model.")),
+    "model=cnn",
+    "model.channels=[8,16]",
+    "model.hidden=32",
+    "dataset.train_size=600",
+    "dataset.test_size=300",
+]
+
+
+def cnn(*overrides: str):
+    cfg = make_cfg("model=cnn", *overrides)
+    return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+
+
+@pytest.mark.parametrize(
+    ("placement", "shapes"),
+    [
+        ("input", {"conv1": (1, 28, 28), "conv2": (32, 14, 14), "fc1": (128,), "out": (10,)}),
+        ("output", {"conv1": (32, 28, 28), "conv2": (64, 14, 14), "fc1": (128,), "out": (10,)}),
+    ],
+)
+def test_conv_niws_have_the_shape_of_where_they_join(placement, shapes):
+    model = cnn("nin=all", f"nin.conv={placement}")
+    assert {n: tuple(model.nins[n].weight.shape) for n in model.nins} == shapes
+    # initialised like the weights of the convolution the noise feeds: N(0, 1/(C_in k k))
+    assert float(model.nins["conv1"].weight.std()) * math.sqrt(1 * 9) == pytest.approx(1.0, rel=0.15)
+    assert float(model.nins["conv2"].weight.std()) * math.sqrt(32 * 9) == pytest.approx(1.0, rel=0.1)
+    x = torch.randn(4, 1, 28, 28)
+    eps = {n: torch.randn(4) for n in model.nins}
+    assert not torch.allclose(model(x, eps), model(x))  # noise changes the output in training
+    assert torch.equal(model(x, {n: torch.zeros(4) for n in model.nins}), model(x))  # eps = 0 is evaluation
+
+
+@pytest.mark.parametrize(("placement", "reaches"), [("input", True), ("output", False)])
+def test_the_noise_reaches_conv1s_kernel_gradient_only_under_the_papers_placement(placement, reaches):
+    """d<g, z1>/dK for a fixed g: with the NIN on conv1's input, z1 = K * (x + W eps) and the
+    kernel's gradient carries the noise; on its output, z1 = K * x + W eps and it does not."""
+    model = cnn(f"nin.conv={placement}")
+    x = torch.randn(8, 1, 28, 28)
+    g = torch.randn(8, 32, 28, 28, generator=torch.Generator().manual_seed(1))
+
+    def kernel_grad(eps: torch.Tensor) -> torch.Tensor:
+        model.zero_grad()
+        (model.apply("conv1", x, {"conv1": eps}, None) * g).sum().backward()
+        return model.layers["conv1"].weight.grad.clone()
+
+    clean, noisy = kernel_grad(torch.zeros(8)), kernel_grad(3 * torch.randn(8))
+    assert (not torch.allclose(clean, noisy)) == reaches
+
+
+def test_the_next_layer_norm_of_an_input_nin_is_the_convolution_it_feeds(tmp_path):
+    train(make_cfg(*SMALL_CNN, "epochs=1", "nin=all", "noise.sigma=1"), tmp_path / "all")
+    header = list(read_rows(tmp_path / "all")[0])
+    norms = [c for c in header if c.startswith(("niw_norm_", "weight_norm_"))]
+    assert norms == [*(f"niw_norm_{n}" for n in ("conv1", "conv2", "fc1", "out")), *(f"weight_norm_{n}" for n in ("conv1", "conv2", "out"))]
+
+
+def test_a_cnn_member_of_an_ensemble_replays_its_single_run(tmp_path):
+    cfgs = [make_cfg(*SMALL_CNN, "epochs=2", "nin=all", f"noise.sigma={s}", f"seed={k}") for k, s in ((0, 0.5), (1, 2.0))]
+    batched = [tmp_path / f"batched{k}" for k in range(2)]
+    assert [r.status for r in train_many(cfgs, batched)] == ["completed"] * 2
+    for k, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"single{k}")
+        first_b, first_s = read_rows(batched[k])[0], read_rows(tmp_path / f"single{k}")[0]
+        assert without_timing([first_b]) == without_timing([first_s])  # the same init and NIW, exactly
+        steps_b = column(batched[k], "train_loss", "steps.csv")[:8]
+        steps_s = column(tmp_path / f"single{k}", "train_loss", "steps.csv")[:8]
+        assert steps_b == pytest.approx(steps_s, rel=1e-4)  # the same noise through conv1's kernels
+        assert column(batched[k], "niw_norm_conv1") == pytest.approx(column(tmp_path / f"single{k}", "niw_norm_conv1"), rel=1e-3)
+
+
+def test_a_run_from_before_the_choice_reads_and_resumes_as_the_old_placement(tmp_path):
+    run = tmp_path / "old"
+    args = [*SMALL_CNN, "epochs=1", "nin=all", "noise.sigma=1", "nin.conv=output", f"hydra.run.dir={run}"]
+    assert nin_cli("train", *args).returncode == 0
+    config = run / "config.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(True) if not line.strip().startswith("conv:")))
+    assert "conv" not in OmegaConf.load(config).nin
+    assert load(config).flat["nin.conv"] == "output"  # what it trained with
+    model = api.load_model(run)  # the checkpoint's NIW shapes are the old placement's
+    assert tuple(model.nins["conv1"].weight.shape) == (8, 28, 28)
+    new = nin_cli("train", *[a for a in args if a != "nin.conv=output"])
+    assert new.returncode == 2 and "differs in: nin.conv" in new.stderr and "resume it as it was trained: nin.conv=output" in new.stderr
+    again = nin_cli("train", *args)
+    assert again.returncode == 0 and "already completed" in again.stderr, again.stderr
