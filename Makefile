@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/main
 
-.PHONY: setup data run test test-slow lint format bench clean
+.PHONY: setup data run test test-slow test-slurm slurm-start slurm-stop lint format bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,16 @@ test: setup
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow
+
+# The SLURM tests, against the one-node cluster of scripts/slurm-local.sh (started if it is not up).
+test-slurm: setup slurm-start
+	$(BIN)/pytest -q -m slurm
+
+slurm-start:
+	bash scripts/slurm-local.sh start
+
+slurm-stop:
+	bash scripts/slurm-local.sh stop
 
 lint: setup
 	$(BIN)/ruff check nin_cli tests bench hydra_plugins

@@ -28,8 +28,8 @@ class SweepReport(Callback):
 
         from nin_cli.analysis.progress import read_progress
 
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
+        if config.hydra.mode != RunMode.MULTIRUN or "nin_batched_launcher" in str(config.hydra.launcher.get("_target_", "")):
+            return  # the batched launchers only collect the jobs here; they report progress per ensemble and job
         progress = read_progress(Path(str(config.hydra.sweep.dir)))
         jobs = "?" if progress.jobs is None else progress.jobs
         print(f"sweep: job {int(config.hydra.job.num) + 1}/{jobs} starting; {progress.line()}", file=sys.stderr)
@@ -37,6 +37,8 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from nin_cli.analysis.report import write_report
 
+        if not config.hydra.launcher.get("wait", True):  # submitted and left: the runs have not ended yet
+            return
         sweep = Path(str(config.hydra.sweep.dir))
         try:
             path, outcome = write_report(sweep)

@@ -246,21 +246,28 @@ def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
             node = OmegaConf.select(compose("train", overrides=[f for f in fixed if f != item], return_hydra_config=True), parent)
         except Exception:
             break
-        if isinstance(node, DictConfig):
+        if isinstance(node, DictConfig) and leaf not in node:  # a key that does not exist (else Hydra's words say it)
             close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1, cutoff=0.6)
             return f"unknown config key {key!r}" + (f"; did you mean {parent}.{close[0]}?" if close else f" ({message})")
+        break
     return message
 
 
 def check_launcher(base: DictConfig) -> None:
-    """A SLURM launcher needs SLURM's sbatch here; say so before Hydra's submitit fails."""
+    """A SLURM launcher needs SLURM's sbatch here, and a request that a node of its partition can
+    satisfy; say so before Hydra's submitit fails or a job waits forever."""
+    from nin_cli.cluster import check_request
+
     target = str(base.hydra.launcher.get("_target_", ""))
-    if "Slurm" in target and shutil.which("sbatch") is None:
+    if "Slurm" not in target:
+        return
+    if shutil.which("sbatch") is None:
         choice = base.hydra.runtime.choices.get("hydra/launcher", "slurm")
         raise ConfigError(
             f"hydra/launcher={choice} submits to SLURM, but sbatch is not on PATH here: run on the cluster's login node, "
             "or train on this machine with hydra/launcher=batched"
         )
+    check_request(OmegaConf.to_container(base.hydra.launcher, resolve=False))
 
 
 def check_conflicts(parsed: list, grid: Mapping[str, str], base: DictConfig) -> None:

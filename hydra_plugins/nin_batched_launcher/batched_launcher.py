@@ -13,6 +13,8 @@ a task function that only collects the job's config; training happens afterwards
 """
 
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +41,15 @@ class BatchedLauncherConf:
 class BatchedSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedSlurmLauncher"
     batch_size: int = 64  # members per ensemble, i.e. per SLURM job
+    wait: bool = True  # false: submit the job array and return (follow with nin progress, then nin report)
+    poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
 
 
 @dataclass
 class BatchedLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedLocalLauncher"
     batch_size: int = 64  # members per ensemble, i.e. per local submitit job
+    poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
 
 
 store = ConfigStore.instance()
@@ -99,15 +104,11 @@ class CollectingLauncher(Launcher):
 
 
 def settle(returns: list[JobReturn], statuses: list[str]) -> list[JobReturn]:
+    """The sweep's job returns, each with its run's recorded status (the report callback reads the records)."""
     for ret, status in zip(returns, statuses):
         ret.status = JobStatus.COMPLETED
         ret.return_value = status
     return returns
-
-
-def tally(statuses: list[str]) -> str:
-    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
-    return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
 class BatchedLauncher(CollectingLauncher):
@@ -135,7 +136,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
         """submitit's executor with the launcher's resources, as hydra's submitit launcher sets them."""
         import submitit
 
-        init_keys = {"submitit_folder", "max_num_timeout"}
+        init_keys = {"submitit_folder", "max_num_timeout", "wait", "poll_s"}  # not sbatch's: the executor's, or nin's
         init = {"folder": self.params["submitit_folder"]}
         if "max_num_timeout" in self.params:
             init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
@@ -145,6 +146,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from nin_cli.errors import one_line_errors
         from nin_cli.train.jobs import EnsembleJob, finished, plan_ensembles, recorded_status
 
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
@@ -154,43 +156,142 @@ class BatchedSubmititLauncher(CollectingLauncher):
             f"{len(cfgs)} runs in {len(ensembles)} ensembles of up to {self.batch_size}: "
             f"{len(todo)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(todo)} already finished"
         )
-        statuses = [recorded_status(d) for d in dirs]
-        if todo:
-            jobs = self.executor().map_array(
-                EnsembleJob(), [[cfgs[i] for i in idx] for idx in todo], [[str(dirs[i]) for i in idx] for idx in todo]
+        if not todo:
+            return settle(returns, [recorded_status(d) for d in dirs])
+        with one_line_errors():
+            jobs = self.submit(EnsembleJob(), [[cfgs[i] for i in idx] for idx in todo], [[str(dirs[i]) for i in idx] for idx in todo])
+        quiet_without_accounting(jobs)
+        for job, idx in zip(jobs, todo):
+            log.info(f"\tjob {job.job_id}: {len(idx)} members, log {job.paths.stderr}")
+        sweep = Path(str(self.config.hydra.sweep.dir))
+        if not self.params.get("wait", True):
+            print(
+                f"submitted {sum(map(len, todo))} runs as {len(jobs)} {self._EXECUTOR} jobs ({', '.join(j.job_id for j in jobs)}); "
+                f"follow them with: nin progress {sweep} --watch; when they end: nin report {sweep}",
+                file=sys.stderr,
             )
-            for job, idx in zip(jobs, todo):
-                log.info(f"\tjob {job.job_id}: {len(idx)} members, log {job.paths.stderr}")
-            wait_with_progress(jobs, [dirs[i] for idx in todo for i in idx])
-            for job, idx in zip(jobs, todo):
-                try:
-                    for i, status in zip(idx, job.results()[0]):
-                        statuses[i] = status
-                except Exception as exc:  # a failed job: its members stay as their status.json says
-                    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                    log.error(f"job {job.job_id} ({len(idx)} members) failed: {first}; log: {job.paths.stderr}")
-                    for i in idx:
-                        status = recorded_status(dirs[i])  # one read: a member the job finished keeps its status
-                        statuses[i] = status if status in ("completed", "diverged") else "failed"
-        log.info(f"{len(cfgs)} runs: {tally(statuses)}")
+            return settle(returns, [recorded_status(d) for d in dirs])
+        with one_line_errors():
+            lost = wait_for_jobs(jobs, [dirs[i] for idx in todo for i in idx], float(self.params.get("poll_s", 10.0)))
+        problems = [self.job_problem(job, lost.get(job.job_id)) for job in jobs]
+        problems = [p for p in problems if p]
+        statuses = [recorded_status(d) for d in dirs]  # the runs' own records say how each ended
+        if problems:  # the sweep's report and one line, instead of the report callback's
+            from nin_cli.analysis.report import write_report
+            from nin_cli.errors import fail
+
+            path, outcome = write_report(sweep)
+            print(f"{outcome}; report: {path}", file=sys.stderr)
+            fail(f"{'; '.join(problems)}; rerun the same command to resume", 1)
         return settle(returns, statuses)
 
+    def submit(self, function, *args):
+        """The job array, or one line with the scheduler's own reason where it refuses it (sbatch
+        writes it to this process's stderr: caught there, so that it is said once)."""
+        import tempfile
 
-def wait_with_progress(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> None:
-    """Until every job ends: a line whenever a job ends or a run finishes (runs done / total)."""
+        from nin_cli.errors import ConfigError
+
+        with tempfile.TemporaryFile(mode="w+b") as caught:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(caught.fileno(), 2)
+            try:
+                return self.executor().map_array(function, *args)
+            except Exception as exc:  # CalledProcessError, submitit's FailedJobError: sbatch said no
+                os.dup2(saved, 2)
+                caught.seek(0)
+                lines = [line.strip() for line in (caught.read().decode(errors="replace") + "\n" + str(exc)).splitlines() if line.strip()]
+                first = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else type(exc).__name__)
+                raise ConfigError(f"the {self._EXECUTOR} scheduler refused the jobs: {first} (check hydra.launcher.*)") from None
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                rest = caught.read().decode(errors="replace").strip()
+                if rest and "error" not in rest.lower():  # what sbatch said besides (warnings): pass it on
+                    print(rest, file=sys.stderr)
+
+    def job_problem(self, job, lost) -> str:
+        """'' for a job that returned; else one clause saying how it ended and why."""
+        if lost is not None:
+            return f"job {job.job_id} ended {lost.state} without finishing its runs ({lost.reason}); log: {job.paths.stderr}"
+        try:
+            job.results()
+            return ""
+        except Exception as exc:
+            text = str(exc)
+            if "timed-out too many times" in text:
+                limit, times = self.params.get("timeout_min"), int(self.params.get("max_num_timeout", 0)) + 1
+                return (
+                    f"job {job.job_id} reached its time limit {times} times (hydra.launcher.timeout_min={limit}, "
+                    f"max_num_timeout={times - 1}): raise hydra.launcher.timeout_min or max_num_timeout"
+                )
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            return f"job {job.job_id} failed: {lines[-1] if lines else type(exc).__name__}; log: {job.paths.stderr}"
+
+
+def quiet_without_accounting(jobs: list) -> None:
+    """Without SLURM accounting, submitit asks sacct at every poll, fails, and logs it three times:
+    give those jobs a watcher that does not ask (a job is then done when its result file is
+    written; wait_for_jobs reads SLURM's queue for the jobs that end without one)."""
+    if not jobs or type(jobs[0]).__name__ != "SlurmJob":
+        return
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    from nin_cli.cluster import has_accounting
+
+    if has_accounting():
+        return
+
+    class NoSacct(SlurmInfoWatcher):
+        def _make_command(self):
+            return None
+
+    watcher = NoSacct(delay_s=60)
+    for job in jobs:
+        job.watcher = watcher
+
+
+def wait_for_jobs(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> dict:
+    """Until every job ends: a line whenever a job ends or a run finishes (runs done / total).
+
+    submitit knows a job ended from its result file, and from SLURM's accounting (sacct) where
+    there is one. Without accounting, a job that ends without a result (scancel, a kill, a node
+    failure) would be waited for forever: SLURM's own queue is read too (squeue, then scontrol),
+    and such a job is returned as lost, {job id: its state}. A job pending for a reason that no
+    wait cures (the partition cannot hold it) is cancelled, with one line naming the option."""
     import time
 
+    from nin_cli import cluster
+    from nin_cli.errors import ConfigError
     from nin_cli.train.jobs import finished
 
+    slurm = bool(jobs) and type(jobs[0]).__name__ == "SlurmJob"
+    lost: dict = {}
+    gone: dict[str, int] = {}  # polls since a job left SLURM's queue without a result
     last = None
     while True:
-        done_jobs = sum(job.done() for job in jobs)
+        waiting = [job for job in jobs if job.job_id not in lost and not job.done()]
         done_runs = sum(finished(d) for d in run_dirs)
-        if (done_jobs, done_runs) != last:
-            log.info(f"progress: {done_runs}/{len(run_dirs)} runs finished, {done_jobs}/{len(jobs)} jobs ended")
-            last = (done_jobs, done_runs)
-        if done_jobs == len(jobs):
-            return
+        if (len(waiting), done_runs) != last:
+            log.info(f"progress: {done_runs}/{len(run_dirs)} runs finished, {len(jobs) - len(waiting)}/{len(jobs)} jobs ended")
+            last = (len(waiting), done_runs)
+        if not waiting:
+            return lost
+        if slurm:
+            queue = cluster.queued(job.job_id for job in waiting)
+            for job in waiting if queue is not None else []:
+                state = queue.get(job.job_id)
+                if state is not None and state.hopeless:
+                    cluster.cancel(j.job_id for j in waiting)
+                    raise ConfigError(f"job {job.job_id} cannot start: SLURM keeps it pending ({state.reason}); {state.advice()}")
+                if state is None:  # left the queue: its result file follows, or it ended without one
+                    gone[job.job_id] = gone.get(job.job_id, 0) + 1
+                    if gone[job.job_id] >= 3 and not job.done():
+                        lost[job.job_id] = cluster.final_state(job.job_id) or cluster.JobState("ENDED", "no longer known to SLURM")
+                else:
+                    gone.pop(job.job_id, None)
         time.sleep(every_s)
 
 

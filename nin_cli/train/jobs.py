@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,8 +25,14 @@ from nin_cli.train.setup import build
 
 
 @contextmanager
-def signals_raise() -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into Interrupted (main thread only), restoring the old handlers afterwards."""
+def signals_raise(on_foreign: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into Interrupted (main thread only), restoring the old handlers afterwards.
+
+    A handler that the hosting process installed itself is kept, not replaced: inside a submitit
+    job, SIGTERM is what SLURM sends before a requeue or preemption, and submitit deliberately
+    lets the job run on (its USR2 handler checkpoints and requeues; a requeue's SIGKILL follows).
+    Raising there would turn every requeue into a failed job. Such a signal is only noted
+    (`on_foreign`, e.g. the runs' status) and handed to the host's handler."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -34,7 +40,19 @@ def signals_raise() -> Iterator[None]:
     def handler(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
 
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def chained(previous):
+        def note_then_pass(signum, frame):
+            if on_foreign is not None:
+                on_foreign(signal.Signals(signum).name)
+            previous(signum, frame)
+
+        return note_then_pass
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        ours = previous in (signal.SIG_DFL, signal.default_int_handler, None) or not callable(previous)
+        old[sig] = signal.signal(sig, handler if ours else chained(previous))
     try:
         yield
     finally:
@@ -218,14 +236,25 @@ def provenance(device) -> dict:
 @contextmanager
 def recorded_outcome(members: list[Member]) -> Iterator[None]:
     """Signals and crashes end up in each unfinished run's status.json (and free its lock) before they propagate."""
+
+    def requeue_coming(name: str) -> None:  # SLURM's SIGTERM inside a submitit job: a kill and requeue may follow
+        for m in members:
+            if not m.finished:
+                m.records.try_write_status("interrupted", m.epoch, m.epochs, f"{name} from the scheduler (requeue or preemption); resumes")
+                m.records.log(f"{name} from the scheduler at epoch {m.epoch}: a requeue or preemption; training on until stopped")
+
     try:
-        with signals_raise():
+        with signals_raise(requeue_coming):
             yield
     except (Interrupted, SystemExit) as exc:  # SystemExit: submitit requeues a preempted job (SIGUSR2)
         cause = str(exc) if isinstance(exc, Interrupted) else "a preemption or time limit (the job is requeued)"
         stop(members, "interrupted", f"{cause}; rerun with the same directory to resume", f"interrupted by {cause}")
         raise
     except BaseException as exc:
+        if type(exc).__name__ == "UncompletedJobError":  # submitit: the time limit, once more than max_num_timeout allows
+            cause = f"the job's time limit, reached more often than it may be requeued ({exc})"
+            stop(members, "interrupted", f"{cause}; rerun with the same directory to resume", f"interrupted by {cause}")
+            raise
         stop(members, "failed", f"{type(exc).__name__}: {exc}", f"failed: {type(exc).__name__}: {exc}")
         raise
 
