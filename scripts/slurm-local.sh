@@ -4,7 +4,7 @@
 #   scripts/slurm-local.sh status   whether the daemons run and the node is idle (exit 0 when usable)
 #   scripts/slurm-local.sh stop     stop the daemons it started, by PID
 # Idempotent: start on a running cluster only checks it. Needs root (or passwordless sudo) to install and
-# to run the daemons; without systemd the daemons are started by hand (../shared/slurm-one-node.md's recipe).
+# to run the daemons; without systemd the daemons are started by hand (docs/cluster.md).
 # One partition `debug` with every core and most of the memory; no accounting: nin's SLURM launcher
 # follows jobs through squeue/scontrol as well, so it does not need sacct.
 set -u

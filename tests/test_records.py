@@ -246,7 +246,7 @@ def test_resume_false_refuses_to_replace_a_run_unless_overwrite(tmp_path):
     assert proc.returncode == 0 and [float(r["sigma"]) for r in read_rows(run_dir)] == [3.0] * 4
 
 
-def test_provenance_log_version_and_broken_pipe(tmp_path):
+def test_provenance_log_and_version(tmp_path):
     run_dir = tmp_path / "run"
     assert nin_cli("train", *TINY, "epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
     env = json.loads((run_dir / "env.json").read_text())
@@ -254,10 +254,7 @@ def test_provenance_log_version_and_broken_pipe(tmp_path):
     assert "epoch 1" in (run_dir / "train.log").read_text()
     version = nin_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("nin ")
-    shell = subprocess.run(
-        f"{sys.executable} -m nin_cli summarize {run_dir} | head -1", shell=True, capture_output=True, text=True, env={**os.environ}
-    )
-    assert shell.stderr.count("Traceback") == 0 and "BrokenPipe" not in shell.stderr
+    # a closed pipe (`nin summarize DIR | head`): tests/test_typed.py::test_a_closed_pipe_ends_quietly
 
 
 def test_config_is_typed_and_checked_per_case():

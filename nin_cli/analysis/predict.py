@@ -1,5 +1,5 @@
 """Phase boundaries and initial NIW decay of any network, predicted at initialisation from the
-local Hessian (SPEC section 1: the NIW update carries the factor 1 - eta sigma^2 H_z).
+local Hessian (the method's second-order theory: the NIW update carries the factor 1 - eta sigma^2 H_z).
 
 Measured on a sample of training data, at each NIN layer l (nin_cli/hessian.py):
   lambda_l  top eigenvalue of <H_z>            (power iteration on Hessian-vector products)

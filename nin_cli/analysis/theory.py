@@ -1,4 +1,4 @@
-"""Predictions of SPEC section 4 for the linear toy model f = w1 (w0 x + w_NI eps), next to what
+"""Predictions of the linear-model theory for the linear toy model f = w1 (w0 x + w_NI eps), next to what
 simulated runs of the same model measured.
 
 From the initial weights (rebuilt from each run's seed) and eta, sigma_x, M, |B|:
@@ -154,7 +154,7 @@ def predicted_niw(run: Run, layer: str) -> pd.DataFrame | None:
     predict.niw_mean_square:
       decay only:            |W|^2 <- a^S |W|^2,                      a = (1 - eta sigma^2 c)^2
       decay + random walk:   |W|^2 <- a^S |W|^2 + b (1 - a^S)/(1 - a), b = eta^2 sigma^2 G / B
-    (the first is the SPEC's w_NI(t) ~ exp(-sigma^2 int c dt); the second adds the random walk's
+    (the first is the theory's w_NI(t) ~ exp(-sigma^2 int c dt); the second adds the random walk's
     growth of E|W|^2, which sets the floor |W|^2 = eta G / (2 B c) the NIW decays to)."""
     m = run.metrics
     need = [f"niw_norm_{layer}", f"niw_curvature_{layer}", f"niw_gradsq_{layer}", "sigma", "lr", "step"]
