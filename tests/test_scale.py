@@ -216,6 +216,24 @@ def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
     assert "| divergent |" in report and "![NIW norms](plots/niw_norms.png)" in report and (tmp_path / "plots" / "niw_norms.png").exists()
 
 
+def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
+    proc = nin_cli(
+        "train",
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        *QUICK,
+        "epochs=1",
+        "noise.sigma=1,3",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json"))
+    assert statuses == ["completed", "completed"] and "2 runs: 2 completed, 0 diverged, 0 failed" in proc.stderr
+    pids = {json.loads((p.parent / "env.json").read_text())["pid"] for p in tmp_path.glob("*/status.json")}
+    assert len(pids) == 2  # each run in its own joblib worker
+
+
 def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     args = ["train", "-m", "hydra/launcher=local", *QUICK, "epochs=1", "noise.sigma=0,3", f"hydra.sweep.dir={tmp_path}"]
     assert nin_cli(*args).returncode == 0

@@ -178,9 +178,28 @@ def test_resnet18_trains_a_step_with_nins(tmp_path):
     assert len(rows) == 2 and all(math.isfinite(float(rows[-1][f"niw_norm_{n}"])) for n in ("conv1", "layer4", "fc"))
 
 
-def test_schedules_give_sigma_per_epoch(tmp_path):
-    _, d = run(tmp_path, "schedule=linear", "noise.sigma=2", "noise.schedule.end=0", "epochs=3", "dataset.train_size=500")
-    assert column(d, "sigma") == [2.0, 2.0, 1.0, 0.0]
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (["schedule=linear", "noise.schedule.end=0"], [2.0, 2.0, 1.0, 0.0]),  # linear from sigma to `end`
+        (["schedule=exponential", "noise.schedule.gamma=0.5"], [2.0, 2.0, 1.0, 0.5]),  # sigma gamma^(epoch - 1)
+        (["schedule=step", "noise.schedule.step_size=2", "noise.schedule.gamma=0.1"], [2.0, 2.0, 2.0, 0.2]),  # x gamma every step_size
+    ],
+)
+def test_schedules_give_sigma_per_epoch(tmp_path, schedule, expected):
+    _, d = run(tmp_path, *schedule, "noise.sigma=2", "epochs=3", "dataset.train_size=500")
+    assert column(d, "sigma") == pytest.approx(expected)
+
+
+def test_a_fraction_split_resplits_the_pooled_images_by_the_fraction():
+    from nin_cli.data import load_dataset
+
+    data = load_dataset(make_cfg("dataset=fashion_mnist_mini", "dataset.split=fraction", "dataset.train_fraction=0.5").dataset)
+    assert (len(data.train), len(data.test)) == (3500, 3500)
+    standard = load_dataset(make_cfg("dataset=fashion_mnist_mini").dataset)
+    assert (len(standard.train), len(standard.test)) == (6000, 1000)
+    # the pooled 7000 images, shuffled by dataset.split_seed: not the standard split's first half
+    assert not torch.equal(data.train.x[:100], standard.train.x[:100])
 
 
 def test_mse_loss_is_half_the_mean_squared_norm():

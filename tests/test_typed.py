@@ -266,3 +266,17 @@ def test_zsh_gets_the_same_completion_through_bashcompinit():
     proc = subprocess.run([f"{BIN}/nin", "-sc", "install=zsh"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("autoload -Uz bashcompinit && bashcompinit\n")
     assert "complete -o nospace -o default -F _nin_completion nin" in proc.stdout
+
+
+def test_progress_watch_ends_when_every_run_has(toy_sweep, capsys):
+    code, out, err = run_nin(capsys, "progress", str(toy_sweep), "--watch", "--every", "0.01")
+    assert code == 0 and "4/4 runs ended" in out + err
+    code, out, _ = run_nin(capsys, "progress", str(toy_sweep))
+    assert code == 0 and out.startswith("4/4 runs ended (3 completed, 1 diverged)")
+
+
+def test_a_trained_network_reaches_the_catapult(toy_sweep):
+    """The linear toy model at sigma = 8 (sigma^2 = 0.64 units, between its two boundaries): its
+    NIW and loss grow, then fall back; the run completes as a catapult."""
+    runs = api.load_runs(toy_sweep).set_index("noise.sigma2_paper")
+    assert runs.loc[0.64, "phase"] == "catapult" and runs.loc[0.64, "status"] == "completed", runs[["phase", "phase_reason"]]
