@@ -152,14 +152,21 @@ def sweep_jobs(grid: Mapping[str, Any], overrides: list[str]) -> list[list[str]]
     (hydra.sweeper.params) and the command's overrides: the cartesian product of every swept
     key's values, in key order, through Hydra's public override parser. A key given twice keeps
     its last values (check_command refuses that before a sweep runs)."""
+    from hydra.core.override_parser.types import Glob
+
     parsed = parse([f"{k}={v}" for k, v in grid.items()] + list(overrides))
     axes: dict[str, list[str]] = {}
     for override in parsed:
         key = override.get_key_element()
         if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                raise ConfigError(f"{override.input_line}: only lists of values can be swept here (no range sweeps of floats or intervals)")
-            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            if not override.is_discrete_sweep():  # interval(): for optimizing sweepers, not a grid
+                raise ConfigError(f"{override.input_line}: only lists, range() and glob() of a group can be swept on a grid")
+            if isinstance(override.value(), Glob):  # a group's options matched as Hydra's config loader does
+                group = conf_dir() / override.key_or_group
+                values = override.value().filter(sorted(p.stem for p in group.glob("*.yaml")))
+            else:
+                values = list(override.sweep_string_iterator())
+            axes[key] = [f"{key}={value}" for value in values]
         else:
             axes[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*axes.values())]

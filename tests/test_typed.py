@@ -280,3 +280,20 @@ def test_a_trained_network_reaches_the_catapult(toy_sweep):
     NIW and loss grow, then fall back; the run completes as a catapult."""
     runs = api.load_runs(toy_sweep).set_index("noise.sigma2_paper")
     assert runs.loc[0.64, "phase"] == "catapult" and runs.loc[0.64, "status"] == "completed", runs[["phase", "phase_reason"]]
+
+
+def test_the_one_sweep_expansion_makes_the_jobs_hydras_sweeper_makes():
+    """nin expands a sweep once (nin_cli/config.py, Hydra's public override parser); the jobs
+    equal those of Hydra's basic sweeper, which launches them, and glob() takes a group's options."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference, in the test only
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nin_cli.config import sweep_jobs
+
+    grid = {"noise.sigma2_paper": "1e-5,1e-3", "seed": "range(0,3)"}
+    typed = ["model.width=64", "optimizer.lr=0.01,0.05"]
+    ours = sweep_jobs(grid, typed)
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in grid.items()] + typed)
+    theirs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    assert ours == theirs and len(ours) == 12
+    assert sweep_jobs({}, ["model=glob(*,exclude=[resnet18,linear])"]) == [["model=cnn"], ["model=fc"], ["model=mlp"]]

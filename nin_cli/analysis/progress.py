@@ -24,17 +24,15 @@ DEFAULT_SUBDIR = "${nin_dirname:${hydra.overrides.task}}"  # conf/train.yaml's h
 
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """Each job's overrides as Hydra's sweeper makes them of this multirun (its params, then the
-    command line's overrides, expanded as BasicSweeper does); None when they cannot be expanded here."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    command line's overrides: nin_cli/config.py's one expansion); None when they cannot be
+    expanded here (glob() choices, which need Hydra's config loader: no total, still progress)."""
+    from nin_cli.config import sweep_jobs as expand
 
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    params = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
     try:
-        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
-    except Exception:  # e.g. glob() choices, which need Hydra's config loader: no total, still progress
+        return expand(params, list(config.hydra.overrides.task))
+    except Exception:
         return None
-    return [list(job) for batch in batches for job in batch]
 
 
 def sweep_size(config: DictConfig) -> tuple[int | None, int | None]:
