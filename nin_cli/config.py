@@ -194,15 +194,7 @@ def check_group_choices(overrides: list[str], conf: Path) -> None:
                 raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
 
 
-@dataclass
-class Command:
-    """A checked `nin train` command: each job's overrides (one job without -m)."""
-
-    jobs: list[list[str]]
-    grid: dict[str, str]
-
-
-def check_command(overrides: list[str], multirun: bool) -> Command:
+def check_command(overrides: list[str], multirun: bool) -> None:
     """Every job of the command composed, resolved and validated before the first one trains:
     unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
     here, contradicting inputs, and each job's values. A ConfigError names the job and the value."""
@@ -238,7 +230,6 @@ def check_command(overrides: list[str], multirun: bool) -> Command:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it
                 raise ConfigError(f"{hydra_message(exc)}{where}") from None
-    return Command(jobs, grid)
 
 
 def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
