@@ -180,8 +180,11 @@ class BatchedSubmititLauncher(CollectingLauncher):
             from nin_cli.analysis.report import write_report
             from nin_cli.errors import fail
 
-            path, outcome = write_report(sweep)
-            print(f"{outcome}; report: {path}", file=sys.stderr)
+            try:
+                path, outcome = write_report(sweep)
+                print(f"{outcome}; report: {path}", file=sys.stderr)
+            except Exception as exc:  # no run got as far as its records: the jobs' causes below say why
+                print(f"nin: warning: no report for {sweep}: {exc}", file=sys.stderr)
             fail(f"{'; '.join(problems)}; rerun the same command to resume", 1)
         return settle(returns, statuses)
 
