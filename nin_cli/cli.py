@@ -207,6 +207,8 @@ def dispatch(argv: list[str]) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         return train_command(rest)
+    if command == "map":  # a multirun whose sweeper is the map (hydra_plugins/nin_map_sweeper)
+        return train_command(["-m", "hydra/sweeper=map", *[a for a in rest if a not in ("-m", "--multirun")]])
     if command not in HANDLERS:
         fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     HANDLERS[command](parser(command).parse_intermixed_args(rest))

@@ -7,6 +7,7 @@ import argparse
 
 COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
+    "map": "locate phase boundaries adaptively: a coarse grid, then refined where the seeds' majority phase changes (boundaries.csv)",
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
     "plot": "figures (png, pdf, svg): per-run dynamics, NIW norms, decay times vs sigma, phase diagram, Tr H_z per layer",
     "predict": "phase boundaries and NIW decay times of any network, predicted at init from the local Hessian (predict.csv)",

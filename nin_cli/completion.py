@@ -55,7 +55,7 @@ def candidates(line: str) -> list[str]:
     if not typed:
         return [c for c in [*COMMANDS, "--help", "--version"] if c.startswith(current)]
     command = typed[0]
-    if command == "train":
+    if command in ("train", "map"):  # `nin map` takes nin train's overrides
         return hydra_candidates(" ".join(["nin", *typed[1:], current]) + (" " if not current else ""))
     if command not in COMMANDS:
         return []

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.conventions import sigma2_per_paper_unit
 from nin_cli.errors import ConfigError, RecordError
@@ -127,10 +127,12 @@ def _derive_sigma(run: DictConfig) -> None:
 
 def _check(run: DictConfig, record: dict[str, Any]) -> None:
     from nin_cli.data import check_sizes
+    from nin_cli.loggers import check_installed
     from nin_cli.perturbations import plan
 
     train_schema(conf_dir()).check(record)
     check_sizes(run.dataset)
+    check_installed(str(run.get("logger", {}).get("kind", "none")))
     if run.get("evaluate"):  # names of corruptions and attacks, checked before training too
         plan(run.robustness)
 
@@ -225,11 +227,19 @@ def check_command(overrides: list[str], multirun: bool) -> None:
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
-                resolve(compose("train", overrides=job))
+                resolve(_without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it
                 raise ConfigError(f"{hydra_message(exc)}{where}") from None
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """A config composed with return_hydra_config=True, as compose() without it returns it."""
+    job = cfg.copy()
+    with open_dict(job):
+        del job["hydra"]
+    return job
 
 
 def _composition_error(exc: Exception, fixed: list[str], compose) -> str:

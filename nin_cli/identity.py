@@ -22,7 +22,12 @@ EXEMPT: dict[str, frozenset[str]] = {
     "hydra": frozenset({"resume", "dirname", "summary"}),
     "resume": frozenset({"resume", "dirname", "summary"}),
     "overwrite": frozenset({"resume", "dirname", "summary"}),
+    "extend": frozenset({"resume", "dirname", "summary"}),
+    # a run's length: compared on resume (extend=true lets it grow), never in a directory's name,
+    # so that a run extended in place keeps a name that still says what trained
+    "epochs": frozenset({"dirname"}),
     "progress": frozenset({"resume", "dirname", "summary"}),
+    "logger": frozenset({"resume", "dirname", "summary", "member"}),  # where rows are also sent, live
     "device": frozenset({"resume", "dirname", "summary"}),
     "cuda_graphs": frozenset({"resume", "dirname", "summary"}),
     "evaluate": frozenset({"resume", "dirname", "summary"}),

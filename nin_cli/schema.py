@@ -35,6 +35,8 @@ NULLABLE: dict[str, type] = {
     "robustness.test_size": int,
     "robustness.attack_test_size": int,
     "robustness.corruptions": dict,  # a table, or null: no corruptions
+    "logger.dir": str,
+    "logger.tracking_uri": str,
 }
 
 Rule = tuple[Callable[[Any], bool], str]

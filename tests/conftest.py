@@ -1,4 +1,9 @@
-"""Shared helpers: compose a config the way `nin train` does, and run the CLI in a subprocess."""
+"""Shared helpers: compose a config the way `nin train` does, and run the CLI as its own process.
+
+`nin_cli(...)` forks the command from a preloaded server (tests/forkrun.py): a process of its own,
+without the 3-6 s of a new interpreter. `real_nin(...)` starts `python -m nin_cli` for the few
+tests about the interpreter itself (the console script, a pipe's reader leaving).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ import csv
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import forkrun
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -36,7 +44,16 @@ def without_timing(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
-def nin_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def nin_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    return forkrun.run(list(args), cwd=cwd, env=env, timeout=timeout)
+
+
+def start_nin(*args: str, cwd: Path | None = None, env: dict | None = None) -> forkrun.ForkedNin:
+    """A `nin` running beside the test: stop it at a fault point (`NIN_FAULT=point:n:SIGSTOP`), then act."""
+    return forkrun.ForkedNin(list(args), cwd=cwd, env=env)
+
+
+def real_nin(*args: str, cwd: Path | None = None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nin_cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, **kwargs)
 
@@ -44,3 +61,31 @@ def nin_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kwar
 @pytest.fixture
 def quick():
     return list(QUICK)
+
+
+class Gate:
+    """The fault point `NIN_FAULT=point:n:HOLD` (nin_cli/faults.py): runs wait there until the test opens it."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def env(self, point: str, hit: int) -> dict[str, str]:
+        return {"NIN_FAULT": f"{point}:{hit}:HOLD", "NIN_FAULT_GATE": str(self.dir)}
+
+    def held(self, count: int = 1, timeout: float = 300, alive: Callable[[], bool] = lambda: True) -> list[int]:
+        """The pids of the `count` processes held at the point, once they all are."""
+        deadline = time.monotonic() + timeout
+        while len(pids := sorted(int(p.name.split(".")[1]) for p in self.dir.glob("held.*"))) < count:
+            assert alive(), "the command ended before reaching its fault point"
+            assert time.monotonic() < deadline, f"{count - len(pids)} process(es) never reached the fault point"
+            time.sleep(0.02)
+        return pids
+
+    def open(self) -> None:
+        (self.dir / "go").touch()
+
+
+@pytest.fixture
+def gate(tmp_path):
+    return Gate(tmp_path / "gate")

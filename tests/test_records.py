@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cfg, nin_cli, read_rows, without_timing
+from conftest import make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.runs import load_run
 from nin_cli.records import RunLock, RunRecords
@@ -72,21 +72,26 @@ POINTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory) -> tuple[list, list]:
+    """The uninterrupted run's tables, trained once for the module (per test worker)."""
+    return tables(reference(tmp_path_factory.mktemp("tiny")))
+
+
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
-def test_resume_is_exact_at_every_interruption_point(tmp_path, sig):
-    ref_metrics, ref_steps = tables(reference(tmp_path))
-    for point, hit in POINTS:
-        run_dir = tmp_path / f"{point}{hit}"
-        proc = killed_run(run_dir, f"{point}:{hit}:{sig}")
-        if sig == "SIGTERM":
-            assert proc.returncode == 143 and proc.stderr.strip().splitlines()[-1].startswith("nin: interrupted by SIGTERM")
-            status = json.loads((run_dir / "status.json").read_text())
-            assert status["status"] == "interrupted" and leftovers(run_dir) == []
-            recorded = [int(r["epoch"]) for r in read_rows(run_dir)]
-            assert status["epoch"] == (recorded[-1] if recorded else None), (point, hit)  # the epoch actually recorded
-        assert train(make_cfg(*TINY), run_dir).status == "completed", (point, hit)
-        assert tables(run_dir) == (ref_metrics, ref_steps), (point, hit, sig)
-        assert leftovers(run_dir) == []
+@pytest.mark.parametrize(("point", "hit"), POINTS)
+def test_resume_is_exact_at_every_interruption_point(tmp_path, tiny_reference, sig, point, hit):
+    run_dir = tmp_path / f"{point}{hit}"
+    proc = killed_run(run_dir, f"{point}:{hit}:{sig}")
+    if sig == "SIGTERM":
+        assert proc.returncode == 143 and proc.stderr.strip().splitlines()[-1].startswith("nin: interrupted by SIGTERM")
+        status = json.loads((run_dir / "status.json").read_text())
+        assert status["status"] == "interrupted" and leftovers(run_dir) == []
+        recorded = [int(r["epoch"]) for r in read_rows(run_dir)]
+        assert status["epoch"] == (recorded[-1] if recorded else None)  # the epoch actually recorded
+    assert train(make_cfg(*TINY), run_dir).status == "completed"
+    assert tables(run_dir) == tiny_reference
+    assert leftovers(run_dir) == []
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
@@ -120,17 +125,17 @@ def test_batched_sweep_killed_while_checkpointing_resumes_exactly(tmp_path, sig,
         assert leftovers(dir_ / name) == []
 
 
-def test_ctrl_c_exits_130_interrupted_and_resumable(tmp_path):
+def test_ctrl_c_exits_130_interrupted_and_resumable(tmp_path, tiny_reference):
     run_dir = tmp_path / "run"
     proc = killed_run(run_dir, "step:5:SIGINT")
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
     assert train(make_cfg(*TINY), run_dir).status == "completed"
-    assert tables(run_dir) == tables(reference(tmp_path))
+    assert tables(run_dir) == tiny_reference
 
 
 @pytest.mark.parametrize("fault", ["metrics_row:2:ENOSPC", "checkpoint:2:ENOSPC", "status:3:EROFS"])
-def test_full_or_read_only_disk_is_one_line_and_loses_nothing(tmp_path, fault):
+def test_full_or_read_only_disk_is_one_line_and_loses_nothing(tmp_path, tiny_reference, fault):
     run_dir = tmp_path / "run"
     proc = killed_run(run_dir, fault)
     lines = proc.stderr.strip().splitlines()
@@ -139,17 +144,15 @@ def test_full_or_read_only_disk_is_one_line_and_loses_nothing(tmp_path, fault):
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
     assert leftovers(run_dir) == []
     assert train(make_cfg(*TINY), run_dir).status == "completed"  # once the disk has room again
-    assert tables(run_dir) == tables(reference(tmp_path))
+    assert tables(run_dir) == tiny_reference
 
 
-def test_a_second_process_on_a_locked_directory_fails_naming_the_holder(tmp_path):
+def test_a_second_process_on_a_locked_directory_fails_naming_the_holder(tmp_path, gate):
     run_dir = tmp_path / "run"
-    slow = [*TINY, "epochs=100000", f"hydra.run.dir={run_dir}"]
-    first = subprocess.Popen([sys.executable, "-m", "nin_cli", "train", *slow], stderr=subprocess.PIPE, text=True)
+    slow = [*TINY, f"hydra.run.dir={run_dir}"]
+    first = start_nin("train", *slow, env=gate.env("metrics_row", 2))  # held, training, after epoch 1's row
     try:
-        deadline = time.time() + 60
-        while len(read_rows(run_dir) if (run_dir / "metrics.csv").exists() else []) < 2 and time.time() < deadline:
-            time.sleep(0.1)
+        gate.held(alive=lambda: first.poll() is None)
         for extra in ([], ["noise.sigma=3"]):  # same config, or another sigma into the same directory
             second = nin_cli("train", *slow, *extra)
             lines = second.stderr.strip().splitlines()
@@ -208,7 +211,7 @@ def test_checkpoint_loads_weights_only_and_a_planted_pickle_does_not_run(tmp_pat
 
 
 @pytest.mark.parametrize("name", ["checkpoint.pt", "config.yaml", "steps.csv", "status.json"])
-def test_damaged_files_give_one_line_and_keep_the_rows(tmp_path, name):
+def test_damaged_files_give_one_line_and_keep_the_rows(tmp_path, tiny_reference, name):
     run_dir = tmp_path / "run"
     killed_run(run_dir, "step:10:SIGKILL")
     before = read_rows(run_dir)
@@ -221,7 +224,7 @@ def test_damaged_files_give_one_line_and_keep_the_rows(tmp_path, name):
     (run_dir / name).write_bytes(damaged[name])
     proc = nin_cli("train", *TINY, f"hydra.run.dir={run_dir}")
     if name == "status.json":  # the status is derived: the checkpoint and the rows say where the run is
-        assert proc.returncode == 0 and tables(run_dir) == tables(reference(tmp_path))
+        assert proc.returncode == 0 and tables(run_dir) == tiny_reference
         return
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("nin: error: ") and name in lines[0], proc.stderr
@@ -359,3 +362,56 @@ def test_without_flock_the_lock_is_an_exclusive_file_with_host_and_pid(tmp_path,
     lock.acquire()
     assert "process 4242 on node17 has not refreshed it for" in capsys.readouterr().err
     lock.release()
+
+
+def test_extended_run_equals_the_longer_uninterrupted_run(tmp_path):
+    """epochs=2, then epochs=4 extend=true: rows (metrics and steps) as one 4-epoch run's; without
+    extend=true, shorter, or under a schedule that depends on the total, refused in one line."""
+    longer = [*TINY, "epochs=4"]
+    ref = tmp_path / "ref"
+    assert nin_cli("train", *longer, f"hydra.run.dir={ref}").returncode == 0
+    run = tmp_path / "run"
+    assert nin_cli("train", *TINY, "epochs=2", f"hydra.run.dir={run}").returncode == 0
+    refused = nin_cli("train", *longer, f"hydra.run.dir={run}")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"nin: error: {run} holds a run of epochs=2 (differs in: epochs); add extend=true to train it on to epochs=4, "
+        "or use a new output directory"
+    ]
+    shorter = nin_cli("train", *TINY, "epochs=1", "extend=true", f"hydra.run.dir={run}")
+    assert shorter.returncode == 2 and "epochs=1 would shorten it" in shorter.stderr
+    extended = nin_cli("train", *longer, "extend=true", f"hydra.run.dir={run}")
+    assert extended.returncode == 0 and "extending from epoch 2 to 4" in extended.stderr, extended.stderr
+    assert tables(run) == tables(ref)
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    again = nin_cli("train", *longer, "extend=true", f"hydra.run.dir={run}")
+    assert again.returncode == 0 and "already completed at epoch 4; skipping" in again.stderr
+
+    linear = [*TINY, "schedule=linear", f"hydra.run.dir={tmp_path / 'linear'}"]
+    assert nin_cli("train", *linear, "epochs=2").returncode == 0
+    ramp = nin_cli("train", *linear, "epochs=4", "extend=true")
+    assert ramp.returncode == 2 and "noise.schedule=linear" in ramp.stderr and "cannot be extended" in ramp.stderr
+
+
+def test_extended_batched_sweep_equals_the_longer_sweep_and_a_diverged_run_stays(tmp_path):
+    """A batched sweep of epochs=2 extended to 3 in place: the same directories (epochs never names
+    one), every member's rows as the 3-epoch sweep's. A diverged run is left as it ended."""
+    sweep = ["-m", *TINY, "hydra/launcher=batched", "noise.sigma=1,3"]
+    ref, dir_ = tmp_path / "ref", tmp_path / "sweep"
+    assert nin_cli("train", *sweep, "epochs=3", f"hydra.sweep.dir={ref}").returncode == 0
+    assert nin_cli("train", *sweep, "epochs=2", f"hydra.sweep.dir={dir_}").returncode == 0
+    names = sorted(p.parent.name for p in dir_.glob("*/metrics.csv"))
+    assert names == sorted(p.parent.name for p in ref.glob("*/metrics.csv")) and len(names) == 2
+    assert not any("epochs=" in name for name in names)
+    extended = nin_cli("train", *sweep, "epochs=3", "extend=true", f"hydra.sweep.dir={dir_}")
+    assert extended.returncode == 0 and extended.stderr.count("extending from epoch 2 to 3") == 2, extended.stderr
+    assert sorted(p.parent.name for p in dir_.glob("*/metrics.csv")) == names
+    for name in names:
+        assert tables(dir_ / name) == tables(ref / name), name
+
+    blown = [*TINY, "noise.sigma=3000", f"hydra.run.dir={tmp_path / 'blown'}"]
+    assert nin_cli("train", *blown, "epochs=2").returncode == 0
+    status, before = (tmp_path / "blown" / "status.json").read_text(), tables(tmp_path / "blown")
+    assert json.loads(status)["status"] == "diverged"
+    again = nin_cli("train", *blown, "epochs=3", "extend=true")
+    assert again.returncode == 0 and "a diverged run is not extended" in again.stderr
+    assert (tmp_path / "blown" / "status.json").read_text() == status and tables(tmp_path / "blown") == before

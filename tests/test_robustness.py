@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import QUICK, column, make_cfg, nin_cli
+from conftest import QUICK, column, make_cfg, nin_cli, real_nin
 from omegaconf import OmegaConf
 
 from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
@@ -214,7 +214,7 @@ def test_without_the_robustness_extra_evaluate_warns_and_measures_the_rest(tmp_p
     for name in ("skimage", "torchattacks"):
         (blocked / name).mkdir(parents=True)
         (blocked / name / "__init__.py").write_text("raise ImportError('not installed')\n")
-    proc = nin_cli("evaluate", str(run), "test_size=100", "--no-progress", env={"PYTHONPATH": str(blocked)})
+    proc = real_nin("evaluate", str(run), "test_size=100", "--no-progress", env={"PYTHONPATH": str(blocked)})  # a new interpreter
     assert proc.returncode == 0, proc.stderr
     assert "skipping apgd, brightness" in proc.stderr and "pip install -e '.[robustness]'" in proc.stderr
     table = pd.read_csv(run / "robustness.csv")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
+from conftest import QUICK, column, make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
@@ -255,46 +252,22 @@ def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     assert nin_cli("progress", str(tmp_path)).stdout == "3/3 runs ended (3 completed)\n"
 
 
-def _task_pids(marker: str) -> list[int]:
-    """PIDs of submitit task processes whose command line mentions `marker`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "submitit.core._submit" in cmd and marker in cmd:
-                pids.append(int(proc.name))
-    return pids
+PREEMPT = [*QUICK, "epochs=5", "noise.sigma=3"]
 
 
-PREEMPT = [*QUICK, "model.width=512", "batch_size=16", "epochs=5", "noise.sigma=3"]
-
-
-def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_rows(tmp_path):
+def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_rows(tmp_path, gate):
     reference = tmp_path / "reference"
     assert nin_cli("train", *PREEMPT, f"hydra.run.dir={reference}").returncode == 0
 
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "nin_cli", "train", "-m", "hydra/launcher=local", *PREEMPT, f"hydra.sweep.dir={sweep}"]
-    launcher = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    deadline = time.time() + 300
-    metrics = None
-    while time.time() < deadline:
-        found = list(sweep.glob("*/metrics.csv"))
-        if found and len(read_rows(found[0].parent)) >= 3:
-            metrics = found[0]
-            break
-        time.sleep(0.05)
-    assert metrics is not None, "the job never reached epoch 2"
-    pids = _task_pids(str(sweep))
-    assert pids, "no submitit task process found"
-    for pid in pids:
-        os.kill(pid, signal.SIGUSR2)  # what SLURM sends on preemption
-    _, err = launcher.communicate(timeout=600)
+    launcher = start_nin("train", "-m", "hydra/launcher=local", *PREEMPT, f"hydra.sweep.dir={sweep}", env=gate.env("metrics_row", 3))
+    (pid,) = gate.held(alive=lambda: launcher.poll() is None)  # the submitit task, after epoch 2's row
+    (metrics,) = sweep.glob("*/metrics.csv")
+    assert len(read_rows(metrics.parent)) == 3
+    os.kill(pid, signal.SIGUSR2)  # what SLURM sends on preemption
+    gate.open()
+    launcher.wait(timeout=600)
+    err = launcher.stderr
     assert launcher.returncode == 0, err
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
     assert "resuming from the checkpoint of epoch" in logs
@@ -304,24 +277,19 @@ def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_
     assert json.loads((metrics.parent / "status.json").read_text())["status"] == "completed"
 
 
-def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path):
-    args = [*QUICK, "model.width=512", "batch_size=16", "epochs=4", "noise.sigma=1,10"]
+def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path, gate):
+    args = [*QUICK, "epochs=4", "noise.sigma=1,10"]
     reference = tmp_path / "reference"
     assert nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
 
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "nin_cli", "train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        found = list(sweep.glob("*/metrics.csv"))
-        if len(found) == 2 and all(len(read_rows(p.parent)) >= 3 for p in found):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc = start_nin("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}", env=gate.env("metrics_row", 6))
+    gate.held(alive=lambda: proc.poll() is None)  # both members' rows of epochs 0-2 written
+    assert sorted(len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")) == [3, 3]
     proc.send_signal(signal.SIGTERM)
+    gate.open()
     proc.wait(timeout=60)
-    assert proc.returncode == 143 and "rerun the same command (same directory) to resume" in proc.stderr.read()
+    assert proc.returncode == 143 and "rerun the same command (same directory) to resume" in proc.stderr
     assert {json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")} == {"interrupted"}
 
     again = nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}")
@@ -351,7 +319,7 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp
 BATCHED_PREEMPT = [*PREEMPT, "epochs=4", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.batch_size=2"]
 
 
-def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path):
+def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, gate):
     """hydra/launcher=batched_local: 4 runs as 2 submitit jobs of 2-member ensembles. SIGUSR2 to
     both jobs mid-training requeues them; every member's rows equal those of an uninterrupted
     batched sweep (same ensembles), and a rerun submits nothing."""
@@ -360,23 +328,15 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path):
     assert ref.returncode == 0, ref.stderr
 
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "nin_cli", "train", "-m", "hydra/launcher=batched_local", *BATCHED_PREEMPT, f"hydra.sweep.dir={sweep}"]
-    launcher = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        rows = [len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")]
-        if len(rows) == 4 and min(rows) >= 2:  # every member trained at least one epoch
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the jobs never reached epoch 1")
-    pids = _task_pids(str(sweep))
-    assert len(pids) == 2, pids
+    env = gate.env("metrics_row", 4)  # in each job, after both members' rows of epochs 0 and 1
+    launcher = start_nin("train", "-m", "hydra/launcher=batched_local", *BATCHED_PREEMPT, f"hydra.sweep.dir={sweep}", env=env)
+    pids = gate.held(2, alive=lambda: launcher.poll() is None)
+    assert sorted(len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")) == [2, 2, 2, 2]
     for pid in pids:
         os.kill(pid, signal.SIGUSR2)  # what SLURM sends on preemption and before the time limit
-    out, _ = launcher.communicate(timeout=600)
+    gate.open()
+    launcher.wait(timeout=600)
+    out = launcher.stdout + launcher.stderr
     assert launcher.returncode == 0, out
     assert "4 runs in 2 ensembles of up to 2: 2 submitted" in out and "4 runs: 4 completed" in out
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))

@@ -151,7 +151,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
 
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
         ensembles = plan_ensembles(cfgs, self.batch_size)
-        todo = [idx for idx in ensembles if not all(finished(dirs[i]) for i in idx)]
+        todo = [idx for idx in ensembles if not all(finished(dirs[i], cfgs[i]) for i in idx)]
         log.info(
             f"{len(cfgs)} runs in {len(ensembles)} ensembles of up to {self.batch_size}: "
             f"{len(todo)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(todo)} already finished"

@@ -28,6 +28,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     expanded here (glob() choices, which need Hydra's config loader: no total, still progress)."""
     from nin_cli.config import sweep_jobs as expand
 
+    if "nin_map_sweeper" in str(config.hydra.sweeper.get("_target_", "")):
+        return None  # a phase map decides its runs round by round
     params = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
     try:
         return expand(params, list(config.hydra.overrides.task))

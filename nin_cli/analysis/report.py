@@ -33,6 +33,8 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     figures = sweep_figures(runs, summary.phases, summary.phase_of(runs), plots)
     outcome = f"{len(runs)} runs: {summary.outcome()}"
     lines = [f"# Sweep report: {sweep.name}", "", f"{outcome}. Written {time.strftime('%Y-%m-%d %H:%M')} from `{sweep}`.", ""]
+    if (sweep / "boundaries.md").exists():  # a phase map (nin map): its located boundaries first
+        lines += ["## Phase boundaries (nin map)", "", (sweep / "boundaries.md").read_text(), "", "![phase map](map.png)", ""]
     lines += ["## Phases by sigma (mean ± std over seeds)", "", markdown(compact(summary.phases)), ""]
     for title, path in figures:
         if path is not None:

@@ -18,6 +18,7 @@ from nin_cli.config import RunConfig, legacy_defaults, load, resolve
 from nin_cli.data import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
+from nin_cli.loggers import open_logger
 from nin_cli.records import ENDED, RunRecords, atomic_write_text
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
@@ -62,18 +63,51 @@ def signals_raise(on_foreign: Callable[[str], None] | None = None) -> Iterator[N
 
 # identity ---------------------------------------------------------------------------------------
 def check_same_run(records: RunRecords, run: RunConfig) -> None:
-    """Resume only the run this config names (keys that may change on resume aside)."""
+    """Resume only the run this config names (keys that may change on resume aside); a longer
+    `epochs` only with extend=true (check_extension)."""
     if not records.config_path.exists():
         return
     saved = identity(load(records.config_path).flat, "resume")
     current = identity(run.flat, "resume")
     if saved != current:
         diff = differing(saved, current)
+        if diff == ["epochs"]:
+            return check_extension(records, int(saved["epochs"]), run)
         hint = "; use a new output directory"
         older = [f"{k}={str(saved[k]).lower()}" for k in diff if k in legacy_defaults(saved) and k in saved]
         if older:  # a run written by an older nin: what it trained with, as keys to type
             hint += f", or resume it as it was trained: {' '.join(older)}"
         raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")
+
+
+def check_extension(records: RunRecords, trained: int, run: RunConfig) -> None:
+    """A run asked for other `epochs` than it was started with. Trained on (extend=true) it must
+    end as the longer run would have: nothing in its first epochs may depend on the total."""
+    cfg, wanted = run.cfg, int(run.cfg.epochs)
+    where = f"{records.dir} holds a run of epochs={trained}"
+    if wanted < trained:
+        raise ConfigError(f"{where}; epochs={wanted} would shorten it: use a new output directory")
+    if not cfg.get("extend", False):
+        raise ConfigError(f"{where} (differs in: epochs); add extend=true to train it on to epochs={wanted}, or use a new output directory")
+    if cfg.noise.schedule.kind == "linear":
+        raise ConfigError(
+            f"{where} under noise.schedule=linear, which ramps sigma over all of a run's epochs: a {wanted}-epoch run "
+            f"differs from it from epoch 2 on, so it cannot be extended; train epochs={wanted} in a new output directory"
+        )
+    if f"epochs={trained}" in records.dir.name.split(","):  # a sweep directory named by an older nin
+        raise ConfigError(f"{records.dir}'s name says epochs={trained}: extended, it would not; train epochs={wanted} in a new sweep dir")
+
+
+def extends(status: dict | None, cfg: DictConfig) -> bool:
+    """Whether a finished run is to be trained on: completed all its epochs, fewer than asked for,
+    with extend=true (a diverged run, or one that reached target_train_acc, would have ended there)."""
+    return bool(
+        cfg.get("extend", False)
+        and status
+        and status["status"] == "completed"
+        and not str(status.get("reason") or "").startswith("reached train accuracy")
+        and status["epoch"] < int(cfg.epochs)
+    )
 
 
 def structure(cfg: DictConfig) -> dict:
@@ -139,8 +173,11 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
         status = None
     if cfg.resume:
         check_same_run(records, run)
-        if status and status["status"] in ("completed", "diverged"):
-            console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping")
+        if extends(status, cfg):
+            console.print(f"[yellow]{records.dir}: extending from epoch {status['epoch']} to {cfg.epochs}")
+        elif status and status["status"] in ("completed", "diverged"):
+            why = "; a diverged run is not extended" if cfg.get("extend", False) and status["status"] == "diverged" else ""
+            console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping{why}")
             return RunResult(status["status"], status["epoch"], status.get("reason"))
     member = Member(build(cfg, data), records)
     state = records.load_checkpoint() if cfg.resume else None
@@ -156,6 +193,7 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
     records.write_env(provenance(member.s.device))
     records.log(f"resumed from the checkpoint of epoch {member.epoch}" if member.resumed else "started")
     records.write_status("running", member.epoch, member.epochs)
+    member.logger = open_logger(cfg, records.dir, run.flat)
     return member
 
 
@@ -305,9 +343,11 @@ def recorded_status(run_dir: Path) -> str:
     return status["status"] if status else "unknown"
 
 
-def finished(run_dir: Path) -> bool:
-    """Whether the run in `run_dir` has nothing left to train (completed or diverged)."""
-    return recorded_status(run_dir) in ("completed", "diverged")
+def finished(run_dir: Path, cfg: DictConfig | None = None) -> bool:
+    """Whether the run in `run_dir` has nothing left to train (completed or diverged, and not to be
+    extended to `cfg`'s epochs)."""
+    status = RunRecords(run_dir).read_status()
+    return bool(status) and status["status"] in ("completed", "diverged") and not (cfg is not None and extends(status, cfg))
 
 
 class EnsembleJob:

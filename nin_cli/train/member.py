@@ -7,12 +7,15 @@ the random numbers its single run would, so a member's files are its single run'
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 
 import torch
 from omegaconf import OmegaConf
 
 from nin_cli.faults import fault_point
+from nin_cli.loggers import RunLogger
 from nin_cli.noise import NoiseSource, sigma_at
 from nin_cli.optimizers import make_optimizer
 from nin_cli.records import RunRecords
@@ -58,6 +61,7 @@ class Member:
         self.ref_loss = float("nan")
         self.finished = False
         self.last_row: dict | None = None
+        self.logger: RunLogger | None = None  # live logging (loggers.py), opened with the run's records
 
     @property
     def epochs(self) -> int:
@@ -133,9 +137,11 @@ class Member:
         was already trained through (killed between its last checkpoint and its final status)."""
         if not self.resumed:
             row = self.initial_row()
-            self.records.steps.append([{k: row[k] for k in self.step_columns} | {"step": 0}])
+            first_step = {k: row[k] for k in self.step_columns} | {"step": 0}
+            self.records.steps.append([first_step])
             self.records.metrics.append([row])
             fault_point("metrics_row")
+            self.send(row, [first_step])
             self.checkpoint()
         return self.finish("completed", None) if self.epoch >= self.epochs else None
 
@@ -150,6 +156,7 @@ class Member:
         self.last_row = row
         records.log(f"epoch {self.epoch}: train_loss {row['train_loss']:.6g}, test_acc {row['test_acc']:.4f}")
         fault_point("metrics_row")
+        self.send(row, step_rows)
         reason = divergence_reason(row, self.ref_loss, cfg, s.model)
         if reason:
             return self.finish("diverged", reason)
@@ -169,7 +176,26 @@ class Member:
         self.close(status)
         return RunResult(status, self.epoch, reason, self.last_row)
 
+    def send(self, row: dict, step_rows: list[dict]) -> None:
+        """The rows just written to the CSVs, to the live logger (if any)."""
+        if self.logger is None:
+            return
+        try:
+            self.logger.log(row, step_rows)
+        except Exception as exc:  # the CSVs hold the rows; a logging backend's trouble does not stop training
+            self.records.log(f"live logging stopped: {exc}")
+            print(
+                f"nin: warning: {self.records.dir}: logger={self.logger.kind} failed ({exc}); training goes on, "
+                "the CSVs hold every row; rerun to resume and send the rest",
+                file=sys.stderr,
+            )
+            self.logger = None
+
     def close(self, status: str) -> None:
         """The run is over for this process (finished, or stopped by a failure): free its directory."""
         self.finished = status in ("completed", "diverged")
+        if self.logger is not None:
+            logger, self.logger = self.logger, None
+            with contextlib.suppress(Exception):  # as in send: logging never fails a run
+                logger.close(status)
         self.records.lock.release()

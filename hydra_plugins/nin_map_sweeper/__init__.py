@@ -1,0 +1,1 @@
+"""Hydra sweeper that locates phase boundaries adaptively (`hydra/sweeper=map`, `nin map`)."""

@@ -1,0 +1,131 @@
+"""`nin` as its own process, without a new interpreter: children forked from a preloaded server.
+
+A `nin` subprocess spends 3-6 s importing Python, torch and Hydra before it does anything; most
+tests need a separate process only for what a process gives (its own exit code, signals, locks,
+globals, a death by SIGKILL). A multiprocessing forkserver imports nin once; each call forks a
+child from it, which sets its working directory, environment and file descriptors like a fresh
+process and then runs `nin_cli.cli.main`. The server never runs a torch op, so no thread pool is
+copied half-alive into a child. Exit codes follow `subprocess`: the code of `sys.exit`, or minus
+the signal that killed the child.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+PRELOAD = ["nin_cli.cli", "nin_cli.train.jobs", "nin_cli.robustness", "nin_cli.analysis.summarize", "hydra_plugins.nin_batched_launcher"]
+_context: multiprocessing.context.ForkServerContext | None = None
+
+
+def _ctx() -> multiprocessing.context.ForkServerContext:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+    return _context
+
+
+def _child(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+    """The body of a forked `nin`: a fresh process's cwd, environment, stdio and signal dispositions."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - a process's own stdio
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    sys.argv = ["nin", *args]
+    code = 0
+    try:
+        from nin_cli.cli import main
+
+        main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if not isinstance(exit_.code, int | None):
+            print(exit_.code, file=sys.stderr)
+    except BaseException:  # what the interpreter does with an uncaught exception
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    threading._shutdown()  # as the interpreter ends: join non-daemon threads (joblib's executor stops its workers)
+    atexit._run_exitfuncs()  # then the atexit handlers
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class ForkedNin:
+    """A running forked `nin`, with the part of `subprocess.Popen` the tests use."""
+
+    def __init__(self, args: list[str], cwd: Path | None = None, env: dict | None = None):
+        self.args = ["nin", *args]
+        self._dir = tempfile.mkdtemp(prefix="nin-fork-")
+        self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("PYTEST_CURRENT_TEST", None)
+        self._proc = _ctx().Process(target=_child, args=(list(args), str(cwd or os.getcwd()), full_env, self._out, self._err))
+        self._proc.start()
+        self.pid: int = self._proc.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self._proc.is_alive():
+            self._proc.join()
+            self.returncode = self._proc.exitcode
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    @property
+    def stdout(self) -> str:
+        return Path(self._out).read_text(errors="replace") if os.path.exists(self._out) else ""
+
+    @property
+    def stderr(self) -> str:
+        return Path(self._err).read_text(errors="replace") if os.path.exists(self._err) else ""
+
+    def result(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise
+        done = subprocess.CompletedProcess(self.args, self.returncode, self.stdout, self.stderr)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return done
+
+
+def run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    return ForkedNin(args, cwd, env).result(timeout)
