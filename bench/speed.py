@@ -1,10 +1,15 @@
 """Time per model-epoch: a plain PyTorch loop with a torchvision DataLoader, `nin train`'s engine,
 and the batched ensemble engine at several K, side by side in one process on the same data.
 
-    python bench/speed.py                          # Fig. 1 and Fig. 3 settings, CPU (and CUDA if present)
+    python bench/speed.py                          # every setting (Fig. 1, Fig. 3, CNN), CPU (and CUDA if present)
     python bench/speed.py --device cuda --ks 8 64  # on a GPU
     python bench/speed.py --train-size 20000       # a slice of the training set, for a quick look
     python bench/speed.py --precision bf16         # nin in precision=bf16, next to the loop with and without autocast
+
+The methods are timed in turn, one epoch each (a, b, c, a, b, c, ...; --repeats rounds), and each
+reports its median, so load from elsewhere on the machine falls on all of them alike. (b) is shown
+as its training step and with the per-epoch measurement (clean train and test metrics, Tr H_z, the
+NIW curvature), whose cost is the `measurement` column, relative to the step.
 
 Ratios are baseline time / method time: above 1 means faster than the plain loop (a), which runs in
 float32 (TF32 on CUDA unless --precision fp32). With --precision bf16 the loop also runs under bf16
@@ -20,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,9 +70,9 @@ def torchvision_root() -> Path:
     return root
 
 
-def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None, repeats: int, bf16: bool = False) -> float:
+def baseline(cfg, root: Path, device: torch.device, train_size: int | None, bf16: bool = False) -> Callable[[], float]:
     """The loop a researcher writes first: torchvision dataset, transforms, DataLoader, nn.Sequential;
-    with `bf16`, its forward under torch.autocast (the usual way to get bfloat16 matmuls)."""
+    with `bf16`, its forward under torch.autocast (the usual way to get bfloat16 matmuls). One call: one epoch, its seconds."""
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
@@ -76,8 +82,8 @@ def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True)
     model = baseline_model(cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
-    times = []
-    for _ in range(repeats):
+
+    def epoch() -> float:
         sync(device)
         t0 = time.perf_counter()
         for x, y in loader:
@@ -88,8 +94,9 @@ def baseline_epoch(cfg, root: Path, device: torch.device, train_size: int | None
             loss.backward()
             opt.step()
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return time.perf_counter() - t0
+
+    return epoch
 
 
 def baseline_model(cfg) -> nn.Module:
@@ -111,13 +118,14 @@ def nin_ensemble(cfgs, data, tmp: Path, kind: str | None = None) -> Ensemble:
     return Ensemble([Member(prepare(cfg, data), RunRecords(tmp / f"m{i}")) for i, cfg in enumerate(cfgs)], kind)
 
 
-def nin_epoch(cfg, data, tmp: Path, repeats: int) -> tuple[float, float]:
-    """(train-only seconds, seconds including the per-epoch evaluation and Hessian estimate)."""
+def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float]]:
+    """One call: one epoch of a single run, (train-step seconds, seconds of the per-epoch measurement:
+    clean train and test metrics, Tr H_z, NIW curvature)."""
     single = nin_ensemble([cfg], data, tmp)
     single.train_epoch([1.0])  # warm-up, as for the batched engine
     member = single.members[0]
-    train_t, full_t = [], []
-    for _ in range(repeats):
+
+    def epoch() -> tuple[float, float]:
         sync(data.train.x.device)
         t0 = time.perf_counter()
         (loss,), _ = single.train_epoch([1.0])
@@ -125,25 +133,37 @@ def nin_epoch(cfg, data, tmp: Path, repeats: int) -> tuple[float, float]:
         t1 = time.perf_counter()
         epoch_row(member.s, 1, member.step, 1.0, loss, t1 - t0, member.lr)
         sync(data.train.x.device)
-        train_t.append(t1 - t0)
-        full_t.append(time.perf_counter() - t0)
-    return statistics.median(train_t), statistics.median(full_t)
+        return t1 - t0, time.perf_counter() - t1
+
+    return epoch
 
 
-def batched_epoch(cfg, data, tmp: Path, k: int, repeats: int, kind: str | None = None) -> float:
+def nin_batched(cfg, data, tmp: Path, k: int, kind: str | None = None) -> Callable[[], float]:
+    """One call: one epoch of a K-member ensemble, seconds per model."""
     cfgs = [cfg.copy() for _ in range(k)]
     for i, c in enumerate(cfgs):
         c.seed = i
     batch = nin_ensemble(cfgs, data, tmp, kind)
     batch.train_epoch([1.0] * k)  # warm-up: CUDA graph capture, cuBLAS autotuning, allocator
-    times = []
-    for _ in range(repeats):
+
+    def epoch() -> float:
         sync(data.train.x.device)
         t0 = time.perf_counter()
         batch.train_epoch([1.0] * k)
         sync(data.train.x.device)
-        times.append((time.perf_counter() - t0) / k)
-    return statistics.median(times)
+        return (time.perf_counter() - t0) / k
+
+    return epoch
+
+
+def interleaved(methods: dict[str, Callable[[], float | tuple[float, ...]]], repeats: int) -> dict[str, list]:
+    """Each method's epochs, timed in turn (a, b, c, a, b, c, ...): load from elsewhere on the
+    machine falls on all of them alike, and the medians compare."""
+    times: dict[str, list] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, run in methods.items():
+            times[name].append(run())
+    return times
 
 
 def arithmetic_floor(cfg, n_train: int, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
@@ -169,11 +189,11 @@ def arithmetic_floor(cfg, n_train: int, device: torch.device, dtype: torch.dtype
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=["all"], choices=["all", *SETTINGS], help="default: all")
     parser.add_argument("--device", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     parser.add_argument("--ks", nargs="+", type=int, default=None, help="ensemble sizes (default: 8 on CPU, 8 64 on CUDA)")
     parser.add_argument("--train-size", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--repeats", type=int, default=1, help="epochs timed per method (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per method, interleaved across methods (median)")
     parser.add_argument("--precision", default="tf32", choices=PRECISIONS, help="precision= (tf32: TF32 on CUDA, fp32 on CPU)")
     parser.add_argument("--log-every", type=int, default=1, help="steps.csv every N steps, as log.every_steps (0: off)")
     parser.add_argument("--no-graphs", action="store_true", help="CUDA: the batched engine without CUDA graph replay")
@@ -182,13 +202,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}", end="")
     print(f", precision={args.precision}", end="")
     print(", CUDA: " + ("eager steps" if args.no_graphs else "CUDA graphs") if torch.cuda.is_available() else "")
-    header = f"{'setting':<6} {'device':<6} {'method':<32} {'s/model-epoch':>14} {'vs (a)':>8}"
+    header = f"{'setting':<6} {'device':<6} {'method':<32} {'s/model-epoch':>14} {'vs (a)':>8} {'measurement':>12}"
     print(header + "\n" + "-" * len(header))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for device_name in args.device:
             device = torch.device(device_name)
             ks = args.ks or ([8] if device.type == "cpu" else [8, 64])
-            for setting in args.settings:
+            for setting in list(SETTINGS) if "all" in args.settings else args.settings:
                 overrides = [*SETTINGS[setting], f"device={device_name}", "progress=false", "noise.sigma=1"]
                 overrides += [f"precision={args.precision}", f"cuda_graphs={not args.no_graphs}", f"log.every_steps={args.log_every}"]
                 if device.type == "cuda":
@@ -198,21 +218,30 @@ def main() -> None:
                 cfg = compose("train", overrides=overrides)
                 data = load_dataset(cfg.dataset, device)
                 with tempfile.TemporaryDirectory() as tmp:
-                    base = baseline_epoch(cfg, root, device, args.train_size, args.repeats)
-                    rows = [("(a) PyTorch + DataLoader", base)]
+                    methods: dict[str, Callable] = {"(a) PyTorch + DataLoader": baseline(cfg, root, device, args.train_size)}
                     if args.precision == "bf16":
-                        autocast = baseline_epoch(cfg, root, device, args.train_size, args.repeats, bf16=True)
-                        rows.append(("(a') (a) under bf16 autocast", autocast))
-                    train_only, full = nin_epoch(cfg, data, Path(tmp), args.repeats)
-                    rows += [("(b) nin train (train step)", train_only), ("(b) nin train (+eval, Tr H)", full)]
+                        methods["(a') (a) under bf16 autocast"] = baseline(cfg, root, device, args.train_size, bf16=True)
+                    methods["(b) nin train"] = nin_single(cfg, data, Path(tmp))
                     for k in ks:
                         chosen = choose_step(cfg, k, device).kind
                         kinds = [chosen] + [kind for kind in ("vmap", "loop") if cfg.model.name == "cnn" and kind != chosen]
                         for kind in kinds:  # the CNN: the chosen step, and the other one beside it
                             label = f"(c) batched K={k} ({kind}{', chosen' if kind == chosen and len(kinds) > 1 else ''})"
-                            rows.append((label, batched_epoch(cfg, data, Path(tmp), k, args.repeats, kind)))
-                for name, seconds in rows:
-                    print(f"{setting:<6} {device_name:<6} {name:<32} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x", flush=True)
+                            methods[label] = nin_batched(cfg, data, Path(tmp) / label, k, kind)
+                    times = interleaved(methods, args.repeats)
+                base = statistics.median(times["(a) PyTorch + DataLoader"])
+                train = statistics.median(t for t, _ in times["(b) nin train"])
+                measure = statistics.median(m for _, m in times["(b) nin train"])
+                medians = {name: statistics.median(ts) for name, ts in times.items() if not name.startswith("(b)")}
+                rows = [(name, t, "") for name, t in medians.items() if name.startswith("(a")]
+                rows += [
+                    ("(b) nin train (train step)", train, ""),
+                    ("(b) + per-epoch measurement", train + measure, f"+{measure / train:.0%}"),
+                ]
+                rows += [(name, t, "") for name, t in medians.items() if name.startswith("(c)")]
+                for name, seconds, extra in rows:
+                    line = f"{setting:<6} {device_name:<6} {name:<32} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {extra:>12}"
+                    print(line.rstrip(), flush=True)
                 if cfg.model.name == "cnn":
                     continue  # the GEMM floor below is the MLP's
                 dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32

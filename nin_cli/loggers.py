@@ -125,9 +125,8 @@ class TensorBoardLogger(RunLogger):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError(f"logger=tensorboard needs the tensorboard package: {install_hint('tensorboard')}") from None
-        folder = existing_id or str(
-            self.run_dir / "tensorboard" if not self.settings.get("dir") else Path(self.settings.dir) / _name(self.run_dir)
-        )
+        root = self.settings.get("dir")
+        folder = existing_id or str(Path(root) / _name(self.run_dir) if root else self.run_dir / "tensorboard")
         self.writer = SummaryWriter(log_dir=folder, purge_step=self.through + 1 if existing_id else None)
         return folder
 

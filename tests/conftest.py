@@ -24,6 +24,19 @@ from nin_cli.schema import conf_dir
 # Small, quick settings on the embedded slice of real Fashion-MNIST.
 QUICK = ["dataset=fashion_mnist_mini", "progress=false", "model.width=128", "hessian.samples=300", "hessian.probes=2"]
 
+# 4 steps per epoch, a 32-unit MLP: a run of 3 epochs takes about a second.
+TINY = [
+    "dataset=fashion_mnist_mini",
+    "dataset.train_size=512",
+    "dataset.test_size=200",
+    "progress=false",
+    "model.width=32",
+    "hessian.samples=100",
+    "hessian.probes=1",
+    "noise.sigma=30",
+    "epochs=3",
+]
+
 
 def make_cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

@@ -132,6 +132,7 @@ def test_a_catapult_within_ten_steps_needs_every_step_logged(tmp_path):
     assert first_steps_figure(coarse, phase_of, tmp_path / "coarse.png") is None and not (tmp_path / "coarse.png").exists()
 
 
+@pytest.mark.e2e
 def test_summaries_of_a_real_multirun_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     proc = nin_cli("train", "-m", *QUICK, "epochs=3", "noise.sigma=0.3,10,1000", "seed=0,1", f"hydra.sweep.dir={sweep}")

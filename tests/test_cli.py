@@ -57,6 +57,7 @@ RESUME_ARGS = [*QUICK, "epochs=6", "noise.sigma=3"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.e2e
 def test_killed_run_resumes_to_the_same_metrics(tmp_path, gate, sig):
     reference = tmp_path / "reference"
     assert nin_cli("train", *RESUME_ARGS, f"hydra.run.dir={reference}").returncode == 0
@@ -98,6 +99,7 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path):
     assert legacy.returncode == 0 and "already completed" in legacy.stderr, legacy.stderr
 
 
+@pytest.mark.e2e
 def test_installed_wheel_runs_from_another_directory(tmp_path):
     wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
     work.mkdir()

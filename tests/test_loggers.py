@@ -10,23 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_cfg, nin_cli, read_rows
+from conftest import TINY, make_cfg, nin_cli, read_rows
 from omegaconf import OmegaConf
 
 from nin_cli.cli import main
 
-TINY = [
-    "dataset=fashion_mnist_mini",
-    "dataset.train_size=512",
-    "dataset.test_size=200",
-    "progress=false",
-    "model.width=32",
-    "hessian.samples=100",
-    "hessian.probes=1",
-    "noise.sigma=3",
-    "epochs=3",
-    "checkpoint.every=2",  # a kill in epoch 2 resumes from epoch 0: epoch 1's rows are sent, then recomputed
-]
+pytestmark = pytest.mark.e2e  # real backends, kills and resumes: `make test`, not `make test-fast`
+
+# a kill in epoch 2 resumes from epoch 0 (checkpoint.every=2): epoch 1's rows are sent, then recomputed
+LOGGED = [*(a for a in TINY if not a.startswith("noise.sigma=")), "noise.sigma=3", "checkpoint.every=2"]
 KILL_IN_EPOCH_2 = "step:6:SIGKILL"  # 4 steps an epoch
 
 
@@ -51,10 +43,10 @@ def once(points: list[tuple[int, float]]) -> dict[int, float]:
 
 
 def killed_then_resumed(run: Path, *logger: str, fault: str = KILL_IN_EPOCH_2) -> None:
-    killed = nin_cli("train", *TINY, *logger, f"hydra.run.dir={run}", env={"NIN_FAULT": fault})
+    killed = nin_cli("train", *LOGGED, *logger, f"hydra.run.dir={run}", env={"NIN_FAULT": fault})
     assert killed.returncode in (-9, 143), killed.stderr
     assert json.loads((run / "logger.json").read_text())["through"] == int(read_rows(run)[1]["step"])  # epoch 1 was sent
-    resumed = nin_cli("train", *TINY, *logger, f"hydra.run.dir={run}")
+    resumed = nin_cli("train", *LOGGED, *logger, f"hydra.run.dir={run}")
     assert resumed.returncode == 0 and "resuming from the checkpoint of epoch 0" in resumed.stderr, resumed.stderr
 
 
@@ -90,7 +82,7 @@ def test_mlflow_run_holds_every_row_once_across_a_crash_and_one_run_per_member(t
         assert history == pytest.approx(values, rel=1e-6), tag
 
     sweep = tmp_path / "sweep"
-    args = ["-m", *TINY, "epochs=1", "seed=0,1", "hydra/launcher=batched", "logger=mlflow", f"logger.tracking_uri={uri}"]
+    args = ["-m", *LOGGED, "epochs=1", "seed=0,1", "hydra/launcher=batched", "logger=mlflow", f"logger.tracking_uri={uri}"]
     assert nin_cli("train", *args, f"hydra.sweep.dir={sweep}").returncode == 0
     members = sorted(p.parent for p in sweep.glob("*/metrics.csv"))
     runs = client.search_runs([experiment], f"tags.`nin.run_dir` LIKE '{sweep.resolve()}/%'")
@@ -144,7 +136,7 @@ def test_wandb_offline_run_continues_the_same_run_with_every_row_once(tmp_path):
 def test_a_logger_without_its_extra_is_one_line_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(SystemExit) as exit_:
-        main(["train", *TINY, "logger=wandb", f"hydra.run.dir={tmp_path}"])
+        main(["train", *LOGGED, "logger=wandb", f"hydra.run.dir={tmp_path}"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "nin: error: logger=wandb needs the wandb package: pip install -e '.[wandb]' (in nin's checkout)"

@@ -34,6 +34,7 @@ def finished_runs(sweep) -> dict[str, bytes]:
     return {p.parent.name: p.read_bytes() for p in sweep.glob("*/metrics.csv")}
 
 
+@pytest.mark.e2e
 def test_located_boundary_brackets_the_theorys_and_a_tighter_tolerance_only_adds_runs(tmp_path):
     sweep = tmp_path / "map"
     coarse = nin_cli("map", *TOY, "hydra.sweeper.tolerance=2", f"hydra.sweep.dir={sweep}")
@@ -55,6 +56,7 @@ def test_located_boundary_brackets_the_theorys_and_a_tighter_tolerance_only_adds
     assert (sweep / "map.png").stat().st_size > 0 and "## Phase boundaries (nin map)" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.e2e
 def test_a_killed_map_resumes_without_retraining_and_the_budget_holds(tmp_path):
     reference = tmp_path / "reference"
     assert nin_cli("map", *TOY, f"hydra.sweep.dir={reference}").returncode == 0

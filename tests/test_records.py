@@ -15,24 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cfg, nin_cli, read_rows, start_nin, without_timing
+from conftest import TINY, make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.runs import load_run
 from nin_cli.records import RunLock, RunRecords
 from nin_cli.train import train
-
-# 4 steps per epoch, a 32-unit MLP: a run of 3 epochs takes about a second.
-TINY = [
-    "dataset=fashion_mnist_mini",
-    "dataset.train_size=512",
-    "dataset.test_size=200",
-    "progress=false",
-    "model.width=32",
-    "hessian.samples=100",
-    "hessian.probes=1",
-    "noise.sigma=30",
-    "epochs=3",
-]
 
 
 def reference(tmp_path: Path, *extra: str) -> Path:
@@ -80,6 +67,7 @@ def tiny_reference(tmp_path_factory) -> tuple[list, list]:
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize(("point", "hit"), POINTS)
+@pytest.mark.e2e
 def test_resume_is_exact_at_every_interruption_point(tmp_path, tiny_reference, sig, point, hit):
     run_dir = tmp_path / f"{point}{hit}"
     proc = killed_run(run_dir, f"{point}:{hit}:{sig}")
@@ -95,6 +83,7 @@ def test_resume_is_exact_at_every_interruption_point(tmp_path, tiny_reference, s
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+@pytest.mark.e2e
 def test_resume_is_exact_with_sparse_checkpoints(tmp_path, sig):
     """checkpoint.every=2: a kill in epoch 2 resumes from the epoch-0 checkpoint, one in epoch 4 from epoch 2."""
     extra = ["epochs=4", "checkpoint.every=2"]
@@ -109,6 +98,7 @@ def test_resume_is_exact_with_sparse_checkpoints(tmp_path, sig):
 
 
 @pytest.mark.parametrize(("sig", "hit"), [("SIGKILL", 3), ("SIGTERM", 3), ("SIGKILL", 4)])
+@pytest.mark.e2e
 def test_batched_sweep_killed_while_checkpointing_resumes_exactly(tmp_path, sig, hit):
     """Hit 3: the first member's epoch-1 checkpoint; hit 4: the second's, so the members resume
     from different epochs (the first waits for the second inside one ensemble)."""
@@ -147,6 +137,7 @@ def test_full_or_read_only_disk_is_one_line_and_loses_nothing(tmp_path, tiny_ref
     assert tables(run_dir) == tiny_reference
 
 
+@pytest.mark.e2e
 def test_a_second_process_on_a_locked_directory_fails_naming_the_holder(tmp_path, gate):
     run_dir = tmp_path / "run"
     slow = [*TINY, f"hydra.run.dir={run_dir}"]
@@ -364,6 +355,7 @@ def test_without_flock_the_lock_is_an_exclusive_file_with_host_and_pid(tmp_path,
     lock.release()
 
 
+@pytest.mark.e2e
 def test_extended_run_equals_the_longer_uninterrupted_run(tmp_path):
     """epochs=2, then epochs=4 extend=true: rows (metrics and steps) as one 4-epoch run's; without
     extend=true, shorter, or under a schedule that depends on the total, refused in one line."""
@@ -392,6 +384,7 @@ def test_extended_run_equals_the_longer_uninterrupted_run(tmp_path):
     assert ramp.returncode == 2 and "noise.schedule=linear" in ramp.stderr and "cannot be extended" in ramp.stderr
 
 
+@pytest.mark.e2e
 def test_extended_batched_sweep_equals_the_longer_sweep_and_a_diverged_run_stays(tmp_path):
     """A batched sweep of epochs=2 extended to 3 in place: the same directories (epochs never names
     one), every member's rows as the 3-epoch sweep's. A diverged run is left as it ended."""

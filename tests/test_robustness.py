@@ -141,6 +141,7 @@ def test_attacks_and_noise_lower_accuracy_in_order(tmp_path):
 
 
 @needs_torchattacks
+@pytest.mark.e2e
 def test_handwritten_pgd_equals_torchattacks_and_autoattack_is_stronger(tmp_path):
     """The hand-written PGD without a random start and torchattacks' PGD with the same eps, step
     size and steps give the same adversarial accuracy; AutoAttack's is at or below PGD's."""
@@ -167,6 +168,7 @@ def test_handwritten_pgd_equals_torchattacks_and_autoattack_is_stronger(tmp_path
         assert float((auto.detach() - space.to_pixels(x)).abs().max()) <= eps + 1e-6
 
 
+@pytest.mark.e2e
 def test_an_interrupted_evaluation_resumes_to_the_table_of_an_uninterrupted_one(tmp_path):
     """Stopped after each of its perturbations in turn, and killed while writing its record, an
     evaluation rerun gives the rows of one that ran through, computing only what was left."""
@@ -242,6 +244,7 @@ def test_corrupted_data_training_sees_noisy_inputs(tmp_path):
     assert column(tmp_path / "cdt", "train_loss")[0] == column(tmp_path / "plain", "train_loss")[0]
 
 
+@pytest.mark.e2e
 def test_comparison_sweep_trains_evaluates_and_tabulates(tmp_path):
     sweep = tmp_path / "sweep"
     proc = nin_cli(

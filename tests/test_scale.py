@@ -141,6 +141,7 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.e2e
 def test_bf16_precision_trains_like_float32(tmp_path, device):
     """precision=bf16 rounds only the matmul inputs: its runs track the float32 ones, single or
     stacked, through the fused MLP step and through autocast + vmap + autograd (the CNN)."""
@@ -213,6 +214,7 @@ def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
     assert "| divergent |" in report and "![NIW norms](plots/niw_norms.png)" in report and (tmp_path / "plots" / "niw_norms.png").exists()
 
 
+@pytest.mark.e2e
 def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
     proc = nin_cli(
         "train",
@@ -231,6 +233,7 @@ def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
     assert len(pids) == 2  # each run in its own joblib worker
 
 
+@pytest.mark.e2e
 def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     args = ["train", "-m", "hydra/launcher=local", *QUICK, "epochs=1", "noise.sigma=0,3", f"hydra.sweep.dir={tmp_path}"]
     assert nin_cli(*args).returncode == 0
@@ -255,6 +258,7 @@ def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
 PREEMPT = [*QUICK, "epochs=5", "noise.sigma=3"]
 
 
+@pytest.mark.e2e
 def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_rows(tmp_path, gate):
     reference = tmp_path / "reference"
     assert nin_cli("train", *PREEMPT, f"hydra.run.dir={reference}").returncode == 0
@@ -277,6 +281,7 @@ def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_
     assert json.loads((metrics.parent / "status.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.e2e
 def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path, gate):
     args = [*QUICK, "epochs=4", "noise.sigma=1,10"]
     reference = tmp_path / "reference"
@@ -319,6 +324,7 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp
 BATCHED_PREEMPT = [*PREEMPT, "epochs=4", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.batch_size=2"]
 
 
+@pytest.mark.e2e
 def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, gate):
     """hydra/launcher=batched_local: 4 runs as 2 submitit jobs of 2-member ensembles. SIGUSR2 to
     both jobs mid-training requeues them; every member's rows equal those of an uninterrupted

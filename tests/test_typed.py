@@ -137,6 +137,7 @@ TINY = ["dataset=fashion_mnist_mini", "progress=false", "model.width=16", "hessi
         ("batched", ["hydra/launcher=batched", "noise.sigma2_paper=0.01,1", "seed=3,4", "optimizer.lr=0.02,0.05"], 8),
     ],
 )
+@pytest.mark.e2e
 def test_every_run_directory_name_equals_its_config_and_its_trained_sigma(tmp_path, capsys, name, args, runs):
     sweep = tmp_path / name
     code, _, err = run_nin(capsys, "train", "-m", *TINY, *args, "epochs=1", f"hydra.sweep.dir={sweep}")
@@ -251,6 +252,7 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
     return [w for w in proc.stdout.split("\n") if w]
 
 
+@pytest.mark.e2e
 def test_shell_completion_as_bash_calls_it():
     assert complete("nin su") == ["summarize"]
     assert {"train", "plot", "progress", "predict"} <= set(complete("nin "))
@@ -262,6 +264,7 @@ def test_shell_completion_as_bash_calls_it():
     assert complete("nin export ") == ["tensorboard"]
 
 
+@pytest.mark.e2e
 def test_zsh_gets_the_same_completion_through_bashcompinit():
     proc = subprocess.run([f"{BIN}/nin", "-sc", "install=zsh"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("autoload -Uz bashcompinit && bashcompinit\n")

@@ -321,35 +321,46 @@ class MapRun:
 
 
 def map_figure(axes: dict[str | None, Axis], axis_key: str, second_key: str | None, path: Path) -> None:
-    """Each point coloured by its majority phase, a row per value of the second key, and each
-    boundary drawn at its bracket's geometric middle (joined across rows: the phase diagram)."""
+    """The phase diagram: a row per value of the second key, each point's cell (out to the
+    geometric middles with its neighbours) coloured by its majority phase, each point marked, and
+    each boundary drawn at its bracket's geometric middle, joined across rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
 
     colours = {"decoupled": "tab:blue", "decay": "tab:green", "catapult": "tab:orange", "divergent": "tab:red", MIXED: "tab:gray"}
     seconds = list(axes)
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.6 * len(seconds)))
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.7 * len(seconds)))
     lines: dict[str, list[tuple[float, int]]] = {}
+    every = sorted({v for axis in axes.values() for v in axis.phases})
+    if not every:
+        plt.close(fig)
+        return
     for row, second in enumerate(seconds):
-        for value, phases in sorted(axes[second].phases.items()):
-            ax.scatter(value, row, s=80, color=colours.get(majority(phases), "black"), edgecolor="black", linewidth=0.5, zorder=3)
+        values = sorted(axes[second].phases)
+        edges = [values[0] / 1.5, *(math.sqrt(a * b) for a, b in zip(values, values[1:])), values[-1] * 1.5] if values else []
+        for i, value in enumerate(values):
+            phase = majority(axes[second].phases[value])
+            ax.add_patch(
+                Rectangle((edges[i], row - 0.4), edges[i + 1] - edges[i], 0.8, color=colours.get(phase, "white"), alpha=0.45, lw=0)
+            )
+            ax.plot(value, row, "|", color="black", markersize=12)
         for b in axes[second].brackets():
             lines.setdefault(b.name, []).append((math.sqrt(b.lo * b.hi), row))
-            ax.plot([b.lo, b.hi], [row, row], color="black", linewidth=3, alpha=0.3)
     for i, (name, pts) in enumerate(lines.items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="black", linewidth=1)
-        ax.annotate(name, (pts[-1][0], pts[-1][1] + (0.25 if i % 2 == 0 else -0.4)), ha="center", fontsize=8)
-    for phase, colour in colours.items():
-        ax.scatter([], [], color=colour, label=phase, edgecolor="black", linewidth=0.5)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if len(pts) > 1 else "|", color="black", linewidth=1.5, markersize=30)
+        ax.annotate(name, (pts[-1][0], pts[-1][1] + (0.45 if i % 2 == 0 else -0.6)), ha="center", fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(every[0] / 1.5, every[-1] * 1.5)
     ax.set_yticks(range(len(seconds)), [str(s) if s is not None else "" for s in seconds])
-    ax.set_ylim(-0.7, len(seconds) - 0.3)
-    ax.set_xlabel(axis_key)
+    ax.set_ylim(-0.8, len(seconds) - 0.2)
+    ax.set_xlabel(f"{axis_key} (ticks: runs; lines: boundaries at their brackets' middles)")
     if second_key:
         ax.set_ylabel(second_key)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, fontsize=8, frameon=False)
+    handles = [Patch(color=c, alpha=0.45, label=p) for p, c in colours.items()]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
