@@ -102,3 +102,20 @@ def test_majority_brackets_and_refinement():
     assert [(b.lo, b.hi, b.name) for b in axis.brackets()] == [(1.0, 10.0, "decay/catapult"), (10.0, 100.0, "catapult/divergent")]
     assert axis.refinements(1.2) == [3.16, 31.6] and axis.refinements(20) == []
     assert math.isclose(axis.brackets()[0].ratio, 10)
+
+
+@pytest.mark.e2e
+def test_a_second_axis_gives_each_value_its_own_boundary(tmp_path):
+    """optimizer.lr=0.005,0.01: a map per learning rate. The toy's decay phase ends at sigma^2 =
+    2 / (eta w1^2): the smaller step puts the end higher (at lr 0.005 the run then diverges
+    without a catapult between the points)."""
+    sweep = tmp_path / "map"
+    args = [*TOY, "hydra.sweeper.lo=3", "hydra.sweeper.hi=20", "hydra.sweeper.tolerance=1.5", "optimizer.lr=0.005,0.01"]
+    proc = nin_cli("map", *args, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(sweep / "boundaries.csv")
+    end = table[table["boundary"].str.startswith("decay/")].set_index("optimizer.lr")
+    assert sorted(end.index) == [0.005, 0.01] and end["bracketed"].all()
+    assert end.loc[0.005, "noise.sigma below"] > end.loc[0.01, "noise.sigma below"]
+    points = pd.read_csv(sweep / "map_points.csv")
+    assert set(points["optimizer.lr"]) == {0.005, 0.01} and len(points) == len(list(sweep.glob("*/metrics.csv")))

@@ -36,14 +36,6 @@ def rounded(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-def log_grid(lo: float, hi: float, points: int) -> list[float]:
-    """`points` values log-spaced from lo to hi, both included."""
-    if points < 2:
-        return [rounded(lo)]
-    step = (math.log(hi) - math.log(lo)) / (points - 1)
-    return sorted({rounded(math.exp(math.log(lo) + i * step)) for i in range(points)})
-
-
 def majority(phases: list[str]) -> str:
     """The phase most seeds are in; `mixed` on a tie. Runs without a phase (failed) do not vote."""
     votes = Counter(p for p in phases if p in ORDER)
@@ -219,8 +211,9 @@ class MapRun:
         return resolve(self.compose(self.job(second, value, seed)))
 
     def _key(self, flat: dict) -> str:
-        """What two runs of one map share: the run identity without the axis, the seed and the second key."""
-        skip = {*SET_BY_THE_MAP, self.axis, self.second_key}
+        """Which row of the map a run is on: its run identity without the axis and the seed (the
+        second key's value stays in it, so each row has its own key)."""
+        skip = {*SET_BY_THE_MAP, self.axis}
         return json.dumps({k: v for k, v in identity(flat, "resume").items() if k not in skip}, sort_keys=True, default=str)
 
     def _predict(self) -> dict[str, float]:
