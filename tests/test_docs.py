@@ -55,3 +55,9 @@ def test_the_front_page_is_short_and_points_nowhere_outside():
     for page in PAGES:
         assert "../shared" not in page.read_text(), page
         assert "nin-cli[" not in page.read_text(), page  # the package is not published: extras install from the checkout
+
+
+def test_no_install_hint_names_an_unpublished_package():
+    """Config comments, docstrings and messages name what works from a checkout: pip install -e '.[extra]'."""
+    for path in [*(REPO / "conf").rglob("*.yaml"), *(REPO / "nin_cli").rglob("*.py"), *(REPO / "hydra_plugins").rglob("*.py")]:
+        assert "nin-cli[" not in path.read_text(), path

@@ -57,7 +57,7 @@ class MapSweeper(Sweeper):
 
     def sweep(self, arguments: list) -> Any:
         from nin_cli.analysis.phase_map import MapRun
-        from nin_cli.errors import one_line_errors
+        from nin_cli.errors import ConfigError, one_line_errors
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -65,6 +65,8 @@ class MapSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(list(arguments))
         with one_line_errors():
+            if not self.config.hydra.launcher.get("wait", True):
+                raise ConfigError("hydra.launcher.wait=false: a map reads each round's runs before it chooses the next; let it wait")
             mapping = MapRun(self.settings, parsed, sweep_dir, self.compose)
             returns, index = [], 0
             while (batch := mapping.next_round()) is not None:
