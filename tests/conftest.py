@@ -101,4 +101,6 @@ class Gate:
 
 @pytest.fixture
 def gate(tmp_path):
-    return Gate(tmp_path / "gate")
+    held = Gate(tmp_path / "gate")
+    yield held
+    held.open()  # a test that failed before opening it leaves no process waiting forever
