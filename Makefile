@@ -32,7 +32,7 @@ PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2
 test: setup
 	$(PYTEST)
 
-# The quick loop after a change: no subprocess launchers, no kill-and-resume matrix, no logging backends.
+# The quick loop after a change: the tests that call nin in-process (the e2e ones run nin as a process).
 test-fast: setup
 	$(PYTEST) -m "not slow and not slurm and not e2e"
 

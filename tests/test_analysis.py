@@ -285,6 +285,7 @@ def test_paper_experiments_compose_and_train(tmp_path, experiment):
     assert len(pd.read_csv(tmp_path / experiment / "metrics.csv")) >= 2
 
 
+@pytest.mark.e2e
 def test_old_run_directories_read_as_what_they_were(tmp_path):
     """A config.yaml written before nin.init and loss.reduction existed means N(0, 1) NIWs and the
     half-summed MSE: summarize reads it so, and resuming it does not silently switch conventions."""
@@ -318,6 +319,7 @@ def test_sigma_in_the_papers_units():
     assert paper_units(mse.flat) == pytest.approx(1.0)
 
 
+@pytest.mark.e2e
 def test_tensorboard_export_reads_back_as_the_csvs(tmp_path):
     """`nin export tensorboard`: every metrics.csv and steps.csv value, read back from the event
     files with TensorBoard's own reader; the varying keys as hparams."""

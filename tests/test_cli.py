@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
         (["dataset=fashion_mnist", "dataset.root=/nonexistent/fm"], "sudo apt-get install -y dataset-fashion-mnist"),
     ],
 )
+@pytest.mark.e2e
 def test_bad_input_fails_in_one_line_before_training(tmp_path, overrides, message):
     run_dir = tmp_path / "run"
     base = [o for o in QUICK if not o.startswith("dataset=")] if any(o.startswith("dataset=") for o in overrides) else QUICK
@@ -36,6 +37,7 @@ def test_bad_input_fails_in_one_line_before_training(tmp_path, overrides, messag
     assert not (run_dir / "metrics.csv").exists()
 
 
+@pytest.mark.e2e
 def test_help_and_cfg_job_work_as_in_hydra():
     helped = nin_cli("train", "--help")
     assert helped.returncode == 0 and "model: cnn, fc, linear, mlp, resnet18" in helped.stdout
@@ -45,6 +47,7 @@ def test_help_and_cfg_job_work_as_in_hydra():
     assert top.returncode == 0 and "train" in top.stdout
 
 
+@pytest.mark.e2e
 def test_divergence_is_a_result_rows_kept_exit_zero(tmp_path):
     proc = nin_cli("train", *QUICK, "noise.sigma=1000", "epochs=5", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -85,6 +88,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, gate, sig):
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.e2e
 def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path):
     args = [*QUICK, "epochs=1", f"hydra.run.dir={tmp_path}"]
     assert nin_cli("train", *args).returncode == 0

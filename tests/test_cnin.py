@@ -90,6 +90,7 @@ def test_a_cnn_member_of_an_ensemble_replays_its_single_run(tmp_path):
         assert column(batched[k], "niw_norm_conv1") == pytest.approx(column(tmp_path / f"single{k}", "niw_norm_conv1"), rel=1e-3)
 
 
+@pytest.mark.e2e
 def test_a_run_from_before_the_choice_reads_and_resumes_as_the_old_placement(tmp_path):
     run = tmp_path / "old"
     args = [*SMALL_CNN, "epochs=1", "nin=all", "noise.sigma=1", "nin.conv=output", f"hydra.run.dir={run}"]

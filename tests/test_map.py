@@ -88,6 +88,7 @@ def test_a_killed_map_resumes_without_retraining_and_the_budget_holds(tmp_path):
         (["optimizer.lr=0.01,0.02", "batch_size=10,20"], "a map has one second axis"),
     ],
 )
+@pytest.mark.e2e
 def test_bad_axes_and_ranges_are_one_line_before_anything_trains(tmp_path, args, message):
     proc = nin_cli("map", *TOY, *args, f"hydra.sweep.dir={tmp_path / 'map'}")
     lines = proc.stderr.strip().splitlines()

@@ -92,6 +92,7 @@ def test_predictions_on_the_linear_model_equal_nin_theorys():
     assert layer["sigma2_random_walk"] == pytest.approx(theory["decoupled/decay"], rel=0.1)
 
 
+@pytest.mark.e2e
 def test_nin_predict_prints_boundaries_and_decay_times(tmp_path):
     args = ["--sigmas", "0.1,3,30,300,3000", "--samples", "300", "--out", str(tmp_path), "--format", "markdown"]
     proc = nin_cli("predict", *QUICK, "model.width=64", *args)
@@ -109,6 +110,7 @@ def test_nin_predict_prints_boundaries_and_decay_times(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "nin: error: nin predict needs a model with NINs (nin=input, all or layers)"
 
 
+@pytest.mark.e2e
 def test_recorded_curvature_predicts_the_niw_trajectory(tmp_path):
     """A decaying run: its NIW norm, integrated from the curvature and gradient moment it recorded
     each epoch, ends within a factor 2 of the measured one; the decay term alone overshoots."""

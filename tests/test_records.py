@@ -115,6 +115,7 @@ def test_batched_sweep_killed_while_checkpointing_resumes_exactly(tmp_path, sig,
         assert leftovers(dir_ / name) == []
 
 
+@pytest.mark.e2e
 def test_ctrl_c_exits_130_interrupted_and_resumable(tmp_path, tiny_reference):
     run_dir = tmp_path / "run"
     proc = killed_run(run_dir, "step:5:SIGINT")
@@ -125,6 +126,7 @@ def test_ctrl_c_exits_130_interrupted_and_resumable(tmp_path, tiny_reference):
 
 
 @pytest.mark.parametrize("fault", ["metrics_row:2:ENOSPC", "checkpoint:2:ENOSPC", "status:3:EROFS"])
+@pytest.mark.e2e
 def test_full_or_read_only_disk_is_one_line_and_loses_nothing(tmp_path, tiny_reference, fault):
     run_dir = tmp_path / "run"
     proc = killed_run(run_dir, fault)
@@ -164,6 +166,7 @@ def test_a_second_process_on_a_locked_directory_fails_naming_the_holder(tmp_path
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "duplicate"])
+@pytest.mark.e2e
 def test_resume_refuses_records_that_do_not_match_the_checkpoint(tmp_path, damage):
     run_dir = tmp_path / "run"
     killed_run(run_dir, "step:10:SIGKILL")  # epochs 0-2 recorded, checkpoint at 2
@@ -183,6 +186,7 @@ def test_resume_refuses_records_that_do_not_match_the_checkpoint(tmp_path, damag
     assert {"delete": "no usable metrics.csv", "truncate": "damaged row", "duplicate": "epoch rows duplicated"}[damage] in warned
 
 
+@pytest.mark.e2e
 def test_checkpoint_loads_weights_only_and_a_planted_pickle_does_not_run(tmp_path):
     run_dir = reference(tmp_path)
     assert RunRecords(run_dir).load_checkpoint()["epoch"] == 3  # a checkpoint written by torch.save loads
@@ -202,6 +206,7 @@ def test_checkpoint_loads_weights_only_and_a_planted_pickle_does_not_run(tmp_pat
 
 
 @pytest.mark.parametrize("name", ["checkpoint.pt", "config.yaml", "steps.csv", "status.json"])
+@pytest.mark.e2e
 def test_damaged_files_give_one_line_and_keep_the_rows(tmp_path, tiny_reference, name):
     run_dir = tmp_path / "run"
     killed_run(run_dir, "step:10:SIGKILL")
@@ -222,6 +227,7 @@ def test_damaged_files_give_one_line_and_keep_the_rows(tmp_path, tiny_reference,
     assert read_rows(run_dir) == before
 
 
+@pytest.mark.e2e
 def test_evaluate_over_a_sweep_with_one_bad_run_warns_and_goes_on(tmp_path):
     for seed in (0, 1):
         assert train(make_cfg(*TINY, "epochs=1", f"seed={seed}"), tmp_path / f"s{seed}").status == "completed"
@@ -231,6 +237,7 @@ def test_evaluate_over_a_sweep_with_one_bad_run_warns_and_goes_on(tmp_path):
     assert (tmp_path / "s1" / "robustness.csv").exists() and not (tmp_path / "s0" / "robustness.csv").exists()
 
 
+@pytest.mark.e2e
 def test_resume_false_refuses_to_replace_a_run_unless_overwrite(tmp_path):
     run_dir = reference(tmp_path)
     before = (run_dir / "metrics.csv").read_text()
@@ -240,6 +247,7 @@ def test_resume_false_refuses_to_replace_a_run_unless_overwrite(tmp_path):
     assert proc.returncode == 0 and [float(r["sigma"]) for r in read_rows(run_dir)] == [3.0] * 4
 
 
+@pytest.mark.e2e
 def test_provenance_log_and_version(tmp_path):
     run_dir = tmp_path / "run"
     assert nin_cli("train", *TINY, "epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
@@ -284,6 +292,7 @@ def test_config_is_typed_and_checked_per_case():
         (["-m", "hydra.sweeper.params.seed=0,1"], "Hydra's own settings are not swept"),
     ],
 )
+@pytest.mark.e2e
 def test_every_sweep_job_is_checked_before_any_trains(tmp_path, args, message):
     base = [o for o in TINY if not o.startswith("noise.sigma")] if "+experiment=fig3" in args else TINY  # its grid sets the noise
     proc = nin_cli("train", *base, *args, f"hydra.sweep.dir={tmp_path}/s", f"hydra.run.dir={tmp_path}/r")
@@ -292,6 +301,7 @@ def test_every_sweep_job_is_checked_before_any_trains(tmp_path, args, message):
     assert not list(tmp_path.rglob("metrics.csv"))
 
 
+@pytest.mark.e2e
 def test_analysis_overrides_are_checked(tmp_path):
     run_dir = reference(tmp_path)
     for command, override, message in (
@@ -311,6 +321,7 @@ def test_signals_are_restored_after_training(tmp_path):
 
 
 @pytest.mark.parametrize("code", [errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP])
+@pytest.mark.e2e
 def test_without_flock_the_lock_is_an_exclusive_file_with_host_and_pid(tmp_path, monkeypatch, capsys, code):
     """Lustre without the flock mount option answers flock with ENOSYS, NFS mounted nolock with
     ENOLCK: the run lock falls back to <run>/.lock.owner (host, PID), with stale-lock detection."""

@@ -209,6 +209,7 @@ def test_an_interrupted_evaluation_resumes_to_the_table_of_an_uninterrupted_one(
     assert not list(run.glob(".*.tmp*")) and not (run / "robustness.partial.json").exists()
 
 
+@pytest.mark.e2e
 def test_without_the_robustness_extra_evaluate_warns_and_measures_the_rest(tmp_path):
     run = tmp_path / "run"
     train(make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64"), run)
@@ -223,6 +224,7 @@ def test_without_the_robustness_extra_evaluate_warns_and_measures_the_rest(tmp_p
     assert set(table["perturbation"]) == {"clean", "gaussian", "fgsm", "pgd"}
 
 
+@pytest.mark.e2e
 def test_bad_robustness_settings_are_one_line_before_any_evaluation(tmp_path):
     for setting, message in [
         ("corruptions={blur: [1]}", "unknown corruption 'blur'"),

@@ -194,6 +194,7 @@ def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(
         check_batchable(cfgs[:2])
 
 
+@pytest.mark.e2e
 def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
     proc = nin_cli(
         "train", "-m", "hydra/launcher=batched", *QUICK, "epochs=1", "noise.sigma=1,1000", "seed=0,1", f"hydra.sweep.dir={tmp_path}"

@@ -159,6 +159,7 @@ def toy_sweep(tmp_path_factory):
     return sweep
 
 
+@pytest.mark.e2e
 def test_load_runs_joins_config_columns_by_run_not_by_position(toy_sweep):
     table = api.load_runs(toy_sweep)
     assert table["run"].is_unique and len(table) == 4
@@ -171,6 +172,7 @@ def test_load_runs_joins_config_columns_by_run_not_by_position(toy_sweep):
     assert phases.loc[1e-6] == "decoupled" and phases.loc[9] == "divergent", phases
 
 
+@pytest.mark.e2e
 def test_report_figures_colour_each_run_by_its_own_phase(toy_sweep, monkeypatch):
     from nin_cli.analysis import plots
     from nin_cli.analysis.report import write_report
@@ -225,6 +227,7 @@ def test_progress_on_a_directory_without_runs_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "rich"])
+@pytest.mark.e2e
 def test_a_closed_pipe_ends_quietly(toy_sweep, fmt):
     """The reader is gone before nin writes a byte: every write fails with EPIPE, as under `| head`.
     Python's print (markdown) and rich's console (rich) alike end with exit 1 and no message."""
@@ -271,6 +274,7 @@ def test_zsh_gets_the_same_completion_through_bashcompinit():
     assert "complete -o nospace -o default -F _nin_completion nin" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_progress_watch_ends_when_every_run_has(toy_sweep, capsys):
     code, out, err = run_nin(capsys, "progress", str(toy_sweep), "--watch", "--every", "0.01")
     assert code == 0 and "4/4 runs ended" in out + err
@@ -278,6 +282,7 @@ def test_progress_watch_ends_when_every_run_has(toy_sweep, capsys):
     assert code == 0 and out.startswith("4/4 runs ended (3 completed, 1 diverged)")
 
 
+@pytest.mark.e2e
 def test_a_trained_network_reaches_the_catapult(toy_sweep):
     """The linear toy model at sigma = 8 (sigma^2 = 0.64 units, between its two boundaries): its
     NIW and loss grow, then fall back; the run completes as a catapult."""
