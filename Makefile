@@ -27,7 +27,7 @@ run: data
 
 # Two workers, one thread each (two 2-thread processes on 2 cores run several times slower).
 # `nin` is forked from a preloaded server in the tests (tests/forkrun.py), not started anew.
-PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist worksteal
 
 test: setup
 	$(PYTEST)

@@ -66,6 +66,12 @@ def start_nin(*args: str, cwd: Path | None = None, env: dict | None = None) -> f
     return forkrun.ForkedNin(list(args), cwd=cwd, env=env)
 
 
+def forked_train(cfg, run_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`train(cfg, run_dir)` in a forked process of its own, failing as `nin train` does: the engine's
+    records under a real kill, without the command line's composition (tests/forkrun.py)."""
+    return forkrun.ForkedNin([cfg, str(run_dir)], env=env, target=forkrun.train_run).result()
+
+
 def real_nin(*args: str, cwd: Path | None = None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nin_cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, **kwargs)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 PRELOAD = ["nin_cli.cli", "nin_cli.train.jobs", "nin_cli.robustness", "nin_cli.analysis.summarize", "hydra_plugins.nin_batched_launcher"]
@@ -34,15 +35,31 @@ def _ctx() -> multiprocessing.context.ForkServerContext:
     return _context
 
 
-def _child(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+def nin_main(args: list) -> None:
+    """The `nin` command line."""
+    from nin_cli.cli import main
+
+    main(args)
+
+
+def train_run(cfg, run_dir: str) -> None:
+    """The engine alone (a composed config, a run directory), failing as `nin train` does: one line."""
+    from nin_cli.errors import one_line_errors
+    from nin_cli.train import train
+
+    with one_line_errors():
+        train(cfg, Path(run_dir))
+
+
+def _child(target: Callable, args: tuple, cwd: str, env: dict[str, str], out: str, err: str) -> None:
     """The body of a forked `nin`: a fresh process's cwd, environment, stdio and signal dispositions."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     for fd, path in ((1, out), (2, err)):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(target, fd)
-        os.close(target)
+        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(opened, fd)
+        os.close(opened)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -52,12 +69,10 @@ def _child(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    sys.argv = ["nin", *args]
+    sys.argv = ["nin", *args[0]] if target is nin_main else [target.__name__]
     code = 0
     try:
-        from nin_cli.cli import main
-
-        main(args)
+        target(*args)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         if not isinstance(exit_.code, int | None):
@@ -77,13 +92,15 @@ def _child(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -
 class ForkedNin:
     """A running forked `nin`, with the part of `subprocess.Popen` the tests use."""
 
-    def __init__(self, args: list[str], cwd: Path | None = None, env: dict | None = None):
-        self.args = ["nin", *args]
+    def __init__(self, args: list, cwd: Path | None = None, env: dict | None = None, target: Callable = nin_main):
+        self.args = ["nin", *args] if target is nin_main else [target.__name__, str(args[-1])]
         self._dir = tempfile.mkdtemp(prefix="nin-fork-")
         self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env.pop("PYTEST_CURRENT_TEST", None)
-        self._proc = _ctx().Process(target=_child, args=(list(args), str(cwd or os.getcwd()), full_env, self._out, self._err))
+        call = (list(args),) if target is nin_main else tuple(args)  # nin_main takes the argument list
+        spec = (target, call, str(cwd or os.getcwd()), full_env, self._out, self._err)
+        self._proc = _ctx().Process(target=_child, args=spec)
         self._proc.start()
         self.pid: int = self._proc.pid
         self.returncode: int | None = None

@@ -34,14 +34,22 @@ def finished_runs(sweep) -> dict[str, bytes]:
     return {p.parent.name: p.read_bytes() for p in sweep.glob("*/metrics.csv")}
 
 
-@pytest.mark.e2e
-def test_located_boundary_brackets_the_theorys_and_a_tighter_tolerance_only_adds_runs(tmp_path):
-    sweep = tmp_path / "map"
+@pytest.fixture(scope="module")
+def toy_map(tmp_path_factory) -> tuple:
+    """A map at tolerance 2, then the same command at 1.2 (the default) in the same directory:
+    (its directory, the runs the first map had left, byte for byte)."""
+    sweep = tmp_path_factory.mktemp("toy") / "map"
     coarse = nin_cli("map", *TOY, "hydra.sweeper.tolerance=2", f"hydra.sweep.dir={sweep}")
     assert coarse.returncode == 0, coarse.stderr
     first = finished_runs(sweep)
     fine = nin_cli("map", *TOY, "hydra.sweeper.tolerance=1.2", f"hydra.sweep.dir={sweep}")
     assert fine.returncode == 0, fine.stderr
+    return sweep, first
+
+
+@pytest.mark.e2e
+def test_located_boundary_brackets_the_theorys_and_a_tighter_tolerance_only_adds_runs(toy_map):
+    sweep, first = toy_map
     after = finished_runs(sweep)
     assert set(first) < set(after) and all(after[name] == first[name] for name in first)  # reused, untouched
 
@@ -57,9 +65,11 @@ def test_located_boundary_brackets_the_theorys_and_a_tighter_tolerance_only_adds
 
 
 @pytest.mark.e2e
-def test_a_killed_map_resumes_without_retraining_and_the_budget_holds(tmp_path):
-    reference = tmp_path / "reference"
-    assert nin_cli("map", *TOY, f"hydra.sweep.dir={reference}").returncode == 0
+def test_a_killed_map_resumes_without_retraining_to_the_same_map(tmp_path, toy_map):
+    """Killed in its second round and run again: the runs that had ended are not retrained, and
+    the map ends as the uninterrupted one (the module's map: refining is deterministic, so a map
+    at 2 then 1.2 and one straight at 1.2 place the same points)."""
+    reference, _ = toy_map
     sweep = tmp_path / "map"
     killed = nin_cli("map", *TOY, f"hydra.sweep.dir={sweep}", env={"NIN_FAULT": "metrics_row:40:SIGKILL"})  # in round 2
     assert killed.returncode == -9
@@ -71,6 +81,9 @@ def test_a_killed_map_resumes_without_retraining_and_the_budget_holds(tmp_path):
     assert all(after[name] == data for name, data in before.items())
     assert bounds(sweep).equals(bounds(reference)) and set(after) == set(finished_runs(reference))
 
+
+@pytest.mark.e2e
+def test_the_budget_holds(tmp_path):
     capped = tmp_path / "capped"
     spent = nin_cli("map", *TOY, "hydra.sweeper.budget=4", f"hydra.sweep.dir={capped}")
     assert spent.returncode == 0 and "budget of 4 runs is spent" in spent.stderr

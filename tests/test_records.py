@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, make_cfg, nin_cli, read_rows, start_nin, without_timing
+from conftest import TINY, forked_train, make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.runs import load_run
 from nin_cli.records import RunLock, RunRecords
@@ -33,7 +33,7 @@ def tables(run_dir: Path) -> tuple[list, list]:
 
 
 def killed_run(run_dir: Path, fault: str, *extra: str) -> subprocess.CompletedProcess:
-    proc = nin_cli("train", *TINY, *extra, f"hydra.run.dir={run_dir}", env={"NIN_FAULT": fault})
+    proc = forked_train(make_cfg(*TINY, *extra), run_dir, env={"NIN_FAULT": fault})
     assert proc.returncode != 0, f"the fault {fault} never fired: {proc.stderr}"
     return proc
 
