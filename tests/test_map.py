@@ -133,3 +133,17 @@ def test_a_second_axis_gives_each_value_its_own_boundary(tmp_path):
     assert end.loc[0.005, "noise.sigma below"] > end.loc[0.01, "noise.sigma below"]
     points = pd.read_csv(sweep / "map_points.csv")
     assert set(points["optimizer.lr"]) == {0.005, 0.01} and len(points) == len(list(sweep.glob("*/metrics.csv")))
+
+
+@pytest.mark.e2e
+def test_runs_a_nin_train_sweep_left_are_points_of_the_map(tmp_path):
+    """A `nin train -m` over part of the grid first: the map counts its runs and trains only the rest."""
+    sweep = tmp_path / "map"
+    grid = [a for a in TOY if not a.startswith("hydra.sweeper.")]
+    trained = nin_cli("train", "-m", *grid, "hydra.sweeper.params={noise.sigma:'1,10'}", "seed=2", f"hydra.sweep.dir={sweep}")
+    assert trained.returncode == 0, trained.stderr
+    before = finished_runs(sweep)
+    mapped = nin_cli("map", *TOY, "hydra.sweeper.budget=3", f"hydra.sweep.dir={sweep}")
+    assert mapped.returncode == 0 and "map: round 1: 1 runs (2 ended so far" in mapped.stderr, mapped.stderr
+    after = finished_runs(sweep)
+    assert len(after) == 3 and all(after[name] == data for name, data in before.items())
