@@ -336,7 +336,8 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
 
     sweep = tmp_path / "sweep"
     env = gate.env("metrics_row", 4)  # in each job, after both members' rows of epochs 0 and 1
-    launcher = start_nin("train", "-m", "hydra/launcher=batched_local", *BATCHED_PREEMPT, f"hydra.sweep.dir={sweep}", env=env)
+    local = ["hydra/launcher=batched_local", "hydra.launcher.poll_s=1", *BATCHED_PREEMPT]
+    launcher = start_nin("train", "-m", *local, f"hydra.sweep.dir={sweep}", env=env)
     pids = gate.held(2, alive=lambda: launcher.poll() is None)
     assert sorted(len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")) == [2, 2, 2, 2]
     for pid in pids:
@@ -353,5 +354,5 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
         assert [int(r["epoch"]) for r in read_rows(resumed)] == list(range(5))
         assert without_timing(read_rows(resumed)) == without_timing(read_rows(run.parent)), run.parent.name
         assert without_timing(read_rows(resumed, "steps.csv")) == without_timing(read_rows(run.parent, "steps.csv"))
-    again = nin_cli("train", "-m", "hydra/launcher=batched_local", *BATCHED_PREEMPT, f"hydra.sweep.dir={sweep}")
+    again = nin_cli("train", "-m", *local, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0 and "0 submitted as local jobs, 2 already finished" in again.stdout + again.stderr
