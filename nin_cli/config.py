@@ -227,14 +227,14 @@ def check_command(overrides: list[str], multirun: bool) -> None:
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
-                resolve(_without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
+                resolve(without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it
                 raise ConfigError(f"{hydra_message(exc)}{where}") from None
 
 
-def _without_hydra(cfg: DictConfig) -> DictConfig:
+def without_hydra(cfg: DictConfig) -> DictConfig:
     """A config composed with return_hydra_config=True, as compose() without it returns it."""
     job = cfg.copy()
     with open_dict(job):

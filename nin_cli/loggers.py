@@ -20,9 +20,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from nin_cli.errors import ConfigError, install_hint
-from nin_cli.records import atomic_write_text
+from nin_cli.records import FINISHED, atomic_write_text
 
-KINDS = ("none", "tensorboard", "mlflow", "wandb")
 STATE = "logger.json"
 Point = tuple[int, str, float]  # (step, tag, value)
 
@@ -36,15 +35,17 @@ def open_logger(cfg: DictConfig, run_dir: Path, flat: dict[str, Any]) -> RunLogg
     return backend(cfg.logger, Path(run_dir), flat)
 
 
+def missing(kind: str) -> ConfigError:
+    """The one line for a backend whose package is not installed (each backend's package and extra share its name)."""
+    return ConfigError(f"logger={kind} needs the {kind} package: {install_hint(kind)}")
+
+
 def check_installed(kind: str) -> None:
     """Before anything trains: the backend's package, or one line naming the extra."""
-    module = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}.get(kind)
-    if module is None:
-        return
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"logger={kind} needs the {module} package: {install_hint(kind)}")
+    if kind != "none" and importlib.util.find_spec(kind) is None:
+        raise missing(kind)
 
 
 def points(metrics_row: dict | None, step_rows: list[dict]) -> list[Point]:
@@ -124,7 +125,7 @@ class TensorBoardLogger(RunLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError(f"logger=tensorboard needs the tensorboard package: {install_hint('tensorboard')}") from None
+            raise missing(self.kind) from None
         root = self.settings.get("dir")
         folder = existing_id or str(Path(root) / _name(self.run_dir) if root else self.run_dir / "tensorboard")
         self.writer = SummaryWriter(log_dir=folder, purge_step=self.through + 1 if existing_id else None)
@@ -157,7 +158,7 @@ class MlflowLogger(RunLogger):
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise ConfigError(f"logger=mlflow needs the mlflow package: {install_hint('mlflow')}") from None
+            raise missing(self.kind) from None
         import logging
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database migrations on every new store
@@ -190,7 +191,7 @@ class MlflowLogger(RunLogger):
             self.client.log_batch(self.id, metrics=metrics[i : i + 1000])
 
     def end(self, status: str) -> None:
-        self.client.set_terminated(self.id, "FINISHED" if status in ("completed", "diverged") else "KILLED")
+        self.client.set_terminated(self.id, "FINISHED" if status in FINISHED else "KILLED")
 
 
 class WandbLogger(RunLogger):
@@ -208,7 +209,7 @@ class WandbLogger(RunLogger):
         try:
             import wandb
         except ImportError:
-            raise ConfigError(f"logger=wandb needs the wandb package: {install_hint('wandb')}") from None
+            raise missing(self.kind) from None
         run_id = existing_id or secrets.token_hex(6)
         self.run = wandb.init(
             project=str(self.settings.get("project") or "nin"),
@@ -234,7 +235,7 @@ class WandbLogger(RunLogger):
             self.run.log(by_step[step], step=step)
 
     def end(self, status: str) -> None:
-        self.run.finish(exit_code=0 if status in ("completed", "diverged") else 1)
+        self.run.finish(exit_code=0 if status in FINISHED else 1)
 
 
 def _name(run_dir: Path) -> str:

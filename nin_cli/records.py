@@ -43,6 +43,7 @@ ROBUSTNESS_SETTINGS = "robustness.yaml"
 ROBUSTNESS_PARTIAL = "robustness.partial.json"  # the perturbations an unfinished evaluation finished
 STATES = ("running", "completed", "diverged", "failed", "interrupted")
 ENDED = ("completed", "diverged", "failed")  # nothing more will happen to a run in these states
+FINISHED = ("completed", "diverged")  # ... and of those, the runs that trained to their end (results, not failures)
 # What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
 RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, ROBUSTNESS, ROBUSTNESS_SETTINGS, ROBUSTNESS_PARTIAL)
 

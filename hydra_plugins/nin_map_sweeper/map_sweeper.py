@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class MapSweeper(Sweeper):
     def compose(self, overrides: list) -> DictConfig:
         """A job's config, as the launcher will compose it (to check it, and to know which runs match)."""
         assert self.hydra_context is not None and self.config is not None
-        cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-        with open_dict(cfg):
-            del cfg["hydra"]  # the job's own config, as its run writes it (hydra.runtime is only set when it runs)
-        return cfg
+        from nin_cli.config import without_hydra
+
+        # the job's own config, as its run writes it (hydra.runtime is only set when it runs)
+        return without_hydra(self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides)))

@@ -23,9 +23,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from nin_cli.analysis.phases import PHASES
-from nin_cli.errors import ConfigError, RecordError
+from nin_cli.errors import ConfigError
 from nin_cli.identity import identity
-from nin_cli.records import RunRecords, atomic_write_text
+from nin_cli.records import FINISHED, RunRecords, atomic_write_text
 
 MIXED = "mixed"
 ORDER = {phase: i for i, phase in enumerate(PHASES)}
@@ -231,24 +231,27 @@ class MapRun:
         """second value -> axis value -> seed -> phase, of the ended runs in the directory that belong to the map."""
         from nin_cli.analysis.phases import classify
         from nin_cli.analysis.runs import find_runs, load_run
-        from nin_cli.config import load
 
         found: dict[str | None, dict[float, dict[str, str]]] = {s: {} for s in self.seconds}
         for run_dir in find_runs([self.sweep_dir]):
-            status = RunRecords(run_dir).read_status()
-            if not status or status["status"] not in ("completed", "diverged") or not (run_dir / "config.yaml").exists():
+            status = RunRecords(run_dir).read_status()  # before reading its tables: only ended runs are points
+            if not status or status["status"] not in FINISHED:
                 continue
-            try:
-                flat = load(run_dir / "config.yaml").flat
-                run = load_run(run_dir)
-            except (ConfigError, RecordError) as exc:
-                print(f"nin: warning: {run_dir}: {exc}; not in the map", file=sys.stderr)
+            run = load_run(run_dir)
+            flat = run.config
+            if not flat:  # its config damaged or gone: load_run says which
+                print(f"nin: warning: {run_dir}: {'; '.join(run.warnings)}; not in the map", file=sys.stderr)
                 continue
             second = self.bases.get(self._key(flat), "-")
             if second == "-" or str(flat.get("seed")) not in self.seeds or flat.get(self.axis) is None:
                 continue
             found[second].setdefault(rounded(float(flat[self.axis])), {})[str(flat["seed"])] = classify(run, self.acfg.phases)[0]
         return found
+
+    @staticmethod
+    def count(found) -> int:
+        """Runs in a scan."""
+        return sum(len(seeds) for points in found.values() for seeds in points.values())
 
     def axes(self, found) -> dict[str | None, Axis]:
         return {s: Axis({v: list(seeds.values()) for v, seeds in points.items()}) for s, points in found.items()}
@@ -257,7 +260,7 @@ class MapRun:
         """The jobs of the next round: the first grid's and any seed missing at a point, else one
         new point in each bracket wider than the tolerance; None once the map is done."""
         found = self.scan()
-        have = sum(len(seeds) for points in found.values() for seeds in points.values())
+        have = self.count(found)
         todo: list[list[str]] = []
         for second in self.seconds:
             points = found[second]
@@ -290,7 +293,7 @@ class MapRun:
 
         found = self.scan()
         axes = self.axes(found)
-        runs = sum(len(seeds) for points in found.values() for seeds in points.values())
+        runs = self.count(found)
         bounds = boundaries_table(axes, self.axis, self.second_key, self.tolerance)
         if self.predicted and len(bounds):
             bounds["predicted"] = bounds["boundary"].map(self.predicted)
@@ -323,22 +326,21 @@ def map_figure(axes: dict[str | None, Axis], axis_key: str, second_key: str | No
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle
 
-    colours = {"decoupled": "tab:blue", "decay": "tab:green", "catapult": "tab:orange", "divergent": "tab:red", MIXED: "tab:gray"}
+    from nin_cli.analysis.plots import PHASE_COLOURS
+
+    colours = {**{p: PHASE_COLOURS[p] for p in PHASES}, MIXED: PHASE_COLOURS["unknown"]}
+    every = sorted({v for axis in axes.values() for v in axis.phases})
+    if not every:
+        return
     seconds = list(axes)
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.7 * len(seconds)))
     lines: dict[str, list[tuple[float, int]]] = {}
-    every = sorted({v for axis in axes.values() for v in axis.phases})
-    if not every:
-        plt.close(fig)
-        return
     for row, second in enumerate(seconds):
         values = sorted(axes[second].phases)
         edges = [values[0] / 1.5, *(math.sqrt(a * b) for a, b in zip(values, values[1:])), values[-1] * 1.5] if values else []
         for i, value in enumerate(values):
             phase = majority(axes[second].phases[value])
-            ax.add_patch(
-                Rectangle((edges[i], row - 0.4), edges[i + 1] - edges[i], 0.8, color=colours.get(phase, "white"), alpha=0.45, lw=0)
-            )
+            ax.add_patch(Rectangle((edges[i], row - 0.4), edges[i + 1] - edges[i], 0.8, color=colours.get(phase, "white"), lw=0))
             ax.plot(value, row, "|", color="black", markersize=12)
         for b in axes[second].brackets():
             lines.setdefault(b.name, []).append((math.sqrt(b.lo * b.hi), row))
@@ -352,7 +354,7 @@ def map_figure(axes: dict[str | None, Axis], axis_key: str, second_key: str | No
     ax.set_xlabel(f"{axis_key} (ticks: runs; lines: boundaries at their brackets' middles)")
     if second_key:
         ax.set_ylabel(second_key)
-    handles = [Patch(color=c, alpha=0.45, label=p) for p, c in colours.items()]
+    handles = [Patch(color=c, label=p) for p, c in colours.items()]
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -19,7 +19,7 @@ from nin_cli.data import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
 from nin_cli.loggers import open_logger
-from nin_cli.records import ENDED, RunRecords, atomic_write_text
+from nin_cli.records import ENDED, FINISHED, RunRecords, atomic_write_text
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
 from nin_cli.train.setup import build
@@ -175,7 +175,7 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
         check_same_run(records, run)
         if extends(status, cfg):
             console.print(f"[yellow]{records.dir}: extending from epoch {status['epoch']} to {cfg.epochs}")
-        elif status and status["status"] in ("completed", "diverged"):
+        elif status and status["status"] in FINISHED:
             why = "; a diverged run is not extended" if cfg.get("extend", False) and status["status"] == "diverged" else ""
             console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping{why}")
             return RunResult(status["status"], status["epoch"], status.get("reason"))
@@ -347,7 +347,7 @@ def finished(run_dir: Path, cfg: DictConfig | None = None) -> bool:
     """Whether the run in `run_dir` has nothing left to train (completed or diverged, and not to be
     extended to `cfg`'s epochs)."""
     status = RunRecords(run_dir).read_status()
-    return bool(status) and status["status"] in ("completed", "diverged") and not (cfg is not None and extends(status, cfg))
+    return bool(status) and status["status"] in FINISHED and not (cfg is not None and extends(status, cfg))
 
 
 class EnsembleJob:

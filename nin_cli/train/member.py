@@ -18,7 +18,7 @@ from nin_cli.faults import fault_point
 from nin_cli.loggers import RunLogger
 from nin_cli.noise import NoiseSource, sigma_at
 from nin_cli.optimizers import make_optimizer
-from nin_cli.records import RunRecords
+from nin_cli.records import FINISHED, RunRecords
 from nin_cli.seeding import generator
 from nin_cli.train.rows import (
     divergence_reason,
@@ -193,7 +193,7 @@ class Member:
 
     def close(self, status: str) -> None:
         """The run is over for this process (finished, or stopped by a failure): free its directory."""
-        self.finished = status in ("completed", "diverged")
+        self.finished = status in FINISHED
         if self.logger is not None:
             logger, self.logger = self.logger, None
             with contextlib.suppress(Exception):  # as in send: logging never fails a run
