@@ -23,7 +23,20 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-PRELOAD = ["nin_cli.cli", "nin_cli.train.jobs", "nin_cli.robustness", "nin_cli.analysis.summarize", "hydra_plugins.nin_batched_launcher"]
+# What a child would otherwise import itself: torch._dynamo (1.6 s; torch.optim imports it when it
+# builds its first optimizer) and the plotting of reports (1.1 s) above all.
+PRELOAD = [
+    "nin_cli.cli",
+    "nin_cli.train.jobs",
+    "nin_cli.robustness",
+    "nin_cli.analysis.summarize",
+    "nin_cli.analysis.report",
+    "nin_cli.analysis.plots",
+    "nin_cli.analysis.progress",
+    "hydra_plugins.nin_batched_launcher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher",
+    "torch._dynamo",
+]
 _context: multiprocessing.context.ForkServerContext | None = None
 
 
