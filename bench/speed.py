@@ -9,7 +9,9 @@ and the batched ensemble engine at several K, side by side in one process on the
 The methods are timed in turn, one epoch each (a, b, c, a, b, c, ...; --repeats rounds), and each
 reports its median, so load from elsewhere on the machine falls on all of them alike. (b) is shown
 as its training step and with the per-epoch measurement (clean train and test metrics, Tr H_z, the
-NIW curvature), whose cost is the `measurement` column, relative to the step.
+NIW curvature), whose cost is the `measurement` column, relative to the step: at today's defaults
+and, on the same model in the same epochs, at the former ones (every training image for the clean
+metrics, the Hessian on 1000 samples with 4 probes).
 
 Ratios are baseline time / method time: above 1 means faster than the plain loop (a), which runs in
 float32 (TF32 on CUDA unless --precision fp32). With --precision bf16 the loop also runs under bf16
@@ -26,12 +28,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import nn
 
+from nin_cli.config import FORMER_DEFAULTS
 from nin_cli.data import load_dataset
 from nin_cli.optimizers import PRECISIONS
 from nin_cli.records import RunRecords
@@ -45,7 +50,7 @@ from nin_cli.train.steps import choose_step
 SETTINGS = {
     "fig1": ["+experiment=fig1", "target_train_acc=null"],  # 3 x 1024, CE, batch 128, lr 0.05
     "fig3": ["+experiment=fig3"],  # 1 x 1024, CE, batch 1000, lr 0.01
-    "cnn": ["+experiment=ninr_comparison", "model=cnn", "hessian.probes=4"],  # the NINR study's CNN, batch 128, lr 0.05
+    "cnn": ["+experiment=ninr_comparison", "model=cnn"],  # the NINR study's CNN, batch 128, lr 0.05
 }
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -118,22 +123,36 @@ def nin_ensemble(cfgs, data, tmp: Path, kind: str | None = None) -> Ensemble:
     return Ensemble([Member(prepare(cfg, data), RunRecords(tmp / f"m{i}")) for i, cfg in enumerate(cfgs)], kind)
 
 
-def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float]]:
+def former_measurement(cfg):
+    """The config measured as before 2026-11-29 (config.FORMER_DEFAULTS: clean train metrics on every
+    training image, the Hessian on 1000 samples with 4 probes), the rest unchanged."""
+    former = cfg.copy()
+    for key, value in FORMER_DEFAULTS.items():
+        OmegaConf.update(former, key, value)
+    return former
+
+
+def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]:
     """One call: one epoch of a single run, (train-step seconds, seconds of the per-epoch measurement:
-    clean train and test metrics, Tr H_z, NIW curvature)."""
+    clean train and test metrics, Tr H_z, NIW curvature; the same measured at the former defaults)."""
     single = nin_ensemble([cfg], data, tmp)
     single.train_epoch([1.0])  # warm-up, as for the batched engine
     member = single.members[0]
+    former = replace(member.s, cfg=former_measurement(member.s.cfg))
 
-    def epoch() -> tuple[float, float]:
+    def measure(setup) -> float:
         sync(data.train.x.device)
         t0 = time.perf_counter()
-        (loss,), _ = single.train_epoch([1.0])
+        epoch_row(setup, 1, member.step, 1.0, 0.0, 0.0, member.lr)
         sync(data.train.x.device)
-        t1 = time.perf_counter()
-        epoch_row(member.s, 1, member.step, 1.0, loss, t1 - t0, member.lr)
+        return time.perf_counter() - t0
+
+    def epoch() -> tuple[float, float, float]:
         sync(data.train.x.device)
-        return t1 - t0, time.perf_counter() - t1
+        t0 = time.perf_counter()
+        single.train_epoch([1.0])
+        sync(data.train.x.device)
+        return time.perf_counter() - t0, measure(member.s), measure(former)
 
     return epoch
 
@@ -187,6 +206,36 @@ def arithmetic_floor(cfg, n_train: int, device: torch.device, dtype: torch.dtype
     return flops / max(rates), max(rates) / 1e9
 
 
+def step_gemms(cfg, n_train: int, device: torch.device, dtype: torch.dtype, reps: int = 50) -> float:
+    """Seconds per epoch of one run's step products alone, in the step's order and shapes (each
+    layer's forward, the input gradients past layer 1, the in-place updates; nothing else): what
+    the fused single-run step would take if all its other work cost nothing."""
+    dims = [784] + [cfg.model.width] * cfg.model.depth + [10]
+    ws = [torch.randn(1, b, a, device=device, dtype=dtype) * 0.01 for a, b in zip(dims[:-1], dims[1:])]
+    bs = [torch.zeros(1, 1, b, device=device, dtype=dtype) for b in dims[1:]]
+    x = torch.randn(1, cfg.batch_size, 784, device=device, dtype=dtype)
+    dz0 = torch.randn(1, cfg.batch_size, 10, device=device, dtype=dtype) * 1e-3
+
+    def step() -> None:
+        hs = [x]
+        for i, w in enumerate(ws):
+            hs.append(torch.baddbmm(bs[i], hs[-1], w.transpose(1, 2)))
+        dz = dz0
+        for i in reversed(range(len(ws))):
+            dh = torch.bmm(dz, ws[i]) if i > 0 else None
+            ws[i].baddbmm_(dz.transpose(1, 2), hs[i], alpha=-1e-6)
+            dz = dh
+
+    for _ in range(5):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / reps * -(-n_train // cfg.batch_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=["all"], choices=["all", *SETTINGS], help="default: all")
@@ -230,12 +279,14 @@ def main() -> None:
                             methods[label] = nin_batched(cfg, data, Path(tmp) / label, k, kind)
                     times = interleaved(methods, args.repeats)
                 base = statistics.median(times["(a) PyTorch + DataLoader"])
-                train = statistics.median(t for t, _ in times["(b) nin train"])
-                measure = statistics.median(m for _, m in times["(b) nin train"])
+                train = statistics.median(t for t, _, _ in times["(b) nin train"])
+                measure = statistics.median(m for _, m, _ in times["(b) nin train"])
+                before = statistics.median(m for _, _, m in times["(b) nin train"])
                 medians = {name: statistics.median(ts) for name, ts in times.items() if not name.startswith("(b)")}
                 rows = [(name, t, "") for name, t in medians.items() if name.startswith("(a")]
                 rows += [
                     ("(b) nin train (train step)", train, ""),
+                    ("(b) + measurement (former)", train + before, f"+{before / train:.0%}"),
                     ("(b) + per-epoch measurement", train + measure, f"+{measure / train:.0%}"),
                 ]
                 rows += [(name, t, "") for name, t in medians.items() if name.startswith("(c)")]
@@ -246,8 +297,11 @@ def main() -> None:
                     continue  # the GEMM floor below is the MLP's
                 dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
                 floor, gflops = arithmetic_floor(cfg, len(data.train), device, dtype)
-                name = f"GEMM floor ({gflops:.0f} GFLOP/s)"
-                print(f"{setting:<6} {device_name:<6} {name:<32} {floor * 1000:>11.1f} ms {base / floor:>7.2f}x", flush=True)
+                chained = step_gemms(cfg, len(data.train), device, dtype)
+                for name, seconds in ((f"GEMM floor ({gflops:.0f} GFLOP/s)", floor), ("(b)'s GEMMs alone, in order", chained)):
+                    share = f"(b) at {seconds / train:.0%}"  # the single run's step as a fraction of this bound
+                    line = f"{setting:<6} {device_name:<6} {name:<32} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {share:>12}"
+                    print(line, flush=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -43,8 +43,8 @@ class RunConfig:
 
 # --- what a config written by an older nin meant -------------------------------------------------
 def legacy_defaults(flat: Mapping) -> dict[str, Any]:
-    """Values a config written before nin.init, nin.conv, loss.reduction and hessian.niw_curvature
-    existed ran with. nin.conv changes nothing in a network without convolutions: there the old
+    """Values a config written before nin.init, nin.conv, loss.reduction, hessian.niw_curvature
+    and eval.standard_errors existed ran with. nin.conv changes nothing in a network without convolutions: there the old
     config reads as the new default, so that an MLP run resumes as it always did."""
     from nin_cli.models import MODELS
 
@@ -54,7 +54,14 @@ def legacy_defaults(flat: Mapping) -> dict[str, Any]:
         "nin.conv": "output" if kind is not None and kind.conv else "input",
         "loss.reduction": "half_sum" if flat.get("loss.name") == "mse" else "mean",
         "hessian.niw_curvature": False,
+        "eval.standard_errors": False,
     }
+
+
+# Defaults an older nin had for keys it wrote: a run it trained is resumed by typing them back
+# (check_same_run names them). The measurement defaults moved on 2026-11-29 so that measuring an
+# epoch costs a fraction of training it (docs/speed.md).
+FORMER_DEFAULTS: dict[str, Any] = {"eval.train_samples": None, "hessian.samples": 1000, "hessian.probes": 4}
 
 
 def _fill_legacy(cfg: DictConfig) -> None:

@@ -6,6 +6,9 @@ everything below is per sample, averaged over the sample (<.>):
 - Tr H_z by Hutchinson: one Rademacher vector v spans all NIN layers at once; v_l . (H v)_l is
   unbiased for Tr H_ll since the cross-layer terms average to zero;
 - the curvature along the NIW and the gradient's second moment (metrics.csv, each epoch);
+  these three are per-sample values averaged over the samples, returned with the standard error
+  of that average (the Hessian is block diagonal over samples, so each sample's block is read off
+  one Hessian-vector product of the batch);
 - the top eigenvalue of <H_z> and of the noisy loss's Hessian w.r.t. the data weights, by power
   iteration on Hessian-vector products (`nin predict`).
 """
@@ -16,13 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from nin_cli.objectives import LossFn
+from nin_cli.objectives import Estimate, LossFn, mean_and_error
 
 
 @dataclass
 class NIWCurvature:
-    curvature: float  # W_NI^T <H_z> W_NI / |W_NI|^2: the NIW decays by 1 - eta sigma^2 times this per step
-    grad_moment: float  # sum_j <g_{z,j}^2>: per-sample gradient w.r.t. z, squared, mean over samples
+    curvature: Estimate  # W_NI^T <H_z> W_NI / |W_NI|^2: the NIW decays by 1 - eta sigma^2 times this per step
+    grad_moment: Estimate  # sum_j <g_{z,j}^2>: per-sample gradient w.r.t. z, squared, mean over samples
 
 
 class ProbedLoss:
@@ -37,28 +40,32 @@ class ProbedLoss:
             loss = loss_fn(model(x, probes=self.deltas), y)
             self.grads = dict(zip(self.names, torch.autograd.grad(loss, list(self.deltas.values()), create_graph=True)))
 
-    def mean_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
-        """<H_z> v: the same direction v for every sample. With L the batch mean, the Hessian w.r.t.
-        the per-sample probes is block diagonal with blocks H_i / |B|, so summing the blocks'
-        products over the batch gives the per-sample mean <H_z> v."""
+    def sample_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        """(N, ...) H_i v_i per sample, for v (N, ...) or one v for every sample. With L the batch
+        mean, the Hessian w.r.t. the per-sample probes is block diagonal with blocks H_i / |B|."""
         with torch.enable_grad():
             (hv,) = torch.autograd.grad((self.grads[name] * v).sum(), self.deltas[name], retain_graph=True)
-        return hv.sum(0)
+        return hv * self.n
 
-    def traces(self, probes: int, gen: torch.Generator) -> dict[str, float]:
-        """<Tr H_z> per layer, by Hutchinson with `probes` Rademacher vectors spanning all layers."""
+    def mean_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        """<H_z> v: the same direction v for every sample, the per-sample products averaged."""
+        return self.sample_hvp(name, v).mean(0)
+
+    def traces(self, probes: int, gen: torch.Generator) -> dict[str, Estimate]:
+        """<Tr H_z> per layer, by Hutchinson with `probes` Rademacher vectors spanning all layers,
+        drawn per sample; the error is that of the mean over samples of each sample's estimate."""
         if not self.names or probes <= 0:
             return {}
         deltas, grads = [self.deltas[n] for n in self.names], [self.grads[n] for n in self.names]
-        totals = dict.fromkeys(self.names, 0.0)
+        per_sample = {n: torch.zeros(self.n, device=deltas[0].device) for n in self.names}
         with torch.enable_grad():
             for _ in range(probes):
                 vs = [torch.randint(0, 2, d.shape, generator=gen, device=d.device).mul_(2).sub_(1).to(d.dtype) for d in deltas]
                 dot = sum((g * v).sum() for g, v in zip(grads, vs))
                 hvs = torch.autograd.grad(dot, deltas, retain_graph=True)
                 for n, hv, v in zip(self.names, hvs, vs):
-                    totals[n] += float((hv * v).sum())
-        return {n: totals[n] / probes for n in self.names}
+                    per_sample[n] += (hv * v).flatten(1).sum(1) * (self.n / probes)
+        return {n: mean_and_error(per_sample[n]) for n in self.names}
 
     def niw_curvatures(self) -> dict[str, NIWCurvature]:
         """What drives each NIW: the curvature along it (the decay; one Hessian-vector product) and
@@ -69,10 +76,10 @@ class ProbedLoss:
             if n not in self.model.nins:
                 continue
             w = self.model.nins[n].weight.detach()
-            curvature = float((self.mean_hvp(n, w) * w).sum() / (w * w).sum())
+            curvature = (self.sample_hvp(n, w) * w).flatten(1).sum(1) / (w * w).sum()
             # L is the batch mean, so a sample's own gradient is |B| times its slice of dL/d delta
-            moment = float(((self.grads[n].detach() * self.n) ** 2).sum() / self.n)
-            out[n] = NIWCurvature(curvature, moment)
+            moment = (self.grads[n].detach() * self.n).pow(2).flatten(1).sum(1)
+            out[n] = NIWCurvature(mean_and_error(curvature), mean_and_error(moment))
         return out
 
     def top_eigenvalues(self, gen: torch.Generator, iterations: int = 50, tol: float = 1e-4) -> dict[str, float]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.func import vmap
 
 from nin_cli.errors import ConfigError
 
@@ -66,8 +68,33 @@ def make_loss(name: str, task: str, reduction: str = "mean") -> LossFn:
     return kind.make(reduction)
 
 
-def accuracy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Fraction correct, or NaN where targets are not class labels."""
+def sample_losses(loss_fn: LossFn, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each sample's own loss, (N,): every loss here is the mean of per-sample terms over the batch."""
+    return vmap(lambda o, t: loss_fn(o[None], t[None]))(out, target)
+
+
+def correct_samples(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1.0 where a sample is classified right, (N,); NaN where targets are not class labels."""
     if target.dtype != torch.long:
-        return torch.tensor(float("nan"))
-    return (out.argmax(dim=-1) == target).float().mean()
+        return torch.full((len(out),), float("nan"), device=out.device)
+    return (out.argmax(dim=-1) == target).float()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over samples and its standard error."""
+
+    mean: float
+    se: float
+
+
+def mean_and_error(values: torch.Tensor, population: int | None = None) -> Estimate:
+    """The mean of per-sample values (N,) and its standard error as an estimate of the mean over a
+    `population` of which they are a sample (finite-population corrected: 0 when N is all of it;
+    None: an infinite one)."""
+    n = values.numel()
+    if n < 2:
+        return Estimate(float(values.mean()) if n else math.nan, math.nan)
+    fpc = max(0.0, 1.0 - n / population) if population else 1.0
+    mean, var = float(values.mean()), float(values.var())
+    return Estimate(mean, math.sqrt(var / n * fpc))

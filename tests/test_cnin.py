@@ -69,6 +69,31 @@ def test_the_noise_reaches_conv1s_kernel_gradient_only_under_the_papers_placemen
     assert (not torch.allclose(clean, noisy)) == reaches
 
 
+def test_the_noise_crossing_a_convolution_as_one_image_is_the_convolution_of_the_noisy_input():
+    """Training computes conv(h + W eps) as conv(h) + eps conv(W) (the NIW's gradient then needs no
+    input gradient of the batch): the same outputs and gradients as the noisy input convolved, to
+    float rounding, at the image (conv1) and inside the net (conv2)."""
+    model = cnn("nin=all")
+    gen = generator(0, "test")
+    x, y = torch.randn(16, 1, 28, 28, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    eps = {n: 3 * torch.randn(16, generator=gen) for n in model.nins}
+
+    def noisy_input(x):
+        h = x
+        for name in model.conv_layers:
+            h = torch.relu(torch.nn.functional.max_pool2d(model.layers[name](model.nins[name](h, eps[name])), 2))
+        h = torch.relu(model.apply("fc1", h.flatten(1), eps, None))
+        return model.apply("out", h, eps, None)
+
+    params = list(model.parameters())
+    fast, reference = model(x, eps), noisy_input(x)
+    assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-5) and not torch.allclose(fast, model(x), atol=1e-2)
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(fast, y), params)
+    expected = torch.autograd.grad(torch.nn.functional.cross_entropy(reference, y), params)
+    for (name, _), g, e in zip(model.named_parameters(), grads, expected):
+        assert float((g - e).norm()) <= 1e-5 * float(e.norm()) + 1e-9, name
+
+
 def test_the_next_layer_norm_of_an_input_nin_is_the_convolution_it_feeds(tmp_path):
     train(make_cfg(*SMALL_CNN, "epochs=1", "nin=all", "noise.sigma=1"), tmp_path / "all")
     header = list(read_rows(tmp_path / "all")[0])

@@ -38,8 +38,12 @@ def test_metrics_csv_has_the_spec_columns_and_epoch_zero(tmp_path):
     expected = {"epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
     expected |= {f"niw_norm_{n}" for n in ("fc1", "fc2", "out")} | {f"hessian_trace_{n}" for n in ("fc1", "fc2", "out")}
     expected |= {"weight_norm_fc2", "weight_norm_out"}
-    expected |= {f"{c}_{n}" for c in ("niw_curvature", "niw_gradsq") for n in ("fc1", "fc2", "out")}
+    estimated = {f"{c}_{n}" for c in ("hessian_trace", "niw_curvature", "niw_gradsq") for n in ("fc1", "fc2", "out")}
+    expected |= estimated | {f"se_{c}" for c in estimated | {"train_loss_clean", "train_acc"}}
     assert expected == set(rows[0])
+    # the 6000 training images are fewer than eval.train_samples: clean metrics on all, exact
+    assert all(float(r["se_train_acc"]) == 0 == float(r["se_train_loss_clean"]) for r in rows)
+    assert all(float(r[f"se_{c}"]) > 0 for r in rows for c in estimated)
     assert rows[0]["step"] == "0" and int(rows[1]["step"]) == math.ceil(6000 / 128)
     assert all(float(r["hessian_trace_out"]) > 0 for r in rows)  # CE is convex in the logits
     # the curvature along the NIW lies within the spectrum of <H_z>: 0 < c <= Tr H_z
@@ -133,7 +137,8 @@ def test_conv_niws_take_the_conv_fan_in():
 def test_hutchinson_matches_the_exact_hessian_trace():
     cfg = make_cfg("model.width=8", "nin=all")
     model = build_model(cfg.model, cfg.nin, (5,), 3, generator(0, "init"))
-    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    gen = generator(0, "data")
+    x, y = torch.randn(16, 5, generator=gen), torch.randint(0, 3, (16,), generator=gen)
     shapes = {n: tuple(model.nins[n].weight.shape) for n in model.nins}
     est = ProbedLoss(model, x, y, torch.nn.functional.cross_entropy, shapes).traces(4000, generator(0, "h"))
     for name, shape in shapes.items():
@@ -141,8 +146,11 @@ def test_hutchinson_matches_the_exact_hessian_trace():
         def loss_of(delta, name=name):
             return torch.nn.functional.cross_entropy(model(x, probes={name: delta}), y)
 
-        exact = torch.autograd.functional.hessian(loss_of, torch.zeros(16, *shape)).reshape(16 * shape[0], -1).trace()
-        assert est[name] == pytest.approx(float(exact), rel=0.05)
+        hessian = torch.autograd.functional.hessian(loss_of, torch.zeros(16, *shape)).reshape(16, shape[0], 16, shape[0])
+        per_sample = torch.stack([hessian[i, :, i, :].trace() for i in range(16)]) * 16  # Tr H_i (L is the mean)
+        assert est[name].mean == pytest.approx(float(per_sample.mean()), rel=0.05)
+        # the error is the spread of the samples' traces over sqrt(16) (4000 probes add little of their own)
+        assert est[name].se == pytest.approx(float(per_sample.std() / 4), rel=0.1)
 
 
 def test_linear_toy_model_regresses(tmp_path):

@@ -170,7 +170,7 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
     layers, per_layer = [], []
     for n in setup.nin_layers:
         w = float(model.nins[n].weight.detach().norm())
-        lc = LayerCurvature(n, lam[n], curv[n].curvature, curv[n].grad_moment, w)
+        lc = LayerCurvature(n, lam[n], curv[n].curvature.mean, curv[n].grad_moment.mean, w)
         layers.append(lc)
         c = max(lc.curvature, 1e-30)
         random_walk = lc.grad_moment / (batch * c * c * w * w)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config import RunConfig, legacy_defaults, load, resolve
+from nin_cli.config import FORMER_DEFAULTS, RunConfig, legacy_defaults, load, resolve
 from nin_cli.data import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
@@ -74,7 +74,8 @@ def check_same_run(records: RunRecords, run: RunConfig) -> None:
         if diff == ["epochs"]:
             return check_extension(records, int(saved["epochs"]), run)
         hint = "; use a new output directory"
-        older = [f"{k}={str(saved[k]).lower()}" for k in diff if k in legacy_defaults(saved) and k in saved]
+        then = legacy_defaults(saved).keys() | {k for k, v in FORMER_DEFAULTS.items() if saved.get(k) == v}
+        older = [f"{k}={'null' if saved[k] is None else str(saved[k]).lower()}" for k in diff if k in then and k in saved]
         if older:  # a run written by an older nin: what it trained with, as keys to type
             hint += f", or resume it as it was trained: {' '.join(older)}"
         raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")

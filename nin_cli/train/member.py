@@ -47,7 +47,9 @@ class Member:
         s = self.s = setup
         cfg = s.cfg
         self.records = records
-        self.columns = metric_columns(s.model, s.nin_layers, bool(s.cfg.hessian.get("niw_curvature", False)))
+        self.columns = metric_columns(
+            s.model, s.nin_layers, bool(cfg.hessian.get("niw_curvature", False)), bool(cfg.eval.get("standard_errors", False))
+        )
         self.step_columns = step_columns(s.model, s.nin_layers)
         self.norm_groups = norm_groups(s.model, s.nin_layers)
         self.optimizer = make_optimizer(cfg, s.model.parameters())
@@ -127,8 +129,8 @@ class Member:
         )
         sub = train_subset(s.data.train, cfg.eval.train_samples)
         with matmul_autocast(cfg, s.device):
-            noisy_loss, _ = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
-        row = epoch_row(s, 0, 0, sigma, noisy_loss, 0.0, self.lr)
+            noisy = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
+        row = epoch_row(s, 0, 0, sigma, noisy.loss, 0.0, self.lr)
         self.ref_loss = row["train_loss_clean"]
         return row
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from nin_cli.data import Split
 from nin_cli.hessian import ProbedLoss
 from nin_cli.models import NINModel
-from nin_cli.objectives import LossFn, accuracy
+from nin_cli.objectives import LossFn, correct_samples, mean_and_error, sample_losses
 from nin_cli.seeding import generator
 from nin_cli.train.setup import Setup, matmul_autocast
 
@@ -50,14 +51,18 @@ def model_norms(model: NINModel, groups: list[list[str]]) -> list[float]:
     return stacked_norms(lambda n: model.get_parameter(n)[None], groups, 1, None)[0].tolist()
 
 
-def metric_columns(model: NINModel, nin_layers: list[str], curvature: bool = True) -> list[str]:
+def metric_columns(model: NINModel, nin_layers: list[str], curvature: bool = True, errors: bool = True) -> list[str]:
     """metrics.csv's columns; `curvature` (hessian.niw_curvature) adds niw_curvature_<layer> and
-    niw_gradsq_<layer> (runs recorded before those columns existed keep their columns on resume)."""
+    niw_gradsq_<layer>, `errors` (eval.standard_errors) the standard error of each estimate taken on
+    a subsample, as se_<column> (runs recorded before those columns existed keep theirs on resume)."""
     cols = ["epoch", "step", "sigma", "train_loss", "train_loss_clean", "train_acc", "test_loss", "test_acc"]
     cols += norm_columns(model, nin_layers)
-    cols += [f"hessian_trace_{n}" for n in nin_layers]
+    estimated = [f"hessian_trace_{n}" for n in nin_layers]
     if curvature:
-        cols += [f"niw_curvature_{n}" for n in nin_layers] + [f"niw_gradsq_{n}" for n in nin_layers]
+        estimated += [f"niw_curvature_{n}" for n in nin_layers] + [f"niw_gradsq_{n}" for n in nin_layers]
+    cols += estimated
+    if errors:
+        cols += [f"se_{c}" for c in ("train_loss_clean", "train_acc", *estimated)]
     return cols + ["lr", "seconds"]
 
 
@@ -72,42 +77,58 @@ def step_rows(columns: list[str], steps: list[int], values: list[list[float]], e
     return [{"step": st, "epoch": epoch, "sigma": sigma, **dict(zip(names, vals))} for st, vals in zip(steps, values)]
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean loss and accuracy over a split, with their standard errors as estimates of the mean
+    over the `population` the split was drawn from (0 when it is the whole of it)."""
+
+    loss: float
+    acc: float
+    loss_se: float
+    acc_se: float
+
+
 @torch.no_grad()
-def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None) -> tuple[float, float]:
-    """Mean loss and accuracy over a split; eps = 0 unless `eps_fn(n)` supplies noise."""
+def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None, population: int | None = None) -> Evaluation:
+    """Loss and accuracy over a split, from per-sample values; eps = 0 unless `eps_fn(n)` supplies noise."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=split.x.device)
-    correct = torch.zeros((), device=split.x.device)
+    losses, correct = [], []
     for start in range(0, len(split), batch_size):
         x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
         out = model(x, eps_fn(len(x)) if eps_fn else None)
-        loss_sum += loss_fn(out, y) * len(x)
-        correct += accuracy(out, y).to(loss_sum.device) * len(x)
+        losses.append(sample_losses(loss_fn, out, y))
+        correct.append(correct_samples(out, y))
     model.train(was_training)
-    n = len(split)
-    return float(loss_sum) / n, float(correct) / n
+    loss, acc = mean_and_error(torch.cat(losses), population), mean_and_error(torch.cat(correct), population)
+    return Evaluation(loss.mean, acc.mean, loss.se, acc.se)
 
 
 def train_subset(split: Split, n: int | None) -> Split:
+    """The first n training samples: the fixed subsample every epoch's clean metrics are taken on."""
     return split if not n else Split(split.x[:n], split.y[:n])
 
 
 def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, seconds: float, lr: float) -> dict:
-    """The metrics.csv row for the model's current state (clean metrics use eps = 0)."""
+    """The metrics.csv row for the model's current state (clean metrics use eps = 0). The clean
+    train metrics are taken on the first eval.train_samples training samples, the Hessian measures
+    on the first hessian.samples; each estimate's standard error goes beside it (se_<column>)."""
     cfg, model = s.cfg, s.model
     with matmul_autocast(cfg, s.device):
-        train_loss_clean, train_acc = evaluate(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, cfg.eval.batch_size)
-        test_loss, test_acc = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
+        subsample = train_subset(s.data.train, cfg.eval.train_samples)
+        train = evaluate(model, subsample, s.loss_fn, cfg.eval.batch_size, population=len(s.data.train))
+        test = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
     row = {
         "epoch": epoch,
         "step": step,
         "sigma": sigma,
         "train_loss": train_loss,
-        "train_loss_clean": train_loss_clean,
-        "train_acc": train_acc,
-        "test_loss": test_loss,
-        "test_acc": test_acc,
+        "train_loss_clean": train.loss,
+        "train_acc": train.acc,
+        "test_loss": test.loss,
+        "test_acc": test.acc,
+        "se_train_loss_clean": train.loss_se,
+        "se_train_acc": train.acc_se,
         "lr": lr,
         "seconds": seconds,
     }
@@ -118,10 +139,12 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
         model.eval()
         probed = ProbedLoss(model, h.x, h.y, s.loss_fn, s.shapes)
         traces = probed.traces(cfg.hessian.probes, generator(cfg.seed, f"hutchinson/{epoch}", s.device))
-        row.update({f"hessian_trace_{n}": v for n, v in traces.items()})
+        estimates = {f"hessian_trace_{n}": v for n, v in traces.items()}
         if curvature:
             for n, c in probed.niw_curvatures().items():
-                row.update({f"niw_curvature_{n}": c.curvature, f"niw_gradsq_{n}": c.grad_moment})
+                estimates.update({f"niw_curvature_{n}": c.curvature, f"niw_gradsq_{n}": c.grad_moment})
+        for col, estimate in estimates.items():
+            row.update({col: estimate.mean, f"se_{col}": estimate.se})
         model.train()
     return row
 
