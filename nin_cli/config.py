@@ -44,8 +44,9 @@ class RunConfig:
 # --- what a config written by an older nin meant -------------------------------------------------
 def legacy_defaults(flat: Mapping) -> dict[str, Any]:
     """Values a config written before nin.init, nin.conv, loss.reduction, hessian.niw_curvature
-    and eval.standard_errors existed ran with. nin.conv changes nothing in a network without convolutions: there the old
-    config reads as the new default, so that an MLP run resumes as it always did."""
+    and eval.standard_errors existed ran with. nin.conv changes nothing in a network without
+    convolutions: there the old config reads as the new default, so that an MLP run resumes as it
+    always did."""
     from nin_cli.models import MODELS
 
     kind = MODELS.get(str(flat.get("model.name")))
