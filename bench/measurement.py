@@ -14,25 +14,17 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from speed import SETTINGS, former_measurement
+from speed import SETTINGS, former_measurement, measured
 
 from nin_cli.records import RunRecords
 from nin_cli.schema import conf_dir
 from nin_cli.train import Member
 from nin_cli.train.loop import Ensemble
-from nin_cli.train.rows import epoch_row
 from nin_cli.train.setup import prepare
-
-
-def measured(setup) -> tuple[dict, float]:
-    t0 = time.perf_counter()
-    row = epoch_row(setup, 1, 0, 1.0, math.nan, 0.0, 0.0)
-    return row, time.perf_counter() - t0
 
 
 def main() -> None:

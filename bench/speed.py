@@ -132,6 +132,16 @@ def former_measurement(cfg):
     return former
 
 
+def measured(setup, step: int = 0, lr: float = 0.0) -> tuple[dict, float]:
+    """One epoch's metrics.csv row for the setup's model as it stands, and the seconds it took."""
+    device = setup.data.train.x.device
+    sync(device)
+    t0 = time.perf_counter()
+    row = epoch_row(setup, 1, step, 1.0, 0.0, 0.0, lr)
+    sync(device)
+    return row, time.perf_counter() - t0
+
+
 def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]:
     """One call: one epoch of a single run, (train-step seconds, seconds of the per-epoch measurement:
     clean train and test metrics, Tr H_z, NIW curvature; the same measured at the former defaults)."""
@@ -141,11 +151,7 @@ def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]
     former = replace(member.s, cfg=former_measurement(member.s.cfg))
 
     def measure(setup) -> float:
-        sync(data.train.x.device)
-        t0 = time.perf_counter()
-        epoch_row(setup, 1, member.step, 1.0, 0.0, 0.0, member.lr)
-        sync(data.train.x.device)
-        return time.perf_counter() - t0
+        return measured(setup, member.step, member.lr)[1]
 
     def epoch() -> tuple[float, float, float]:
         sync(data.train.x.device)

@@ -130,7 +130,7 @@ class Member:
         sub = train_subset(s.data.train, cfg.eval.train_samples)
         with matmul_autocast(cfg, s.device):
             noisy = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
-        row = epoch_row(s, 0, 0, sigma, noisy.loss, 0.0, self.lr)
+        row = epoch_row(s, 0, 0, sigma, noisy.loss.mean, 0.0, self.lr)
         self.ref_loss = row["train_loss_clean"]
         return row
 

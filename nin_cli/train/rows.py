@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from nin_cli.data import Split
 from nin_cli.hessian import ProbedLoss
 from nin_cli.models import NINModel
-from nin_cli.objectives import LossFn, correct_samples, mean_and_error, sample_losses
+from nin_cli.objectives import Estimate, LossFn, correct_samples, mean_and_error, sample_losses
 from nin_cli.seeding import generator
 from nin_cli.train.setup import Setup, matmul_autocast
 
@@ -79,13 +79,11 @@ def step_rows(columns: list[str], steps: list[int], values: list[list[float]], e
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Mean loss and accuracy over a split, with their standard errors as estimates of the mean
+    """Mean loss and accuracy over a split, each with its standard error as an estimate of the mean
     over the `population` the split was drawn from (0 when it is the whole of it)."""
 
-    loss: float
-    acc: float
-    loss_se: float
-    acc_se: float
+    loss: Estimate
+    acc: Estimate
 
 
 @torch.no_grad()
@@ -100,8 +98,7 @@ def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None,
         losses.append(sample_losses(loss_fn, out, y))
         correct.append(correct_samples(out, y))
     model.train(was_training)
-    loss, acc = mean_and_error(torch.cat(losses), population), mean_and_error(torch.cat(correct), population)
-    return Evaluation(loss.mean, acc.mean, loss.se, acc.se)
+    return Evaluation(mean_and_error(torch.cat(losses), population), mean_and_error(torch.cat(correct), population))
 
 
 def train_subset(split: Split, n: int | None) -> Split:
@@ -123,12 +120,12 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
         "step": step,
         "sigma": sigma,
         "train_loss": train_loss,
-        "train_loss_clean": train.loss,
-        "train_acc": train.acc,
-        "test_loss": test.loss,
-        "test_acc": test.acc,
-        "se_train_loss_clean": train.loss_se,
-        "se_train_acc": train.acc_se,
+        "train_loss_clean": train.loss.mean,
+        "train_acc": train.acc.mean,
+        "test_loss": test.loss.mean,
+        "test_acc": test.acc.mean,
+        "se_train_loss_clean": train.loss.se,
+        "se_train_acc": train.acc.se,
         "lr": lr,
         "seconds": seconds,
     }
