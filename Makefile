@@ -50,8 +50,8 @@ slurm-stop:
 	bash scripts/slurm-local.sh stop
 
 lint: setup
-	$(BIN)/ruff check nin_cli tests bench hydra_plugins
-	$(BIN)/ruff format --check nin_cli tests bench hydra_plugins
+	$(BIN)/ruff check nin_cli tests bench hydra_plugins scripts
+	$(BIN)/ruff format --check nin_cli tests bench hydra_plugins scripts
 
 format: setup
 	$(BIN)/ruff format nin_cli tests bench hydra_plugins

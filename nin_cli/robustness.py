@@ -25,7 +25,7 @@ from nin_cli.corruptions import corrupt
 from nin_cli.data import Dataset, Split
 from nin_cli.errors import ConfigError, install_hint
 from nin_cli.faults import fault_point
-from nin_cli.objectives import LossFn
+from nin_cli.objectives import LossFn, correct_samples
 from nin_cli.perturbations import available, missing_extra, plan, settings_hash
 from nin_cli.records import ROBUSTNESS, ROBUSTNESS_PARTIAL, ROBUSTNESS_SETTINGS, RunRecords, atomic_write_text
 from nin_cli.seeding import generator
@@ -58,8 +58,9 @@ class PixelModel(torch.nn.Module):
 
 @torch.no_grad()
 def _accuracy(model, x, y, loss_fn) -> tuple[float, float]:
+    """The number right and the summed loss on one batch (summed over batches, divided once)."""
     out = model(x)
-    return float((out.argmax(-1) == y).float().sum()), float(loss_fn(out, y)) * len(y)
+    return float(correct_samples(out, y).sum()), float(loss_fn(out, y)) * len(y)
 
 
 def gaussian_noise(x, std, gen):

@@ -1,0 +1,56 @@
+"""The clean test accuracy of the NINR comparison beside the poster's, cell by cell (markdown).
+
+    python scripts/poster_table.py outputs/sweeps/ninr_cmp_fc outputs/sweeps/ninr_cmp_cnn_full
+
+nin's cell: mean ± std over seeds of each run's clean accuracy (robustness.csv, in percent).
+The poster's cells are those quoted in docs/ninr/poster_clean.csv (a cell without a poster value
+shows "-"). "within" says whether nin's mean lies inside the poster's mean ± its std."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from nin_cli.analysis.runs import load_runs
+from nin_cli.records import ROBUSTNESS
+from nin_cli.robustness import clean_accuracy
+
+METHODS = ("none", "l2", "dropout", "in_ninr_decay", "in_ninr_catapult", "full_ninr_decay", "full_ninr_catapult", "cdt02", "cdt04")
+POSTER = Path(__file__).resolve().parent.parent / "docs" / "ninr" / "poster_clean.csv"
+
+
+def verdict(mean: float, poster: float, spread: float) -> str:
+    if math.isnan(poster) or math.isnan(mean):
+        return "-"
+    if math.isnan(spread):
+        return f"{mean - poster:+.1f} (no ± quoted)"
+    return "yes" if abs(mean - poster) <= spread else f"no ({mean - poster:+.1f})"
+
+
+def table(paths: list[str]) -> str:
+    runs = [run for run in load_runs(paths) if (run.path / ROBUSTNESS).exists()]
+    if not runs:
+        sys.exit(f"no {ROBUSTNESS} under {', '.join(paths)} (nin evaluate them first)")
+    accuracy = {r.path: 100 * clean_accuracy(pd.read_csv(r.path / ROBUSTNESS)) for r in runs}
+    clean = pd.DataFrame({"model": r.config.get("model.name"), "method": r.config.get("method"), "acc": accuracy[r.path]} for r in runs)
+    ours = clean.groupby(["model", "method"])["acc"].agg(["mean", "std", "count"])
+    poster = pd.read_csv(POSTER).set_index(["model", "method"])
+    lines = ["| model | method | poster | nin | seeds | within the poster's ± |", "|---|---|---|---|---|---|"]
+    for model in ("fc", "cnn"):
+        for method in METHODS:
+            p = poster.loc[(model, method)] if (model, method) in poster.index else None
+            p_mean, p_std = (float(p["poster_mean"]), float(p["poster_std"])) if p is not None else (math.nan, math.nan)
+            o = ours.loc[(model, method)] if (model, method) in ours.index else None
+            o_mean = float(o["mean"]) if o is not None else math.nan
+            p_cell = "-" if math.isnan(p_mean) else f"{p_mean:.1f}" + ("" if math.isnan(p_std) else f" ± {p_std:.1f}")
+            o_cell = "-" if o is None else f"{o_mean:.1f}" + ("" if o["count"] < 2 else f" ± {float(o['std']):.1f}")
+            n = 0 if o is None else int(o["count"])
+            lines.append(f"| {model} | {method} | {p_cell} | {o_cell} | {n} | {verdict(o_mean, p_mean, p_std)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(sys.argv[1:] or ["outputs/sweeps"]))
