@@ -1,10 +1,11 @@
 """The clean test accuracy of the NINR comparison beside the poster's, cell by cell (markdown).
 
-    python scripts/poster_table.py outputs/sweeps/ninr_cmp_fc outputs/sweeps/ninr_cmp_cnn_full
+    python scripts/poster_table.py outputs/sweeps/ninr_cmp_fc outputs/sweeps/ninr_cmp_cnn
 
-nin's cell: mean ± std over seeds of each run's clean accuracy (robustness.csv, in percent).
-The poster's cells are those quoted in docs/ninr/poster_clean.csv (a cell without a poster value
-shows "-"). "within" says whether nin's mean lies inside the poster's mean ± its std."""
+A row per method, the FC and the CNN side by side. nin's cell: mean ± std over seeds of each
+run's clean accuracy (robustness.csv, in percent). The poster's cells are those quoted in
+docs/ninr/poster_clean.csv (a cell without a poster value shows "-"). "within" says whether nin's
+mean lies inside the poster's mean ± its std."""
 
 from __future__ import annotations
 
@@ -38,17 +39,19 @@ def table(paths: list[str]) -> str:
     clean = pd.DataFrame({"model": r.config.get("model.name"), "method": r.config.get("method"), "acc": accuracy[r.path]} for r in runs)
     ours = clean.groupby(["model", "method"])["acc"].agg(["mean", "std", "count"])
     poster = pd.read_csv(POSTER).set_index(["model", "method"])
-    lines = ["| model | method | poster | nin | seeds | within the poster's ± |", "|---|---|---|---|---|---|"]
-    for model in ("fc", "cnn"):
-        for method in METHODS:
+    lines = ["| method | FC: poster | FC: nin | within | CNN: poster | CNN: nin | within |", "|---|---|---|---|---|---|---|"]
+    for method in METHODS:
+        cells = [method]
+        for model in ("fc", "cnn"):
             p = poster.loc[(model, method)] if (model, method) in poster.index else None
             p_mean, p_std = (float(p["poster_mean"]), float(p["poster_std"])) if p is not None else (math.nan, math.nan)
             o = ours.loc[(model, method)] if (model, method) in ours.index else None
             o_mean = float(o["mean"]) if o is not None else math.nan
             p_cell = "-" if math.isnan(p_mean) else f"{p_mean:.1f}" + ("" if math.isnan(p_std) else f" ± {p_std:.1f}")
-            o_cell = "-" if o is None else f"{o_mean:.1f}" + ("" if o["count"] < 2 else f" ± {float(o['std']):.1f}")
-            n = 0 if o is None else int(o["count"])
-            lines.append(f"| {model} | {method} | {p_cell} | {o_cell} | {n} | {verdict(o_mean, p_mean, p_std)} |")
+            spread = " (1 seed)" if o is not None and o["count"] < 2 else "" if o is None else f" ± {float(o['std']):.1f}"
+            o_cell = "-" if o is None else f"{o_mean:.1f}{spread}"
+            cells += [p_cell, o_cell, verdict(o_mean, p_mean, p_std)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
