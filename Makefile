@@ -54,7 +54,7 @@ lint: setup
 	$(BIN)/ruff format --check nin_cli tests bench hydra_plugins scripts
 
 format: setup
-	$(BIN)/ruff format nin_cli tests bench hydra_plugins
+	$(BIN)/ruff format nin_cli tests bench hydra_plugins scripts
 	$(BIN)/ruff check --fix nin_cli tests bench hydra_plugins
 
 bench: setup
