@@ -6,7 +6,11 @@
   by a rank-1 GEMM onto the output, max-pool, then ReLU on a quarter of the values);
 - in-place: nin's path with the rank-1 add written into the conv's output (`addmm_`), which
   saves addmm's copy of it;
-- compiled: the same, with the noise add, the pool and the ReLU fused by torch.compile.
+- compiled: the same, with the noise add, the pool and the ReLU fused by torch.compile;
+- function: a custom autograd Function (not in nin yet) that adds the noise to the image and
+  convolves it once, and takes the NIW's gradient as conv^T of one image, sum_n eps_n g_n (a GEMV
+  over the batch's output gradients): no pass over the conv's output for the noise, no input
+  gradient of the batch.
 
 Why: this block's tensors are the network's largest (128 x 32 x 28 x 28 floats, 12.8 MB): the
 conv's output, the noise add, the pool's read and its zero-filled gradient move them through
@@ -28,6 +32,26 @@ import torch.nn.functional as F
 from torch import nn
 
 N, C, H, W = 128, 32, 28, 28
+
+
+class NoisyImageConv(torch.autograd.Function):
+    """conv(h + eps W_NI) for an h that needs no gradient (the image), 3x3 with padding 1."""
+
+    @staticmethod
+    def forward(ctx, h, niw, eps, weight, bias):
+        z = torch.addcmul(h, eps.view(-1, 1, 1, 1), niw)
+        ctx.save_for_backward(z, eps, weight)
+        return F.conv2d(z, weight, bias, padding=1)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, eps, weight = ctx.saved_tensors
+        conv_backward = torch.ops.aten.convolution_backward
+        common = ([1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+        _, g_weight, g_bias = conv_backward(g, z, weight, [weight.shape[0]], *common, [False, True, True])
+        g_sum = (eps[None] @ g.permute(0, 2, 3, 1).reshape(len(eps), -1)).view(1, *g.shape[2:], g.shape[1]).permute(0, 3, 1, 2)
+        g_niw = conv_backward(g_sum, z[:1], weight, None, *common, [True, False, False])[0]
+        return None, g_niw[0], None, g_weight, g_bias
 
 
 def main() -> None:
@@ -61,6 +85,9 @@ def main() -> None:
     def compiled() -> torch.Tensor:
         return fused(conv(x), conv._conv_forward(niw[None], conv.weight, None), eps)
 
+    def function() -> torch.Tensor:
+        return F.relu(F.max_pool2d(NoisyImageConv.apply(x, niw, eps, conv.weight, conv.bias), 2))
+
     grad = torch.randn(N, C, H // 2, W // 2).to(memory_format=torch.channels_last)
     params = [conv.weight, conv.bias, niw]
 
@@ -73,10 +100,10 @@ def main() -> None:
     t0 = time.perf_counter()
     reference, fused_grads = step(nin), step(compiled)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; torch.compile took {time.perf_counter() - t0:.1f} s")
-    for name, grads in (("in-place", step(in_place)), ("compiled", fused_grads)):
+    for name, grads in (("in-place", step(in_place)), ("compiled", fused_grads), ("function", step(function))):
         diff = max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(reference, grads))
         print(f"{name} vs nin: largest relative gradient difference {diff:.1e}")
-    blocks = {"plain": plain, "nin": nin, "in-place": in_place, "compiled": compiled}
+    blocks = {"plain": plain, "nin": nin, "in-place": in_place, "compiled": compiled, "function": function}
     times: dict[str, list[float]] = {name: [] for name in blocks}
     for _ in range(args.repeats):
         for name, block in blocks.items():
