@@ -22,6 +22,14 @@ class RecordError(RuntimeError):
     match the checkpoint, a lock held by another process."""
 
 
+class RunInUse(RecordError):
+    """A run directory whose lock another live process holds (it trains or evaluates there)."""
+
+    def __init__(self, message: str, holder: str = "unknown"):  # a default: exceptions unpickle from args alone
+        super().__init__(message)
+        self.holder = holder  # "1234", or "1234 on node17" where the lock is a file
+
+
 class Interrupted(Exception):
     """Raised from a signal handler (SIGTERM, SIGINT) so the loop can record the interruption and stop cleanly."""
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from nin_cli.errors import RecordError
+from nin_cli.errors import RecordError, RunInUse
 from nin_cli.faults import fault_point
 
 METRICS = "metrics.csv"
@@ -148,8 +148,9 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RecordError(
-                f"{self.path.parent} is in use (trained or evaluated) by process {holder}; wait for it or stop it (a kill releases it)"
+            raise RunInUse(
+                f"{self.path.parent} is in use (trained or evaluated) by process {holder}; wait for it or stop it (a kill releases it)",
+                holder,
             ) from None
         except OSError as exc:
             os.close(fd)
@@ -169,9 +170,10 @@ class RunLock:
                 owner = self._read_owner()
                 if owner is not None and not self._stale(owner):
                     host, pid, _ = owner
-                    raise RecordError(
+                    raise RunInUse(
                         f"{self.path.parent} is in use (trained or evaluated) by process {pid} on {host} "
-                        f"(lock file {self.owner_path.name}: this filesystem has no flock); wait for it or stop it"
+                        f"(lock file {self.owner_path.name}: this filesystem has no flock); wait for it or stop it",
+                        f"{pid} on {host}",
                     ) from None
                 self.owner_path.unlink(missing_ok=True)
                 continue

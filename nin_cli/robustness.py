@@ -250,9 +250,11 @@ def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None
 def evaluate_command(paths: list[str], overrides: list[str], device: str | None, force: bool, show_progress: bool) -> None:
     """`nin evaluate`: robustness.csv for every trained run under `paths` that lacks one (all with
     `force`), resuming interrupted evaluations; a line per run. A run that cannot be evaluated is a
-    warning and the others go on; the command then fails (exit 1) naming how many."""
+    warning and the others go on; the command then fails (exit 1) naming how many. A run another
+    process holds (training, or another `nin evaluate` of the same sweep: several share a sweep so)
+    is left to it with a line, not counted as a failure."""
     from nin_cli.analysis.runs import find_runs
-    from nin_cli.errors import RecordError, fail
+    from nin_cli.errors import RecordError, RunInUse, fail
     from nin_cli.perturbations import robustness_config
     from nin_cli.schema import conf_dir
     from nin_cli.train.loop import progress_bar
@@ -270,7 +272,7 @@ def evaluate_command(paths: list[str], overrides: list[str], device: str | None,
         else:
             todo.append(run)
     per_run = len(tasks) - len(skipped)
-    bad = 0
+    bad = busy = 0
     with progress_bar(show_progress) as bar:
         task = bar.add_task("evaluate", total=len(todo) * per_run, info="")
         for k, run in enumerate(todo):
@@ -281,12 +283,19 @@ def evaluate_command(paths: list[str], overrides: list[str], device: str | None,
                 table = evaluate_run(
                     run, rcfg, device, on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}")
                 )
+            except RunInUse as exc:  # its owner trains or evaluates it: go on with the others
+                bar.console.print(f"{run}: in use by process {exc.holder}; left to it", style="dim")
+                busy += 1
+                continue
             except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
                 bar.console.print(f"nin: warning: {run}: skipped: {exc}", style="yellow")
                 bad += 1
                 continue
             bar.update(task, completed=(k + 1) * per_run)
             print(f"{run}: clean {clean_accuracy(table):.4f}{strongest_attack(table)} -> {run / ROBUSTNESS}")
+    if busy:
+        left = f"{busy} run(s) in use by other processes were left to them"
+        print(f"{left}; run this again later for any still without {ROBUSTNESS}", file=sys.stderr)
     if bad:
         fail(f"{bad} of {len(runs)} run(s) could not be evaluated (warnings above)", 1)
 

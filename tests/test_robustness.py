@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 
 import numpy as np
@@ -17,6 +18,7 @@ from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
 from nin_cli.data import load_dataset
 from nin_cli.errors import ConfigError
 from nin_cli.perturbations import plan, robustness_config
+from nin_cli.records import RunLock
 from nin_cli.robustness import (
     PixelModel,
     PixelSpace,
@@ -207,6 +209,29 @@ def test_an_interrupted_evaluation_resumes_to_the_table_of_an_uninterrupted_one(
     assert "resuming an interrupted evaluation" in again.stdout + again.stderr
     assert (run / "robustness.csv").read_text() == whole
     assert not list(run.glob(".*.tmp*")) and not (run / "robustness.partial.json").exists()
+
+
+@pytest.mark.e2e
+def test_two_evaluations_of_one_sweep_share_its_runs(tmp_path):
+    """A run another process holds (here: this test, as a second `nin evaluate` would) is left to
+    it with a line, the others are evaluated, and the command succeeds; run again, it does the rest."""
+    sweep = tmp_path / "sweep"
+    for name in ("a", "b"):
+        train(make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64", f"seed={ord(name)}"), sweep / name)
+    settings = ["test_size=100", "gaussian=[0.3]", "corruptions=null", "attacks=[fgsm]", "epsilons=[0.05]", "--no-progress"]
+    held = RunLock(sweep / "a")
+    held.acquire()
+    try:
+        proc = nin_cli("evaluate", str(sweep), *settings)
+    finally:
+        held.release()
+    assert proc.returncode == 0, proc.stderr
+    assert f"{sweep / 'a'}: in use by process {os.getpid()}; left to it" in proc.stdout + proc.stderr
+    assert "1 run(s) in use by other processes were left to them" in proc.stderr
+    assert (sweep / "b" / "robustness.csv").exists() and not (sweep / "a" / "robustness.csv").exists()
+    again = nin_cli("evaluate", str(sweep), *settings)
+    assert again.returncode == 0, again.stderr
+    assert "robustness.csv exists; skipping" in again.stderr and (sweep / "a" / "robustness.csv").exists()
 
 
 @pytest.mark.e2e
