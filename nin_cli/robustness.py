@@ -186,12 +186,16 @@ def evaluate_robustness(
     return pd.DataFrame(rows)
 
 
-def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None, on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+def evaluate_run(
+    run_dir: Path, rcfg: DictConfig, device: str | None = None, on_row: Callable[[dict], None] | None = None, keep: bool = False
+) -> pd.DataFrame | None:
     """Rebuild a finished run's model from config.yaml + checkpoint.pt and write robustness.csv.
 
     The run directory is locked meanwhile. Each finished perturbation is recorded at once
     (robustness.partial.json, with a hash of the settings), so an interrupted evaluation with the
-    same settings resumes after the last one; other settings start over."""
+    same settings resumes after the last one; other settings start over. `keep`: None, with
+    nothing done, where robustness.csv exists once the lock is held (another process wrote it
+    since this one looked)."""
     records = RunRecords(run_dir)
     if not records.config_path.exists():
         raise ConfigError(f"{run_dir} has no config.yaml: not a run directory")
@@ -200,6 +204,8 @@ def evaluate_run(run_dir: Path, rcfg: DictConfig, device: str | None = None, on_
         cfg.device = device
     records.lock.acquire()
     try:
+        if keep and (records.dir / ROBUSTNESS).exists():
+            return None
         records.remove_stale_temporaries()  # left by a killed writer; none is live while we hold the lock
         state = records.load_checkpoint()
         if state is None:
@@ -281,7 +287,11 @@ def evaluate_command(paths: list[str], overrides: list[str], device: str | None,
             bar.update(task, completed=k * per_run, info=f"run {k + 1}/{len(todo)}: {run.name}")
             try:
                 table = evaluate_run(
-                    run, rcfg, device, on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}")
+                    run,
+                    rcfg,
+                    device,
+                    on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}"),
+                    keep=not force,
                 )
             except RunInUse as exc:  # its owner trains or evaluates it: go on with the others
                 bar.console.print(f"{run}: in use by process {exc.holder}; left to it", style="dim")
@@ -292,6 +302,9 @@ def evaluate_command(paths: list[str], overrides: list[str], device: str | None,
                 bad += 1
                 continue
             bar.update(task, completed=(k + 1) * per_run)
+            if table is None:
+                print(f"{run}: robustness.csv written meanwhile by another process; skipping", file=sys.stderr)
+                continue
             print(f"{run}: clean {clean_accuracy(table):.4f}{strongest_attack(table)} -> {run / ROBUSTNESS}")
     if busy:
         left = f"{busy} run(s) in use by other processes were left to them"

@@ -232,6 +232,10 @@ def test_two_evaluations_of_one_sweep_share_its_runs(tmp_path):
     again = nin_cli("evaluate", str(sweep), *settings)
     assert again.returncode == 0, again.stderr
     assert "robustness.csv exists; skipping" in again.stderr and (sweep / "a" / "robustness.csv").exists()
+    # a run evaluated by another process between this one's look and its lock is not done twice
+    before = (sweep / "a" / "robustness.csv").stat().st_mtime_ns
+    assert evaluate_run(sweep / "a", robustness_config(conf_dir(), settings[:-1]), keep=True) is None
+    assert (sweep / "a" / "robustness.csv").stat().st_mtime_ns == before
 
 
 @pytest.mark.e2e
