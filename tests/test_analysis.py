@@ -343,3 +343,29 @@ def test_tensorboard_export_reads_back_as_the_csvs(tmp_path):
         assert [e.value for e in logged] == pytest.approx(steps.train_loss.tolist(), rel=1e-6)
         hparams = EventAccumulator(str(tmp_path / "tb" / f"noise.sigma={sigma}")).Reload().PluginTagToContent("hparams")
         assert hparams  # the hparams plugin's session data is there
+
+
+def test_robustness_figure_keeps_a_methods_colour_across_models(tmp_path, monkeypatch):
+    """Two models compared on different sets of methods: one legend with every method, and each
+    method drawn in the same colour in every model's row."""
+    from nin_cli.analysis import plots
+
+    rows = [
+        {"model.name": model, "method": method, "seed": seed, "perturbation": perturbation, "severity": severity, "accuracy": acc}
+        for model, methods in (("cnn", ["none"]), ("fc", ["cdt04", "none"]))
+        for method in methods
+        for seed in (0, 1)
+        for perturbation, severity, acc in (("clean", 0.0, 0.9), ("gaussian", 0.3, 0.7), ("rotate", 2.0, 0.5))
+    ]
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    assert plots.robustness_figure(pd.DataFrame(rows), ["model.name", "method"], tmp_path / "r.png") is not None
+    (fig,) = figures
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cdt04", "none"]
+    colours: dict[str, set] = {}
+    for ax in fig.axes:
+        if ax.get_title().endswith("gaussian"):
+            for container in ax.containers:  # one errorbar per method: (line, caps, bars)
+                colours.setdefault(container.get_label(), set()).add(container.lines[0].get_color())
+    assert set(colours) == {"cdt04", "none"}
+    assert all(len(c) == 1 for c in colours.values()) and colours["none"] != colours["cdt04"]

@@ -279,14 +279,17 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
     fig, axes = plt.subplots(
         len(models), len(panels), figsize=(4.2 * len(panels), 3.6 * len(models)), squeeze=False, constrained_layout=True
     )
+    # a method keeps its colour (and its bar's place) in every row, whichever methods a model has
+    order = [k if isinstance(k, tuple) else (k,) for k, _ in long.groupby(line_keys, sort=True)]
     for r, model in enumerate(models):
         sub = long if model is None else long[long[rows_key] == model]
         clean = sub[sub["perturbation"] == "clean"]
         for c, panel in enumerate(panels):
             ax = axes[r, c]
             data = sub[sub["perturbation"] == panel]
-            for i, (key, g) in enumerate(data.groupby(line_keys, sort=True)):
+            for key, g in data.groupby(line_keys, sort=True):
                 key = key if isinstance(key, tuple) else (key,)
+                i = order.index(key)
                 label = " ".join(str(k) for k in key)
                 base = clean[(clean[line_keys] == pd.Series(dict(zip(line_keys, key)))).all(axis=1)]["accuracy"]
                 if panel == "MNIST-C":  # one bar: the mean over corruptions, per seed, then over seeds
@@ -306,9 +309,13 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
             else:
                 ax.set(title=title, xlabel="std (pixels)" if panel == "gaussian" else "epsilon (L-inf, pixels)", ylabel="test accuracy")
             ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    legend: dict[str, object] = {}  # every method of every row, once
+    for ax in axes[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        labels = sorted(legend, key=lambda label: [" ".join(map(str, k)) for k in order].index(label))
+        fig.legend([legend[label] for label in labels], labels, loc="outside right upper", fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
