@@ -55,7 +55,7 @@ lint: setup
 
 format: setup
 	$(BIN)/ruff format nin_cli tests bench hydra_plugins scripts
-	$(BIN)/ruff check --fix nin_cli tests bench hydra_plugins
+	$(BIN)/ruff check --fix nin_cli tests bench hydra_plugins scripts
 
 bench: setup
 	$(BIN)/python bench/speed.py

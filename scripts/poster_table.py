@@ -47,11 +47,13 @@ def table(paths: list[str]) -> str:
         for model in ("fc", "cnn"):
             p = poster.loc[(model, method)] if (model, method) in poster.index else None
             p_mean, p_std = (float(p["poster_mean"]), float(p["poster_std"])) if p is not None else (math.nan, math.nan)
-            o = ours.loc[(model, method)] if (model, method) in ours.index else None
-            o_mean = float(o["mean"]) if o is not None else math.nan
             p_cell = "-" if math.isnan(p_mean) else f"{p_mean:.1f}" + ("" if math.isnan(p_std) else f" ± {p_std:.1f}")
-            spread = " (1 seed)" if o is not None and o["count"] < 2 else "" if o is None else f" ± {float(o['std']):.1f}"
-            o_cell = "-" if o is None else f"{o_mean:.1f}{spread}"
+            if (model, method) in ours.index:
+                o = ours.loc[(model, method)]
+                o_mean = float(o["mean"])
+                o_cell = f"{o_mean:.1f}" + (" (1 seed)" if o["count"] < 2 else f" ± {float(o['std']):.1f}")
+            else:
+                o_mean, o_cell = math.nan, "-"
             cells += [p_cell, o_cell, verdict(o_mean, p_mean, p_std)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -281,6 +281,7 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
     )
     # a method keeps its colour (and its bar's place) in every row, whichever methods a model has
     order = [k if isinstance(k, tuple) else (k,) for k, _ in long.groupby(line_keys, sort=True)]
+    names = [" ".join(str(k) for k in key) for key in order]
     for r, model in enumerate(models):
         sub = long if model is None else long[long[rows_key] == model]
         clean = sub[sub["perturbation"] == "clean"]
@@ -290,7 +291,7 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
             for key, g in data.groupby(line_keys, sort=True):
                 key = key if isinstance(key, tuple) else (key,)
                 i = order.index(key)
-                label = " ".join(str(k) for k in key)
+                label = names[i]
                 base = clean[(clean[line_keys] == pd.Series(dict(zip(line_keys, key)))).all(axis=1)]["accuracy"]
                 if panel == "MNIST-C":  # one bar: the mean over corruptions, per seed, then over seeds
                     per_seed = g.groupby("seed")["accuracy"].mean()
@@ -314,7 +315,7 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     if legend:
-        labels = sorted(legend, key=lambda label: [" ".join(map(str, k)) for k in order].index(label))
+        labels = sorted(legend, key=names.index)
         fig.legend([legend[label] for label in labels], labels, loc="outside right upper", fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
