@@ -147,7 +147,8 @@ class BatchedSubmititLauncher(CollectingLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nin_cli.errors import one_line_errors
-        from nin_cli.train.jobs import EnsembleJob, finished, plan_ensembles, recorded_status
+        from nin_cli.ensemble_job import EnsembleJob
+        from nin_cli.train.jobs import finished, plan_ensembles, recorded_status
 
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
         ensembles = plan_ensembles(cfgs, self.batch_size)

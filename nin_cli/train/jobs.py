@@ -351,21 +351,6 @@ def finished(run_dir: Path, cfg: DictConfig | None = None) -> bool:
     return bool(status) and status["status"] in FINISHED and not (cfg is not None and extends(status, cfg))
 
 
-class EnsembleJob:
-    """One ensemble as a submitit job (batched_slurm, batched_local launchers): it trains its
-    members with `run_jobs`. On SIGUSR2 (preemption, or the time limit's warning) submitit calls
-    `checkpoint`, requeues the same job and exits; the members were checkpointed at their last
-    epoch, their status says interrupted, and the requeued job resumes them there."""
-
-    def __call__(self, cfgs: list[DictConfig], run_dirs: list[str]) -> list[str]:
-        return [r.status for r in run_jobs(cfgs, [Path(d) for d in run_dirs], max(len(cfgs), 1))]
-
-    def checkpoint(self, *args, **kwargs):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-
 def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
     """One structure group: ensembles of at most `batch_size` members, in sweep order. Members
     resumed from different epochs share one ensemble (the later ones wait for the earlier)."""

@@ -1,0 +1,25 @@
+"""The callable a submitit job unpickles (batched_slurm and batched_local launchers). submitit
+installs its signal handlers only after unpickling it, and SLURM may send the time limit's
+warning up to 60 s early (sbatch --signal): so this module imports nothing heavy, and torch
+and the training code load inside the call, with the handlers already in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EnsembleJob:
+    """One ensemble as a submitit job: it trains its members with `run_jobs`. On SIGUSR2
+    (preemption, or the time limit's warning) submitit calls `checkpoint`, requeues the same job
+    and exits; the members were checkpointed at their last epoch, their status says interrupted,
+    and the requeued job resumes them there."""
+
+    def __call__(self, cfgs: list, run_dirs: list[str]) -> list[str]:
+        from nin_cli.train.jobs import run_jobs
+
+        return [r.status for r in run_jobs(cfgs, [Path(d) for d in run_dirs], max(len(cfgs), 1))]
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
