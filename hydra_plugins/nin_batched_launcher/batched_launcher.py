@@ -146,8 +146,8 @@ class BatchedSubmititLauncher(CollectingLauncher):
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nin_cli.errors import one_line_errors
         from nin_cli.ensemble_job import EnsembleJob
+        from nin_cli.errors import one_line_errors
         from nin_cli.train.jobs import finished, plan_ensembles, recorded_status
 
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
