@@ -1,9 +1,12 @@
 """The CNN's first block (conv1, its input NIN, 2x2 max-pool, ReLU), forward and backward at batch
-128, three ways side by side in one process, timed in turn (median of --repeats rounds):
+128, six ways side by side in one process, timed in turn (median of --repeats rounds):
 
 - plain: nn.Conv2d, ReLU, max-pool as the plain loop's nn.Sequential has them (no NIN);
-- nin: nin's path (channels-last conv, the noise crossing the conv once as one image and added
-  by a rank-1 GEMM onto the output, max-pool, then ReLU on a quarter of the values);
+- kernel: nin's path on the CPU since 2026-11-30, the block as one C kernel
+  (nin_cli/conv_block.c) that writes only the pooled output;
+- nin: nin's path in PyTorch's kernels (NIN_FUSED_CONV=0, and on a GPU): channels-last conv, the
+  noise crossing the conv once as one image and added by a rank-1 GEMM onto the output, max-pool,
+  then ReLU on a quarter of the values;
 - in-place: nin's path with the rank-1 add written into the conv's output (`addmm_`), which
   saves addmm's copy of it;
 - compiled: the same, with the noise add, the pool and the ReLU fused by torch.compile;
@@ -15,7 +18,7 @@
 Why: this block's tensors are the network's largest (128 x 32 x 28 x 28 floats, 12.8 MB): the
 conv's output, the noise add, the pool's read and its zero-filled gradient move them through
 memory five times a step, and eager PyTorch cannot fuse them. The compiled row measures whether
-inductor's fusion pays on this CPU.
+inductor's fusion pays on this CPU; the kernel row, what writing the fusion by hand does.
 
     python bench/cnn_region.py [--repeats 15]
 """
@@ -30,6 +33,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nin_cli import conv_block
 
 N, C, H, W = 128, 32, 28, 28
 
@@ -74,6 +79,9 @@ def main() -> None:
         flat = torch.addmm(out.reshape(N, -1), eps[:, None], noise.permute(0, 2, 3, 1).reshape(1, -1))
         return F.relu(F.max_pool2d(flat.view(out.shape).permute(0, 3, 1, 2), 2))
 
+    def kernel() -> torch.Tensor:
+        return conv_block.conv_block(conv, x, conv._conv_forward(niw[None], conv.weight, None)[0], eps)
+
     def in_place() -> torch.Tensor:
         noise = conv._conv_forward(niw[None], conv.weight, None)
         out = conv(x)
@@ -100,10 +108,10 @@ def main() -> None:
     t0 = time.perf_counter()
     reference, fused_grads = step(nin), step(compiled)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; torch.compile took {time.perf_counter() - t0:.1f} s")
-    for name, grads in (("in-place", step(in_place)), ("compiled", fused_grads), ("function", step(function))):
+    for name, grads in (("kernel", step(kernel)), ("in-place", step(in_place)), ("compiled", fused_grads), ("function", step(function))):
         diff = max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(reference, grads))
         print(f"{name} vs nin: largest relative gradient difference {diff:.1e}")
-    blocks = {"plain": plain, "nin": nin, "in-place": in_place, "compiled": compiled, "function": function}
+    blocks = {"plain": plain, "kernel": kernel, "nin": nin, "in-place": in_place, "compiled": compiled, "function": function}
     times: dict[str, list[float]] = {name: [] for name in blocks}
     for _ in range(args.repeats):
         for name, block in blocks.items():

@@ -36,6 +36,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from nin_cli import conv_block
 from nin_cli.config import FORMER_DEFAULTS
 from nin_cli.data import load_dataset
 from nin_cli.optimizers import PRECISIONS
@@ -163,6 +164,21 @@ def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]
     return epoch
 
 
+def unfused(epoch: Callable) -> Callable[[], float]:
+    """The same engine with the CNN's first block on PyTorch's kernels, not nin_cli/conv_block.c's
+    (the train step's seconds only): the fused block's gain, read in the same process."""
+
+    def run() -> float:
+        conv_block.enabled = False
+        try:
+            result = epoch()
+        finally:
+            conv_block.enabled = True
+        return result[0] if isinstance(result, tuple) else result
+
+    return run
+
+
 def nin_batched(cfg, data, tmp: Path, k: int, kind: str | None = None) -> Callable[[], float]:
     """One call: one epoch of a K-member ensemble, seconds per model."""
     cfgs = [cfg.copy() for _ in range(k)]
@@ -257,7 +273,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}", end="")
     print(f", precision={args.precision}", end="")
     print(", CUDA: " + ("eager steps" if args.no_graphs else "CUDA graphs") if torch.cuda.is_available() else "")
-    header = f"{'setting':<6} {'device':<6} {'method':<32} {'s/model-epoch':>14} {'vs (a)':>8} {'measurement':>12}"
+    header = f"{'setting':<6} {'device':<6} {'method':<36} {'s/model-epoch':>14} {'vs (a)':>8} {'measurement':>12}"
     print(header + "\n" + "-" * len(header))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for device_name in args.device:
@@ -277,12 +293,18 @@ def main() -> None:
                     if args.precision == "bf16":
                         methods["(a') (a) under bf16 autocast"] = baseline(cfg, root, device, args.train_size, bf16=True)
                     methods["(b) nin train"] = nin_single(cfg, data, Path(tmp))
+                    fused = cfg.model.name == "cnn" and device.type == "cpu"
+                    if fused:
+                        methods["(b') (b), PyTorch's first block"] = unfused(nin_single(cfg, data, Path(tmp) / "unfused"))
                     for k in ks:
                         chosen = choose_step(cfg, k, device).kind
                         kinds = [chosen] + [kind for kind in ("vmap", "loop") if cfg.model.name == "cnn" and kind != chosen]
                         for kind in kinds:  # the CNN: the chosen step, and the other one beside it
                             label = f"(c) batched K={k} ({kind}{', chosen' if kind == chosen and len(kinds) > 1 else ''})"
                             methods[label] = nin_batched(cfg, data, Path(tmp) / label, k, kind)
+                            if fused and kind == "loop":
+                                before = nin_batched(cfg, data, Path(tmp) / f"{label}'", k, kind)
+                                methods[f"(c') K={k} loop, PyTorch's first block"] = unfused(before)
                     times = interleaved(methods, args.repeats)
                 base = statistics.median(times["(a) PyTorch + DataLoader"])
                 train = statistics.median(t for t, _, _ in times["(b) nin train"])
@@ -295,9 +317,9 @@ def main() -> None:
                     ("(b) + measurement (former)", train + before, f"+{before / train:.0%}"),
                     ("(b) + per-epoch measurement", train + measure, f"+{measure / train:.0%}"),
                 ]
-                rows += [(name, t, "") for name, t in medians.items() if name.startswith("(c)")]
+                rows += [(name, t, "") for name, t in medians.items() if name.startswith(("(b')", "(c"))]
                 for name, seconds, extra in rows:
-                    line = f"{setting:<6} {device_name:<6} {name:<32} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {extra:>12}"
+                    line = f"{setting:<6} {device_name:<6} {name:<36} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {extra:>12}"
                     print(line.rstrip(), flush=True)
                 if cfg.model.name == "cnn":
                     continue  # the GEMM floor below is the MLP's
@@ -306,7 +328,7 @@ def main() -> None:
                 chained = step_gemms(cfg, len(data.train), device, dtype)
                 for name, seconds in ((f"GEMM floor ({gflops:.0f} GFLOP/s)", floor), ("(b)'s GEMMs alone, in order", chained)):
                     share = f"(b) at {seconds / train:.0%}"  # the single run's step as a fraction of this bound
-                    line = f"{setting:<6} {device_name:<6} {name:<32} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {share:>12}"
+                    line = f"{setting:<6} {device_name:<6} {name:<36} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {share:>12}"
                     print(line, flush=True)
     shutil.rmtree(root, ignore_errors=True)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nin_cli import conv_block
 from nin_cli.errors import ConfigError
 
 NIW_INITS = ("layer", "unit")
@@ -86,16 +87,32 @@ class NINModel(nn.Module):
         layer = self.layers[name]
         if name not in self.input_side:
             return self.inject(name, layer(h), eps, probes)
-        plain = isinstance(layer, nn.Conv2d) and self._shapes is None and not (probes and name in probes)
-        if plain and eps is not None and name in eps and name in self.nins:
+        if self.plain(name, probes) and self.noisy(name, eps):
             # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias: the same function, but
             # the noise crosses the convolution as one image, so the NIW's gradient needs no input
             # gradient of the whole batch (at the image, none is needed otherwise)
-            noise = layer._conv_forward(self.nins[name].weight[None], layer.weight, None)
             out = layer(h).permute(0, 2, 3, 1)  # NHWC: a view of the channels-last output
-            flat = torch.addmm(out.reshape(len(h), -1), eps[name][:, None], noise.permute(0, 2, 3, 1).reshape(1, -1))
+            noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)
+            flat = torch.addmm(out.reshape(len(h), -1), eps[name][:, None], noise)
             return flat.view(out.shape).permute(0, 3, 1, 2)  # the NIW's gradient: one matrix-vector product
         return layer(self.inject(name, h, eps, probes))
+
+    def plain(self, name: str, probes: Tensors | None) -> bool:
+        """Layer `name` computed as a function of (parameters, input, eps) only: no shapes being
+        recorded, no Hessian probe injected there."""
+        return isinstance(self.layers[name], nn.Conv2d) and self._shapes is None and not (probes and name in probes)
+
+    def noisy(self, name: str, eps: Tensors | None) -> bool:
+        return eps is not None and name in eps and name in self.nins
+
+    def output_noise(self, name: str) -> torch.Tensor:
+        """What the NIN of convolution `name` adds to its output per unit of eps, (C_out, H, W):
+        conv(W_NI) without the bias where it joins the input, W_NI where it joins the output."""
+        weight = self.nins[name].weight
+        if name not in self.input_side:
+            return weight
+        layer = self.layers[name]
+        return layer._conv_forward(weight[None], layer.weight, None)[0]
 
     def inject(self, name: str, z: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
         if self._shapes is not None:
@@ -230,9 +247,18 @@ class CNN(NINModel):
     def forward(self, x, eps=None, probes=None):
         h = x
         for name in self.conv_layers:
-            h = F.relu(F.max_pool2d(self.apply(name, h, eps, probes), 2))
+            h = self.block(name, h, eps, probes)
         h = F.dropout(F.relu(self.apply("fc1", h.flatten(1), eps, probes)), self.dropout, self.training)
         return self.apply("out", h, eps, probes)
+
+    def block(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
+        """relu(max_pool2d(conv + NIN)), through the fused CPU kernel where it applies (the
+        first block: its input, the image, needs no gradient)."""
+        layer = self.layers[name]
+        if self.plain(name, probes) and conv_block.applies(layer, h):
+            noisy = self.noisy(name, eps)
+            return conv_block.conv_block(layer, h, self.output_noise(name) if noisy else None, eps[name] if noisy else None)
+        return F.relu(F.max_pool2d(self.apply(name, h, eps, probes), 2))
 
 
 class ResNet18(NINModel):

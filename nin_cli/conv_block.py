@@ -1,0 +1,198 @@
+"""A CNN's first block on the CPU, fused into one C kernel: relu(max_pool2x2(conv3x3(x) + bias +
+eps_n * noise)), with noise the NIN's term on the convolution's output (conv(W_NI) under
+nin.conv=input, W_NI under nin.conv=output). Eager PyTorch moves the convolution's
+full-resolution output through memory five times a step (conv_block.c); this writes only the
+pooled output. The same function to float rounding (tests/test_conv_block.py).
+
+Built on first use with the system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
+source and the CPU. Where it does not apply (a GPU, an input that needs a gradient, vmap,
+autocast, Hessian probes at the layer) or no compiler is found, PyTorch's kernels run instead:
+`applies` is the one rule. NIN_FUSED_CONV=0 switches it off (bench/speed.py compares both)."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from nin_cli.errors import console
+
+SOURCE = Path(__file__).with_name("conv_block.c")
+FLAGS = ("-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC")
+enabled = True  # the switch in a process (bench/speed.py); NIN_FUSED_CONV=0 in the environment as well
+
+_lock = threading.Lock()
+_state: dict = {}  # "lib": the loaded library or None (tried and failed), "pool": the thread pool
+os.register_at_fork(after_in_child=lambda: _state.pop("pool", None))  # a forked child has none of its threads
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nin"
+
+
+def _cpu_flags() -> str:
+    """What -march=native compiles for: a library built on another CPU is never loaded."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return os.uname().machine
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC", "cc")
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *FLAGS)).encode() + _cpu_flags().encode()).hexdigest()[:16]
+    path = cache_dir() / f"conv_block-{key}.so"
+    if not path.exists():  # compiled to a temporary name and renamed: processes racing here all win
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        try:
+            subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    lib = ctypes.CDLL(str(path))
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.conv_block_forward.argtypes = [p] * 7 + [i64, i64] + [i32] * 4
+    lib.conv_block_backward.argtypes = [p] * 8 + [i64, i64] + [i32] * 4
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, built once per process; None where it cannot be built."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state:
+                try:
+                    _state["lib"] = _build()
+                except (OSError, subprocess.SubprocessError) as exc:
+                    _state["lib"] = None
+                    said = exc.stderr.decode(errors="replace").strip().splitlines() if getattr(exc, "stderr", None) else [str(exc)]
+                    why = said[-1] if said else type(exc).__name__
+                    console.print(f"[yellow]nin: note: the fused CNN block could not be built ({why}); PyTorch's kernels run it, slower")
+    return _state["lib"]
+
+
+def _wrapped(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def applies(layer: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the fused kernel computes this block: a 3x3, stride-1, padding-1 float32 conv on
+    the CPU whose input needs no gradient (the image), outside vmap and autocast."""
+    return (
+        enabled
+        and os.environ.get("NIN_FUSED_CONV", "1") != "0"
+        and isinstance(layer, nn.Conv2d)
+        and x.device.type == "cpu"
+        and x.dtype == layer.weight.dtype == torch.float32
+        and x.ndim == 4
+        and x.shape[2] % 2 == 0
+        and x.shape[3] % 2 == 0
+        and not x.requires_grad
+        and layer.kernel_size == (3, 3)
+        and layer.stride == (1, 1)
+        and layer.padding == (1, 1)
+        and layer.dilation == (1, 1)
+        and layer.groups == 1
+        and layer.padding_mode == "zeros"
+        and layer.out_channels % 8 == 0
+        and not torch.is_autocast_enabled("cpu")
+        and not _wrapped(x)
+        and not _wrapped(layer.weight)
+        and library() is not None
+    )
+
+
+def _parts(n: int) -> int:
+    return max(1, min(torch.get_num_threads(), n))
+
+
+def _in_threads(work, n: int) -> None:
+    """`work(t, n0, n1)` over `_parts(n)` disjoint sample ranges, one per torch thread (ctypes
+    releases the GIL)."""
+    parts = _parts(n)
+    bounds = [n * t // parts for t in range(parts + 1)]
+    if parts == 1:
+        work(0, 0, n)
+        return
+    pool = _state.get("pool")
+    if pool is None or pool._max_workers < parts:
+        pool = _state["pool"] = ThreadPoolExecutor(parts)
+    list(pool.map(lambda t: work(t, bounds[t], bounds[t + 1]), range(parts)))
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _ConvBlock(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, noise, eps):
+        lib = library()
+        n, c_in, h, w = x.shape
+        c_out = weight.shape[0]
+        xh = x.permute(0, 2, 3, 1).contiguous()
+        wt = weight.permute(2, 3, 1, 0).reshape(9 * c_in, c_out).contiguous()
+        b = bias.contiguous() if bias is not None else x.new_zeros(c_out)
+        nz = noise.permute(1, 2, 0).contiguous() if noise is not None else None
+        e = eps.contiguous() if noise is not None else None
+        y = x.new_empty(n, h // 2, w // 2, c_out)
+        grad = any(ctx.needs_input_grad[1:4])
+        idx = torch.empty(y.shape, dtype=torch.uint8) if grad else None
+        dims = (h, w, c_in, c_out)
+        pointers = (xh.data_ptr(), wt.data_ptr(), b.data_ptr(), _ptr(nz), _ptr(e), y.data_ptr(), _ptr(idx))
+        _in_threads(lambda t, n0, n1: lib.conv_block_forward(*pointers, n0, n1, *dims), n)
+        if grad:
+            ctx.save_for_backward(xh, y, idx, e)
+            ctx.dims = dims
+        return y.permute(0, 3, 1, 2)  # (N, C, H/2, W/2) in channels-last memory, as the next conv reads it
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        lib = library()
+        xh, y, idx, e = ctx.saved_tensors
+        h, w, c_in, c_out = ctx.dims
+        n = xh.shape[0]
+        g = grad_y.permute(0, 2, 3, 1).contiguous()
+        parts = _parts(n)
+        dwt = torch.zeros(parts, 9 * c_in, c_out)  # one accumulator per thread, summed in a fixed order
+        db = torch.zeros(parts, c_out)
+        dn = torch.zeros(parts, h, w, c_out) if ctx.needs_input_grad[3] else None
+        _in_threads(
+            lambda t, n0, n1: lib.conv_block_backward(
+                xh.data_ptr(),
+                g.data_ptr(),
+                y.data_ptr(),
+                idx.data_ptr(),
+                _ptr(e),
+                dwt[t].data_ptr(),
+                db[t].data_ptr(),
+                None if dn is None else dn[t].data_ptr(),
+                n0,
+                n1,
+                *ctx.dims,
+            ),
+            n,
+        )
+        d_weight = dwt.sum(0).reshape(3, 3, c_in, c_out).permute(3, 2, 0, 1) if ctx.needs_input_grad[1] else None
+        d_bias = db.sum(0) if ctx.needs_input_grad[2] else None
+        d_noise = dn.sum(0).permute(2, 0, 1) if dn is not None else None
+        return None, d_weight, d_bias, d_noise, None
+
+
+def conv_block(layer: nn.Conv2d, x: torch.Tensor, noise: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(max_pool2d(layer(x) + eps[:, None, None, None] * noise, 2)) through the fused kernel
+    (call where `applies(layer, x)`); noise (C_out, H, W) and eps (N,) together or not at all."""
+    return _ConvBlock.apply(x, layer.weight, layer.bias, noise, eps)
