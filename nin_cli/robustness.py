@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from nin_cli.config import load
 from nin_cli.corruptions import corrupt
 from nin_cli.data import Dataset, Split
-from nin_cli.errors import ConfigError, install_hint
+from nin_cli.errors import ConfigError, RunInUse, console, install_hint
 from nin_cli.faults import fault_point
 from nin_cli.objectives import LossFn, correct_samples
 from nin_cli.perturbations import available, missing_extra, plan, settings_hash
@@ -247,10 +247,15 @@ def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:
 
 
 def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None:
-    """`evaluate=true`: a run that finished training gets its robustness.csv straight away."""
+    """`evaluate=true`: a run that finished training gets its robustness.csv straight away. A run
+    that a `nin evaluate` of the same sweep holds is left to it, as that command leaves the sweep's
+    runs to this one: the sweep goes on with its other runs."""
     if cfg.get("evaluate") and status == "completed" and not (Path(run_dir) / ROBUSTNESS).exists():
         missing_extra(plan(cfg.robustness), warn=True, where=f"{run_dir}: ")
-        evaluate_run(Path(run_dir), cfg.robustness)
+        try:
+            evaluate_run(Path(run_dir), cfg.robustness, keep=True)
+        except RunInUse as exc:
+            console.print(f"[dim]{run_dir}: evaluated by process {exc.holder}; left to it")
 
 
 def evaluate_command(paths: list[str], overrides: list[str], device: str | None, force: bool, show_progress: bool) -> None:

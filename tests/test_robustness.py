@@ -22,6 +22,7 @@ from nin_cli.records import RunLock
 from nin_cli.robustness import (
     PixelModel,
     PixelSpace,
+    evaluate_after_training,
     evaluate_run,
     pgd,
     reference_attack,
@@ -236,6 +237,29 @@ def test_two_evaluations_of_one_sweep_share_its_runs(tmp_path):
     before = (sweep / "a" / "robustness.csv").stat().st_mtime_ns
     assert evaluate_run(sweep / "a", robustness_config(conf_dir(), settings[:-1]), keep=True) is None
     assert (sweep / "a" / "robustness.csv").stat().st_mtime_ns == before
+
+
+def test_a_sweeps_evaluation_leaves_a_run_that_nin_evaluate_holds_to_it_and_goes_on(tmp_path):
+    """evaluate=true beside a `nin evaluate` of the same sweep (here: this test holds run a's lock,
+    as that command would): the sweep evaluates its other runs, and a run written meanwhile is not
+    evaluated twice."""
+    settings = ["robustness.test_size=100", "robustness.gaussian=[0.3]", "robustness.corruptions=null", "robustness.attacks=[fgsm]"]
+    cfgs = {n: make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64", f"seed={ord(n)}", "evaluate=true", *settings) for n in "ab"}
+    for name, cfg in cfgs.items():
+        OmegaConf.update(cfg, "evaluate", False)
+        train(cfg, tmp_path / name)
+        OmegaConf.update(cfg, "evaluate", True)
+    held = RunLock(tmp_path / "a")
+    held.acquire()
+    try:
+        for name, cfg in cfgs.items():
+            evaluate_after_training(cfg, tmp_path / name, "completed")
+    finally:
+        held.release()
+    assert (tmp_path / "b" / "robustness.csv").exists() and not (tmp_path / "a" / "robustness.csv").exists()
+    evaluate_after_training(cfgs["a"], tmp_path / "a", "completed")
+    table = pd.read_csv(tmp_path / "a" / "robustness.csv")
+    assert set(table["perturbation"]) == {"clean", "gaussian", "fgsm"} and table.accuracy.between(0, 1).all()
 
 
 @pytest.mark.e2e
