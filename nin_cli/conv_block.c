@@ -42,6 +42,9 @@ static inline __attribute__((always_inline)) void window(const float *xn, int i,
     }
 }
 
+/* the pixel (row-major index) of position k = 0..3 of pooling window (i, j) */
+static inline int64_t sub_position(int i, int j, int k, int W) { return (int64_t)(2 * i + (k >> 1)) * W + 2 * j + (k & 1); }
+
 /* the input values under kernel tap (dy, dx, ci) for the four positions of a pooling window */
 #define TAPS(win, dy, dx, ci, Cin)                        \
     float v0 = win[((dy) * 4 + (dx)) * (Cin) + (ci)];     \
@@ -69,7 +72,7 @@ INLINE void forward(const float *restrict x, const float *restrict wT, const flo
                     v8 a[4];
                     for (int k = 0; k < 4; k++) {
                         a[k] = load8(bias + c0);
-                        if (noise) a[k] += e * load8(noise + ((int64_t)(2 * i + (k >> 1)) * W + 2 * j + (k & 1)) * Cout + c0);
+                        if (noise) a[k] += e * load8(noise + sub_position(i, j, k, W) * Cout + c0);
                     }
                     for (int dy = 0; dy < 3; dy++)
                         for (int dx = 0; dx < 3; dx++)
@@ -132,7 +135,7 @@ INLINE void backward(const float *restrict x, const float *restrict gy, const fl
                             }
                     if (dnoise)
                         for (int k = 0; k < 4; k++) {
-                            float *dn = dnoise + ((int64_t)(2 * i + (k >> 1)) * W + 2 * j + (k & 1)) * Cout + c0;
+                            float *dn = dnoise + sub_position(i, j, k, W) * Cout + c0;
                             store8(dn, load8(dn) + e * g[k]);
                         }
                 }
