@@ -5,8 +5,8 @@ full-resolution output through memory five times a step (conv_block.c); this wri
 pooled output. The same function to float rounding (tests/test_conv_block.py).
 
 Built on first use with the system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
-source and the CPU. Where it does not apply (a GPU, an input that needs a gradient, vmap,
-autocast, Hessian probes at the layer) or no compiler is found, PyTorch's kernels run instead:
+source and the CPU. Where it does not apply (a GPU, more than an image's few channels, an input
+that needs a gradient, vmap, autocast, Hessian probes at the layer) or no compiler is found, PyTorch's kernels run instead:
 `applies` is the one rule. NIN_FUSED_CONV=0 switches it off (bench/speed.py compares both)."""
 
 from __future__ import annotations
@@ -87,9 +87,12 @@ def _wrapped(t: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
+IMAGE_CHANNELS = 4  # at most: the kernel is for an image's few channels; oneDNN's GEMMs win on more
+
+
 def applies(layer: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the fused kernel computes this block: a 3x3, stride-1, padding-1 float32 conv on
-    the CPU whose input needs no gradient (the image), outside vmap and autocast."""
+    """Whether the fused kernel computes this block: a 3x3, stride-1, padding-1 float32 conv of an
+    image (a few channels, no gradient wanted for it) on the CPU, outside vmap and autocast."""
     return (
         enabled
         and os.environ.get("NIN_FUSED_CONV", "1") != "0"
@@ -107,6 +110,7 @@ def applies(layer: nn.Module, x: torch.Tensor) -> bool:
         and layer.groups == 1
         and layer.padding_mode == "zeros"
         and layer.out_channels % 8 == 0
+        and layer.in_channels <= IMAGE_CHANNELS
         and not torch.is_autocast_enabled("cpu")
         and not _wrapped(x)
         and not _wrapped(layer.weight)

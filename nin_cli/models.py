@@ -253,7 +253,7 @@ class CNN(NINModel):
 
     def block(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
         """relu(max_pool2d(conv + NIN)), through the fused CPU kernel where it applies (the
-        first block: its input, the image, needs no gradient)."""
+        first block: the image, whose gradient is not wanted)."""
         layer = self.layers[name]
         if self.plain(name, probes) and conv_block.applies(layer, h):
             noisy = self.noisy(name, eps)

@@ -71,6 +71,7 @@ def test_where_the_kernel_does_not_apply_pytorchs_kernels_run():
     assert not conv_block.applies(torch.nn.Conv2d(1, 8, 5, padding=2), torch.randn(2, 1, 8, 8))
     assert not conv_block.applies(torch.nn.Conv2d(1, 6, 3, padding=1), torch.randn(2, 1, 8, 8))
     assert not conv_block.applies(conv, torch.randn(2, 1, 7, 8))
+    assert not conv_block.applies(torch.nn.Conv2d(32, 64, 3, padding=1), torch.randn(2, 32, 8, 8))  # a hidden layer's input
     assert not conv_block.applies(conv.double(), torch.randn(2, 1, 8, 8, dtype=torch.float64))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not conv_block.applies(torch.nn.Conv2d(1, 8, 3, padding=1), torch.randn(2, 1, 8, 8))
