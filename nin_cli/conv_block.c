@@ -11,9 +11,11 @@
  * Layouts (all float32, contiguous): x (B, H, W, Cin); wT (9 * Cin, Cout), row (dy * 3 + dx) *
  * Cin + ci, Cout a multiple of 8; noise (H, W, Cout) or NULL; eps (B) or NULL; y and idx (B, H/2, W/2, Cout).
  */
-#include <math.h>
 #include <stdint.h>
-#include <string.h>
+
+/* The kernels' bodies take Cin as a compile-time constant where the dispatchers below can give one:
+ * the taps' loops then unroll and their indices fold (a third of the time for one channel). */
+#define INLINE static inline __attribute__((always_inline))
 
 #define CB 8 /* output channels per block: one 8-float vector, four accumulators in registers */
 typedef float v8 __attribute__((vector_size(32), aligned(4))); /* GCC's and Clang's portable vectors */
@@ -28,7 +30,7 @@ static inline v8 where(m8 mask, v8 v) { return (v8)((m8)v & mask); } /* v where 
 static inline v8 load8(const float *p) { return *(const v8 *)p; }
 static inline void store8(float *p, v8 v) { *(v8 *)p = v; }
 
-static inline __attribute__((always_inline)) void window(const float *xn, int i, int j, int H, int W, int Cin, float *win) {
+INLINE void window(const float *xn, int i, int j, int H, int W, int Cin, float *win) {
     /* the 4x4 input window of pooled position (i, j), rows 2i-1 .. 2i+2, zero outside */
     for (int r = 0; r < 4; r++) {
         int yy = 2 * i - 1 + r;
@@ -51,10 +53,6 @@ static inline int64_t sub_position(int i, int j, int k, int W) { return (int64_t
     float v1 = win[((dy) * 4 + (dx) + 1) * (Cin) + (ci)]; \
     float v2 = win[((dy + 1) * 4 + (dx)) * (Cin) + (ci)]; \
     float v3 = win[((dy + 1) * 4 + (dx) + 1) * (Cin) + (ci)];
-
-/* The kernels' bodies take Cin as a compile-time constant where the dispatchers below can give one:
- * the taps' loops then unroll and their indices fold (a third of the time for one channel). */
-#define INLINE static inline __attribute__((always_inline))
 
 INLINE void forward(const float *restrict x, const float *restrict wT, const float *restrict bias,
                     const float *restrict noise, const float *restrict eps, float *restrict y,

@@ -246,6 +246,11 @@ def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:
         return {}
 
 
+def left_to_holder(run_dir: Path, exc: RunInUse) -> str:
+    """The line for a run another process trains or evaluates: it is left to that process."""
+    return f"{run_dir}: in use by process {exc.holder}; left to it"
+
+
 def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None:
     """`evaluate=true`: a run that finished training gets its robustness.csv straight away. A run
     that a `nin evaluate` of the same sweep holds is left to it, as that command leaves the sweep's
@@ -255,7 +260,7 @@ def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None
         try:
             evaluate_run(Path(run_dir), cfg.robustness, keep=True)
         except RunInUse as exc:
-            console.print(f"[dim]{run_dir}: evaluated by process {exc.holder}; left to it")
+            console.print(left_to_holder(run_dir, exc), style="dim")
 
 
 def evaluate_command(paths: list[str], overrides: list[str], device: str | None, force: bool, show_progress: bool) -> None:
@@ -299,7 +304,7 @@ def evaluate_command(paths: list[str], overrides: list[str], device: str | None,
                     keep=not force,
                 )
             except RunInUse as exc:  # its owner trains or evaluates it: go on with the others
-                bar.console.print(f"{run}: in use by process {exc.holder}; left to it", style="dim")
+                bar.console.print(left_to_holder(run, exc), style="dim")
                 busy += 1
                 continue
             except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
