@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import signal
 import subprocess
 import sys
@@ -9,8 +10,11 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows
+from test_cnin import cnn
 
+from nin_cli import conv_block
 from nin_cli.perturbations import robustness_config
 from nin_cli.records import RunRecords
 from nin_cli.robustness import evaluate_run
@@ -98,3 +102,23 @@ def test_cuda_single_run_replays_its_fused_step_as_a_graph(tmp_path):
     assert step.graph is not None and not step.failed
     assert graphed == pytest.approx(eager, rel=1e-5)
     assert graphed[1] < graphed[0]
+
+
+def test_cuda_cnn_runs_pytorchs_kernels_for_the_function_the_cpu_kernel_computes():
+    """The first block's C kernel is CPU-only (conv_block.applies): on the GPU the same CNN, with
+    the same weights and noise, gives the CPU's loss and gradients through PyTorch's kernels."""
+    model = cnn("nin=input")
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    eps = {n: 3.0 * torch.randn(16) for n in model.nins}
+    assert conv_block.library() is None or conv_block.applies(model.layers["conv1"], x)
+    assert not conv_block.applies(copy.deepcopy(model.layers["conv1"]).cuda(), x.cuda())
+    results = []
+    for device in ("cpu", "cuda"):
+        m = copy.deepcopy(model).to(device)
+        loss = F.cross_entropy(m(x.to(device), {n: e.to(device) for n, e in eps.items()}), y.to(device))
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.cpu() for n, p in m.named_parameters()}))
+    (cpu_loss, cpu_grads), (gpu_loss, gpu_grads) = results
+    assert gpu_loss == pytest.approx(cpu_loss, rel=1e-3)  # TF32 convolutions on the GPU
+    for name, g in cpu_grads.items():
+        torch.testing.assert_close(gpu_grads[name], g, rtol=1e-2, atol=1e-2 * float(g.abs().max()), msg=name)
