@@ -25,6 +25,13 @@ from nin_cli.objectives import mse_output_scale, one_hot_targets
 Tensors = dict[str, torch.Tensor]
 
 
+def relu_backward(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The gradient through a ReLU from its output, in float32: one pass over both tensors.
+    Multiplying by the mask `out > 0` built a bool tensor and converted it, three passes and
+    about 9% of Fig. 3's step on the CPU (bench/speed.py)."""
+    return torch.ops.aten.threshold_backward(grad, out, 0.0).float()
+
+
 class FusedMLPStep:
     """step(x, y, eps) -> (K,) noisy losses; updates `params` (stacked, leading member axis) in place."""
 
@@ -71,7 +78,7 @@ class FusedMLPStep:
             if self.nin[i] is not None:
                 self.nin[i].sub_(torch.bmm(eps[self.layers[i]].unsqueeze(1), dz).squeeze(1))
             if dh is not None:
-                dz = dh.float().mul_(hs[i] > 0)  # through the ReLU that produced this layer's input
+                dz = relu_backward(dh, hs[i])  # through the ReLU that produced this layer's input
         return losses
 
     def _affine(self, i: int, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
