@@ -28,7 +28,7 @@ Tensors = dict[str, torch.Tensor]
 def relu_backward(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """The gradient through a ReLU from its output, in float32: one pass over both tensors.
     Multiplying by the mask `out > 0` built a bool tensor and converted it, three passes and
-    about 9% of Fig. 3's step on the CPU (bench/speed.py)."""
+    about 9% of Fig. 3's epoch on the CPU (bench/step_profile.py)."""
     return torch.ops.aten.threshold_backward(grad, out, 0.0).float()
 
 
