@@ -53,6 +53,14 @@ SETTINGS = {
     "fig3": ["+experiment=fig3"],  # 1 x 1024, CE, batch 1000, lr 0.01
     "cnn": ["+experiment=ninr_comparison", "model=cnn"],  # the NINR study's CNN, batch 128, lr 0.05
 }
+
+
+def setting_overrides(setting: str, device: str) -> list[str]:
+    """What the bench trains for a setting on a device: the setting's experiment at sigma 1
+    (bench/step_profile.py profiles the same)."""
+    return [*SETTINGS[setting], f"device={device}", "progress=false", "noise.sigma=1"]
+
+
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -280,7 +288,7 @@ def main() -> None:
             device = torch.device(device_name)
             ks = args.ks or ([8] if device.type == "cpu" else [8, 64])
             for setting in list(SETTINGS) if "all" in args.settings else args.settings:
-                overrides = [*SETTINGS[setting], f"device={device_name}", "progress=false", "noise.sigma=1"]
+                overrides = setting_overrides(setting, device_name)
                 overrides += [f"precision={args.precision}", f"cuda_graphs={not args.no_graphs}", f"log.every_steps={args.log_every}"]
                 if device.type == "cuda":
                     set_tf32(args.precision != "fp32")  # the baseline's float32 matmuls as nin's

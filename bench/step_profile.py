@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from speed import SETTINGS, nin_ensemble
+from speed import SETTINGS, nin_ensemble, setting_overrides
 
 from nin_cli.data import load_dataset
 from nin_cli.schema import conf_dir
@@ -29,7 +29,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for setting in args.settings:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=[*SETTINGS[setting], "device=cpu", "progress=false", "noise.sigma=1"])
+            cfg = compose("train", overrides=setting_overrides(setting, "cpu"))
         data = load_dataset(cfg.dataset, torch.device("cpu"))
         with tempfile.TemporaryDirectory() as tmp:
             single = nin_ensemble([cfg], data, Path(tmp))

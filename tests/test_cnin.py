@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
 from omegaconf import OmegaConf
 
@@ -31,6 +32,16 @@ SMALL_CNN = [
 def cnn(*overrides: str):
     cfg = make_cfg("model=cnn", *overrides)
     return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+
+
+def loss_and_gradients(model, x, y, eps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The model's cross-entropy on a batch with the given NIN draws, on the model's device, and
+    every parameter's gradient; both returned on the CPU."""
+    device = next(model.parameters()).device
+    model.zero_grad()
+    loss = F.cross_entropy(model(x.to(device), {n: e.to(device) for n, e in eps.items()}), y.to(device))
+    loss.backward()
+    return loss.detach().cpu(), {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import column, nin_cli
-from test_cnin import SMALL_CNN, cnn
+from test_cnin import SMALL_CNN, cnn, loss_and_gradients
 
 from nin_cli import conv_block
 
@@ -90,10 +90,7 @@ def test_a_cnn_with_and_without_the_fused_block_computes_the_same_loss_and_gradi
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(conv_block, "enabled", enabled)
-        model.zero_grad()
-        loss = F.cross_entropy(model(x, eps), y)
-        loss.backward()
-        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        results.append(loss_and_gradients(model, x, y, eps))
     (fused_loss, fused_grads), (eager_loss, eager_grads) = results
     torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-5, atol=1e-6)
     assert fused_grads.keys() == eager_grads.keys() and "nins.conv1.weight" in fused_grads

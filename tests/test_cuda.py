@@ -10,9 +10,8 @@ import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows
-from test_cnin import cnn
+from test_cnin import cnn, loss_and_gradients
 
 from nin_cli import conv_block
 from nin_cli.perturbations import robustness_config
@@ -112,13 +111,7 @@ def test_cuda_cnn_runs_pytorchs_kernels_for_the_function_the_cpu_kernel_computes
     eps = {n: 3.0 * torch.randn(16) for n in model.nins}
     assert conv_block.library() is None or conv_block.applies(model.layers["conv1"], x)
     assert not conv_block.applies(copy.deepcopy(model.layers["conv1"]).cuda(), x.cuda())
-    results = []
-    for device in ("cpu", "cuda"):
-        m = copy.deepcopy(model).to(device)
-        loss = F.cross_entropy(m(x.to(device), {n: e.to(device) for n, e in eps.items()}), y.to(device))
-        loss.backward()
-        results.append((loss.item(), {n: p.grad.cpu() for n, p in m.named_parameters()}))
-    (cpu_loss, cpu_grads), (gpu_loss, gpu_grads) = results
-    assert gpu_loss == pytest.approx(cpu_loss, rel=1e-3)  # TF32 convolutions on the GPU
+    (cpu_loss, cpu_grads), (gpu_loss, gpu_grads) = [loss_and_gradients(copy.deepcopy(model).to(d), x, y, eps) for d in ("cpu", "cuda")]
+    assert float(gpu_loss) == pytest.approx(float(cpu_loss), rel=1e-3)  # TF32 convolutions on the GPU
     for name, g in cpu_grads.items():
         torch.testing.assert_close(gpu_grads[name], g, rtol=1e-2, atol=1e-2 * float(g.abs().max()), msg=name)
