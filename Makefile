@@ -9,11 +9,11 @@ RUN_DIR ?= outputs/main
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
-	@# the logging extras on top: their requests>=2.28 overrides torchattacks' pin (pyproject.toml says why)
-	$(BIN)/pip install -q -e '.[mlflow,wandb]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[dev,mlflow,wandb]' --config-settings editable_mode=compat
+	@# the researcher's own package of docs/your_network.md (its networks, data and configs), used by the tests
+	$(BIN)/pip install -q --no-deps -e examples --config-settings editable_mode=compat
 	touch $(STAMP)
 
 data: setup

@@ -63,9 +63,8 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
     from nin_cli.config import load
     from nin_cli.data import input_output_shape
     from nin_cli.errors import RecordError
-    from nin_cli.models import build_model
+    from nin_cli.network import build_model
     from nin_cli.records import RunRecords
-    from nin_cli.seeding import generator
 
     records = RunRecords(Path(run_dir))
     if not records.config_path.exists():
@@ -75,6 +74,6 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
     if state is None:
         raise RecordError(f"{run_dir} has no checkpoint.pt")
     in_shape, n_out = input_output_shape(cfg.dataset)
-    model = build_model(cfg.model, cfg.nin, in_shape, n_out, generator(int(cfg.seed), "init"))
+    model = build_model(cfg.model, cfg.nin, in_shape, n_out, int(cfg.seed), records.dir)
     model.load_state_dict(state["model"])
     return model.to(device).eval()

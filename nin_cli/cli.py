@@ -38,6 +38,7 @@ def train_command(args: list[str]) -> None:
 
     from nin_cli.config import check_command
     from nin_cli.schema import conf_dir
+    from nin_cli.sources import hand_down
     from nin_cli.train.jobs import hydra_task
 
     for arg in args:
@@ -51,25 +52,72 @@ def train_command(args: list[str]) -> None:
         from nin_cli.completion import shell_completion
 
         return shell_completion(args)
+    args = [_recorded_key(a) for a in args]
+    config_dirs = _flag_values(args, ("--config-dir", "-cd"))
     if not any(a in args for a in ("--help", "-h", "--hydra-help")):
-        check_command(
-            _values(args, ("--cfg", "-c", "--info", "-i", "--package", "-p")), multirun=any(a in args for a in ("-m", "--multirun"))
-        )
-    sys.argv = ["nin train", *args]
+        multirun = any(a in args for a in ("-m", "--multirun"))
+        _, sources = check_command(_values(args), multirun=multirun, config_dirs=config_dirs)
+        hand_down(sources)
+    sys.argv = ["nin train", *_flags_first(args)]
     hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(hydra_task)()
 
 
-def _values(args: list[str], flags_with_value: tuple[str, ...]) -> list[str]:
+# Hydra's flags that take a value, as the next argument or after '=' (--config-dir DIR, --cfg job)
+FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+FLAGS_WITH_VALUE += ("--experimental-rerun",)
+INFO_VALUES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info's optional value
+
+
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides) of a Hydra command line."""
+    flags, overrides = [], []
+    for i, arg in enumerate(args):
+        if flags and flags[-1] is None:  # the value of the flag before
+            flags[-1] = arg
+        elif arg.startswith("-"):
+            flags.append(arg)
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if arg in FLAGS_WITH_VALUE or (arg in ("--info", "-i") and nxt in INFO_VALUES):
+                flags.append(None)
+        else:
+            overrides.append(arg)
+    return [f for f in flags if f is not None], overrides
+
+
+def _values(args: list[str]) -> list[str]:
     """The overrides of a Hydra command line: no flags, and not the value of a flag that takes one (--cfg job)."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in flags_with_value:
-            skip = True
-        elif not arg.startswith("-"):
-            out.append(arg)
+    return _split(args)[1]
+
+
+def _flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides: its parser takes the overrides as one
+    run of positional arguments (`nin map` puts hydra/sweeper=map first, a user may type a flag last)."""
+    flags, overrides = _split(args)
+    return [*flags, *overrides]
+
+
+def _flag_values(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """The values given to `flags` (`--config-dir DIR` or `--config-dir=DIR`), in order."""
+    out = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in flags:
+            if eq:
+                out.append(value)
+            elif i + 1 < len(args):
+                out.append(args[i + 1])
+            else:
+                fail(f"nin train: {arg} needs a directory")
     return out
+
+
+def _recorded_key(arg: str) -> str:
+    """`+tags=[...]` / `+notes=...` as `tags=...`: both keys are always in the config (conf/train.yaml),
+    so adding them is setting them (Hydra would refuse the '+' of a key that exists)."""
+    for key in ("tags", "notes"):
+        if arg.startswith(f"+{key}="):
+            return arg[1:]
+    return arg
 
 
 # --- the analysis commands --------------------------------------------------------------------------
@@ -130,7 +178,7 @@ def predict_command(ns) -> None:
     from nin_cli.analysis.summarize import print_tables
 
     out = Path(ns.out)
-    tables, notes = predict(ns.overrides, ns.samples, ns.sigmas, ns.measured, out)
+    tables, notes = predict(ns.overrides, ns.samples, ns.sigmas, ns.measured, out, ns.config_dir)
     print_tables(tables, ns.format)
     for note in notes:
         print(f"nin: note: {note}", file=sys.stderr)

@@ -42,6 +42,7 @@ def parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--no-predict", action="store_true", help="networks: skip the boundaries predicted at init (nin predict)")
     elif command == "predict":
         p.add_argument("overrides", nargs="*", help="the config, as for nin train (e.g. +experiment=fig3 model.width=512)")
+        p.add_argument("--config-dir", "-cd", action="append", default=[], help="a config directory of your own, as for nin train")
         p.add_argument("--samples", type=int, help="training samples the Hessian is measured on (default: hessian.samples)")
         p.add_argument("--sigmas", help="comma-separated noise.sigma values to tabulate (default: the experiment's sweep grid)")
         p.add_argument(

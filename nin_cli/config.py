@@ -14,6 +14,7 @@ that contradict each other are refused in one line that names both sides.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import math
@@ -27,9 +28,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.conventions import sigma2_per_paper_unit
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.schema import conf_dir, flatten, train_schema
+from nin_cli.schema import flatten, train_schema
+from nin_cli.sources import Sources, current, from_entries, using
 
 SIGMA_KEYS = ("noise.sigma", "noise.sigma2_paper")  # two names of one noise scale: a run gives one
+FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def resolve(cfg: DictConfig, validate: bool = True) -> RunConfig:
     plain.pop("hydra", None)
     run = OmegaConf.create(plain)
     _fill_legacy(run)
+    _fill_model_init(run)
     _derive_sigma(run)
     record = flat(run)
     if validate:
@@ -115,6 +119,25 @@ def load(path: Path, validate: bool = False) -> RunConfig:
     if not isinstance(saved, DictConfig):
         raise RecordError(f"{path} is damaged (not a mapping); cannot tell which run this directory holds")
     return resolve(saved, validate)
+
+
+def check_model_name(model: DictConfig) -> None:
+    """A model is a shipped one by name, or names its factory (model.target / _target_)."""
+    from nin_cli.models import model_kind
+    from nin_cli.user_model import factory_target
+
+    if factory_target(model) is None:
+        model_kind(str(model.get("name")))
+
+
+def _fill_model_init(run: DictConfig) -> None:
+    """model.init where a config leaves it out: the papers' N(0, 1/fan_in) for a shipped model (all
+    nin ever drew for them), the factory's own initialisation for a researcher's network."""
+    from nin_cli.user_model import factory_target
+
+    model = run.get("model")
+    if isinstance(model, DictConfig) and "init" not in model:
+        model.init = "factory" if factory_target(model) is not None else "fan_in"
 
 
 def _derive_sigma(run: DictConfig) -> None:
@@ -138,7 +161,10 @@ def _check(run: DictConfig, record: dict[str, Any]) -> None:
     from nin_cli.loggers import check_installed
     from nin_cli.perturbations import plan
 
-    train_schema(conf_dir()).check(record)
+    schema = train_schema(*current().dirs)
+    factories = tuple(g for g in FACTORY_GROUPS if any(k in record for k in (f"{g}_target_", f"{g}target")))
+    dataclasses.replace(schema, factory_prefixes=factories).check(record)
+    check_model_name(run.model)
     check_sizes(run.dataset)
     check_installed(str(run.get("logger", {}).get("kind", "none")))
     if run.get("evaluate"):  # names of corruptions and attacks, checked before training too
@@ -172,8 +198,7 @@ def sweep_jobs(grid: Mapping[str, Any], overrides: list[str]) -> list[list[str]]
             if not override.is_discrete_sweep():  # interval(): for optimizing sweepers, not a grid
                 raise ConfigError(f"{override.input_line}: only lists, range() and glob() of a group can be swept on a grid")
             if isinstance(override.value(), Glob):  # a group's options matched as Hydra's config loader does
-                group = conf_dir() / override.key_or_group
-                values = override.value().filter(sorted(p.stem for p in group.glob("*.yaml")))
+                values = override.value().filter(current().options(override.key_or_group))
             else:
                 values = list(override.sweep_string_iterator())
             axes[key] = [f"{key}={value}" for value in values]
@@ -189,39 +214,77 @@ def hydra_message(exc: Exception) -> str:
     return " ".join(keep[:3]) or type(exc).__name__
 
 
-def check_group_choices(overrides: list[str], conf: Path) -> None:
-    """`group=option` for an option that does not exist: one line that lists the options."""
+def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
+    """`group=option` for an option that does not exist: one line that lists the group's options,
+    as Hydra finds them (every config directory on the search path, and the plugins' own)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
     for override in parse(overrides):
         group = override.key_or_group
-        if "/" in group or "." in group or not (conf / group).is_dir() or override.is_delete():
-            continue
-        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
-        if override.is_sweep_override() and not override.is_discrete_sweep():
-            continue  # glob(): Hydra matches it against the options itself
+        if "." in group or override.is_delete() or (override.is_sweep_override() and not override.is_discrete_sweep()):
+            continue  # a key, a deletion, or glob(): Hydra matches a glob against the options itself
+        options = loader.get_group_options(group, config_name="train", overrides=searchpath)
+        if not options:
+            continue  # not a group
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
         for value in values:
             if value not in options:
-                raise ConfigError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
+                close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}")
 
 
-def check_command(overrides: list[str], multirun: bool) -> None:
+def command_sources(overrides: list[str], config_dirs: list[str]) -> tuple[Sources, list[str]]:
+    """The config directories of a command (conf/, `--config-dir`s, `hydra.searchpath` entries),
+    and its overrides with one `hydra.searchpath` that holds them all, for composing as Hydra does."""
+    entries: list[str] = []
+    rest: list[str] = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            listed = parse([item])[0].value() if value else []
+            if not isinstance(listed, list):
+                raise ConfigError(f"hydra.searchpath must be a list, e.g. hydra.searchpath=[file:///path/conf], got {value!r}")
+            entries += [str(e) for e in listed]
+        else:
+            rest.append(item)
+    entries += [f"file://{Path(d).expanduser().resolve()}" for d in config_dirs]
+    sources = from_entries(entries)
+    if sources.extra:
+        rest.append(f"hydra.searchpath=[{','.join(sources.searchpath())}]")
+    return sources, rest
+
+
+def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] = ()) -> tuple[list[str], Sources]:
     """Every job of the command composed, resolved and validated before the first one trains:
     unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
-    here, contradicting inputs, and each job's values. A ConfigError names the job and the value."""
+    here, contradicting inputs, each job's values, and each distinct model built once (a factory
+    that does not import, a NIN at a module that is not there). A ConfigError names the job and
+    the value, against every config directory on the search path. Returns the overrides to
+    compose with (`hydra.searchpath` holding every config directory) and those directories."""
+    sources, overrides = command_sources(overrides, list(config_dirs))
+    with using(sources):
+        _check_command(overrides, multirun, sources)
+    return overrides, sources
+
+
+def _check_command(overrides: list[str], multirun: bool, sources: Sources) -> None:
     from hydra import compose, initialize_config_dir
 
-    conf = conf_dir()
-    check_group_choices(overrides, conf)
+    conf = sources.dirs[0]
     parsed = parse(overrides)
-    schema = train_schema(conf)
+    schema = train_schema(*sources.dirs)
     for override in parsed:  # typos first, with the closest valid key
         key = override.key_or_group
         if key.startswith("hydra.") and override.is_sweep_override():
             raise ConfigError(f"{override.input_line}: Hydra's own settings are not swept; quote a list value: {key}='...'")
-        if not key.startswith("hydra") and not (conf / key).is_dir():
+        adds_argument = override.input_line.startswith("+") and key.startswith(FACTORY_GROUPS)  # checked once composed
+        if not key.startswith("hydra") and not sources.is_group(key) and not adds_argument:
             schema.check_key(key)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        check_group_choices(overrides, [o for o in overrides if o.startswith("hydra.searchpath=")])
         try:
             base = compose("train", overrides=fixed, return_hydra_config=True)
         except Exception as exc:  # Hydra's composition errors
@@ -232,14 +295,33 @@ def check_command(overrides: list[str], multirun: bool) -> None:
         check_conflicts(parsed, grid, base)
         jobs = sweep_jobs(grid, overrides) if multirun else [[o for o in overrides if not o.startswith("-")]]
         varied = tuple(f"{k.lstrip('+~')}=" for k in {*grid, *(o.key_or_group for o in parsed if o.is_sweep_override())})
+        built: set[str] = set()
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
-                resolve(without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
+                run = resolve(without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
+                check_builds(run, built)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it
                 raise ConfigError(f"{hydra_message(exc)}{where}") from None
+
+
+def check_builds(run: RunConfig, built: set[str]) -> None:
+    """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
+    a factory that fails, a NIN at a module that is not there, a forward pass that never reaches it."""
+    from nin_cli.data import input_output_shape
+
+    shape = input_output_shape(run.cfg.dataset, probe=False)
+    if shape is None:
+        return  # a dataset factory: its shapes are known once it is loaded (open_run builds the model then)
+    key = repr((sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin."))), shape))
+    if key in built:
+        return
+    from nin_cli.network import build_model
+
+    build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
+    built.add(key)
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:

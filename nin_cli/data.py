@@ -52,8 +52,13 @@ def check_sizes(cfg, standard: tuple[int, int] | None = None) -> None:
             raise ConfigError(f"dataset.{key}={wanted} but {cfg.name}{split} has {n} {what} images: use at most {n}, or null for all")
 
 
-def input_output_shape(cfg) -> tuple[tuple[int, ...], int]:
-    """(input shape without batch, number of outputs) of a dataset config, without loading it."""
+def input_output_shape(cfg, probe: bool = True) -> tuple[tuple[int, ...], int] | None:
+    """(input shape without batch, number of outputs) of a dataset config, without loading it (a
+    dataset factory is called only with `probe`: None otherwise)."""
+    from nin_cli import user_data
+
+    if user_data.is_user_data(cfg):
+        return user_data.input_output_shape(cfg, probe)
     if cfg.name == "linear_regression":
         return (int(cfg.dim),), 1
     if cfg.name not in IMAGE_SHAPES:
@@ -230,7 +235,17 @@ def _linear_regression(cfg, device: torch.device) -> Dataset:
 
 def load_dataset(cfg, device: torch.device | str = "cpu") -> Dataset:
     """Load the configured dataset onto `device`, raising ConfigError with an install hint if absent."""
+    from nin_cli import user_data
+
     device = torch.device(device)
+    if user_data.is_user_data(cfg):
+        parts = user_data.load(cfg)
+        (train_x, train_y), (test_x, test_y) = parts["train"], parts["test"]
+        on = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Dataset(
+            str(cfg.name), Split(on(train_x), on(train_y)), Split(on(test_x), on(test_y)), tuple(train_x.shape[1:]), parts["n_out"],
+            parts["task"], on(parts["mean"]), on(parts["std"]),
+        )
     if cfg.name not in KNOWN:
         raise ConfigError(f"unknown dataset {cfg.name!r}; choose from {', '.join(KNOWN)}")
     if cfg.name == "linear_regression":

@@ -27,6 +27,9 @@ EXEMPT: dict[str, frozenset[str]] = {
     # so that a run extended in place keeps a name that still says what trained
     "epochs": frozenset({"dirname"}),
     "progress": frozenset({"resume", "dirname", "summary"}),
+    # a researcher's labels: recorded and shown as columns, never what makes a run
+    "tags": frozenset({"resume", "dirname", "summary", "member"}),
+    "notes": frozenset({"resume", "dirname", "summary", "member"}),
     "logger": frozenset({"resume", "dirname", "summary", "member"}),  # where rows are also sent, live
     "device": frozenset({"resume", "dirname", "summary"}),
     "cuda_graphs": frozenset({"resume", "dirname", "summary"}),

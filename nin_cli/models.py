@@ -12,6 +12,7 @@ differentiates through it (H_z is the Hessian at the NIN's injection point).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ Tensors = dict[str, torch.Tensor]
 class ModelKind:
     """A model type and what the training steps can do with it (train/steps.py reads these)."""
 
-    build: Callable[..., NINModel]  # (model_cfg, in_shape, n_out) -> the model, weights not yet drawn
+    build: Callable[..., NINModel] | None = None  # (model_cfg, in_shape, n_out) -> the model, weights not yet drawn
     fused: bool = False  # the hand-written MLP step covers it (without dropout)
     stackable: bool = True  # vmap can stack its members: parameters only, no buffers (batch-norm statistics)
     conv: bool = False  # convolutions: on the CPU a vmapped conv is slower than stepping members in turn
@@ -54,6 +55,33 @@ def register_model(*names: str, **capabilities):
     return register
 
 
+class NINDict(nn.ModuleDict):
+    """The NINs by the name of the layer each joins. A layer of a researcher's network may be named
+    with dots (`features.0`), which a module's key may not hold: stored with ':' in their place."""
+
+    @staticmethod
+    def key(name: str) -> str:
+        return name.replace(".", ":")
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return super().__getitem__(self.key(name))
+
+    def __setitem__(self, name: str, module: nn.Module) -> None:
+        super().__setitem__(self.key(name), module)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(self.key(name))
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return [k.replace(":", ".") for k in super().keys()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def items(self):  # type: ignore[override]
+        return [(k.replace(":", "."), m) for k, m in super().items()]
+
+
 class NoiseInjection(nn.Module):
     """W_NI: one trainable weight per unit of the layer's output (per pixel and channel for convs)."""
 
@@ -70,10 +98,12 @@ class NINModel(nn.Module):
 
     conv_layers: tuple[str, ...] = ()  # the layers that are convolutions (or stages of them)
     channels_last = False  # conv weights in NHWC order once initialised (build_model)
+    layer_prefix = "layers."  # where a layer's parameters sit in this module's state dict
+    kind = ModelKind()  # what the training steps can do with it (set by build_model)
 
     def __init__(self):
         super().__init__()
-        self.nins = nn.ModuleDict()
+        self.nins = NINDict()
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self.input_side: frozenset[str] = frozenset()  # layers whose NIN joins their input (convs under nin.conv=input)
 
@@ -81,10 +111,22 @@ class NINModel(nn.Module):
     def layer_names(self) -> list[str]:
         return list(self.layers.keys())
 
-    def apply(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
+    def layer(self, name: str) -> nn.Module:
+        return self.layers[name]
+
+    def weight_names(self, name: str) -> list[str]:
+        """The parameter names of layer `name`'s weight tensors (its norm is their joint norm)."""
+        return [f"{self.layer_prefix}{name}.{p}" for p, _ in self.layer(name).named_parameters() if p.endswith("weight")]
+
+    @staticmethod
+    def niw_name(name: str) -> str:
+        """The parameter name of the NIW at layer `name`."""
+        return f"nins.{NINDict.key(name)}.weight"
+
+    def forward_layer(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
         """Layer `name` on its input `h`, its NIN (and Hessian probe) injected where it joins:
         into the input of a convolution under nin.conv=input, else into the pre-activation."""
-        layer = self.layers[name]
+        layer = self.layer(name)
         if name not in self.input_side:
             return self.inject(name, layer(h), eps, probes)
         if self.plain(name, probes) and self.noisy(name, eps):
@@ -100,7 +142,7 @@ class NINModel(nn.Module):
     def plain(self, name: str, probes: Tensors | None) -> bool:
         """Layer `name` computed as a function of (parameters, input, eps) only: no shapes being
         recorded, no Hessian probe injected there."""
-        return isinstance(self.layers[name], nn.Conv2d) and self._shapes is None and not (probes and name in probes)
+        return isinstance(self.layer(name), nn.Conv2d) and self._shapes is None and not (probes and name in probes)
 
     def noisy(self, name: str, eps: Tensors | None) -> bool:
         return eps is not None and name in eps and name in self.nins
@@ -111,7 +153,7 @@ class NINModel(nn.Module):
         weight = self.nins[name].weight
         if name not in self.input_side:
             return weight
-        layer = self.layers[name]
+        layer = self.layer(name)
         return layer._conv_forward(weight[None], layer.weight, None)[0]
 
     def inject(self, name: str, z: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
@@ -151,6 +193,7 @@ class NINModel(nn.Module):
         if conv not in CONV_PLACEMENTS:
             raise ConfigError(f"nin.conv must be one of {', '.join(CONV_PLACEMENTS)}, got {conv!r}")
         self.input_side = frozenset(n for n in names if n in self.conv_layers) if conv == "input" else frozenset()
+        self.wire(names)
         shapes = self.preactivation_shapes(in_shape)
         for name in names:
             nin = NoiseInjection(shapes[name])
@@ -159,9 +202,13 @@ class NINModel(nn.Module):
                 nin.weight.normal_(0.0, std, generator=gen)
             self.nins[name] = nin
 
+    def wire(self, names: list[str]) -> None:
+        """Connect the NINs at `names` to the forward pass: the shipped models call forward_layer
+        themselves; a researcher's network is wired by hooks (user_model.py)."""
+
     def layer_fan_in(self, name: str) -> int:
         """Inputs per output unit of a layer: in_features, or C_in*k*k for a conv (a ResNet stage: its first conv)."""
-        return fan_in(next(p for n, p in self.layers[name].named_parameters() if n.endswith("weight") and p.ndim >= 2))
+        return fan_in(next(p for n, p in self.layer(name).named_parameters() if n.endswith("weight") and p.ndim >= 2))
 
     def next_layer(self, name: str) -> str | None:
         names = self.layer_names
@@ -198,7 +245,7 @@ class LinearToy(NINModel):
         self.layers = nn.ModuleDict({"w0": nn.Linear(d_in, width, bias=False), "w1": nn.Linear(width, n_out, bias=False)})
 
     def forward(self, x, eps=None, probes=None):
-        return self.apply("w1", self.apply("w0", x.flatten(1), eps, probes), eps, probes)
+        return self.forward_layer("w1", self.forward_layer("w0", x.flatten(1), eps, probes), eps, probes)
 
 
 class MLP(NINModel):
@@ -215,8 +262,8 @@ class MLP(NINModel):
         h = x.flatten(1)
         *hidden, last = self.layer_names
         for name in hidden:
-            h = F.dropout(F.relu(self.apply(name, h, eps, probes)), self.dropout, self.training)
-        return self.apply(last, h, eps, probes)
+            h = F.dropout(F.relu(self.forward_layer(name, h, eps, probes)), self.dropout, self.training)
+        return self.forward_layer(last, h, eps, probes)
 
 
 class CNN(NINModel):
@@ -248,8 +295,8 @@ class CNN(NINModel):
         h = x
         for name in self.conv_layers:
             h = self.block(name, h, eps, probes)
-        h = F.dropout(F.relu(self.apply("fc1", h.flatten(1), eps, probes)), self.dropout, self.training)
-        return self.apply("out", h, eps, probes)
+        h = F.dropout(F.relu(self.forward_layer("fc1", h.flatten(1), eps, probes)), self.dropout, self.training)
+        return self.forward_layer("out", h, eps, probes)
 
     def block(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
         """relu(max_pool2d(conv + NIN)), through the fused CPU kernel where it applies (the
@@ -258,7 +305,7 @@ class CNN(NINModel):
         if self.plain(name, probes) and conv_block.applies(layer, h):
             noisy = self.noisy(name, eps)
             return conv_block.conv_block(layer, h, self.output_noise(name) if noisy else None, eps[name] if noisy else None)
-        return F.relu(F.max_pool2d(self.apply(name, h, eps, probes), 2))
+        return F.relu(F.max_pool2d(self.forward_layer(name, h, eps, probes), 2))
 
 
 class ResNet18(NINModel):
@@ -280,16 +327,20 @@ class ResNet18(NINModel):
         self.dropout = dropout
 
     def forward(self, x, eps=None, probes=None):
-        h = F.relu(self.bn1(self.apply("conv1", x, eps, probes)))
+        h = F.relu(self.bn1(self.forward_layer("conv1", x, eps, probes)))
         for name in ("layer1", "layer2", "layer3", "layer4"):
-            h = self.apply(name, h, eps, probes)
+            h = self.forward_layer(name, h, eps, probes)
         h = F.dropout(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1), self.dropout, self.training)
-        return self.apply("fc", h, eps, probes)
+        return self.forward_layer("fc", h, eps, probes)
 
 
 def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list[str]:
-    """Turn a placement preset (none, input, all) or an explicit list into layer names."""
+    """Turn a placement preset (none, input, all) or an explicit list into layer names (in the
+    order the forward pass reaches them: a shipped model's chain, a researcher's traced network)."""
     preset = nin_cfg.preset
+    listed = [str(name) for name in nin_cfg.get("layers") or []]
+    if listed and preset != "layers":
+        raise ConfigError(f"nin.layers={listed} names layers but nin={preset} places the NINs itself; use nin=layers nin.layers=[...]")
     if preset == "none":
         return []
     if preset == "input":
@@ -298,13 +349,14 @@ def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list
         return list(layer_names)
     if preset != "layers":
         raise ConfigError(f"unknown nin preset {preset!r}; choose from none, input, all, layers")
-    layers = [str(name) for name in nin_cfg.layers]
-    for name in layers:
+    for name in listed:
         if name not in layer_names:
-            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have; its layers are: {', '.join(layer_names)}")
-    if len(set(layers)) != len(layers):
-        raise ConfigError(f"nin.layers lists a layer twice: {layers}")
-    return layers
+            close = difflib.get_close_matches(name, layer_names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have{hint} Its layers are: {', '.join(layer_names)}")
+    if len(set(listed)) != len(listed):
+        raise ConfigError(f"nin.layers lists a layer twice: {listed}")
+    return listed
 
 
 @register_model("linear")
@@ -329,24 +381,10 @@ def _resnet18(cfg, in_shape, n_out) -> NINModel:
     return ResNet18(in_shape, n_out, dropout=cfg.dropout)
 
 
+MODEL_INITS = ("fan_in", "factory")  # model.init: the papers' N(0, 1/fan_in) | the builder's own
+
+
 def model_kind(name: str) -> ModelKind:
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}, or name a factory (model.target=pkg.module:function)")
     return MODELS[name]
-
-
-def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, gen: torch.Generator) -> NINModel:
-    """Build on the CPU from `gen` (so every device starts from the same weights), NINs attached."""
-    name = model_cfg.name
-    kind = model_kind(name)
-    if kind.images and len(in_shape) != 3:
-        raise ConfigError(f"model {name} needs image data; use model=mlp or model=linear for vector datasets")
-    if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
-        raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
-    model = kind.build(model_cfg, in_shape, n_out)
-    layers = resolve_nin_layers(nin_cfg, model.layer_names, name)
-    init_weights(model, gen)
-    model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"), nin_cfg.get("conv", "input"))
-    if model.channels_last:  # after the draws, so the weights are those of the default layout
-        model.to(memory_format=torch.channels_last)
-    return model

@@ -210,7 +210,7 @@ def evaluate_run(
         state = records.load_checkpoint()
         if state is None:
             raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
-        setup = build(cfg)  # a trained run, rebuilt as it was trained: no training-time validation
+        setup = build(cfg, records=records.dir)  # a trained run, rebuilt as it was trained: no training-time validation
         if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
             raise ConfigError(f"{run_dir}: robustness needs an image classification run")
         setup.model.load_state_dict(state["model"])

@@ -30,11 +30,17 @@ NULLABLE: dict[str, type] = {
     "eval.train_samples": int,
     "dataset.root": str,
     "dataset.train_size": int,
+    "dataset.n_classes": int,
     "dataset.test_size": int,
     "noise.sigma2_paper": float,
     "robustness.test_size": int,
     "robustness.attack_test_size": int,
     "robustness.corruptions": dict,  # a table, or null: no corruptions
+    "model.target": str,  # a researcher's network: its factory, pkg.module:function (nin_cli/user_model.py)
+    "model._target_": str,  # ... or Hydra's way, pkg.module.function
+    "dataset.path": str,  # dataset=arrays: the .npz file
+    "dataset.target": str,  # a researcher's data: a factory of four arrays (nin_cli/user_data.py)
+    "dataset._target_": str,
     "logger.dir": str,
     "logger.tracking_uri": str,
 }
@@ -76,6 +82,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "dataset.train_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "dataset.n_train": AT_LEAST_ONE,
     "dataset.n_test": AT_LEAST_ONE,
+    "dataset.n_classes": (lambda v: v >= 2, ">= 2"),
     "dataset.dim": AT_LEAST_ONE,
     "dataset.sigma_x": POSITIVE,
 }
@@ -93,7 +100,7 @@ TRAIN_RULES.update({f"robustness.{k}": rule for k, rule in ROBUSTNESS_RULES.item
 
 def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
-    from nin_cli.models import CONV_PLACEMENTS, MODELS, NIW_INITS
+    from nin_cli.models import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
     from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
     from nin_cli.objectives import LOSSES, REDUCTIONS
     from nin_cli.optimizers import OPTIMIZERS, PRECISIONS
@@ -101,7 +108,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
     return {
         "device": ("auto", "cpu", "cuda"),
         "precision": PRECISIONS,
-        "model.name": tuple(MODELS),
+        "model.init": MODEL_INITS,  # model.name: a shipped model's, or any with a factory (models.build_model checks)
         "noise.distribution": tuple(DISTRIBUTIONS),
         "noise.mode": MODES,
         "noise.schedule.kind": tuple(SCHEDULES),
@@ -123,10 +130,15 @@ class Schema:
     rules: dict[str, Rule] = field(default_factory=dict)
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     open_prefixes: tuple[str, ...] = ()  # tables whose entries are free (e.g. corruption name -> severities)
+    factory_prefixes: tuple[str, ...] = ()  # groups that name a factory: keys nin does not know are its arguments
 
     def known(self, key: str) -> bool:
         """A leaf, a whole table (robustness.corruptions={...}), or an entry of an open table."""
-        return key in self.types or key.startswith(self.open_prefixes) or any(k.startswith(key + ".") for k in self.types)
+        return (
+            key in self.types
+            or key.startswith(self.open_prefixes + self.factory_prefixes)
+            or any(k.startswith(key + ".") for k in self.types)
+        )
 
     def suggest(self, key: str) -> str:
         close = difflib.get_close_matches(key, list(self.types), n=1, cutoff=0.6)
@@ -140,7 +152,7 @@ class Schema:
         """Every leaf of a resolved, flattened config: known key, right type, finite, in range."""
         for key, value in flat.items():
             self.check_key(key)
-            if key.startswith(self.open_prefixes):
+            if key.startswith(self.open_prefixes) or (key not in self.types and key.startswith(self.factory_prefixes)):
                 continue
             self.check_value(key, value)
 
@@ -223,26 +235,60 @@ def conf_dir() -> Path:
     raise RuntimeError(f"nin's config directory is missing (looked in {here / 'conf'} and {here.parent / 'conf'})")
 
 
-def train_schema(conf: Path) -> Schema:
-    """The schema of `nin train`'s config: train.yaml plus every option of every group, with the
-    choices the registries hold now (a model registered at run time is a valid model.name)."""
-    return Schema(_train_types(conf), TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
+def train_schema(*dirs: Path) -> Schema:
+    """The schema of `nin train`'s config: train.yaml plus every option of every group, from
+    conf/ and then from each config directory a user adds on the search path (nin_cli/sources.py).
+    A user's option may set only keys nin knows, with values of their types (one line naming the
+    file and the key otherwise), except the arguments of a factory it names (`_target_`)."""
+    return Schema(_train_types(tuple(dirs) or (conf_dir(),)), TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
 
 
-@lru_cache(maxsize=4)
-def _train_types(conf: Path) -> dict[str, set[type]]:
+@lru_cache(maxsize=8)
+def _train_types(dirs: tuple[Path, ...]) -> dict[str, set[type]]:
     types: dict[str, set[type]] = {}
-    top = OmegaConf.to_container(OmegaConf.load(conf / "train.yaml"))
+    top = OmegaConf.to_container(OmegaConf.load(dirs[0] / "train.yaml"))
     _collect(types, flatten({k: v for k, v in top.items() if k not in ("defaults", "hydra")}))
-    for group in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
-        for option in sorted(group.glob("*.yaml")):
-            package = _package(option, group.name)
-            body = OmegaConf.to_container(OmegaConf.load(option)) or {}
-            body = {k: v for k, v in body.items() if k not in ("defaults", "hydra")}
-            _collect(types, flatten(body, "" if package == "_global_" else f"{package}."))
+    for group, option in _options(dirs[0]):
+        _collect(types, _option_keys(option, group))
     for key, kind in NULLABLE.items():
         types.setdefault(key, set()).update({kind, type(None)})
+    user = [(option, _option_keys(option, group)) for conf in dirs[1:] for group, option in _options(conf)]
+    for _, keys in user:  # a factory's arguments first: an experiment may set them too
+        free = tuple(k.rsplit(".", 1)[0] + "." for k in keys if k.endswith(("._target_", ".target")) and k.count(".") == 1)
+        for key, value in keys.items():
+            if key.startswith(free):
+                types.setdefault(key, set()).add(_value_type(value))
+    known = Schema({k: set(v) for k, v in types.items()}, TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
+    for option, keys in user:
+        for key, value in keys.items():
+            if not known.known(key):
+                raise ConfigError(f"{option}: unknown config key {key!r}{known.suggest(key)}")
+            if value == MISSING or (isinstance(value, str) and value.startswith("${")) or key.startswith(known.open_prefixes):
+                continue
+            try:
+                known.check_value(key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{option}: {exc}") from None
     return types
+
+
+def _options(conf: Path) -> list[tuple[str, Path]]:
+    """(group, option file) of a config directory, Hydra's own group (hydra/) aside."""
+    groups = sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra")
+    return [(group.name, option) for group in groups for option in sorted(group.glob("*.yaml"))]
+
+
+def _option_keys(option: Path, group: str) -> dict[str, Any]:
+    """An option file's keys (dotted, under its package) and values; one line naming a file that does not parse."""
+    try:
+        package = _package(option, group)
+        body = OmegaConf.to_container(OmegaConf.load(option)) or {}
+    except Exception as exc:
+        raise ConfigError(f"{option} does not parse: {str(exc).splitlines()[0]}") from None
+    if not isinstance(body, dict):
+        raise ConfigError(f"{option} is not a mapping of config keys")
+    body = {k: v for k, v in body.items() if k not in ("defaults", "hydra")}
+    return flatten(body, "" if package == "_global_" else f"{package}.")
 
 
 def file_schema(path: Path, open_prefixes: tuple[str, ...] = (), rules: dict[str, Rule] | None = None) -> Schema:

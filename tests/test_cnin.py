@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import nin_cli as api
 from nin_cli.config import load
-from nin_cli.models import build_model
+from nin_cli.network import build_model
 from nin_cli.seeding import generator
 from nin_cli.train import train, train_many
 
@@ -31,7 +31,7 @@ SMALL_CNN = [
 
 def cnn(*overrides: str):
     cfg = make_cfg("model=cnn", *overrides)
-    return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+    return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
 
 
 def loss_and_gradients(model, x, y, eps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -73,7 +73,7 @@ def test_the_noise_reaches_conv1s_kernel_gradient_only_under_the_papers_placemen
 
     def kernel_grad(eps: torch.Tensor) -> torch.Tensor:
         model.zero_grad()
-        (model.apply("conv1", x, {"conv1": eps}, None) * g).sum().backward()
+        (model.forward_layer("conv1", x, {"conv1": eps}, None) * g).sum().backward()
         return model.layers["conv1"].weight.grad.clone()
 
     clean, noisy = kernel_grad(torch.zeros(8)), kernel_grad(3 * torch.randn(8))
@@ -93,8 +93,8 @@ def test_the_noise_crossing_a_convolution_as_one_image_is_the_convolution_of_the
         h = x
         for name in model.conv_layers:
             h = torch.relu(torch.nn.functional.max_pool2d(model.layers[name](model.nins[name](h, eps[name])), 2))
-        h = torch.relu(model.apply("fc1", h.flatten(1), eps, None))
-        return model.apply("out", h, eps, None)
+        h = torch.relu(model.forward_layer("fc1", h.flatten(1), eps, None))
+        return model.forward_layer("out", h, eps, None)
 
     params = list(model.parameters())
     fast, reference = model(x, eps), noisy_input(x)

@@ -9,7 +9,7 @@ import torch
 from conftest import QUICK, column, make_cfg, read_rows, without_timing
 
 from nin_cli.hessian import ProbedLoss
-from nin_cli.models import build_model
+from nin_cli.network import build_model
 from nin_cli.noise import NoiseSource, unit_noise
 from nin_cli.objectives import make_loss, mse_half
 from nin_cli.seeding import generator
@@ -110,7 +110,7 @@ def test_evaluation_uses_zero_noise(tmp_path):
 
 def test_init_follows_the_spec():
     cfg = make_cfg("model.width=2000", "nin=all")
-    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
     w = model.layers["fc1"].weight.detach()
     assert abs(float(w.std()) * math.sqrt(784) - 1.0) < 0.02
     assert float(model.layers["fc1"].bias.detach().abs().max()) == 0.0
@@ -128,7 +128,7 @@ def test_niw_norm_at_epoch_zero_follows_nin_init(tmp_path, init, fan_in):
 
 def test_conv_niws_take_the_conv_fan_in():
     cfg = make_cfg("model=cnn", "nin=all")
-    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, generator(0, "init"))
+    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
     for name, fan_in in (("conv1", 1 * 9), ("conv2", 32 * 9), ("fc1", 64 * 7 * 7), ("out", 128)):
         std = float(model.nins[name].weight.detach().std())
         assert std * math.sqrt(fan_in) == pytest.approx(1.0, rel=0.2 if name != "out" else 0.6), name
@@ -136,7 +136,7 @@ def test_conv_niws_take_the_conv_fan_in():
 
 def test_hutchinson_matches_the_exact_hessian_trace():
     cfg = make_cfg("model.width=8", "nin=all")
-    model = build_model(cfg.model, cfg.nin, (5,), 3, generator(0, "init"))
+    model = build_model(cfg.model, cfg.nin, (5,), 3, 0)
     gen = generator(0, "data")
     x, y = torch.randn(16, 5, generator=gen), torch.randint(0, 3, (16,), generator=gen)
     shapes = {n: tuple(model.nins[n].weight.shape) for n in model.nins}

@@ -268,7 +268,9 @@ def read_measured(path: str) -> pd.DataFrame:
         raise ConfigError(f"{path}: not a phases.csv of nin summarize ({exc})") from None
 
 
-def predict_command(overrides: list[str], samples: int | None, sigmas: str | None, measured_path: str | None, out: Path):
+def predict_command(
+    overrides: list[str], samples: int | None, sigmas: str | None, measured_path: str | None, out: Path, config_dirs: list[str] = ()
+):
     """`nin predict`: predict.csv, predict_boundaries.csv and predict_layers.csv in `out`; the
     tables to print, titled, and the prediction's notes."""
     from hydra import compose, initialize_config_dir
@@ -276,11 +278,12 @@ def predict_command(overrides: list[str], samples: int | None, sigmas: str | Non
     from nin_cli.analysis.summarize import analysis_config, write_csv
     from nin_cli.config import check_command, resolve
     from nin_cli.schema import conf_dir
+    from nin_cli.sources import using
     from nin_cli.train.setup import build
 
     conf = conf_dir()
-    check_command(overrides, multirun=False)
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    overrides, sources = check_command(overrides, multirun=False, config_dirs=config_dirs)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"), using(sources):
         hydra_cfg = compose("train", overrides=overrides, return_hydra_config=True)
         cfg = resolve(compose("train", overrides=overrides)).cfg
     measured = read_measured(measured_path) if measured_path else None

@@ -58,8 +58,18 @@ def run_rows(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> pd.
         row.update(status=run.status.get("status", "unknown"), epoch=int(last(run, "epoch")) if len(run.metrics) else 0)
         row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits))
         row.update(final_train_acc=last(run, "train_acc"), final_test_acc=last(run, "test_acc"), final_test_loss=last(run, "test_loss"))
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values([*keys, "run"], key=sort_key, ignore_index=True)
+        rows.append(row | labels(run))
+    table = pd.DataFrame(rows).sort_values([*keys, "run"], key=sort_key, ignore_index=True)
+    return table.drop(columns=[c for c in LABELS if c in table and not table[c].astype(bool).any()])
+
+
+LABELS = ("tags", "notes")  # a researcher's labels of a run: shown beside it, never grouped by
+
+
+def labels(run: Run) -> dict[str, str]:
+    """The run's tags (comma-joined) and notes; '' where it has none."""
+    tags = run.config.get("tags") or ()
+    return {"tags": ",".join(map(str, tags)) if isinstance(tags, (tuple, list)) else str(tags), "notes": str(run.config.get("notes") or "")}
 
 
 def sort_key(col: pd.Series) -> pd.Series:
@@ -87,7 +97,7 @@ def finite_stats(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
-RESULT_COLUMNS = ("run", "seed", "status", "epoch", "phase", "phase_reason", "phases", "n_runs", *TAUS, *TAU_ERRS)
+RESULT_COLUMNS = ("run", "seed", "status", "epoch", "phase", "phase_reason", "phases", "n_runs", *TAUS, *TAU_ERRS, *LABELS)
 
 
 def key_columns(table: pd.DataFrame) -> list[str]:

@@ -26,8 +26,7 @@ from nin_cli.analysis.phases import classify, decay_times
 from nin_cli.analysis.predict import niw_mean_square, niw_tau_steps, phase_at
 from nin_cli.analysis.runs import Run
 from nin_cli.conventions import paper_units
-from nin_cli.models import build_model
-from nin_cli.seeding import generator
+from nin_cli.network import build_model
 
 
 @dataclass
@@ -95,7 +94,7 @@ def toy_setting(run: Run) -> ToySetting | None:
         return None
     model_cfg = OmegaConf.create({"name": "linear", "width": 1})
     nin_cfg = OmegaConf.create({"preset": "input", "layers": []})
-    model = build_model(model_cfg, nin_cfg, (1,), 1, generator(int(c["seed"]), "init"))
+    model = build_model(model_cfg, nin_cfg, (1,), 1, int(c["seed"]))
     n_train, batch = int(c["dataset.n_train"]), int(c["batch_size"])
     return ToySetting(
         w0=float(model.layers["w0"].weight.detach()),

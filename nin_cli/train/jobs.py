@@ -180,7 +180,7 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
             why = "; a diverged run is not extended" if cfg.get("extend", False) and status["status"] == "diverged" else ""
             console.print(f"[dim]{records.dir}: already {status['status']} at epoch {status['epoch']}; skipping{why}")
             return RunResult(status["status"], status["epoch"], status.get("reason"))
-    member = Member(build(cfg, data), records)
+    member = Member(build(cfg, data, records.dir if records.checkpoint_path.exists() else None), records)
     state = records.load_checkpoint() if cfg.resume else None
     if state is not None:
         member.load_state_dict(state)

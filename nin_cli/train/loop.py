@@ -42,7 +42,7 @@ class Ensemble:
         self.members = members
         self.active = list(members)
         self.epoch = min(m.epoch for m in members)  # the ensemble's last trained epoch
-        self.choice = choose_step(head.cfg, len(members), head.device) if kind is None else StepChoice(kind, "asked for")
+        self.choice = choose_step(head.cfg, len(members), head.device, head.model.kind) if kind is None else StepChoice(kind, "asked for")
         self.step: Step = make_step(self.choice.kind, members)
         self.groups = members[0].norm_groups
 

@@ -32,11 +32,7 @@ def norm_columns(model: NINModel, nin_layers: list[str]) -> list[str]:
 
 def norm_groups(model: NINModel, nin_layers: list[str]) -> list[list[str]]:
     """The parameters behind each norm column: a NIW, or all weight tensors of a layer a NIN feeds."""
-    groups = [[f"nins.{n}.weight"] for n in nin_layers]
-    return groups + [
-        [f"layers.{fed}.{p}" for p, _ in model.layers[fed].named_parameters() if p.endswith("weight")]
-        for fed in fed_layers(model, nin_layers)
-    ]
+    return [[model.niw_name(n)] for n in nin_layers] + [model.weight_names(fed) for fed in fed_layers(model, nin_layers)]
 
 
 def stacked_norms(param: Callable[[str], torch.Tensor], groups: list[list[str]], k: int, device) -> torch.Tensor:

@@ -5,6 +5,7 @@ model and loss, and the optimizer. The config comes resolved and, for training, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -12,9 +13,9 @@ from omegaconf import DictConfig
 from nin_cli.config import resolve
 from nin_cli.data import Dataset, load_dataset
 from nin_cli.errors import ConfigError
-from nin_cli.models import NINModel, build_model
+from nin_cli.models import NINModel
+from nin_cli.network import build_model
 from nin_cli.objectives import LossFn, make_loss
-from nin_cli.seeding import generator
 
 
 @dataclass
@@ -64,14 +65,15 @@ def matmul_autocast(cfg: DictConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False)  # graph-safe
 
 
-def build(cfg: DictConfig, data: Dataset | None = None) -> Setup:
-    """Data (unless shared in), model at its seed's initialisation, and loss, on the run's device."""
+def build(cfg: DictConfig, data: Dataset | None = None, records: Path | None = None) -> Setup:
+    """Data (unless shared in), model at its seed's initialisation, and loss, on the run's device
+    (`records`: the run directory a trained run is rebuilt for, network.build_model)."""
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         set_tf32(cfg.precision != "fp32")
     data = data or load_dataset(cfg.dataset, device)
     loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction)
-    model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, generator(cfg.seed, "init"))
+    model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, int(cfg.seed), records)
     model.to(device)
     nin_layers = list(model.nins.keys())
     shapes = {n: tuple(model.nins[n].weight.shape) for n in nin_layers}

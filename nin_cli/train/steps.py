@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
-from nin_cli.models import model_kind
+from nin_cli.models import ModelKind, model_kind
 from nin_cli.objectives import LOSSES
 from nin_cli.optimizers import plain_sgd
 from nin_cli.train.fused_mlp import FusedMLPStep
@@ -55,9 +55,10 @@ class StepChoice:
     reason: str
 
 
-def choose_step(cfg: DictConfig, k: int, device: torch.device) -> StepChoice:
-    """The one rule for which step trains an ensemble of `k` members of this config, and why."""
-    model = model_kind(cfg.model.name)
+def choose_step(cfg: DictConfig, k: int, device: torch.device, kind: ModelKind | None = None) -> StepChoice:
+    """The one rule for which step trains an ensemble of `k` members of this config, and why
+    (`kind`: what the built model allows; a shipped model's by its name where not given)."""
+    model = kind or model_kind(cfg.model.name)
     dropout = float(cfg.model.get("dropout", 0.0)) > 0
     if not plain_sgd(cfg):
         return StepChoice(
@@ -68,7 +69,7 @@ def choose_step(cfg: DictConfig, k: int, device: torch.device) -> StepChoice:
     if k == 1:
         return StepChoice("loop", "a single run: autograd and torch.optim on its own model")
     if not model.stackable:
-        return StepChoice("loop", f"model {cfg.model.name} has buffers (batch-norm statistics) that vmap cannot stack")
+        return StepChoice("loop", f"model {cfg.model.name} has buffers (batch-norm statistics, say) that vmap cannot stack")
     if model.conv and device.type == "cpu":
         return StepChoice("loop", "on the CPU a vmapped convolution is slower than stepping the members in turn")
     return StepChoice("vmap", f"{k} members stacked: one vmapped forward and backward per step")

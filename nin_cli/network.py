@@ -1,0 +1,52 @@
+"""A run's network, built: a shipped model by name (models.py) or the network a researcher's
+factory returns (user_model.py), its weights drawn from the run's seed and its NINs attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nin_cli import user_model
+from nin_cli.errors import ConfigError
+from nin_cli.models import MODEL_INITS, NINModel, init_weights, model_kind, resolve_nin_layers
+from nin_cli.seeding import generator
+
+
+def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, records: Path | None = None) -> NINModel:
+    """Build on the CPU from the seed's init stream (so every device starts from the same weights), NINs attached:
+    a shipped model by name, or the network a researcher's factory returns (user_model.py).
+    model.init=fan_in draws every Linear and Conv2d weight N(0, 1/fan_in) with zero biases (the
+    papers'); model.init=factory keeps the builder's own initialisation, drawn from `seed`.
+    `records`: the run directory the model is rebuilt for (resume, evaluate, load_model): its
+    factory is imported from the installed environment, never from there, and a line says which."""
+    gen = generator(int(seed), "init")
+    name = model_cfg.name
+    init = str(model_cfg.get("init", "fan_in"))
+    if init not in MODEL_INITS:
+        raise ConfigError(f"model.init must be one of {', '.join(MODEL_INITS)}, got {init!r}")
+    if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
+    if user_model.factory_target(model_cfg) is not None:
+        if records is not None:
+            user_model.announce(model_cfg, records)
+        model: NINModel = user_model.build(model_cfg, in_shape, n_out, seed, records)
+    else:
+        kind = model_kind(name)
+        if kind.images and len(in_shape) != 3:
+            raise ConfigError(f"model {name} needs image data; use model=mlp or model=linear for vector datasets")
+        if init == "factory":
+            with user_model.seeded(seed):
+                model = kind.build(model_cfg, in_shape, n_out)
+        else:
+            model = kind.build(model_cfg, in_shape, n_out)
+        model.kind = kind
+    if isinstance(model, user_model.ModuleNINModel) and nin_cfg.preset == "layers":
+        model.check_layers([str(n) for n in nin_cfg.get("layers") or []])  # says what a named module is, if not a layer
+    layers = resolve_nin_layers(nin_cfg, model.layer_names, name)
+    if init == "fan_in":
+        init_weights(model, gen)
+    model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"), nin_cfg.get("conv", "input"))
+    if model.channels_last:  # after the draws, so the weights are those of the default layout
+        model.to(memory_format=torch.channels_last)
+    return model

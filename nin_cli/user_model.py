@@ -1,0 +1,278 @@
+"""A researcher's own network with NINs: any `nn.Module` a factory returns, NINs at its modules by name.
+
+A model config names a factory, Hydra's way (`_target_: pkg.module.function` with its arguments)
+or nin's short form (`target: pkg.module:function`); every other key of the model config but nin's
+own (name, init, ninr_sigma) is an argument, and `in_shape` / `n_out` are passed where the
+factory takes them and the config does not set them. The network is left as it is: the NINs are
+wired by forward hooks, with the method's wiring (SPEC section 1): at a Linear, W_NI of its output
+width on its output (the pre-activation); at a Conv2d, W_NI of its input's shape on its input
+(`nin.conv=output`: on its output). The forward pass stays a pure function of
+(parameters, x, eps), so torch.func can stack members of an ensemble as for the shipped models.
+
+The layers that can carry a NIN are the Linear and Conv2d modules the forward pass reaches, in the
+order it reaches them (one dry pass at build time): `nin=input` is the first, `nin=all` every
+one, and the layer a NIN "feeds" (its weight_norm_ column) is the next one reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nin_cli.errors import ConfigError
+from nin_cli.models import ModelKind, NINModel, Tensors
+from nin_cli.seeding import stream_seed
+
+NIN_TYPES = (nn.Linear, nn.Conv2d)  # what the method defines a NIN's wiring for
+OWN_KEYS = ("name", "_target_", "target", "init", "ninr_sigma")  # nin's keys of a model config, not the factory's
+
+
+def factory_target(model_cfg) -> str | None:
+    """The factory a model config names, as `module.function` (None: a shipped model)."""
+    hydra_style, short = model_cfg.get("_target_"), model_cfg.get("target")
+    if hydra_style and short:
+        raise ConfigError(f"model names two factories (_target_={hydra_style} and target={short}); give one")
+    target = hydra_style or short
+    if target is None:
+        return None
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"model.target must be a string like pkg.module:function, got {target!r}")
+    return target.replace(":", ".")
+
+
+def locate(target: str, exclude: Path | None = None):
+    """Import `module.function` (the longest importable module prefix), never from `exclude` (a
+    run directory: its records are data, not code). One ConfigError line if it does not import."""
+    parts = target.split(".")
+    hidden = _hidden_paths(exclude)
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in hidden]
+    missing: ModuleNotFoundError | None = None
+    try:
+        for cut in range(len(parts) - 1, 0, -1):
+            module_name = ".".join(parts[:cut])
+            try:
+                obj = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and module_name.startswith(exc.name) and cut > 1:
+                    missing = missing or exc
+                    continue  # a shorter prefix may be the module (pkg.module.Class.method)
+                raise ConfigError(f"factory {target} does not import: {type(exc).__name__}: {exc}") from None
+            except Exception as exc:  # the module itself fails while importing
+                raise ConfigError(f"factory {target} does not import: {type(exc).__name__}: {exc}") from None
+            for attr in parts[cut:]:
+                if not hasattr(obj, attr):
+                    if missing is not None and cut < len(parts) - 1:
+                        raise ConfigError(f"factory {target} does not import: {type(missing).__name__}: {missing}")
+                    raise ConfigError(f"factory {target}: module {module_name} has no {'.'.join(parts[cut:])}")
+                obj = getattr(obj, attr)
+            if not callable(obj):
+                raise ConfigError(f"factory {target} is not callable")
+            return obj
+        raise ConfigError(f"factory {target} does not import: write it as pkg.module:function")
+    finally:
+        sys.path[:] = saved
+
+
+def _hidden_paths(exclude: Path | None) -> set[str]:
+    if exclude is None:
+        return set()
+    root = Path(exclude).resolve()
+    hidden = set()
+    for entry in sys.path:
+        where = Path(entry or ".").resolve()
+        if where == root or root in where.parents:
+            hidden.add(entry)
+    return hidden
+
+
+def announce(model_cfg, records: Path) -> None:
+    """One line on stderr: which factory a run's model is rebuilt from, and its file."""
+    target = factory_target(model_cfg)
+    fn = locate(target, records)
+    try:
+        where = inspect.getsourcefile(fn) or "?"
+    except TypeError:
+        where = "?"
+    print(f"nin: note: {records}: model {model_cfg.name} from factory {target} ({where}), as installed here", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The global torch generator seeded from the run's seed inside (a builder's own init draws
+    from it), and left as it was outside."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(int(seed), "factory_init"))
+        yield
+
+
+def factory_arguments(model_cfg) -> dict:
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig, OmegaConf
+
+    args = {str(k): v for k, v in model_cfg.items() if k not in OWN_KEYS}
+    if not args:
+        return {}
+    return dict(instantiate(OmegaConf.create(args) if not isinstance(args, DictConfig) else args, _convert_="all"))
+
+
+def network(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, exclude: Path | None = None) -> nn.Module:
+    """The researcher's network: the factory called with the config's arguments (its own init
+    drawn from the run's seed)."""
+    target = factory_target(model_cfg)
+    fn = locate(target, exclude)
+    try:
+        kwargs = factory_arguments(model_cfg)
+    except Exception as exc:  # a nested _target_ that does not instantiate
+        raise ConfigError(f"model factory {target}: its arguments do not instantiate: {str(exc).splitlines()[0]}") from None
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key, value in (("in_shape", tuple(in_shape)), ("n_out", int(n_out))):
+        if key not in kwargs and (key in params or takes_any):
+            kwargs[key] = value
+    if "dropout" in kwargs and "dropout" not in params and not takes_any:  # method=dropout sets it for the shipped models
+        if float(kwargs.pop("dropout") or 0.0) > 0:
+            raise ConfigError(f"model.dropout={model_cfg.dropout}, but model factory {target} takes no dropout argument")
+    try:
+        with seeded(seed):
+            net = fn(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model factory {target} does not take its arguments ({', '.join(kwargs) or 'none'}): {exc}") from None
+    except Exception as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ConfigError(f"model factory {target}({given}) failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"model factory {target} returned {type(net).__name__}, not a torch.nn.Module")
+    return net
+
+
+def reached_layers(net: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[str], dict[str, int]]:
+    """The Linear and Conv2d modules one forward pass reaches, in the order it reaches them, and
+    how often each runs. The pass is a dry one: eval mode, no gradients, two zero inputs."""
+    order: list[str] = []
+    calls: dict[str, int] = {}
+    handles = []
+    for name, module in net.named_modules():
+        if isinstance(module, NIN_TYPES):
+
+            def seen(module, args, name=name):
+                calls[name] = calls.get(name, 0) + 1
+                if name not in order:
+                    order.append(name)
+
+            handles.append(module.register_forward_pre_hook(seen))
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(2, *in_shape))
+    except Exception as exc:
+        shape = "x".join(str(d) for d in in_shape)
+        raise ConfigError(f"the model's forward pass fails on inputs of shape {shape}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.train(was_training)
+    return order, calls
+
+
+class ModuleNINModel(NINModel):
+    """A researcher's network (`self.net`, untouched) with NINs wired in by hooks at named modules."""
+
+    layer_prefix = "net."
+
+    def __init__(self, net: nn.Module, in_shape: tuple[int, ...], model_name: str):
+        super().__init__()
+        self.net = net
+        self.model_name = model_name
+        order, self.calls = reached_layers(net, in_shape)
+        self.modules_by_name = dict(net.named_modules())
+        self._layers = {name: self.modules_by_name[name] for name in order}
+        self.conv_layers = tuple(n for n in order if isinstance(self._layers[n], nn.Conv2d))
+        self._eps: Tensors | None = None
+        self._probes: Tensors | None = None
+        self._done: set[str] = set()
+        has_buffers = any(True for _ in net.buffers())
+        self.kind = ModelKind(stackable=not has_buffers, conv=bool(self.conv_layers))
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self._layers)
+
+    def layer(self, name: str) -> nn.Module:
+        return self._layers[name]
+
+    def forward(self, x: torch.Tensor, eps: Tensors | None = None, probes: Tensors | None = None) -> torch.Tensor:
+        self._eps, self._probes, self._done = eps, probes, set()
+        try:
+            return self.net(x)
+        finally:
+            self._eps, self._probes = None, None
+
+    def check_layers(self, names: list[str]) -> None:
+        """Each named module exists, can carry a NIN, and runs once in the forward pass."""
+        for name in names:
+            module = self.modules_by_name.get(name)
+            if module is None:
+                import difflib
+
+                candidates = [n for n, m in self.modules_by_name.items() if isinstance(m, NIN_TYPES)]
+                close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else f"; its Linear and Conv2d modules are: {', '.join(candidates)}"
+                raise ConfigError(f"NIN on module {name!r}, which model {self.model_name} does not have{hint}")
+            if not isinstance(module, NIN_TYPES):
+                raise ConfigError(
+                    f"NIN on module {name!r} of model {self.model_name}, a {type(module).__name__}: a NIN joins a Linear or a Conv2d"
+                )
+            if name not in self._layers:
+                raise ConfigError(f"NIN on module {name!r} of model {self.model_name}, which its forward pass never reaches")
+            if self.calls.get(name, 0) > 1:
+                raise ConfigError(
+                    f"NIN on module {name!r} of model {self.model_name}, which runs {self.calls[name]} times in one forward pass: "
+                    "a NIN joins a layer that runs once"
+                )
+
+    def wire(self, names: list[str]) -> None:
+        self.check_layers(names)
+        for name in names:
+            module = self._layers[name]
+            module.register_forward_pre_hook(self._before(name))
+            module.register_forward_hook(self._after(name))
+
+    def _before(self, name: str):
+        def inject_input(module, args):
+            # The noise joins the convolution's input where it is probed, or while shapes are read;
+            # else it crosses the convolution as one image (the same function: _after).
+            if name in self.input_side and not self.plain(name, self._probes):
+                self._done.add(name)
+                return (self.inject(name, args[0], self._eps, self._probes), *args[1:])
+            return None
+
+        return inject_input
+
+    def _after(self, name: str):
+        def inject_output(module, args, out):
+            if name in self._done:
+                return None
+            if name in self.input_side:  # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias
+                if not self.noisy(name, self._eps):
+                    return None
+                return out + self._eps[name].reshape(-1, 1, 1, 1) * self.output_noise(name)
+            return self.inject(name, out, self._eps, self._probes)
+
+        return inject_output
+
+
+def build(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, exclude: Path | None = None) -> ModuleNINModel:
+    """The researcher's network wrapped for NINs (attach_nins wires them; build_model does)."""
+    return ModuleNINModel(network(model_cfg, in_shape, n_out, seed, exclude), tuple(in_shape), str(model_cfg.name))
