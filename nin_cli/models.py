@@ -353,7 +353,7 @@ def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list
         if name not in layer_names:
             close = difflib.get_close_matches(name, layer_names, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have{hint} Its layers are: {', '.join(layer_names)}")
+            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have{hint}; its layers are: {', '.join(layer_names)}")
     if len(set(listed)) != len(listed):
         raise ConfigError(f"nin.layers lists a layer twice: {listed}")
     return listed

@@ -104,24 +104,55 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path):
 
 
 @pytest.mark.e2e
-def test_installed_wheel_runs_from_another_directory(tmp_path):
-    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users_configs(tmp_path):
+    """`pip install .` (a wheel, not editable) into a new virtual environment, run from a directory
+    outside the checkout in new interpreters with nothing of the checkout on their path: the
+    launcher presets, a batched sweep, a small map, a user's --config-dir, the robustness extra's
+    attacks and shell completion. The environment borrows this one's dependencies (torch, Hydra, ...)
+    through a .pth line, which does not carry this environment's editable path to the checkout."""
+    import sysconfig
+
+    wheels, venv, work = tmp_path / "wheels", tmp_path / "venv", tmp_path / "work"
     work.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True, cwd=tmp_path)
     wheel = next(wheels.glob("nin_cli-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, cwd=tmp_path)
-    env = {"PYTHONPATH": str(target)}
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True).stdout.strip())
+    (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)], check=True, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NIN_CONFIG_SEARCHPATH")}
+
+    def nin(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(venv / "bin" / "nin"), *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
     where = subprocess.run(
-        [sys.executable, "-c", "import nin_cli.schema as c; print(c.__file__); print(c.conf_dir())"],
-        cwd=work,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert all(p.startswith(str(target)) for p in where), where
-    proc = real_nin("train", *QUICK, "epochs=1", cwd=work, env=env)  # a new interpreter, importing the wheel
-    assert proc.returncode == 0, proc.stderr
-    runs = list((work / "outputs" / "runs").glob("*/*/metrics.csv"))
-    assert len(runs) == 1 and len(read_rows(runs[0].parent)) == 2
+        [python, "-c", "import nin_cli, hydra_plugins.nin_map_sweeper as m, hydra_plugins; print(nin_cli.__file__, m.__file__, *hydra_plugins.__path__)"],
+        cwd=work, env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert where[0].startswith(str(venv)) and where[1].startswith(str(venv)), where
+    assert not any(p.startswith((str(REPO / "nin_cli"), str(REPO / "hydra_plugins"))) for p in where), where  # not the checkout's
+    helped = nin("train", "--help")
+    launchers = "hydra/launcher: basic, batched, batched_local, batched_slurm, batched_slurm_gpu, joblib, local, nin_batched_local"
+    assert helped.returncode == 0 and launchers in helped.stdout, helped.stdout[-3000:]
+    for preset in ("parallel", "local", "batched_local"):
+        composed = nin("train", f"hydra/launcher={preset}", "--cfg", "hydra")
+        assert composed.returncode == 0 and "_target_: hydra_plugins" in composed.stdout, composed.stderr
+    (work / "conf" / "model").mkdir(parents=True)
+    (work / "conf" / "model" / "mlp32.yaml").write_text("name: mlp\ndepth: 1\nwidth: 32\ndropout: 0.0\n")
+    sweep = nin("train", "-m", "--config-dir", "conf", "model=mlp32", "hydra/launcher=batched", *QUICK[:2], "dataset.train_size=512",
+                "dataset.test_size=200", "epochs=2", "noise.sigma=1,30", "hydra.sweep.dir=sweep")  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr
+    runs = sorted((work / "sweep").glob("*/metrics.csv"))
+    assert len(runs) == 2 and all(len(read_rows(r.parent)) == 3 for r in runs) and "width: 32" in (runs[0].parent / "config.yaml").read_text()
+    mapped = nin("map", "+experiment=linear_toy", "hydra.sweeper.axis=noise.sigma", "hydra.sweeper.lo=1", "hydra.sweeper.hi=30",
+                 "hydra.sweeper.seeds=2", "hydra.sweeper.budget=4", "hydra/launcher=batched", "epochs=3", "progress=false", "hydra.sweep.dir=map")  # fmt: skip
+    assert mapped.returncode == 0 and (work / "map" / "boundaries.csv").exists(), mapped.stderr
+    robust = nin("evaluate", str(runs[0].parent), "test_size=100", "attack_test_size=50", "attacks=[apgd]", "epsilons=[0.1]",
+                 "apgd_steps=5", "gaussian=[]", "corruptions={rotate: [1]}", "--no-progress")  # fmt: skip
+    assert robust.returncode == 0, robust.stderr
+    table = (runs[0].parent / "robustness.csv").read_text()
+    assert "apgd" in table and "rotate" in table
+    completion = nin("--shell-completion", "install=bash")
+    assert completion.returncode == 0 and "complete" in completion.stdout
