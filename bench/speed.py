@@ -6,6 +6,9 @@ and the batched ensemble engine at several K, side by side in one process on the
     python bench/speed.py --train-size 20000       # a slice of the training set, for a quick look
     python bench/speed.py --precision bf16         # nin in precision=bf16, next to the loop with and without autocast
 
+Beside the shipped Fig. 3 MLP and CNN, (g) trains the same networks written as a researcher's
+nn.Sequential factories (examples/nin_examples, `pip install -e examples`): nin's generic path.
+
 The methods are timed in turn, one epoch each (a, b, c, a, b, c, ...; --repeats rounds), and each
 reports its median, so load from elsewhere on the machine falls on all of them alike. (b) is shown
 as its training step and with the per-epoch measurement (clean train and test metrics, Tr H_z, the
@@ -53,6 +56,23 @@ SETTINGS = {
     "fig3": ["+experiment=fig3"],  # 1 x 1024, CE, batch 1000, lr 0.01
     "cnn": ["+experiment=ninr_comparison", "model=cnn"],  # the NINR study's CNN, batch 128, lr 0.05
 }
+
+
+# The generic path (nin_cli/user_model.py): the same networks as a researcher's nn.Sequential factories
+# (examples/nin_examples/networks.py), with the papers' init, NINs wired by module name through hooks.
+GENERIC = {
+    "fig3": {"name": "my_mlp", "_target_": "nin_examples.networks.mlp", "init": "fan_in"},
+    "cnn": {"name": "my_cnn", "_target_": "nin_examples.networks.cnn", "init": "fan_in"},
+}
+
+
+def generic_cfg(cfg, setting: str):
+    """The setting with its network as a factory's (same architecture, same weights and noise)."""
+    out = cfg.copy()
+    arch = {k: cfg.model[k] for k in ("depth", "width", "channels", "hidden") if k in cfg.model}
+    OmegaConf.set_struct(out, False)
+    out.model = {**GENERIC[setting], **arch}
+    return out
 
 
 def setting_overrides(setting: str, device: str) -> list[str]:
@@ -205,6 +225,13 @@ def nin_batched(cfg, data, tmp: Path, k: int, kind: str | None = None) -> Callab
     return epoch
 
 
+def generic_kind(cfg):
+    """What the steps can do with the factory's network (built once, on the CPU)."""
+    from nin_cli.network import build_model
+
+    return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0).kind
+
+
 def interleaved(methods: dict[str, Callable[[], float | tuple[float, ...]]], repeats: int) -> dict[str, list]:
     """Each method's epochs, timed in turn (a, b, c, a, b, c, ...): load from elsewhere on the
     machine falls on all of them alike, and the medians compare."""
@@ -276,6 +303,7 @@ def main() -> None:
     parser.add_argument("--precision", default="tf32", choices=PRECISIONS, help="precision= (tf32: TF32 on CUDA, fp32 on CPU)")
     parser.add_argument("--log-every", type=int, default=1, help="steps.csv every N steps, as log.every_steps (0: off)")
     parser.add_argument("--no-graphs", action="store_true", help="CUDA: the batched engine without CUDA graph replay")
+    parser.add_argument("--no-generic", action="store_true", help="skip the (g) rows: the networks as factories (needs nin_examples)")
     args = parser.parse_args()
     root = torchvision_root()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, train size {args.train_size or 60000}", end="")
@@ -313,12 +341,19 @@ def main() -> None:
                             if fused and kind == "loop":
                                 before = nin_batched(cfg, data, Path(tmp) / f"{label}'", k, kind)
                                 methods[f"(c') K={k} loop, PyTorch's first block"] = unfused(before)
+                    if setting in GENERIC and not args.no_generic:
+                        gcfg = generic_cfg(cfg, setting)
+                        methods["(g) generic path"] = nin_single(gcfg, data, Path(tmp) / "generic")
+                        for k in ks:
+                            methods[f"(g) generic batched K={k} ({choose_step(cfg, k, device, generic_kind(gcfg)).kind})"] = nin_batched(
+                                gcfg, data, Path(tmp) / f"generic{k}", k
+                            )
                     times = interleaved(methods, args.repeats)
                 base = statistics.median(times["(a) PyTorch + DataLoader"])
                 train = statistics.median(t for t, _, _ in times["(b) nin train"])
                 measure = statistics.median(m for _, m, _ in times["(b) nin train"])
                 before = statistics.median(m for _, _, m in times["(b) nin train"])
-                medians = {name: statistics.median(ts) for name, ts in times.items() if not name.startswith("(b)")}
+                medians = {name: statistics.median(ts) for name, ts in times.items() if not name.startswith(("(b)", "(g) generic path"))}
                 rows = [(name, t, "") for name, t in medians.items() if name.startswith("(a")]
                 rows += [
                     ("(b) nin train (train step)", train, ""),
@@ -326,6 +361,14 @@ def main() -> None:
                     ("(b) + per-epoch measurement", train + measure, f"+{measure / train:.0%}"),
                 ]
                 rows += [(name, t, "") for name, t in medians.items() if name.startswith(("(b')", "(c"))]
+                if "(g) generic path" in times:
+                    g_train = statistics.median(t for t, _, _ in times["(g) generic path"])
+                    g_measure = statistics.median(m for _, m, _ in times["(g) generic path"])
+                    rows += [
+                        ("(g) generic path (train step)", g_train, ""),
+                        ("(g) + per-epoch measurement", g_train + g_measure, f"+{g_measure / g_train:.0%}"),
+                    ]
+                    rows += [(name, t, "") for name, t in medians.items() if name.startswith("(g)")]
                 for name, seconds, extra in rows:
                     line = f"{setting:<6} {device_name:<6} {name:<36} {seconds * 1000:>11.1f} ms {base / seconds:>7.2f}x {extra:>12}"
                     print(line.rstrip(), flush=True)

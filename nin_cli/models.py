@@ -130,14 +130,18 @@ class NINModel(nn.Module):
         if name not in self.input_side:
             return self.inject(name, layer(h), eps, probes)
         if self.plain(name, probes) and self.noisy(name, eps):
-            # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias: the same function, but
-            # the noise crosses the convolution as one image, so the NIW's gradient needs no input
-            # gradient of the whole batch (at the image, none is needed otherwise)
-            out = layer(h).permute(0, 2, 3, 1)  # NHWC: a view of the channels-last output
-            noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)
-            flat = torch.addmm(out.reshape(len(h), -1), eps[name][:, None], noise)
-            return flat.view(out.shape).permute(0, 3, 1, 2)  # the NIW's gradient: one matrix-vector product
+            return self.noise_through(name, layer(h), eps[name])
         return layer(self.inject(name, h, eps, probes))
+
+    def noise_through(self, name: str, out: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """conv(h + W_NI eps) from out = conv(h): conv(h) + eps conv(W_NI) without the bias. The same
+        function, but the noise crosses the convolution as one image, so the NIW's gradient needs no
+        input gradient of the whole batch (at the image, none is needed otherwise); in NHWC, the
+        layout of the channels-last output, the NIW's gradient is one matrix-vector product."""
+        nhwc = out.permute(0, 2, 3, 1)
+        noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)
+        flat = torch.addmm(nhwc.reshape(len(out), -1), eps[:, None], noise)
+        return flat.view(nhwc.shape).permute(0, 3, 1, 2)
 
     def plain(self, name: str, probes: Tensors | None) -> bool:
         """Layer `name` computed as a function of (parameters, input, eps) only: no shapes being
@@ -353,7 +357,7 @@ def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list
         if name not in layer_names:
             close = difflib.get_close_matches(name, layer_names, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have{hint}; its layers are: {', '.join(layer_names)}")
+            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have; its layers are: {', '.join(layer_names)}{hint}")
     if len(set(listed)) != len(listed):
         raise ConfigError(f"nin.layers lists a layer twice: {listed}")
     return listed

@@ -199,6 +199,7 @@ class ModuleNINModel(NINModel):
         self.modules_by_name = dict(net.named_modules())
         self._layers = {name: self.modules_by_name[name] for name in order}
         self.conv_layers = tuple(n for n in order if isinstance(self._layers[n], nn.Conv2d))
+        self.channels_last = bool(self.conv_layers)  # conv weights NHWC, as the shipped CNN's (oneDNN's and cuDNN's fast layout)
         self._eps: Tensors | None = None
         self._probes: Tensors | None = None
         self._done: set[str] = set()
@@ -267,7 +268,7 @@ class ModuleNINModel(NINModel):
             if name in self.input_side:  # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias
                 if not self.noisy(name, self._eps):
                     return None
-                return out + self._eps[name].reshape(-1, 1, 1, 1) * self.output_noise(name)
+                return self.noise_through(name, out, self._eps[name])
             return self.inject(name, out, self._eps, self._probes)
 
         return inject_output
