@@ -53,10 +53,12 @@ def legacy_defaults(flat: Mapping) -> dict[str, Any]:
     from nin_cli.models import MODELS
 
     kind = MODELS.get(str(flat.get("model.name")))
+    mse = flat.get("loss.name") == "mse"
     return {
         "nin.init": "unit",
         "nin.conv": "output" if kind is not None and kind.conv else "input",
-        "loss.reduction": "half_sum" if flat.get("loss.name") == "mse" else "mean",
+        "loss.reduction": "half_sum" if mse else "mean",
+        **({"loss.outputs": "logits"} if mse else {}),
         "hessian.niw_curvature": False,
         "eval.standard_errors": False,
     }

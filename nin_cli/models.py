@@ -24,7 +24,9 @@ from torch import nn
 from nin_cli import conv_block
 from nin_cli.errors import ConfigError
 
-NIW_INITS = ("layer", "unit")
+# nin.init, the NIW's scale: layer: N(0, 1/fan_in of the layer it joins) (the papers') | input: N(0, 1/size
+# of that layer's input, flattened: 784 at an image) | unit: N(0, 1) | a number: that std
+NIW_INITS = ("layer", "input", "unit")
 CONV_PLACEMENTS = ("input", "output")  # where a NIN joins a convolution (nin.conv)
 Tensors = dict[str, torch.Tensor]
 
@@ -192,19 +194,41 @@ class NINModel(nn.Module):
         their sigma units assume; for a convolution C_in*k*k, the layer the noise feeds under either
         placement); init=unit: N(0, 1), the NIN's own fan-in of 1. `conv` places the NINs of
         convolutional layers on their input (cNINR) or on their output."""
-        if init not in NIW_INITS:
-            raise ConfigError(f"nin.init must be one of {', '.join(NIW_INITS)}, got {init!r}")
+        if not (init in NIW_INITS or (isinstance(init, (int, float)) and not isinstance(init, bool) and init > 0)):
+            raise ConfigError(f"nin.init must be one of {', '.join(NIW_INITS)} or a number > 0 (the NIW's std), got {init!r}")
         if conv not in CONV_PLACEMENTS:
             raise ConfigError(f"nin.conv must be one of {', '.join(CONV_PLACEMENTS)}, got {conv!r}")
         self.input_side = frozenset(n for n in names if n in self.conv_layers) if conv == "input" else frozenset()
         self.wire(names)
+        sizes = self.input_sizes(names, in_shape) if init == "input" else {}
         shapes = self.preactivation_shapes(in_shape)
         for name in names:
             nin = NoiseInjection(shapes[name])
-            std = 1.0 / math.sqrt(self.layer_fan_in(name)) if init == "layer" else 1.0
+            std = {"layer": lambda: self.layer_fan_in(name) ** -0.5, "input": lambda: sizes[name] ** -0.5, "unit": lambda: 1.0}.get(
+                init, lambda: float(init)
+            )()
             with torch.no_grad():
                 nin.weight.normal_(0.0, std, generator=gen)
             self.nins[name] = nin
+
+    def input_sizes(self, names: list[str], in_shape: tuple[int, ...]) -> dict[str, int]:
+        """Each named layer's input, flattened: its size per sample (a Linear's in_features; C*H*W
+        of what a convolution reads), from one dry forward pass."""
+        sizes: dict[str, int] = {}
+
+        def record(name: str):
+            def pre_hook(module, args) -> None:
+                sizes.setdefault(name, args[0][0].numel())
+
+            return pre_hook
+
+        hooks = [self.layer(n).register_forward_pre_hook(record(n)) for n in names]
+        try:
+            self.preactivation_shapes(in_shape)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return sizes
 
     def wire(self, names: list[str]) -> None:
         """Connect the NINs at `names` to the forward pass: the shipped models call forward_layer

@@ -15,7 +15,15 @@ from nin_cli.errors import ConfigError
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-REDUCTIONS = ("mean", "half_sum")
+# The MSE's forms, each L = c / |B| sum_i ||f_i - y_i||^2 with c (the probe paper's phase units assume
+# one of them; docs/phases.md maps which):
+#   mean      c = 1/C     (torch's MSELoss, Keras's default: mean over the batch and the C outputs)
+#   half_mean c = 1/(2C)
+#   sum       c = 1       (summed over the outputs, mean over the batch)
+#   half_sum  c = 1/2     (the linear toy model's theory)
+MSE_FACTORS = {"mean": lambda c: 1.0 / c, "half_mean": lambda c: 0.5 / c, "sum": lambda c: 1.0, "half_sum": lambda c: 0.5}
+REDUCTIONS = tuple(MSE_FACTORS)
+OUTPUTS = ("logits", "softmax")  # what the MSE compares with the one-hot targets: the network's outputs, or their softmax
 
 
 def one_hot_targets(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -23,49 +31,57 @@ def one_hot_targets(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.one_hot(target, out.shape[-1]).to(out.dtype) if target.dtype == torch.long else target
 
 
-def mse_half(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L = 1/(2|B|) sum ||f - y||^2: the form the linear toy model's theory is written for."""
-    return 0.5 * (out - one_hot_targets(out, target)).pow(2).sum(dim=-1).mean()
+def mse(reduction: str, outputs: str = "logits") -> LossFn:
+    """The MSE in one of its forms (MSE_FACTORS), on the outputs or on their softmax."""
+    if reduction not in MSE_FACTORS:
+        raise ConfigError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if outputs not in OUTPUTS:
+        raise ConfigError(f"loss.outputs must be one of {', '.join(OUTPUTS)}, got {outputs!r}")
+    factor = MSE_FACTORS[reduction]
+    squash = outputs == "softmax"
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        f = out.softmax(dim=-1) if squash else out
+        return factor(out.shape[-1]) * (f - one_hot_targets(out, target)).pow(2).sum(dim=-1).mean()
+
+    return loss
 
 
-def mse_mean(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L = 1/(|B| C) sum ||f - y||^2 (torch's MSELoss): the papers' MSE for networks."""
-    return (out - one_hot_targets(out, target)).pow(2).mean()
+mse_half = mse("half_sum")  # L = 1/(2|B|) sum ||f - y||^2: the form the linear toy model's theory is written for
 
 
 def mse_output_scale(reduction: str, n_out: int) -> float:
-    """dL/df = scale * (f - y) / |B| for the MSE forms (the fused MLP step writes the gradient out)."""
-    return 2.0 / n_out if reduction == "mean" else 1.0
+    """dL/df = scale * (f - y) / |B| for the MSE forms on the outputs (the fused MLP step writes the gradient out)."""
+    return 2.0 * MSE_FACTORS[reduction](n_out)
 
 
 @dataclass(frozen=True)
 class LossKind:
     """A loss and what the training steps can do with it."""
 
-    make: Callable[[str], LossFn]  # reduction -> the loss
+    make: Callable[[str, str], LossFn]  # (reduction, outputs) -> the loss
     labels: bool = False  # needs class labels
-    fused: bool = True  # the hand-written MLP step writes its gradient out
-
-
-def _mse(reduction: str) -> LossFn:
-    if reduction not in REDUCTIONS:
-        raise ConfigError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    return mse_mean if reduction == "mean" else mse_half
+    fused: bool = True  # the hand-written MLP step writes its gradient out (on the outputs, not their softmax)
 
 
 LOSSES: dict[str, LossKind] = {
-    "ce": LossKind(lambda reduction: F.cross_entropy, labels=True),
-    "mse": LossKind(_mse),
+    "ce": LossKind(lambda reduction, outputs: F.cross_entropy, labels=True),
+    "mse": LossKind(mse),
 }
 
 
-def make_loss(name: str, task: str, reduction: str = "mean") -> LossFn:
+def make_loss(name: str, task: str, reduction: str = "mean", outputs: str = "logits") -> LossFn:
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     kind = LOSSES[name]
     if kind.labels and task != "classification":
         raise ConfigError(f"loss={name} needs class labels; use loss=mse for a regression dataset")
-    return kind.make(reduction)
+    return kind.make(reduction, outputs)
+
+
+def fused_loss(loss_cfg) -> bool:
+    """Whether the fused MLP step writes this loss's gradient out."""
+    return LOSSES[loss_cfg.name].fused and loss_cfg.get("outputs", "logits") == "logits"
 
 
 def sample_losses(loss_fn: LossFn, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

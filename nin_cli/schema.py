@@ -45,6 +45,9 @@ NULLABLE: dict[str, type] = {
     "logger.tracking_uri": str,
 }
 
+# Keys whose values may also be of another type than their default's.
+ALSO: dict[str, set[type]] = {"nin.init": {float}}  # a NIW's std, beside layer | input | unit
+
 Rule = tuple[Callable[[Any], bool], str]
 POSITIVE: Rule = (lambda v: v > 0, "> 0")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
@@ -65,6 +68,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "divergence.factor": POSITIVE,
     "checkpoint.every": AT_LEAST_ONE,
     "noise.sigma": NON_NEGATIVE,
+    "nin.init": POSITIVE,  # where it is a number
     "noise.sigma2_paper": NON_NEGATIVE,
     "noise.schedule.end": NON_NEGATIVE,
     "noise.schedule.gamma": POSITIVE,
@@ -102,7 +106,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
     from nin_cli.models import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
     from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
-    from nin_cli.objectives import LOSSES, REDUCTIONS
+    from nin_cli.objectives import LOSSES, OUTPUTS, REDUCTIONS
     from nin_cli.optimizers import OPTIMIZERS, PRECISIONS
 
     return {
@@ -117,6 +121,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
         "nin.conv": CONV_PLACEMENTS,
         "loss.name": tuple(LOSSES),
         "loss.reduction": REDUCTIONS,
+        "loss.outputs": OUTPUTS,
         "optimizer.name": tuple(OPTIMIZERS),
         "dataset.split": ("standard", "fraction"),
     }
@@ -169,7 +174,7 @@ class Schema:
             raise ConfigError(f"{key} must be {wanted}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        if key in self.choices and value not in self.choices[key]:
+        if key in self.choices and isinstance(value, str) and value not in self.choices[key]:
             raise ConfigError(f"{key} must be one of {', '.join(self.choices[key])}, got {value!r}")
         if key in self.rules and isinstance(value, (int, float)) and not isinstance(value, bool):
             ok, text = self.rules[key]
@@ -252,6 +257,8 @@ def _train_types(dirs: tuple[Path, ...]) -> dict[str, set[type]]:
         _collect(types, _option_keys(option, group))
     for key, kind in NULLABLE.items():
         types.setdefault(key, set()).update({kind, type(None)})
+    for key, kinds in ALSO.items():
+        types.setdefault(key, set()).update(kinds)
     user = [(option, _option_keys(option, group)) for conf in dirs[1:] for group, option in _options(conf)]
     for _, keys in user:  # a factory's arguments first: an experiment may set them too
         free = tuple(k.rsplit(".", 1)[0] + "." for k in keys if k.endswith(("._target_", ".target")) and k.count(".") == 1)

@@ -72,7 +72,7 @@ def build(cfg: DictConfig, data: Dataset | None = None, records: Path | None = N
     if device.type == "cuda":
         set_tf32(cfg.precision != "fp32")
     data = data or load_dataset(cfg.dataset, device)
-    loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction)
+    loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction, cfg.loss.get("outputs", "logits"))
     model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, int(cfg.seed), records)
     model.to(device)
     nin_layers = list(model.nins.keys())

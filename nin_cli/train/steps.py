@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
 from nin_cli.models import ModelKind, model_kind
-from nin_cli.objectives import LOSSES
+from nin_cli.objectives import fused_loss
 from nin_cli.optimizers import plain_sgd
 from nin_cli.train.fused_mlp import FusedMLPStep
 from nin_cli.train.graphs import graphed_on_cuda
@@ -64,7 +64,7 @@ def choose_step(cfg: DictConfig, k: int, device: torch.device, kind: ModelKind |
         return StepChoice(
             "loop", f"optimizer {cfg.optimizer.name} (momentum {cfg.optimizer.get('momentum', '-')}) keeps state per parameter"
         )
-    if model.fused and LOSSES[cfg.loss.name].fused and not dropout:
+    if model.fused and fused_loss(cfg.loss) and not dropout:
         return StepChoice("fused", f"plain SGD on {cfg.model.name}: the hand-written fused MLP step")
     if k == 1:
         return StepChoice("loop", "a single run: autograd and torch.optim on its own model")
