@@ -34,6 +34,8 @@ def load_runs(path: str | Path) -> pd.DataFrame:
 
     root = Path(path)
     runs = _runs(root)
+    if not runs:
+        return pd.DataFrame(columns=["run"])
     table = run_rows(runs, analysis_config(conf_dir()), root if root.is_dir() else None)
     config = pd.DataFrame([{"run": run_name(run.path, root if root.is_dir() else None), **run.config} for run in runs])
     extra = [c for c in config.columns if c not in table.columns]

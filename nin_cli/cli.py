@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def train_command(args: list[str]) -> None:
     config_dirs = _flag_values(args, ("--config-dir", "-cd"))
     if not any(a in args for a in ("--help", "-h", "--hydra-help")):
         multirun = any(a in args for a in ("-m", "--multirun"))
-        _, sources = check_command(_values(args), multirun=multirun, config_dirs=config_dirs)
+        inspect = any(a in args for a in ("--cfg", "-c", "--info", "-i"))
+        _, sources = check_command(_values(args), multirun=multirun, config_dirs=config_dirs, inspect=inspect)
         hand_down(sources)
     sys.argv = ["nin train", *_flags_first(args)]
     hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(hydra_task)()
@@ -256,14 +258,25 @@ def dispatch(argv: list[str]) -> None:
     if command == "train":
         return train_command(rest)
     if command == "map":  # a multirun whose sweeper is the map (hydra_plugins/nin_map_sweeper)
+        if any(a in ("-h", "--help") for a in rest):
+            from hydra_plugins.nin_map_sweeper.map_sweeper import help_text
+
+            print(help_text())
+            return
         return train_command(["-m", "hydra/sweeper=map", *[a for a in rest if a not in ("-m", "--multirun")]])
     if command not in HANDLERS:
         fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     HANDLERS[command](parser(command).parse_intermixed_args(rest))
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one `nin: warning:` line, without Python's source line."""
+    print(f"nin: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    warnings.showwarning = one_line_warning
     try:
         with one_line_errors():
             dispatch(argv)

@@ -210,10 +210,15 @@ def sweep_jobs(grid: Mapping[str, Any], overrides: list[str]) -> list[list[str]]
 
 
 def hydra_message(exc: Exception) -> str:
-    """Hydra's error on one line, its hint kept (e.g. 'To append to your config use +experiment=fig3')."""
+    """Hydra's error on one line, its hint kept (e.g. 'To append to your config use +experiment=fig3'),
+    and its cause's first line where Hydra's own says only where (Error merging override ...)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     keep = [line for line in lines if not line.startswith(("See https://", "full_key:", "object_type="))]
-    return " ".join(keep[:3]) or type(exc).__name__
+    message = " ".join(keep[:3]) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and message.startswith("Error merging override"):
+        message += f": {str(cause).strip().splitlines()[0]}"
+    return message
 
 
 def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
@@ -258,7 +263,9 @@ def command_sources(overrides: list[str], config_dirs: list[str]) -> tuple[Sourc
     return sources, rest
 
 
-def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] = ()) -> tuple[list[str], Sources]:
+def check_command(
+    overrides: list[str], multirun: bool, config_dirs: list[str] = (), inspect: bool = False
+) -> tuple[list[str], Sources]:
     """Every job of the command composed, resolved and validated before the first one trains:
     unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
     here, contradicting inputs, each job's values, and each distinct model built once (a factory
@@ -267,15 +274,24 @@ def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] =
     compose with (`hydra.searchpath` holding every config directory) and those directories."""
     sources, overrides = command_sources(overrides, list(config_dirs))
     with using(sources):
-        _check_command(overrides, multirun, sources)
+        _check_command(overrides, multirun, sources, inspect)
     return overrides, sources
 
 
-def _check_command(overrides: list[str], multirun: bool, sources: Sources) -> None:
+SWEEP_ONLY = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper")  # what only a multirun (-m) reads
+
+
+def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspect: bool = False) -> None:
     from hydra import compose, initialize_config_dir
 
     conf = sources.dirs[0]
     parsed = parse(overrides)
+    for override in parsed if not multirun else []:
+        key = override.key_or_group
+        if override.is_sweep_override():
+            raise ConfigError(f"{override.input_line} is a sweep: add -m (nin train -m ...) to train one run per value")
+        if key.startswith(SWEEP_ONLY) and not inspect:
+            raise ConfigError(f"{override.input_line} sets how a sweep runs, and this is one run: add -m (nin train -m ...), or leave it out")
     schema = train_schema(*sources.dirs)
     for override in parsed:  # typos first, with the closest valid key
         key = override.key_or_group
@@ -292,6 +308,7 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources) -> No
         except Exception as exc:  # Hydra's composition errors
             raise ConfigError(_composition_error(exc, fixed, compose)) from None
         grid = {str(k): str(v) for k, v in (base.hydra.sweeper.get("params") or {}).items()} if multirun else {}
+        check_output_dir(base, multirun)
         if multirun:
             check_launcher(base)
         check_conflicts(parsed, grid, base)
@@ -353,11 +370,34 @@ def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
     return message
 
 
+def check_output_dir(base: DictConfig, multirun: bool) -> None:
+    """hydra.run.dir (a run) or hydra.sweep.dir (a sweep) must be a directory nin can make: not a
+    file, nor under one."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        where = Path(str(OmegaConf.select(base, key)))
+    except Exception as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"{key} does not resolve: {str(exc).splitlines()[0]}") from None
+    for path in (where, *where.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"{key}={where}: {path} is a file, not a directory")
+            return
+
+
 def check_launcher(base: DictConfig) -> None:
-    """A SLURM launcher needs SLURM's sbatch here, and a request that a node of its partition can
-    satisfy; say so before Hydra's submitit fails or a job waits forever."""
+    """The launcher's own settings (an ensemble of at least one run); a SLURM launcher needs
+    SLURM's sbatch here, and a request that a node of its partition can satisfy; say so before
+    Hydra's submitit fails or a job waits forever."""
     from nin_cli.cluster import check_request
 
+    size = base.hydra.launcher.get("batch_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(f"hydra.launcher.batch_size (runs per ensemble) must be an integer >= 1, got {size!r}")
+    for key, least in (("array_parallelism", 1), ("timeout_min", 1), ("max_num_timeout", 0)):
+        value = base.hydra.launcher.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            raise ConfigError(f"hydra.launcher.{key} must be >= {least}, got {value}")
     target = str(base.hydra.launcher.get("_target_", ""))
     if "Slurm" not in target:
         return

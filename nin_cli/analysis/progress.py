@@ -102,8 +102,12 @@ def read_progress(sweep: Path) -> SweepProgress:
         recorded = {}
     statuses: Counter = Counter()
     for run in find_runs([sweep]):
-        status = RunRecords(run).read_status()
-        statuses[status["status"] if status else "unknown"] += 1
+        records = RunRecords(run)
+        status = records.read_status()
+        name = status["status"] if status else "unknown"
+        if name == "running" and records.lock.holder() is None:
+            name = "interrupted"  # its process is gone (killed before it could say so): rerun to resume
+        statuses[name] += 1
     return SweepProgress(recorded.get("total"), statuses, recorded.get("jobs", recorded.get("total")))
 
 
