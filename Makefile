@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/main
 
-.PHONY: setup data run test test-fast test-slow test-slurm slurm-start slurm-stop lint format bench clean
+.PHONY: setup data run test test-fast test-slow test-slurm fuzz slurm-start slurm-stop lint format bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test-fast: setup
 
 test-slow: setup
 	$(PYTEST) -m slow
+
+# The fuzzer of tests/test_fuzz.py with many more draws (the suite runs 60): every drawn command answered in one line.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PYTEST) tests/test_fuzz.py
 
 # The SLURM tests, against the one-node cluster of scripts/slurm-local.sh (started if it is not up).
 test-slurm: setup slurm-start

@@ -31,6 +31,8 @@ from nin_cli.errors import ConfigError, RecordError
 from nin_cli.schema import flatten, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
 
+# What every config.yaml nin ever wrote holds: without one of them a saved config is damaged.
+RUN_KEYS = ("seed", "device", "epochs", "batch_size", "model.name", "dataset.name", "nin.preset", "noise.sigma", "optimizer.name", "loss.name")
 SIGMA_KEYS = ("noise.sigma", "noise.sigma2_paper")  # two names of one noise scale: a run gives one
 FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 
@@ -120,7 +122,14 @@ def load(path: Path, validate: bool = False) -> RunConfig:
         raise RecordError(f"{path} is damaged ({type(exc).__name__}); cannot tell which run this directory holds") from None
     if not isinstance(saved, DictConfig):
         raise RecordError(f"{path} is damaged (not a mapping); cannot tell which run this directory holds")
-    return resolve(saved, validate)
+    try:
+        run = resolve(saved, validate)
+    except ConfigError as exc:
+        raise RecordError(f"{path} is damaged ({exc}); cannot tell which run this directory holds") from None
+    missing = [key for key in RUN_KEYS if key not in run.flat]
+    if missing:
+        raise RecordError(f"{path} is damaged (no {', '.join(missing)}); cannot tell which run this directory holds")
+    return run
 
 
 def check_model_name(model: DictConfig) -> None:
@@ -225,11 +234,13 @@ def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
     """`group=option` for an option that does not exist: one line that lists the group's options,
     as Hydra finds them (every config directory on the search path, and the plugins' own)."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.types import Glob
 
     loader = GlobalHydra.instance().config_loader()
     for override in parse(overrides):
         group = override.key_or_group
-        if "." in group or override.is_delete() or (override.is_sweep_override() and not override.is_discrete_sweep()):
+        globbed = override.is_sweep_override() and (not override.is_discrete_sweep() or isinstance(override.value(), Glob))
+        if "." in group or override.is_delete() or globbed:
             continue  # a key, a deletion, or glob(): Hydra matches a glob against the options itself
         options = loader.get_group_options(group, config_name="train", overrides=searchpath)
         if not options:

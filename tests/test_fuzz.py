@@ -1,0 +1,242 @@
+"""Every input answered: commands drawn from the schema itself (Hypothesis), each either accepted or
+refused in one `nin: error:` line, never a traceback.
+
+The draws: every config key of the schema with a value of its type, of another type, out of its
+range or at its boundaries (0, negative, nan, inf, huge, empty list), misspelt keys and group
+options, options that do not exist, sweep syntax (a,b, range(), glob(), interval()), Hydra's
+launcher and sweeper keys, `+`, `~` and `++` prefixes, with `-m` or without. Most draws run the
+pre-flight in-process (`check_command`: what `nin train` runs before anything trains); a fixed
+sample runs the real `nin train` as a process of its own and checks its exit code, its one line,
+that a refused command wrote nothing and that no run is left `running`.
+
+`make fuzz` runs many more draws (HYPOTHESIS_PROFILE=fuzz). A failure the fuzzer found is kept as a
+case of `test_found_failures_stay_answered`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from conftest import nin_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nin_cli.config import check_command
+from nin_cli.errors import ConfigError, RecordError
+from nin_cli.schema import conf_dir, train_schema
+from nin_cli.sources import from_entries
+
+settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SCHEMA = train_schema(conf_dir())
+KEYS = sorted(k for k in SCHEMA.types if not k.startswith("robustness.corruptions."))
+GROUPS = {g: from_entries([]).options(g) for g in ("model", "dataset", "noise", "schedule", "nin", "optimizer", "loss", "method")}
+LAUNCHERS = ["basic", "batched", "parallel", "local", "batched_local", "slurm", "batched_slurm"]
+TINY = ["dataset=fashion_mnist_mini", "dataset.train_size=256", "dataset.test_size=100", "model.width=16", "epochs=1",
+        "hessian.samples=32", "eval.train_samples=256", "progress=false"]  # fmt: skip
+
+odd_numbers = st.sampled_from(["0", "-1", "-0.5", "nan", "inf", "-inf", "1e308", "99999999999999999999", "1e-320", "0.0"])
+odd_values = st.one_of(
+    odd_numbers,
+    st.sampled_from(["[]", "[1,2]", "{}", "{a: 1}", "abc", "''", "null", "true", "???", "${nope}", "[a,[b]]"]),
+    st.text(alphabet="abcxyz019.-_ ", min_size=1, max_size=8).map(lambda t: t.strip() or "x").filter(lambda t: "=" not in t),
+)
+
+
+def misspelt(word: str) -> st.SearchStrategy[str]:
+    """A letter dropped, doubled or swapped."""
+    i = st.integers(0, max(len(word) - 2, 0))
+    return st.one_of(
+        i.map(lambda k: word[:k] + word[k + 1 :]),
+        i.map(lambda k: word[:k] + word[k] + word[k:]),
+        i.map(lambda k: word[:k] + word[k + 1 : k + 2] + word[k : k + 1] + word[k + 2 :]),
+    ).filter(lambda w: w and w != word)
+
+
+def key_value() -> st.SearchStrategy[str]:
+    key = st.sampled_from(KEYS)
+    return st.one_of(
+        st.tuples(key, odd_values).map(lambda kv: f"{kv[0]}={kv[1]}"),
+        key.flatmap(lambda k: misspelt(k).map(lambda m: f"{m}=1")),
+        st.tuples(key, st.sampled_from(["1,2", "range(1,3)", "interval(0,1)", "0.5,abc"])).map(lambda kv: f"{kv[0]}={kv[1]}"),
+        st.tuples(st.sampled_from(["+", "~", "++"]), key, odd_values).map(lambda t: f"{t[0]}{t[1]}={t[2]}" if t[0] != "~" else f"~{t[1]}"),
+    )
+
+
+def group_choice() -> st.SearchStrategy[str]:
+    group = st.sampled_from(sorted(GROUPS))
+    real = group.flatmap(lambda g: st.sampled_from(GROUPS[g]).map(lambda o: f"{g}={o}"))
+    typo = group.flatmap(lambda g: st.sampled_from(GROUPS[g]).flatmap(misspelt).map(lambda o: f"{g}={o}"))
+    swept = group.flatmap(lambda g: st.sampled_from([f"{g}=glob(*)", f"{g}={GROUPS[g][0]},{GROUPS[g][-1]}", f"{g}=glob(x*)"]))
+    experiment = st.sampled_from(["+experiment=fig3", "+experiment=fig2", "+experiment=linear_toy", "+experiment=nope", "experiment=fig3"])
+    return st.one_of(real, typo, swept, experiment)
+
+
+def hydra_setting() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(LAUNCHERS).map(lambda o: f"hydra/launcher={o}"),
+        st.sampled_from(LAUNCHERS).flatmap(misspelt).map(lambda o: f"hydra/launcher={o}"),
+        st.tuples(st.sampled_from(["batch_size", "n_jobs", "timeout_min", "array_parallelism", "nope"]), odd_values).map(
+            lambda kv: f"hydra.launcher.{kv[0]}={kv[1]}"
+        ),
+        st.tuples(st.sampled_from(["lo", "hi", "tolerance", "budget", "axis", "seeds"]), odd_values).map(lambda kv: f"hydra.sweeper.{kv[0]}={kv[1]}"),
+        st.sampled_from(["hydra.run.dir=/dev/null/x", "hydra.sweep.dir=", "hydra.searchpath=[file:///nonexistent]", "hydra.searchpath=abc"]),
+    )
+
+
+commands = st.tuples(st.booleans(), st.lists(st.one_of(key_value(), group_choice(), hydra_setting()), min_size=1, max_size=4))
+
+
+def answered(overrides: list[str], multirun: bool) -> str | None:
+    """The pre-flight's answer: None (accepted) or its one line; anything else fails the test."""
+    try:
+        check_command(overrides, multirun=multirun)
+    except (ConfigError, RecordError) as exc:
+        message = str(exc)
+        assert message and "\n" not in message and "Traceback" not in message, message
+        return message
+    return None
+
+
+@given(commands)
+def test_every_drawn_command_is_accepted_or_refused_in_one_line(command):
+    multirun, overrides = command
+    answered(overrides, multirun)
+
+
+@pytest.mark.e2e
+def test_a_fixed_sample_of_drawn_commands_as_real_processes(tmp_path):
+    """The real `nin train`: exit 0, 1 or 2, at most one `nin: error:` line, no traceback, nothing
+    written where the command was refused, no run left `running`."""
+    for i, (multirun, overrides) in enumerate(FIXED_SAMPLE):
+        out = tmp_path / f"c{i}"
+        where = [f"hydra.sweep.dir={out}"] if multirun else [f"hydra.run.dir={out}"]
+        args = ["train", *(["-m"] if multirun else []), *TINY, *overrides, *where]
+        proc = nin_cli(*args, cwd=tmp_path, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("nin: error:")]
+        assert proc.returncode in (0, 1, 2), (args, proc.returncode, proc.stderr[-2000:])
+        assert len(errors) <= 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+        if proc.returncode == 2:
+            assert not out.exists(), (args, proc.stderr)
+        for status in out.rglob("status.json") if out.exists() else []:
+            assert json.loads(status.read_text())["status"] != "running", (args, status)
+
+
+# a fixed sample of the draws above: refused ones of every kind, and some that train a run
+FIXED_SAMPLE = [
+    (False, ["noise.sigma=nan"]),
+    (False, ["noise=gaussiann"]),
+    (True, ["hydra/launcher=batched", "hydra.launcher.batch_size=0", "noise.sigma=1,2"]),
+    (False, ["hydra/launcher=batched", "hydra.launcher.batch_size=4"]),
+    (False, ["noise.sigma=1,10"]),
+    (True, ["optimizer=adam", "noise.sigma=1,2"]),
+    (False, ["+epochs=3"]),
+    (False, ["~seed"]),
+    (False, ["schedule=step", "noise.schedule.step_size=0"]),
+    (True, ["hydra/launcher=batchd"]),
+    (False, ["hydra.run.dir=/dev/null/x"]),
+    (False, ["loss=mse", "loss.reduction=sum", "loss.outputs=softmax"]),
+]
+
+
+@pytest.mark.parametrize(
+    "multirun, overrides, message",
+    [
+        (True, ["hydra/launcher=batched", "hydra.launcher.batch_size=0", "noise.sigma=1,2"], "must be an integer >= 1, got 0"),
+        (False, ["hydra/launcher=batched", "hydra.launcher.batch_size=4"], "add -m"),
+        (False, ["noise.sigma=1,10"], "is a sweep: add -m"),
+        (True, ["hydra/launcher=batchd"], "did you mean batched?"),
+        (False, ["hydra.run.dir=/dev/null/x"], "/dev/null is a file, not a directory"),
+        (True, ["hydra/sweeper=map", "hydra.sweeper.lo=abc"], "could not be converted to Float"),
+    ],
+)
+def test_found_failures_stay_answered(multirun, overrides, message):
+    assert message in (answered(overrides, multirun) or "")
+
+
+def test_nan_and_inf_are_refused_for_every_number():
+    numbers = [k for k in KEYS if SCHEMA.types[k] & {int, float} and not SCHEMA.types[k] & {str}]
+    for key in numbers:
+        for bad in ("nan", "inf"):
+            message = answered([f"{key}={bad}"], multirun=False)
+            assert message is not None, f"{key}={bad} was accepted"
+    assert math.isfinite(1.0)
+
+
+@pytest.mark.parametrize("directory", ["outputs"])
+def test_the_pre_flight_writes_nothing(tmp_path, directory, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    answered(["noise.sigma=1", "model=cnn"], multirun=False)
+    answered(["model=nope"], multirun=True)
+    assert not (Path(tmp_path) / directory).exists()
+
+
+# --- damaged records ---------------------------------------------------------------------------------
+RECORDS = ["metrics.csv", "steps.csv", "config.yaml", "status.json", "checkpoint.pt", "robustness.partial.json", "../sweep.json"]
+DAMAGES = ["truncated", "flipped", "emptied", "foreign"]
+
+
+@pytest.fixture(scope="module")
+def trained_sweep(tmp_path_factory) -> Path:
+    """A sweep of one finished run with every record a run can have (robustness.partial.json too)."""
+    sweep = tmp_path_factory.mktemp("damaged") / "sweep"
+    proc = nin_cli("train", "-m", *TINY, "epochs=2", "noise.sigma=3", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr
+    run = next(p.parent for p in sweep.glob("*/metrics.csv"))
+    (run / "robustness.partial.json").write_text(json.dumps({"settings": "x", "rows": []}) + "\n")
+    return sweep
+
+
+def damage(path: Path, how: str, where: float) -> None:
+    data = path.read_bytes()
+    cut = int(len(data) * where)
+    if how == "truncated":
+        path.write_bytes(data[:cut])
+    elif how == "flipped":
+        i = min(cut, len(data) - 1)
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    else:  # another kind of file where this one should be
+        path.write_bytes({".csv": b'{"a": [1, 2]}\n', ".json": b"epoch,step\n1,2\n", ".yaml": b"- 1\n- [2\n", ".pt": b"not a checkpoint\n"}[path.suffix])
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    names = ("metrics.csv", "steps.csv", "config.yaml", "status.json", "checkpoint.pt", "robustness.partial.json", "sweep.json")
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.name in names}
+
+
+def one_answer(proc, allowed=(0, 1, 2)) -> None:
+    assert proc.returncode in allowed, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert sum(line.startswith("nin: error:") for line in proc.stderr.splitlines()) <= 1, proc.stderr[-2000:]
+
+
+@pytest.mark.e2e
+@settings(max_examples=int(os.environ.get("NIN_FUZZ_RECORDS", "6")), deadline=None, suppress_health_check=list(HealthCheck))
+@given(record=st.sampled_from(RECORDS), how=st.sampled_from(DAMAGES), where=st.floats(0.05, 0.95))
+def test_a_damaged_record_is_one_line_or_a_warning_and_reading_changes_nothing(trained_sweep, tmp_path_factory, record, how, where):
+    import shutil
+
+    sweep = tmp_path_factory.mktemp("copy") / "sweep"
+    shutil.copytree(trained_sweep, sweep)
+    run = next(p.parent for p in sweep.glob("*/config.yaml"))
+    damage((run / record).resolve(), how, where)
+    before = snapshot(sweep)
+    for args in (["summarize", str(sweep)], ["report", str(sweep)], ["progress", str(sweep)], ["plot", str(sweep), "--no-runs"]):
+        one_answer(nin_cli(*args))
+    assert snapshot(sweep) == before  # reading a record never changes it
+    one_answer(nin_cli("evaluate", str(run), "test_size=50", "gaussian=[]", "attacks=[]", "corruptions=null", "--no-progress"))
+    one_answer(nin_cli("train", "-m", *TINY, "epochs=3", "extend=true", "noise.sigma=3", f"hydra.sweep.dir={sweep}"))
+    status = run / "status.json"
+    if status.exists() and status.read_text().strip().startswith("{"):
+        try:
+            assert json.loads(status.read_text()).get("status") != "running"
+        except json.JSONDecodeError:
+            pass
