@@ -156,3 +156,33 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
     assert "apgd" in table and "rotate" in table
     completion = nin("--shell-completion", "install=bash")
     assert completion.returncode == 0 and "complete" in completion.stdout
+
+
+@pytest.mark.e2e
+def test_every_subcommand_as_the_installed_console_script(tmp_path):
+    """`.venv/bin/nin`, a new process each: import-time settings, plugin discovery and exit-time
+    output are what a user gets (the forked nin of tests/forkrun.py shares a preloaded server's)."""
+    script = Path(sys.executable).parent / "nin"
+    env = {k: v for k, v in os.environ.items() if k != "NIN_CONFIG_SEARCHPATH"}
+
+    def nin(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+        return proc
+
+    sweep = tmp_path / "sweep"
+    nin("train", "-m", *QUICK, "model.width=32", "dataset.train_size=512", "dataset.test_size=200", "epochs=2", "noise.sigma=1,30",
+        "hydra/launcher=batched", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    run = next(p.parent for p in sweep.glob("*/metrics.csv"))
+    assert "2 completed" in nin("progress", str(sweep)).stdout
+    assert "phases by sigma" in nin("summarize", str(sweep), "--format", "markdown").stdout
+    assert nin("plot", str(sweep), "--no-runs").stdout.strip()
+    assert "report" in nin("report", str(sweep)).stdout
+    nin("theory", str(sweep), "--no-predict")
+    nin("predict", *QUICK, "model.width=32", "--sigmas", "1,30", "--samples", "100", "--out", str(tmp_path / "predict"))
+    nin("evaluate", str(run), "test_size=100", "gaussian=[0.3]", "attacks=[fgsm]", "epsilons=[0.1]", "corruptions=null", "--no-progress")
+    assert (run / "robustness.csv").exists()
+    nin("export", "tensorboard", str(sweep), "--out", str(tmp_path / "tb"))
+    assert "fashion_mnist" in nin("download", "--help").stdout  # the only command that needs the network
+    assert "hydra.sweeper" in nin("map", "--help").stdout
+    assert nin("--version").stdout.startswith("nin ")
