@@ -54,12 +54,12 @@ slurm-stop:
 	bash scripts/slurm-local.sh stop
 
 lint: setup
-	$(BIN)/ruff check nin_cli tests bench hydra_plugins scripts
-	$(BIN)/ruff format --check nin_cli tests bench hydra_plugins scripts
+	$(BIN)/ruff check nin_cli tests bench hydra_plugins scripts examples
+	$(BIN)/ruff format --check nin_cli tests bench hydra_plugins scripts examples
 
 format: setup
-	$(BIN)/ruff format nin_cli tests bench hydra_plugins scripts
-	$(BIN)/ruff check --fix nin_cli tests bench hydra_plugins scripts
+	$(BIN)/ruff format nin_cli tests bench hydra_plugins scripts examples
+	$(BIN)/ruff check --fix nin_cli tests bench hydra_plugins scripts examples
 
 bench: setup
 	$(BIN)/python bench/speed.py

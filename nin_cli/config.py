@@ -32,7 +32,18 @@ from nin_cli.schema import flatten, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
 
 # What every config.yaml nin ever wrote holds: without one of them a saved config is damaged.
-RUN_KEYS = ("seed", "device", "epochs", "batch_size", "model.name", "dataset.name", "nin.preset", "noise.sigma", "optimizer.name", "loss.name")
+RUN_KEYS = (
+    "seed",
+    "device",
+    "epochs",
+    "batch_size",
+    "model.name",
+    "dataset.name",
+    "nin.preset",
+    "noise.sigma",
+    "optimizer.name",
+    "loss.name",
+)
 SIGMA_KEYS = ("noise.sigma", "noise.sigma2_paper")  # two names of one noise scale: a run gives one
 FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 
@@ -274,9 +285,7 @@ def command_sources(overrides: list[str], config_dirs: list[str]) -> tuple[Sourc
     return sources, rest
 
 
-def check_command(
-    overrides: list[str], multirun: bool, config_dirs: list[str] = (), inspect: bool = False
-) -> tuple[list[str], Sources]:
+def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] = (), inspect: bool = False) -> tuple[list[str], Sources]:
     """Every job of the command composed, resolved and validated before the first one trains:
     unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
     here, contradicting inputs, each job's values, and each distinct model built once (a factory
@@ -302,7 +311,9 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
         if override.is_sweep_override():
             raise ConfigError(f"{override.input_line} is a sweep: add -m (nin train -m ...) to train one run per value")
         if key.startswith(SWEEP_ONLY) and not inspect:
-            raise ConfigError(f"{override.input_line} sets how a sweep runs, and this is one run: add -m (nin train -m ...), or leave it out")
+            raise ConfigError(
+                f"{override.input_line} sets how a sweep runs, and this is one run: add -m (nin train -m ...), or leave it out"
+            )
     schema = train_schema(*sources.dirs)
     for override in parsed:  # typos first, with the closest valid key
         key = override.key_or_group

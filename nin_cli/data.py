@@ -243,8 +243,14 @@ def load_dataset(cfg, device: torch.device | str = "cpu") -> Dataset:
         (train_x, train_y), (test_x, test_y) = parts["train"], parts["test"]
         on = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Dataset(
-            str(cfg.name), Split(on(train_x), on(train_y)), Split(on(test_x), on(test_y)), tuple(train_x.shape[1:]), parts["n_out"],
-            parts["task"], on(parts["mean"]), on(parts["std"]),
+            str(cfg.name),
+            Split(on(train_x), on(train_y)),
+            Split(on(test_x), on(test_y)),
+            tuple(train_x.shape[1:]),
+            parts["n_out"],
+            parts["task"],
+            on(parts["mean"]),
+            on(parts["std"]),
         )
     if cfg.name not in KNOWN:
         raise ConfigError(f"unknown dataset {cfg.name!r}; choose from {', '.join(KNOWN)}")

@@ -204,12 +204,18 @@ class NINModel(nn.Module):
         shapes = self.preactivation_shapes(in_shape)
         for name in names:
             nin = NoiseInjection(shapes[name])
-            std = {"layer": lambda: self.layer_fan_in(name) ** -0.5, "input": lambda: sizes[name] ** -0.5, "unit": lambda: 1.0}.get(
-                init, lambda: float(init)
-            )()
+            std = self.niw_std(name, init, sizes)
             with torch.no_grad():
                 nin.weight.normal_(0.0, std, generator=gen)
             self.nins[name] = nin
+
+    def niw_std(self, name: str, init: str | float, sizes: dict[str, int]) -> float:
+        """The std of the NIW at layer `name` under nin.init (NIW_INITS, or a number: the std)."""
+        if init == "layer":
+            return self.layer_fan_in(name) ** -0.5
+        if init == "input":
+            return sizes[name] ** -0.5
+        return 1.0 if init == "unit" else float(init)
 
     def input_sizes(self, names: list[str], in_shape: tuple[int, ...]) -> dict[str, int]:
         """Each named layer's input, flattened: its size per sample (a Linear's in_features; C*H*W
@@ -381,7 +387,9 @@ def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list
         if name not in layer_names:
             close = difflib.get_close_matches(name, layer_names, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(f"NIN on layer {name!r}, which model {model_name} does not have; its layers are: {', '.join(layer_names)}{hint}")
+            raise ConfigError(
+                f"NIN on layer {name!r}, which model {model_name} does not have; its layers are: {', '.join(layer_names)}{hint}"
+            )
     if len(set(listed)) != len(listed):
         raise ConfigError(f"nin.layers lists a layer twice: {listed}")
     return listed

@@ -97,7 +97,7 @@ def hand_down(sources: Sources) -> None:
     """The command's config directories for the processes it starts (joblib workers, local and
     SLURM submitit jobs: sbatch passes the environment on), where no Hydra job says them."""
     if sources.extra:
-        os.environ["NIN_CONFIG_SEARCHPATH"] = "\n".join(sources.searchpath())  # a line each: entries hold ':' 
+        os.environ["NIN_CONFIG_SEARCHPATH"] = "\n".join(sources.searchpath())  # a line each: entries hold ':'
 
 
 def current() -> Sources:

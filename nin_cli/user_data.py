@@ -54,7 +54,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except ConfigError:
         raise
     except Exception as exc:  # not a zip, a truncated file, object arrays
-        raise ConfigError(f"{path} is not a readable .npz of arrays: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise ConfigError(
+            f"{path} is not a readable .npz of arrays: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
 
 
 def _from_factory(cfg) -> dict[str, np.ndarray]:
@@ -66,7 +68,9 @@ def _from_factory(cfg) -> dict[str, np.ndarray]:
     try:
         out = fn(**kwargs)
     except Exception as exc:
-        raise ConfigError(f"dataset factory {target} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise ConfigError(
+            f"dataset factory {target} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     if isinstance(out, dict):
         missing = [k for k in ARRAYS if k not in out]
         if missing:

@@ -150,7 +150,9 @@ def network(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, exclude
         raise ConfigError(f"model factory {target} does not take its arguments ({', '.join(kwargs) or 'none'}): {exc}") from None
     except Exception as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise ConfigError(f"model factory {target}({given}) failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise ConfigError(
+            f"model factory {target}({given}) failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model factory {target} returned {type(net).__name__}, not a torch.nn.Module")
     return net
@@ -178,7 +180,9 @@ def reached_layers(net: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[str]
             net(torch.zeros(2, *in_shape))
     except Exception as exc:
         shape = "x".join(str(d) for d in in_shape)
-        raise ConfigError(f"the model's forward pass fails on inputs of shape {shape}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"the model's forward pass fails on inputs of shape {shape}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         for handle in handles:
             handle.remove()

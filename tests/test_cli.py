@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUICK, nin_cli, read_rows, real_nin, start_nin, without_timing
+from conftest import QUICK, nin_cli, read_rows, start_nin, without_timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,11 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
     wheel = next(wheels.glob("nin_cli-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)], check=True, cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NIN_CONFIG_SEARCHPATH")}
@@ -127,10 +131,8 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
     def nin(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(venv / "bin" / "nin"), *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
-    where = subprocess.run(
-        [python, "-c", "import nin_cli, hydra_plugins.nin_map_sweeper as m, hydra_plugins; print(nin_cli.__file__, m.__file__, *hydra_plugins.__path__)"],
-        cwd=work, env=env, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+    code = "import nin_cli, hydra_plugins.nin_map_sweeper as m, hydra_plugins; print(nin_cli.__file__, m.__file__, *hydra_plugins.__path__)"
+    where = subprocess.run([python, "-c", code], cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv)), where
     assert not any(p.startswith((str(REPO / "nin_cli"), str(REPO / "hydra_plugins"))) for p in where), where  # not the checkout's
     helped = nin("train", "--help")
@@ -145,9 +147,11 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
                 "dataset.test_size=200", "epochs=2", "noise.sigma=1,30", "hydra.sweep.dir=sweep")  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr
     runs = sorted((work / "sweep").glob("*/metrics.csv"))
-    assert len(runs) == 2 and all(len(read_rows(r.parent)) == 3 for r in runs) and "width: 32" in (runs[0].parent / "config.yaml").read_text()
-    mapped = nin("map", "+experiment=linear_toy", "hydra.sweeper.axis=noise.sigma", "hydra.sweeper.lo=1", "hydra.sweeper.hi=30",
-                 "hydra.sweeper.seeds=2", "hydra.sweeper.budget=4", "hydra/launcher=batched", "epochs=3", "progress=false", "hydra.sweep.dir=map")  # fmt: skip
+    assert (
+        len(runs) == 2 and all(len(read_rows(r.parent)) == 3 for r in runs) and "width: 32" in (runs[0].parent / "config.yaml").read_text()
+    )
+    toy = ["+experiment=linear_toy", "hydra.sweeper.axis=noise.sigma", "hydra.sweeper.lo=1", "hydra.sweeper.hi=30", "hydra.sweeper.seeds=2"]
+    mapped = nin("map", *toy, "hydra.sweeper.budget=4", "hydra/launcher=batched", "epochs=3", "progress=false", "hydra.sweep.dir=map")
     assert mapped.returncode == 0 and (work / "map" / "boundaries.csv").exists(), mapped.stderr
     robust = nin("evaluate", str(runs[0].parent), "test_size=100", "attack_test_size=50", "attacks=[apgd]", "epsilons=[0.1]",
                  "apgd_steps=5", "gaussian=[]", "corruptions={rotate: [1]}", "--no-progress")  # fmt: skip

@@ -85,8 +85,12 @@ def hydra_setting() -> st.SearchStrategy[str]:
         st.tuples(st.sampled_from(["batch_size", "n_jobs", "timeout_min", "array_parallelism", "nope"]), odd_values).map(
             lambda kv: f"hydra.launcher.{kv[0]}={kv[1]}"
         ),
-        st.tuples(st.sampled_from(["lo", "hi", "tolerance", "budget", "axis", "seeds"]), odd_values).map(lambda kv: f"hydra.sweeper.{kv[0]}={kv[1]}"),
-        st.sampled_from(["hydra.run.dir=/dev/null/x", "hydra.sweep.dir=", "hydra.searchpath=[file:///nonexistent]", "hydra.searchpath=abc"]),
+        st.tuples(st.sampled_from(["lo", "hi", "tolerance", "budget", "axis", "seeds"]), odd_values).map(
+            lambda kv: f"hydra.sweeper.{kv[0]}={kv[1]}"
+        ),
+        st.sampled_from(
+            ["hydra.run.dir=/dev/null/x", "hydra.sweep.dir=", "hydra.searchpath=[file:///nonexistent]", "hydra.searchpath=abc"]
+        ),
     )
 
 
@@ -179,7 +183,7 @@ def test_the_pre_flight_writes_nothing(tmp_path, directory, monkeypatch):
 
 # --- damaged records ---------------------------------------------------------------------------------
 RECORDS = ["metrics.csv", "steps.csv", "config.yaml", "status.json", "checkpoint.pt", "robustness.partial.json", "../sweep.json"]
-DAMAGES = ["truncated", "flipped", "emptied", "foreign"]
+DAMAGES = ["truncated", "flipped", "emptied", "foreign", "header"]
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +207,14 @@ def damage(path: Path, how: str, where: float) -> None:
         path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
     elif how == "emptied":
         path.write_bytes(b"")
+    elif how == "header":  # a byte of the first line flipped: for a CSV, a column's name
+        end = max(data.find(b"\n"), 1)
+        i = int(end * where)
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0x20]) + data[i + 1 :])
     else:  # another kind of file where this one should be
-        path.write_bytes({".csv": b'{"a": [1, 2]}\n', ".json": b"epoch,step\n1,2\n", ".yaml": b"- 1\n- [2\n", ".pt": b"not a checkpoint\n"}[path.suffix])
+        path.write_bytes(
+            {".csv": b'{"a": [1, 2]}\n', ".json": b"epoch,step\n1,2\n", ".yaml": b"- 1\n- [2\n", ".pt": b"not a checkpoint\n"}[path.suffix]
+        )
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -222,9 +232,25 @@ def one_answer(proc, allowed=(0, 1, 2)) -> None:
 @settings(max_examples=int(os.environ.get("NIN_FUZZ_RECORDS", "6")), deadline=None, suppress_health_check=list(HealthCheck))
 @given(record=st.sampled_from(RECORDS), how=st.sampled_from(DAMAGES), where=st.floats(0.05, 0.95))
 def test_a_damaged_record_is_one_line_or_a_warning_and_reading_changes_nothing(trained_sweep, tmp_path_factory, record, how, where):
+    answers_damage(trained_sweep, tmp_path_factory.mktemp("copy"), record, how, where)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "record, how, where",
+    [
+        ("config.yaml", "truncated", 0.25),  # found: nin evaluate failed with omegaconf's traceback (keys missing)
+        ("steps.csv", "header", 0.45),  # found: summarize failed with pandas' KeyError (the train_loss column renamed)
+    ],
+)
+def test_found_damaged_records_stay_answered(trained_sweep, tmp_path, record, how, where):
+    answers_damage(trained_sweep, tmp_path, record, how, where)
+
+
+def answers_damage(trained_sweep: Path, tmp: Path, record: str, how: str, where: float) -> None:
     import shutil
 
-    sweep = tmp_path_factory.mktemp("copy") / "sweep"
+    sweep = tmp / "sweep"
     shutil.copytree(trained_sweep, sweep)
     run = next(p.parent for p in sweep.glob("*/config.yaml"))
     damage((run / record).resolve(), how, where)

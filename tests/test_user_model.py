@@ -51,7 +51,11 @@ def renamed(rows: list[dict[str, str]], names: dict[str, str]) -> list[dict[str,
 @pytest.mark.parametrize(
     "shipped, mine, names",
     [
-        (["model=mlp", "model.depth=2", "model.width=64"], ["model=my_mlp", "model.depth=2", "model.width=64"], {"fc1": "1", "fc2": "3", "out": "5"}),
+        (
+            ["model=mlp", "model.depth=2", "model.width=64"],
+            ["model=my_mlp", "model.depth=2", "model.width=64"],
+            {"fc1": "1", "fc2": "3", "out": "5"},
+        ),
         (["model=cnn"], ["model=my_cnn"], {"conv1": "features.0", "conv2": "features.3", "fc1": "classifier.1", "out": "classifier.3"}),
     ],
     ids=["mlp", "cnn"],
@@ -84,7 +88,13 @@ def test_torchvision_resnet18_trains_with_nins_at_named_layers(tmp_path):
     )  # fmt: skip
     assert train(cfg, tmp_path).status == "completed"
     row = read_rows(tmp_path)[-1]
-    for column in ("niw_norm_layer1.0.conv1", "niw_norm_fc", "weight_norm_layer1.0.conv1", "hessian_trace_fc", "niw_curvature_layer1.0.conv1"):
+    for column in (
+        "niw_norm_layer1.0.conv1",
+        "niw_norm_fc",
+        "weight_norm_layer1.0.conv1",
+        "hessian_trace_fc",
+        "niw_curvature_layer1.0.conv1",
+    ):
         assert math.isfinite(float(row[column])), column
     saved = (tmp_path / "config.yaml").read_text()
     assert "init: factory" in saved and "target: nin_examples.networks:resnet18_gray" in saved
@@ -121,7 +131,10 @@ def test_nins_own_models_take_module_apply():
         (["model=bn_mlp", "+model.target=math:sqrt"], "names two factories"),
         (["model=my_mlp", "model.widht=3"], "did you mean model.width?"),
         (["model=my_mlp", "model=mlp32"], "unknown model 'mlp32'"),
-        (["model=my_cnn", "dataset=linear_regression"], "model factory nin_examples.networks.cnn(channels=[32, 64], hidden=128, in_shape=(1,)"),
+        (
+            ["model=my_cnn", "dataset=linear_regression"],
+            "model factory nin_examples.networks.cnn(channels=[32, 64], hidden=128, in_shape=(1,)",
+        ),
         (["model=my_cnn", "dataset=linear_regression", "+model.in_shape=[1,28,28]"], "forward pass fails on inputs of shape 1:"),
         (["dataset=arrays"], "dataset.path must be set"),
         (["dataset=arrays", "dataset.path=/no/such.npz"], "no such file"),
@@ -168,9 +181,11 @@ def test_config_dirs_from_the_command_line_in_every_form(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "_target_: nin_examples.networks.cnn" in proc.stdout and "- features.0" in proc.stdout
     typo = nin_cli("train", "--config-dir", str(CONF), "model=my_cnnn", cwd=tmp_path)
-    assert typo.returncode == 2 and typo.stderr.strip().splitlines() == [
-        typo.stderr.strip().splitlines()[0]
-    ] and "did you mean my_cnn?" in typo.stderr
+    assert (
+        typo.returncode == 2
+        and typo.stderr.strip().splitlines() == [typo.stderr.strip().splitlines()[0]]
+        and "did you mean my_cnn?" in typo.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -224,7 +239,9 @@ def test_an_npz_of_images_trains_a_cnn_and_is_standardized_like_fashion_mnist(tm
     rng = np.random.default_rng(0)
     (x_train, y_train), (x_test, y_test) = images(rng, 512), images(rng, 128)
     path = save_arrays(tmp_path / "mine.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    cfg = make_cfg("model=cnn", "dataset=arrays", f"dataset.path={path}", "progress=false", "hessian.samples=64", "epochs=3", "noise.sigma=1")
+    cfg = make_cfg(
+        "model=cnn", "dataset=arrays", f"dataset.path={path}", "progress=false", "hessian.samples=64", "epochs=3", "noise.sigma=1"
+    )
     train(cfg, tmp_path / "run")
     rows = read_rows(tmp_path / "run")
     assert float(rows[-1]["test_acc"]) > 0.9 and float(rows[-1]["train_loss_clean"]) < float(rows[0]["train_loss_clean"]) / 3
@@ -353,10 +370,24 @@ def test_my_cnn_is_extended_evaluated_and_loaded_from_its_installed_factory(tmp_
 
 @pytest.mark.e2e
 def test_a_map_of_my_network(tmp_path):
+    axis = [
+        "hydra.sweeper.axis=noise.sigma",
+        "hydra.sweeper.lo=1",
+        "hydra.sweeper.hi=1000",
+        "hydra.sweeper.seeds=0",
+        "hydra.sweeper.budget=6",
+    ]
     proc = nin_cli(
-        "map", "--config-dir", str(CONF), "model=my_mlp", "model.width=32", *SMALL, "hydra/launcher=batched", "hydra.sweeper.axis=noise.sigma",
-        "hydra.sweeper.lo=1", "hydra.sweeper.hi=1000", "hydra.sweeper.seeds=0", "hydra.sweeper.budget=6", f"hydra.sweep.dir={tmp_path}",
-    )  # fmt: skip
+        "map",
+        "--config-dir",
+        str(CONF),
+        "model=my_mlp",
+        "model.width=32",
+        *SMALL,
+        "hydra/launcher=batched",
+        *axis,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr
     points = (tmp_path / "boundaries.csv").read_text()
     assert "decay" in points or "divergent" in points

@@ -60,6 +60,9 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 NAN_TEXT = ("nan", "-nan", "+nan")
 
 
+REQUIRED = ("train_loss",)  # beside the key: what every metrics.csv and steps.csv nin wrote has
+
+
 def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None:
     """A run's CSV, keeping only complete numeric rows; what was dropped becomes a warning.
 
@@ -74,8 +77,9 @@ def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             header = f.readline().rstrip("\r\n").split(",")
-        if key not in header:
-            problems.append(f"{path.name} has no {key} column")
+        missing = [c for c in (key, *REQUIRED) if c not in header]
+        if missing:
+            problems.append(f"{path.name} has no {', '.join(missing)} column (its header is damaged)")
             return None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
