@@ -369,7 +369,7 @@ def test_my_cnn_is_extended_evaluated_and_loaded_from_its_installed_factory(tmp_
 
 
 @pytest.mark.e2e
-def test_a_map_of_my_network(tmp_path):
+def test_a_map_and_a_prediction_of_my_network(tmp_path):
     axis = [
         "hydra.sweeper.axis=noise.sigma",
         "hydra.sweeper.lo=1",
@@ -389,6 +389,9 @@ def test_a_map_of_my_network(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert proc.returncode == 0, proc.stderr
+    mine = ["--config-dir", str(CONF), "model=my_mlp", "model.width=32", *SMALL]
+    predicted = nin_cli("predict", *mine, "--sigmas", "1,30", "--samples", "64", "--out", str(tmp_path / "predict"))
+    assert predicted.returncode == 0 and "niw_curvature" in (tmp_path / "predict" / "predict_layers.csv").read_text(), predicted.stderr
     points = (tmp_path / "boundaries.csv").read_text()
     assert "decay" in points or "divergent" in points
     assert len(list(tmp_path.glob("*/metrics.csv"))) <= 6
