@@ -413,7 +413,7 @@ def check_launcher(base: DictConfig) -> None:
     Hydra's submitit fails or a job waits forever."""
     from nin_cli.cluster import check_request
 
-    size = base.hydra.launcher.get("batch_size")
+    size = base.hydra.launcher.get("batch_size") if "nin_batched_launcher" in str(base.hydra.launcher.get("_target_", "")) else None
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ConfigError(f"hydra.launcher.batch_size (runs per ensemble) must be an integer >= 1, got {size!r}")
     for key, least in (("array_parallelism", 1), ("timeout_min", 1), ("max_num_timeout", 0)):
