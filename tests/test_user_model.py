@@ -5,6 +5,7 @@ rows for the same seed, and everything a shipped model gets works for it."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -395,3 +396,17 @@ def test_a_map_and_a_prediction_of_my_network(tmp_path):
     points = (tmp_path / "boundaries.csv").read_text()
     assert "decay" in points or "divergent" in points
     assert len(list(tmp_path.glob("*/metrics.csv"))) <= 6
+
+
+@pytest.mark.e2e
+def test_a_submitit_launcher_hands_the_config_directory_to_its_jobs(tmp_path):
+    """batched_local: each ensemble a process of its own (submitit), with no Hydra job around it,
+    still checks and builds the user's model from the command's --config-dir."""
+    proc = nin_cli(
+        "train", "-m", "--config-dir", str(CONF), "hydra/launcher=batched_local", "hydra.launcher.poll_s=1", "model=my_mlp",
+        "model.width=32", *SMALL, "epochs=1", "noise.sigma=1,3", f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json")]
+    assert statuses == ["completed", "completed"]
+    assert all("_target_: nin_examples.networks.mlp" in p.read_text() for p in tmp_path.glob("*/config.yaml"))
