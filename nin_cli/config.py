@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.conventions import sigma2_per_paper_unit
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.schema import flatten, train_schema
+from nin_cli.schema import FACTORY_GROUPS, factory_groups, flatten, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
 
 # What every config.yaml nin ever wrote holds: without one of them a saved config is damaged.
@@ -45,7 +45,6 @@ RUN_KEYS = (
     "loss.name",
 )
 SIGMA_KEYS = ("noise.sigma", "noise.sigma2_paper")  # two names of one noise scale: a run gives one
-FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 
 
 @dataclass(frozen=True)
@@ -184,8 +183,7 @@ def _check(run: DictConfig, record: dict[str, Any]) -> None:
     from nin_cli.perturbations import plan
 
     schema = train_schema(*current().dirs)
-    factories = tuple(g for g in FACTORY_GROUPS if any(k in record for k in (f"{g}_target_", f"{g}target")))
-    dataclasses.replace(schema, factory_prefixes=factories).check(record)
+    dataclasses.replace(schema, factory_prefixes=factory_groups(record)).check(record)
     check_model_name(run.model)
     check_sizes(run.dataset)
     check_installed(str(run.get("logger", {}).get("kind", "none")))
@@ -352,17 +350,15 @@ def check_builds(run: RunConfig, built: set[str]) -> None:
     """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
     a factory that fails, a NIN at a module that is not there, a forward pass that never reaches it."""
     from nin_cli.data import input_output_shape
-
-    shape = input_output_shape(run.cfg.dataset, probe=False)
-    if shape is None:
-        return  # a dataset factory: its shapes are known once it is loaded (open_run builds the model then)
-    key = repr((sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin."))), shape))
-    if key in built:
-        return
     from nin_cli.network import build_model
 
-    build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
+    key = repr(sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin.", "dataset."))))
+    if key in built:
+        return  # a sweep's jobs that differ in seed or sigma only: the data's files are not read again
     built.add(key)
+    shape = input_output_shape(run.cfg.dataset, probe=False)
+    if shape is not None:  # None: a dataset factory, whose shapes are known once it is loaded (open_run builds the model then)
+        build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:

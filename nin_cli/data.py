@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nin_cli import user_data
 from nin_cli.errors import ConfigError
 from nin_cli.seeding import generator
 
@@ -55,8 +56,6 @@ def check_sizes(cfg, standard: tuple[int, int] | None = None) -> None:
 def input_output_shape(cfg, probe: bool = True) -> tuple[tuple[int, ...], int] | None:
     """(input shape without batch, number of outputs) of a dataset config, without loading it (a
     dataset factory is called only with `probe`: None otherwise)."""
-    from nin_cli import user_data
-
     if user_data.is_user_data(cfg):
         return user_data.input_output_shape(cfg, probe)
     if cfg.name == "linear_regression":
@@ -235,8 +234,6 @@ def _linear_regression(cfg, device: torch.device) -> Dataset:
 
 def load_dataset(cfg, device: torch.device | str = "cpu") -> Dataset:
     """Load the configured dataset onto `device`, raising ConfigError with an install hint if absent."""
-    from nin_cli import user_data
-
     device = torch.device(device)
     if user_data.is_user_data(cfg):
         parts = user_data.load(cfg)

@@ -28,8 +28,6 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, seed:
     if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
     if user_model.factory_target(model_cfg) is not None:
-        if records is not None:
-            user_model.announce(model_cfg, records)
         model: NINModel = user_model.build(model_cfg, in_shape, n_out, seed, records)
     else:
         kind = model_kind(name)

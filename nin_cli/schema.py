@@ -48,6 +48,14 @@ NULLABLE: dict[str, type] = {
 # Keys whose values may also be of another type than their default's.
 ALSO: dict[str, set[type]] = {"nin.init": {float}}  # a NIW's std, beside layer | input | unit
 
+FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
+
+
+def factory_groups(flat: Mapping[str, Any]) -> tuple[str, ...]:
+    """The groups of FACTORY_GROUPS whose keys in `flat` name a factory (`model._target_`, `dataset.target`)."""
+    return tuple(g for g in FACTORY_GROUPS if f"{g}_target_" in flat or f"{g}target" in flat)
+
+
 Rule = tuple[Callable[[Any], bool], str]
 POSITIVE: Rule = (lambda v: v > 0, "> 0")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
@@ -261,9 +269,9 @@ def _train_types(dirs: tuple[Path, ...]) -> dict[str, set[type]]:
         types.setdefault(key, set()).update(kinds)
     user = [(option, _option_keys(option, group)) for conf in dirs[1:] for group, option in _options(conf)]
     for _, keys in user:  # a factory's arguments first: an experiment may set them too
-        free = tuple(k.rsplit(".", 1)[0] + "." for k in keys if k.endswith(("._target_", ".target")) and k.count(".") == 1)
+        free = factory_groups(keys)
         for key, value in keys.items():
-            if key.startswith(free):
+            if free and key.startswith(free):
                 types.setdefault(key, set()).add(_value_type(value))
     known = Schema({k: set(v) for k, v in types.items()}, TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))
     for option, keys in user:

@@ -30,8 +30,9 @@ def is_user_data(cfg) -> bool:
 
 
 def factory_target(cfg) -> str | None:
-    target = cfg.get("_target_") or cfg.get("target")
-    return str(target).replace(":", ".") if target else None
+    from nin_cli.user_model import factory_target as named
+
+    return named(cfg, "dataset")
 
 
 def _npz(cfg) -> Path:
@@ -60,11 +61,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _from_factory(cfg) -> dict[str, np.ndarray]:
-    from nin_cli.user_model import locate
+    from nin_cli.user_model import factory_arguments, locate
 
     target = factory_target(cfg)
     fn = locate(target)
-    kwargs = {str(k): v for k, v in cfg.items() if k not in OWN_KEYS}
+    kwargs = factory_arguments(cfg, OWN_KEYS, "dataset")
     try:
         out = fn(**kwargs)
     except Exception as exc:
@@ -118,11 +119,11 @@ def check(arrays: dict[str, np.ndarray], n_classes: int | None = None) -> tuple[
     if y_train.dtype.kind == "f":
         if y_train.ndim > 2 or y_train.shape[1:] != y_test.shape[1:]:
             raise ConfigError(f"float targets must be N or N x D_out alike in y_train and y_test, got {y_train.shape} and {y_test.shape}")
-        return "regression", int(y_train.shape[1]) if y_train.ndim == 2 else 1
+        return outputs(y_train, y_test, n_classes)
     for key in ("y_train", "y_test"):
         if arrays[key].ndim != 1:
             raise ConfigError(f"{key} must be a vector of integer labels, got shape {arrays[key].shape}")
-    k = int(n_classes) if n_classes else int(max(y_train.max(), y_test.max())) + 1
+    _, k = outputs(y_train, y_test, n_classes)
     for key in ("y_train", "y_test"):
         lo, hi = int(arrays[key].min()), int(arrays[key].max())
         if lo < 0 or hi >= k:
@@ -130,6 +131,14 @@ def check(arrays: dict[str, np.ndarray], n_classes: int | None = None) -> tuple[
     if k < 2:
         raise ConfigError(f"y_train and y_test hold one class ({k - 1}): classification needs two at least")
     return "classification", k
+
+
+def outputs(y_train: np.ndarray, y_test: np.ndarray, n_classes: int | None) -> tuple[str, int]:
+    """(task, outputs) the targets make: float targets a regression as wide as they are, integer
+    labels `n_classes` classes, or the largest label + 1."""
+    if y_train.dtype.kind == "f":
+        return "regression", int(y_train.shape[1]) if y_train.ndim == 2 else 1
+    return "classification", int(n_classes) if n_classes else int(max(y_train.max(), y_test.max())) + 1
 
 
 def _header_shape(path: Path, key: str) -> tuple[int, ...] | None:
@@ -155,12 +164,7 @@ def input_output_shape(cfg, probe: bool = True) -> tuple[tuple[int, ...], int] |
             with np.load(path, allow_pickle=False) as arrays:
                 labels = {k: arrays[k] for k in ("y_train", "y_test") if k in arrays.files}
             if len(labels) == 2:
-                y_train, y_test = labels["y_train"], labels["y_test"]
-                if y_train.dtype.kind == "f":
-                    n_out = int(y_train.shape[1]) if y_train.ndim == 2 else 1
-                else:
-                    n_out = int(cfg.get("n_classes") or int(max(y_train.max(), y_test.max())) + 1)
-                return _in_shape(shape), n_out
+                return _in_shape(shape), outputs(labels["y_train"], labels["y_test"], cfg.get("n_classes"))[1]
     arrays = raw_arrays(cfg)
     _, n_out = check(arrays, cfg.get("n_classes"))
     return _in_shape(arrays["x_train"].shape), n_out

@@ -34,16 +34,16 @@ NIN_TYPES = (nn.Linear, nn.Conv2d)  # what the method defines a NIN's wiring for
 OWN_KEYS = ("name", "_target_", "target", "init", "ninr_sigma")  # nin's keys of a model config, not the factory's
 
 
-def factory_target(model_cfg) -> str | None:
-    """The factory a model config names, as `module.function` (None: a shipped model)."""
-    hydra_style, short = model_cfg.get("_target_"), model_cfg.get("target")
+def factory_target(cfg, group: str = "model") -> str | None:
+    """The factory a model (or dataset) config names, as `module.function` (None: a shipped one)."""
+    hydra_style, short = cfg.get("_target_"), cfg.get("target")
     if hydra_style and short:
-        raise ConfigError(f"model names two factories (_target_={hydra_style} and target={short}); give one")
+        raise ConfigError(f"{group} names two factories (_target_={hydra_style} and target={short}); give one")
     target = hydra_style or short
     if target is None:
         return None
     if not isinstance(target, str) or not target.strip():
-        raise ConfigError(f"model.target must be a string like pkg.module:function, got {target!r}")
+        raise ConfigError(f"{group}.target must be a string like pkg.module:function, got {target!r}")
     return target.replace(":", ".")
 
 
@@ -93,17 +93,6 @@ def _hidden_paths(exclude: Path | None) -> set[str]:
     return hidden
 
 
-def announce(model_cfg, records: Path) -> None:
-    """One line on stderr: which factory a run's model is rebuilt from, and its file."""
-    target = factory_target(model_cfg)
-    fn = locate(target, records)
-    try:
-        where = inspect.getsourcefile(fn) or "?"
-    except TypeError:
-        where = "?"
-    print(f"nin: note: {records}: model {model_cfg.name} from factory {target} ({where}), as installed here", file=sys.stderr)
-
-
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """The global torch generator seeded from the run's seed inside (a builder's own init draws
@@ -113,25 +102,32 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def factory_arguments(model_cfg) -> dict:
+def factory_arguments(cfg, own_keys: tuple[str, ...] = OWN_KEYS, group: str = "model") -> dict:
+    """A config's keys but nin's own, as the factory's arguments: plain Python values, nested
+    `_target_`s instantiated (hydra.utils.instantiate). One line where they do not instantiate."""
     from hydra.utils import instantiate
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
-    args = {str(k): v for k, v in model_cfg.items() if k not in OWN_KEYS}
+    args = {str(k): v for k, v in cfg.items() if k not in own_keys}
     if not args:
         return {}
-    return dict(instantiate(OmegaConf.create(args) if not isinstance(args, DictConfig) else args, _convert_="all"))
-
-
-def network(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, exclude: Path | None = None) -> nn.Module:
-    """The researcher's network: the factory called with the config's arguments (its own init
-    drawn from the run's seed)."""
-    target = factory_target(model_cfg)
-    fn = locate(target, exclude)
     try:
-        kwargs = factory_arguments(model_cfg)
-    except Exception as exc:  # a nested _target_ that does not instantiate
-        raise ConfigError(f"model factory {target}: its arguments do not instantiate: {str(exc).splitlines()[0]}") from None
+        return dict(instantiate(OmegaConf.create(args), _convert_="all"))
+    except Exception as exc:
+        raise ConfigError(
+            f"{group} factory {factory_target(cfg, group)}: its arguments do not instantiate: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def network(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, records: Path | None = None) -> nn.Module:
+    """The researcher's network: the factory called with the config's arguments (its own init
+    drawn from the run's seed). `records`: the run directory it is rebuilt for (resume, evaluate,
+    load_model): the factory is imported as installed, never from there, and one line says which."""
+    target = factory_target(model_cfg)
+    fn = locate(target, records)
+    if records is not None:
+        print(f"nin: note: {records}: model {model_cfg.name} from factory {target} ({source_file(fn)}), as installed here", file=sys.stderr)
+    kwargs = factory_arguments(model_cfg)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -156,6 +152,13 @@ def network(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, exclude
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model factory {target} returned {type(net).__name__}, not a torch.nn.Module")
     return net
+
+
+def source_file(fn) -> str:
+    try:
+        return inspect.getsourcefile(fn) or "?"
+    except TypeError:  # a builtin or a C extension's
+        return "?"
 
 
 def reached_layers(net: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[str], dict[str, int]]:
@@ -278,6 +281,6 @@ class ModuleNINModel(NINModel):
         return inject_output
 
 
-def build(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, exclude: Path | None = None) -> ModuleNINModel:
+def build(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, records: Path | None = None) -> ModuleNINModel:
     """The researcher's network wrapped for NINs (attach_nins wires them; build_model does)."""
-    return ModuleNINModel(network(model_cfg, in_shape, n_out, seed, exclude), tuple(in_shape), str(model_cfg.name))
+    return ModuleNINModel(network(model_cfg, in_shape, n_out, seed, records), tuple(in_shape), str(model_cfg.name))
