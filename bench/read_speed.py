@@ -67,10 +67,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, run_rows
-    from nin_cli.schema import conf_dir
+    from nin_cli.analysis.summarize import run_rows
+    from nin_cli.schema import load_settings
 
-    acfg = analysis_config(conf_dir())
+    acfg = load_settings("analysis")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_sweep(root, args.runs, args.epochs, args.steps)

@@ -29,14 +29,14 @@ def load_runs(path: str | Path) -> pd.DataFrame:
     """One row per run under `path`: its name (`run`), every flattened config key, status, phase and
     its reason, the fitted time-scales and the final metrics. The columns runs.csv has hold the
     same values as runs.csv (`nin summarize` writes it from the same rows)."""
-    from nin_cli.analysis.summarize import analysis_config, run_name, run_rows
-    from nin_cli.schema import conf_dir
+    from nin_cli.analysis.summarize import run_name, run_rows
+    from nin_cli.schema import load_settings
 
     root = Path(path)
     runs = _runs(root)
     if not runs:
         return pd.DataFrame(columns=["run"])
-    table = run_rows(runs, analysis_config(conf_dir()), root if root.is_dir() else None)
+    table = run_rows(runs, load_settings("analysis"), root if root.is_dir() else None)
     config = pd.DataFrame([{"run": run_name(run.path, root if root.is_dir() else None), **run.config} for run in runs])
     extra = [c for c in config.columns if c not in table.columns]
     return table.merge(config[["run", *extra]], on="run", how="left", validate="one_to_one")

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nin_cli.corruptions import check_corruption
 from nin_cli.errors import ConfigError, install_hint
-from nin_cli.schema import ROBUSTNESS_RULES, check_overrides, file_schema
 
 ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")
 REFERENCE_ATTACKS = ("apgd", "autoattack")  # from torchattacks
@@ -47,18 +46,30 @@ def available(name: str) -> bool:
 
 def plan(rcfg: DictConfig) -> list[Perturbation]:
     """Every perturbation and severity the settings ask for, in evaluation order; checked."""
-    tasks = [Perturbation("clean", 0.0)] + [Perturbation("gaussian", float(s)) for s in rcfg.gaussian]
+    gaussian, epsilons = numbers(rcfg, "gaussian"), numbers(rcfg, "epsilons")
+    tasks = [Perturbation("clean", 0.0)] + [Perturbation("gaussian", s) for s in gaussian]
     for name, levels in (rcfg.corruptions or {}).items():
+        if not isinstance(levels, ListConfig) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+            raise ConfigError(f"robustness.corruptions.{name} must be a list of MNIST-C severities, e.g. [1, 3, 5], got {levels!r}")
         for level in levels:
             check_corruption(str(name), float(level))
             tasks.append(Perturbation(str(name), float(level)))
     for attack in rcfg.attacks:
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r} in robustness.attacks; choose from {', '.join(ATTACKS)}")
-        tasks += [Perturbation(str(attack), float(e)) for e in rcfg.epsilons]
-    if any(float(e) < 0 for e in [*rcfg.epsilons, *rcfg.gaussian]):
+        tasks += [Perturbation(str(attack), e) for e in epsilons]
+    if any(e < 0 for e in [*epsilons, *gaussian]):
         raise ConfigError("robustness: noise stds and attack epsilons must be >= 0")
     return tasks
+
+
+def numbers(rcfg: DictConfig, key: str) -> list[float]:
+    """A list of finite numbers of the settings (noise stds, epsilons), or one line naming it."""
+    values = rcfg.get(key)
+    ok = isinstance(values, ListConfig) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if not ok or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"robustness.{key} must be a list of finite numbers, e.g. [0.1, 0.2], got {values!r}")
+    return [float(v) for v in values]
 
 
 def missing_extra(tasks: list[Perturbation], warn: bool = False, where: str = "") -> list[Perturbation]:
@@ -73,16 +84,3 @@ def missing_extra(tasks: list[Perturbation], warn: bool = False, where: str = ""
 
 def settings_hash(rcfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(OmegaConf.to_container(rcfg, resolve=True), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def robustness_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
-    """conf/robustness/default.yaml with `key=value` overrides, checked against its keys and types."""
-    path = conf / "robustness" / "default.yaml"
-    cfg = OmegaConf.load(path)
-    schema = file_schema(path, open_prefixes=("corruptions.",), rules=ROBUSTNESS_RULES)
-    for key, value in check_overrides(schema, overrides or []).items():
-        # as Hydra does for `nin train robustness.KEY=...`: a table merges into the default one
-        # (corruptions={rotate: [1, 5]} changes rotate's levels), a list replaces a list
-        OmegaConf.update(cfg, key, list(value) if isinstance(value, tuple) else value)
-    plan(cfg)  # unknown corruptions, levels and attacks: one line before any run is evaluated
-    return cfg

@@ -271,11 +271,10 @@ def evaluate_command(paths: list[str], overrides: list[str], device: str | None,
     is left to it with a line, not counted as a failure."""
     from nin_cli.analysis.runs import find_runs
     from nin_cli.errors import RecordError, RunInUse, fail
-    from nin_cli.perturbations import robustness_config
-    from nin_cli.schema import conf_dir
+    from nin_cli.schema import load_settings
     from nin_cli.train.loop import progress_bar
 
-    rcfg = robustness_config(conf_dir(), overrides)
+    rcfg = load_settings("robustness", overrides)
     tasks = plan(rcfg)
     skipped = missing_extra(tasks, warn=True)
     runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]

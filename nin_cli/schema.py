@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.errors import ConfigError
 
@@ -182,6 +182,8 @@ class Schema:
             raise ConfigError(f"{key} must be {wanted}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if isinstance(value, (tuple, list)) and any(isinstance(v, (tuple, list, Mapping)) for v in value):
+            raise ConfigError(f"{key} must be a list of values (names or numbers), got {value!r}")
         if key in self.choices and isinstance(value, str) and value not in self.choices[key]:
             raise ConfigError(f"{key} must be one of {', '.join(self.choices[key])}, got {value!r}")
         if key in self.rules and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -317,6 +319,36 @@ def file_schema(path: Path, open_prefixes: tuple[str, ...] = (), rules: dict[str
     return Schema(types, rules or {}, {}, open_prefixes)
 
 
+# The settings files of the commands that read runs (nin summarize, report, plot, theory, predict,
+# map: analysis.yaml; nin evaluate: robustness/default.yaml), each with what its schema leaves open.
+SETTINGS = {
+    "analysis": ("analysis.yaml", (), {}),
+    "robustness": (str(Path("robustness", "default.yaml")), ("corruptions.",), ROBUSTNESS_RULES),
+}
+
+
+def load_settings(name: str, overrides: Sequence[str] = (), conf: Path | None = None) -> DictConfig:
+    """A command's settings file (SETTINGS) with `key=value` overrides, each checked against the
+    file's own keys and types: the one loader of analysis and evaluation settings. As Hydra does for
+    `nin train robustness.KEY=...`, a table merges into the file's (corruptions={rotate: [1, 5]}
+    changes rotate's levels) and a list replaces a list."""
+    file, open_prefixes, rules = SETTINGS[name]
+    path = (conf or conf_dir()) / file
+    cfg = OmegaConf.load(path)
+    for key, value in check_overrides(file_schema(path, open_prefixes, rules), list(overrides)).items():
+        OmegaConf.update(cfg, key, list(value) if isinstance(value, tuple) else value)
+    return cfg
+
+
+def _leaves(value: Any) -> list[Any]:
+    """Every scalar inside a parsed value (lists and tables walked)."""
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
 def check_overrides(schema: Schema, overrides: list[str]) -> dict[str, Any]:
     """key=value overrides of a settings file, parsed as YAML values and checked; the flat result."""
     parsed: dict[str, Any] = {}
@@ -324,8 +356,12 @@ def check_overrides(schema: Schema, overrides: list[str]) -> dict[str, Any]:
         key, _, text = item.partition("=")
         schema.check_key(key)
         value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+        if any(isinstance(v, str) and ("${" in v or v == "???") for v in _leaves(value)):
+            raise ConfigError(f"{key}={text}: a setting here is a value (a number, a name, a list), not an interpolation or ???")
         value = tuple(value) if isinstance(value, list) else value
-        if isinstance(value, dict):  # a whole table: each of its entries
+        if isinstance(value, dict) and key.startswith(schema.open_prefixes):
+            raise ConfigError(f"{key}={text}: a table where one entry's value belongs")
+        if isinstance(value, dict) and key not in schema.types:  # a whole table: each of its entries
             schema.check(flatten(value, f"{key}."))
         elif not key.startswith(schema.open_prefixes):
             schema.check_value(key, value)

@@ -14,10 +14,9 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows
 from test_cnin import cnn, loss_and_gradients
 
 from nin_cli import conv_block
-from nin_cli.perturbations import robustness_config
 from nin_cli.records import RunRecords
 from nin_cli.robustness import evaluate_run
-from nin_cli.schema import conf_dir
+from nin_cli.schema import load_settings
 from nin_cli.train import Member, train, train_many
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.setup import prepare
@@ -68,7 +67,7 @@ def test_cuda_run_killed_mid_training_resumes_without_lost_or_duplicated_rows(tm
 def test_cuda_robustness_evaluation(tmp_path):
     cfg = make_cfg(*GPU, "epochs=2")
     train(cfg, tmp_path / "run")
-    rcfg = robustness_config(conf_dir(), ["test_size=500", "pgd_steps=3"])
+    rcfg = load_settings("robustness", ["test_size=500", "pgd_steps=3"])
     table = evaluate_run(tmp_path / "run", rcfg, "cuda")
     clean = table[table.perturbation == "clean"].accuracy.iloc[0]
     pgd = table[table.perturbation == "pgd"].accuracy.max()

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from nin_cli.config import check_command
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.schema import conf_dir, train_schema
+from nin_cli.schema import SETTINGS, conf_dir, file_schema, load_settings, train_schema
 from nin_cli.sources import from_entries
 
 settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,3 +266,89 @@ def answers_damage(trained_sweep: Path, tmp: Path, record: str, how: str, where:
             assert json.loads(status.read_text()).get("status") != "running"
         except json.JSONDecodeError:
             pass
+
+
+# --- the settings of the commands that read runs (nin summarize/report/plot/theory KEY=VALUE, nin evaluate KEY=VALUE)
+SETTINGS_KEYS = {name: sorted(file_schema(conf_dir() / file, prefixes, rules).types) for name, (file, prefixes, rules) in SETTINGS.items()}
+SETTINGS_EXTRA = {"analysis": [], "robustness": ["corruptions={blur: [1]}", "corruptions={rotate: [6]}", "attacks=[cw]", "attacks=[]"]}
+
+
+def settings_override(name: str) -> st.SearchStrategy[str]:
+    key = st.sampled_from(SETTINGS_KEYS[name])
+    return st.one_of(
+        st.tuples(key, odd_values).map(lambda kv: f"{kv[0]}={kv[1]}"),
+        key.flatmap(misspelt).map(lambda k: f"{k}=1"),
+        st.tuples(key, st.sampled_from(["0.5", "2", "10", "1e-3", "[0.1]"])).map(lambda kv: f"{kv[0]}={kv[1]}"),
+        st.sampled_from(SETTINGS_EXTRA[name] or ["nope=1"]),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_analysis(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny finished runs (in-process), and where the summaries go."""
+    from conftest import make_cfg
+
+    from nin_cli.train import train
+
+    sweep = tmp_path_factory.mktemp("analysis")
+    for sigma in (0.5, 3):
+        train(make_cfg(*TINY, "epochs=2", f"noise.sigma={sigma}"), sweep / f"sigma={sigma}")
+    return sweep, tmp_path_factory.mktemp("out")
+
+
+@given(st.data())
+def test_every_drawn_setting_of_the_analysis_and_evaluate_commands_is_answered(trained_analysis, data):
+    """Accepted settings then summarize the sweep (nin summarize in-process) without a traceback;
+    refused ones are one line."""
+    from nin_cli.analysis.summarize import summarize_paths
+    from nin_cli.perturbations import plan
+
+    name = data.draw(st.sampled_from(sorted(SETTINGS)))
+    overrides = data.draw(st.lists(settings_override(name), min_size=1, max_size=3))
+    sweep, out = trained_analysis
+    try:
+        cfg = load_settings(name, overrides)
+        if name == "robustness":
+            plan(cfg)
+        else:
+            summarize_paths([str(sweep)], overrides, out)
+    except (ConfigError, RecordError) as exc:
+        assert str(exc) and "\n" not in str(exc), str(exc)
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [  # found by the draws above: each ended in a traceback (omegaconf's, numpy's or Python's)
+        ("analysis", "fits.min_drop={}"),
+        ("robustness", "corruptions.brightness=${nope}"),
+        ("robustness", "corruptions.brightness=???"),
+        ("robustness", "corruptions.brightness=nan"),
+        ("robustness", "corruptions={a: 1}"),
+        ("robustness", "corruptions.brightness={}"),
+        ("robustness", "epsilons=[a,[b]]"),
+    ],
+)
+def test_found_settings_failures_stay_answered(name, override):
+    from nin_cli.perturbations import plan
+
+    with pytest.raises(ConfigError) as caught:
+        cfg = load_settings(name, [override])
+        plan(cfg) if name == "robustness" else None
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.e2e
+def test_settings_of_every_reading_command_as_real_processes(trained_sweep):
+    """The commands that read runs take the drawn settings as users type them: one answer each."""
+    before = snapshot(trained_sweep)
+    for args in (
+        ["summarize", "fits.min_drop={}"],
+        ["report", "nope=1"],
+        ["plot", "--no-runs", "phases.decay_niw_ratio=abc"],
+        ["theory", "fits.min_points=-1"],
+        ["evaluate", "epsilons=[a,[b]]"],
+        ["summarize", "fits.min_points=0", "phases.chance_acc=2"],
+    ):
+        proc = nin_cli(args[0], str(trained_sweep), *args[1:])
+        one_answer(proc)
+    assert snapshot(trained_sweep) == before

@@ -10,10 +10,9 @@ import torch
 from conftest import QUICK, make_cfg, nin_cli
 
 from nin_cli.analysis.predict import predict
-from nin_cli.analysis.summarize import analysis_config
 from nin_cli.analysis.theory import ToySetting
 from nin_cli.hessian import ProbedLoss, noisy_sharpness
-from nin_cli.schema import conf_dir
+from nin_cli.schema import load_settings
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
 
@@ -67,7 +66,7 @@ def test_noisy_sharpness_matches_the_exact_hessian_of_the_noisy_loss():
 def test_predictions_on_the_linear_model_equal_nin_theorys():
     cfg = make_cfg("+experiment=linear_toy", "progress=false")
     setup = build(cfg)
-    prediction = predict(setup, analysis_config(conf_dir()))
+    prediction = predict(setup, load_settings("analysis"))
     m = setup.model
     toy = ToySetting(
         w0=float(m.layers["w0"].weight.detach()),

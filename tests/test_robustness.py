@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
 from nin_cli.data import load_dataset
 from nin_cli.errors import ConfigError
-from nin_cli.perturbations import plan, robustness_config
+from nin_cli.perturbations import plan
 from nin_cli.records import RunLock
 from nin_cli.robustness import (
     PixelModel,
@@ -27,7 +27,7 @@ from nin_cli.robustness import (
     pgd,
     reference_attack,
 )
-from nin_cli.schema import conf_dir
+from nin_cli.schema import load_settings
 from nin_cli.seeding import generator
 from nin_cli.train import train
 from nin_cli.train.setup import build
@@ -131,7 +131,7 @@ def test_method_presets_set_the_regularizer():
 def test_attacks_and_noise_lower_accuracy_in_order(tmp_path):
     run = tmp_path / "run"
     train(make_cfg(*QUICK, "nin=none", "epochs=2", "model.width=256"), run)
-    table = evaluate_run(run, robustness_config(conf_dir(), [s.removeprefix("robustness.") for s in SMALL_EVAL])).set_index(
+    table = evaluate_run(run, load_settings("robustness", [s.removeprefix("robustness.") for s in SMALL_EVAL])).set_index(
         ["perturbation", "severity"]
     )
     acc = table["accuracy"]
@@ -157,7 +157,7 @@ def test_handwritten_pgd_equals_torchattacks_and_autoattack_is_stronger(tmp_path
     model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
     space = PixelSpace(setup.data)
     x, y = setup.data.test.x[:200], setup.data.test.y[:200]
-    rcfg = robustness_config(conf_dir(), ["apgd_steps=20"])
+    rcfg = load_settings("robustness", ["apgd_steps=20"])
     for eps in (0.01, 0.1):
         steps, alpha = 10, 2.5 * eps / 10
         mine = pgd(model, x, y, setup.loss_fn, space, eps, steps, generator(0, "pgd"), random_start=False)
@@ -178,7 +178,7 @@ def test_an_interrupted_evaluation_resumes_to_the_table_of_an_uninterrupted_one(
     run = tmp_path / "run"
     train(make_cfg(*QUICK, "nin=none", "epochs=1", "model.width=64"), run)
     settings = ["test_size=200", "gaussian=[0.3]", "corruptions=null", "attacks=[fgsm,pgd]", "epsilons=[0.05]", "pgd_steps=3"]
-    rcfg = robustness_config(conf_dir(), settings)
+    rcfg = load_settings("robustness", settings)
     whole = evaluate_run(run, rcfg).to_csv(index=False)
     n = len(plan(rcfg))
 
@@ -235,7 +235,7 @@ def test_two_evaluations_of_one_sweep_share_its_runs(tmp_path):
     assert "robustness.csv exists; skipping" in again.stderr and (sweep / "a" / "robustness.csv").exists()
     # a run evaluated by another process between this one's look and its lock is not done twice
     before = (sweep / "a" / "robustness.csv").stat().st_mtime_ns
-    assert evaluate_run(sweep / "a", robustness_config(conf_dir(), settings[:-1]), keep=True) is None
+    assert evaluate_run(sweep / "a", load_settings("robustness", settings[:-1]), keep=True) is None
     assert (sweep / "a" / "robustness.csv").stat().st_mtime_ns == before
 
 
@@ -286,7 +286,7 @@ def test_bad_robustness_settings_are_one_line_before_any_evaluation(tmp_path):
         ("apgd_steps=0", "apgd_steps must be >= 1"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
-            robustness_config(conf_dir(), [setting])
+            plan(load_settings("robustness", [setting]))
     proc = nin_cli("evaluate", str(tmp_path), "attacks=[cw]")  # the command: that one line, before looking for runs
     expected = "nin: error: unknown attack 'cw' in robustness.attacks; choose from fgsm, pgd, apgd, autoattack"
     assert proc.returncode == 2 and proc.stderr.strip() == expected

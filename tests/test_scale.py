@@ -13,10 +13,9 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows, start_nin, wit
 
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
-from nin_cli.analysis.summarize import analysis_config
 from nin_cli.errors import ConfigError
 from nin_cli.records import RunRecords
-from nin_cli.schema import conf_dir
+from nin_cli.schema import load_settings
 from nin_cli.train import Member, train, train_many
 from nin_cli.train.jobs import check_batchable, structure_groups
 from nin_cli.train.loop import Ensemble
@@ -31,7 +30,7 @@ def test_batched_members_replay_their_single_runs(tmp_path):
     batched_dirs = [tmp_path / f"batched_{s}_{seed}" for s, seed in MEMBERS]
     results = train_many(cfgs, batched_dirs, batch_size=3)  # two batches: 3 + 1
     assert [r.status for r in results] == ["completed"] * 4
-    acfg = analysis_config(conf_dir())
+    acfg = load_settings("analysis")
     for cfg, bdir, (s, seed) in zip(cfgs, batched_dirs, MEMBERS):
         single = tmp_path / f"single_{s}_{seed}"
         train(cfg, single)
@@ -119,7 +118,7 @@ def test_every_step_agrees_with_the_reference_step(tmp_path, kind, args):
     # rounding of differently ordered reductions has compounded through the noisy steps.
     for tol, epoch in ((1e-4, slice(0, 3)), (5e-4, slice(3, 6))):
         assert losses[epoch] == pytest.approx(reference[epoch], rel=tol)
-    assert losses[3:] < losses[:3]  # the second epoch's loss is lower: it trains
+    assert all(b < a for a, b in zip(losses[:3], losses[3:]))  # each member's second-epoch loss is lower: it trains
     for name, p in ref_params.items():
         assert rel(params[name], p) < tolerance[name], name
 
@@ -171,7 +170,8 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
         loss = column(tmp_path / f"cnn_bf16{k}", "train_loss_clean")
         float32 = column(tmp_path / f"cnn_fp32{k}", "train_loss_clean")
         # within 3% with 2 CPU threads, 3.8% with one (another reduction order): 5% allowed
-        assert loss == pytest.approx(float32, rel=0.05) and loss != float32 and loss[-1] < loss[0]
+        assert loss == pytest.approx(float32, rel=0.05) and loss[-1] < loss[0]
+        assert any(a != b for a, b in zip(loss, float32)), "bf16 ran the fp32 arithmetic"
 
 
 def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(tmp_path):

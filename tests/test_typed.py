@@ -148,14 +148,14 @@ def test_every_run_directory_name_equals_its_config_and_its_trained_sigma(tmp_pa
 @pytest.fixture(scope="module")
 def toy_sweep(tmp_path_factory):
     """A linear-toy sweep in paper units whose directory order (text) is not its numeric order:
-    u0.04 < u0.64 < u1e-06 < u9 as names; 1e-6 < 0.04 < 0.64 < 9 as numbers (sigma = 0.01, 2,
-    8, 30: decoupled, decay, catapult, divergent). Short names of its own (hydra.sweep.subdir):
+    u0.04 < u0.53 < u1e-06 < u9 as names; 1e-6 < 0.04 < 0.53 < 9 as numbers (sigma = 0.01, 2,
+    7.28, 30: decoupled, decay, catapult, divergent). Short names of its own (hydra.sweep.subdir):
     the typed settings would make the default names long, cut and hashed."""
     sweep = tmp_path_factory.mktemp("toy") / "sweep"
-    grid = ["noise.sigma2_paper=0.000001,0.04,0.64,9", "hydra/launcher=batched", "hydra.sweep.subdir=u${noise.sigma2_paper}"]
+    grid = ["noise.sigma2_paper=0.000001,0.04,0.53,9", "hydra/launcher=batched", "hydra.sweep.subdir=u${noise.sigma2_paper}"]
     proc = nin_cli("train", "-m", *TOY, *grid, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.startswith("u")) == ["u0.04", "u0.64", "u1e-06", "u9"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.startswith("u")) == ["u0.04", "u0.53", "u1e-06", "u9"]
     return sweep
 
 
@@ -284,10 +284,11 @@ def test_progress_watch_ends_when_every_run_has(toy_sweep, capsys):
 
 @pytest.mark.e2e
 def test_a_trained_network_reaches_the_catapult(toy_sweep):
-    """The linear toy model at sigma = 8 (sigma^2 = 0.64 units, between its two boundaries): its
+    """The linear toy model at sigma = 7.28 (sigma^2 = 0.53 units; its catapult window at seed 2 is
+    sigma 6.78-7.83, docs/map/linear_toy_fine_boundaries.csv, so 7% inside each edge): its
     NIW and loss grow, then fall back; the run completes as a catapult."""
     runs = api.load_runs(toy_sweep).set_index("noise.sigma2_paper")
-    assert runs.loc[0.64, "phase"] == "catapult" and runs.loc[0.64, "status"] == "completed", runs[["phase", "phase_reason"]]
+    assert runs.loc[0.53, "phase"] == "catapult" and runs.loc[0.53, "status"] == "completed", runs[["phase", "phase_reason"]]
 
 
 def test_the_one_sweep_expansion_makes_the_jobs_hydras_sweeper_makes():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from nin_cli.analysis.phases import PHASES
 from nin_cli.analysis.runs import Run, load_runs
-from nin_cli.analysis.summarize import analysis_config, run_rows, varying_keys
+from nin_cli.analysis.summarize import run_rows, varying_keys
 from nin_cli.errors import ConfigError, install_hint
-from nin_cli.schema import conf_dir
+from nin_cli.schema import load_settings
 
 INSTALL = f"TensorBoard export needs the tensorboard package: {install_hint('tensorboard')}"
 
@@ -35,7 +35,7 @@ def export_tensorboard(paths: list[str | Path], out: Path) -> list[Path]:
     if not runs:
         raise ConfigError(f"no runs found under {', '.join(map(str, paths))}")
     root = Path(paths[0]) if len(paths) == 1 else None
-    table = run_rows(runs, analysis_config(conf_dir()), root)
+    table = run_rows(runs, load_settings("analysis"), root)
     keys = varying_keys(runs)
     written = []
     for run, row in zip(runs, table.to_dict("records")):

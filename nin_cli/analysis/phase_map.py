@@ -147,8 +147,7 @@ class MapRun:
     """One `hydra/sweeper=map` multirun: which runs each round needs, and the map they make."""
 
     def __init__(self, settings: dict, overrides: list, sweep_dir: Path, compose: Callable[[list[str]], DictConfig]):
-        from nin_cli.analysis.summarize import analysis_config
-        from nin_cli.schema import conf_dir
+        from nin_cli.schema import load_settings
 
         self.sweep_dir, self.compose = sweep_dir, compose
         self.axis = str(settings.get("axis", "noise.sigma2_paper"))
@@ -173,7 +172,7 @@ class MapRun:
         self.first_grid = decade_grid(lo, hi, self.per_decade)
         if settings.get("lo") is None and settings.get("hi") is None and grid:
             self.first_grid = sorted({rounded(v) for v in grid})  # the experiment's own coarse grid
-        self.acfg = analysis_config(conf_dir())
+        self.acfg = load_settings("analysis")
         self.bases = {self._key(self._resolved(second, self.first_grid[0], self.seeds[0]).flat): second for second in self.seconds}
         self.predicted = self._predict() if settings.get("predict") else {}
         for value in self.predicted.values():  # a bracket of the tolerance around each predicted boundary

@@ -460,11 +460,11 @@ def plot_command(paths: list[str], overrides: list[str], out: Path, ext: str, pe
     import re
 
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, summarize
+    from nin_cli.analysis.summarize import summarize
     from nin_cli.errors import ConfigError
-    from nin_cli.schema import conf_dir
+    from nin_cli.schema import load_settings
 
-    acfg = analysis_config(conf_dir(), overrides)
+    acfg = load_settings("analysis", overrides)
     runs = load_runs(paths)
     if not runs:
         raise ConfigError(f"no runs found under {', '.join(paths)}")

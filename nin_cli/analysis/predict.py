@@ -275,9 +275,9 @@ def predict_command(
     tables to print, titled, and the prediction's notes."""
     from hydra import compose, initialize_config_dir
 
-    from nin_cli.analysis.summarize import analysis_config, write_csv
-    from nin_cli.config import check_command, resolve
-    from nin_cli.schema import conf_dir
+    from nin_cli.analysis.summarize import write_csv
+    from nin_cli.config import check_command, resolve, without_hydra
+    from nin_cli.schema import conf_dir, load_settings
     from nin_cli.sources import using
     from nin_cli.train.setup import build
 
@@ -285,13 +285,13 @@ def predict_command(
     overrides, sources = check_command(overrides, multirun=False, config_dirs=config_dirs)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"), using(sources):
         hydra_cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        cfg = resolve(compose("train", overrides=overrides)).cfg
+        cfg = resolve(without_hydra(hydra_cfg)).cfg  # the one composition, Hydra's node set aside
     measured = read_measured(measured_path) if measured_path else None
     if sigmas:
         values = [float(v) for v in sigmas.split(",")]
     else:
         values = list(measured["noise.sigma"]) if measured is not None else sweep_sigmas(hydra_cfg, cfg)
-    result = predict(build(cfg), analysis_config(conf), samples)
+    result = predict(build(cfg), load_settings("analysis", conf=conf), samples)
     out.mkdir(parents=True, exist_ok=True)
     table, bounds = result.table(values), result.boundary_table()
     if measured is not None:  # beside each predicted sigma, the measured row at that sigma (within rounding)

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from nin_cli.analysis.runs import load_runs
-from nin_cli.analysis.summarize import analysis_config, compact, markdown, summarize
+from nin_cli.analysis.summarize import compact, markdown, summarize
 from nin_cli.errors import ConfigError
 from nin_cli.records import atomic_write_text
-from nin_cli.schema import conf_dir
+from nin_cli.schema import load_settings
 
 REPORT = "report.md"
 
@@ -26,7 +26,7 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     runs = load_runs([sweep])
     if not runs:
         raise ConfigError(f"no runs found under {sweep}")
-    summary = summarize(runs, analysis_config(conf_dir(), overrides), sweep)
+    summary = summarize(runs, load_settings("analysis", overrides), sweep)
     summary.write(sweep)
     plots = sweep / "plots"
     plots.mkdir(exist_ok=True)

@@ -9,26 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nin_cli.analysis.phases import PHASES, classify, decay_times
 from nin_cli.analysis.runs import Run
 from nin_cli.conventions import paper_units
 from nin_cli.identity import exempt
 from nin_cli.records import ENDED, ROBUSTNESS, atomic_write_text
-from nin_cli.schema import check_overrides, file_schema
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
 TAU_ERRS = tuple(f"{t}_err" for t in TAUS)  # each run's fit standard error
 ALWAYS = ("noise.sigma", "seed")
-
-
-def analysis_config(conf: Path, overrides: list[str] | None = None) -> DictConfig:
-    """conf/analysis.yaml with `key=value` overrides, each checked against the file's keys and types."""
-    cfg = OmegaConf.load(conf / "analysis.yaml")
-    for key, value in check_overrides(file_schema(conf / "analysis.yaml"), overrides or []).items():
-        OmegaConf.update(cfg, key, value)
-    return cfg
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -343,9 +334,9 @@ def summarize_paths(paths: list[str], overrides: list[str], out: Path) -> tuple[
 
     from nin_cli.analysis.runs import load_runs
     from nin_cli.errors import ConfigError
-    from nin_cli.schema import conf_dir
+    from nin_cli.schema import load_settings
 
-    acfg = analysis_config(conf_dir(), overrides)
+    acfg = load_settings("analysis", overrides)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = load_runs(paths)

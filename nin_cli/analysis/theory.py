@@ -226,11 +226,11 @@ def theory_command(paths: list[str], overrides: list[str], out: Path, no_predict
     from nin_cli.analysis.plots import niw_theory_figure, theory_figure
     from nin_cli.analysis.predict import sweep_boundaries
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import analysis_config, markdown, rich_table, stdout_console, write_csv
+    from nin_cli.analysis.summarize import markdown, rich_table, stdout_console, write_csv
     from nin_cli.errors import ConfigError
-    from nin_cli.schema import conf_dir
+    from nin_cli.schema import load_settings
 
-    acfg = analysis_config(conf_dir(), overrides)
+    acfg = load_settings("analysis", overrides)
     runs = load_runs(paths)
     table, bounds = theory_rows(runs, acfg)
     if not table.empty:
