@@ -4,7 +4,8 @@ For notebooks: `nin_cli.load_runs(path)`, `nin_cli.load_metrics(path, table="met
 and `nin_cli.load_model(run_dir)` (nin_cli/api.py), imported on first use so that the `nin`
 command starts fast."""
 
-__version__ = "0.1.0"
+from nin_cli.version import __version__ as __version__
+
 __all__ = ["load_metrics", "load_model", "load_runs"]
 
 

@@ -37,10 +37,10 @@ register_resolvers()
 def train_command(args: list[str]) -> None:
     import hydra
 
-    from nin_cli.config import check_command
+    from nin_cli.preflight import check_command
+    from nin_cli.runner import hydra_task
     from nin_cli.schema import conf_dir
     from nin_cli.sources import hand_down
-    from nin_cli.train.jobs import hydra_task
 
     for arg in args:
         if arg.startswith("-") and arg.split("=", 1)[0] not in HYDRA_FLAGS:

@@ -79,8 +79,8 @@ def hydra_candidates(line: str) -> list[str]:
 
     import hydra
 
+    from nin_cli.runner import hydra_task
     from nin_cli.schema import conf_dir
-    from nin_cli.train.jobs import hydra_task
 
     out = io.StringIO()
     argv, environ = sys.argv, dict(os.environ)

@@ -15,7 +15,7 @@ class EnsembleJob:
     and the requeued job resumes them there."""
 
     def __call__(self, cfgs: list, run_dirs: list[str]) -> list[str]:
-        from nin_cli.train.jobs import run_jobs
+        from nin_cli.runner import run_jobs
 
         return [r.status for r in run_jobs(cfgs, [Path(d) for d in run_dirs], max(len(cfgs), 1))]
 

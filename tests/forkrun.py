@@ -27,7 +27,7 @@ from pathlib import Path
 # builds its first optimizer) and the plotting of reports (1.1 s) above all.
 PRELOAD = [
     "nin_cli.cli",
-    "nin_cli.train.jobs",
+    "nin_cli.runner",
     "nin_cli.robustness",
     "nin_cli.analysis.summarize",
     "nin_cli.analysis.report",

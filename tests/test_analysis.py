@@ -310,7 +310,7 @@ def test_old_run_directories_read_as_what_they_were(tmp_path):
 
 def test_sigma_in_the_papers_units():
     from nin_cli.config import resolve
-    from nin_cli.conventions import paper_units
+    from nin_cli.units import paper_units
 
     cfg = resolve(make_cfg("+experiment=fig3", "noise.sigma2_paper=0.01")).cfg
     assert cfg.noise.sigma == pytest.approx(math.sqrt(0.01 * 784 / 0.01))  # CE: d_in / eta

@@ -81,3 +81,67 @@ def test_nothing_imports_the_cli_module():
     assert sorted(m for m, edges in graph.items() if "nin_cli.cli" in edges and m != "nin_cli.__main__") == []
     plugins = Path(__file__).resolve().parents[1] / "hydra_plugins"
     assert not [p for p in plugins.rglob("*.py") if "nin_cli.cli" in p.read_text()]
+
+
+# The stage order, written down once, lowest first: a module imports only modules of its own stage
+# or below. A new module fails test_every_module_imports_only_its_stage_or_below until placed here.
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("errors", "seeding", "faults", "identity", "units", "version", "assets", "commands", "cluster", "locks")),
+    ("records", ("records", "loggers", "provenance")),
+    (
+        "parts",
+        (
+            "corruptions",
+            "noise",
+            "objectives",
+            "optimizers",
+            "conv_block",
+            "models",
+            "user_model",
+            "user_data",
+            "data",
+            "network",
+            "hessian",
+            "perturbations",
+        ),
+    ),  # fmt: skip
+    ("config", ("schema", "sources", "config")),
+    ("preflight", ("preflight",)),
+    ("engine", ("train", "train.*")),
+    ("analysis", ("analysis", "analysis.*")),
+    ("robustness", ("robustness",)),
+    ("runner", ("runner", "ensemble_job", "callbacks")),
+    ("interface", ("api", "completion", "cli", "__main__", "")),  # "": the package itself
+]
+
+
+def stage_of(module: str) -> int | None:
+    short = module.removeprefix("nin_cli").removeprefix(".")
+    for index, (_, names) in enumerate(STAGES):
+        for name in names:
+            if short == name or (name.endswith(".*") and short.startswith(name[:-1])):
+                return index
+    return None
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that run back up the stage order."""
+    return [
+        f"{m} ({STAGES[stage_of(m)][0]}) -> {e} ({STAGES[stage_of(e)][0]})"
+        for m in sorted(graph)
+        for e in sorted(graph[m])
+        if stage_of(e) > stage_of(m)
+    ]
+
+
+def test_every_module_imports_only_its_stage_or_below():
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if stage_of(m) is None)
+    assert unplaced == [], f"place these modules in STAGES: {unplaced}"
+    assert upward(graph) == []
+
+
+def test_the_stage_rule_finds_an_import_that_runs_back_up():
+    """The import train/jobs.py had before the runner existed."""
+    graph = {"nin_cli.train.loop": {"nin_cli.robustness", "nin_cli.records"}, "nin_cli.robustness": set(), "nin_cli.records": set()}
+    assert upward(graph) == ["nin_cli.train.loop (engine) -> nin_cli.robustness (robustness)"]

@@ -25,8 +25,8 @@ from conftest import nin_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nin_cli.config import check_command
 from nin_cli.errors import ConfigError, RecordError
+from nin_cli.preflight import check_command
 from nin_cli.schema import SETTINGS, conf_dir, file_schema, load_settings, train_schema
 from nin_cli.sources import from_entries
 

@@ -18,7 +18,8 @@ import torch
 from conftest import TINY, forked_train, make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.runs import load_run
-from nin_cli.records import RunLock, RunRecords
+from nin_cli.locks import RunLock
+from nin_cli.records import RunRecords
 from nin_cli.train import train
 
 
@@ -327,40 +328,40 @@ def test_without_flock_the_lock_is_an_exclusive_file_with_host_and_pid(tmp_path,
     ENOLCK: the run lock falls back to <run>/.lock.owner (host, PID), with stale-lock detection."""
     import socket
 
-    from nin_cli import records
+    from nin_cli import locks
     from nin_cli.errors import RecordError
 
     def no_flock(fd, op):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(records.fcntl, "flock", no_flock)
+    monkeypatch.setattr(locks.fcntl, "flock", no_flock)
     run = tmp_path / "run"
     run.mkdir()
-    first = records.RunLock(run)
+    first = locks.RunLock(run)
     first.acquire()
     owner = (run / ".lock.owner").read_text().split()
     assert owner[:2] == [socket.gethostname(), str(os.getpid())]
-    assert records.RunLock(run).holder() == os.getpid()
+    assert locks.RunLock(run).holder() == os.getpid()
     with pytest.raises(RecordError, match=f"in use .* by process {os.getpid()} on {socket.gethostname()}"):
-        records.RunLock(run).acquire()
+        locks.RunLock(run).acquire()
     first.release()
-    assert not (run / ".lock.owner").exists() and records.RunLock(run).holder() is None
+    assert not (run / ".lock.owner").exists() and locks.RunLock(run).holder() is None
     # a training run takes it and frees it the same way
     assert train(make_cfg(*TINY, "epochs=1"), run).status == "completed" and not (run / ".lock.owner").exists()
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     (run / ".lock.owner").write_text(f"{socket.gethostname()} {dead} 0\n")  # this host, a process that is gone
-    lock = records.RunLock(run)
+    lock = locks.RunLock(run)
     lock.acquire()
     assert "taking over a stale lock file (process" in capsys.readouterr().err
     lock.release()
 
     (run / ".lock.owner").write_text("node17 4242 0\n")  # another host, refreshed just now: in use
     with pytest.raises(RecordError, match="by process 4242 on node17"):
-        records.RunLock(run).acquire()
-    old = time.time() - records.STALE_AFTER_S - 60
+        locks.RunLock(run).acquire()
+    old = time.time() - locks.STALE_AFTER_S - 60
     os.utime(run / ".lock.owner", (old, old))  # ...not refreshed for longer than NIN_LOCK_STALE_S: stale
-    lock = records.RunLock(run)
+    lock = locks.RunLock(run)
     lock.acquire()
     assert "process 4242 on node17 has not refreshed it for" in capsys.readouterr().err
     lock.release()

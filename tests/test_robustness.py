@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
 from nin_cli.data import load_dataset
 from nin_cli.errors import ConfigError
+from nin_cli.locks import RunLock
 from nin_cli.perturbations import plan
-from nin_cli.records import RunLock
 from nin_cli.robustness import (
     PixelModel,
     PixelSpace,

@@ -17,7 +17,7 @@ from nin_cli.errors import ConfigError
 from nin_cli.records import RunRecords
 from nin_cli.schema import load_settings
 from nin_cli.train import Member, train, train_many
-from nin_cli.train.jobs import check_batchable, structure_groups
+from nin_cli.train.ensembles import check_batchable, structure_groups
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.setup import prepare
 from nin_cli.train.steps import choose_step

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 import nin_cli as api
 from nin_cli.cli import main
-from nin_cli.conventions import sigma2_per_paper_unit
 from nin_cli.schema import flatten
+from nin_cli.units import sigma2_per_paper_unit
 
 BIN = str(Path(sys.executable).parent)
 # The linear toy model of +experiment=linear_toy, typed out (its grid sweeps noise.sigma): seconds a run.
@@ -297,7 +297,7 @@ def test_the_one_sweep_expansion_makes_the_jobs_hydras_sweeper_makes():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference, in the test only
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from nin_cli.config import sweep_jobs
+    from nin_cli.preflight import sweep_jobs
 
     grid = {"noise.sigma2_paper": "1e-5,1e-3", "seed": "range(0,3)"}
     typed = ["model.width=64", "optimizer.lr=0.01,0.05"]

@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import make_cfg, nin_cli, read_rows, without_timing
 
-from nin_cli.config import check_command
 from nin_cli.errors import ConfigError
 from nin_cli.network import build_model
+from nin_cli.preflight import check_command
 from nin_cli.train import train
 
 EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"

@@ -114,7 +114,7 @@ def settle(returns: list[JobReturn], statuses: list[str]) -> list[JobReturn]:
 class BatchedLauncher(CollectingLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nin_cli.errors import one_line_errors
-        from nin_cli.train import run_jobs
+        from nin_cli.runner import run_jobs
 
         log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.batch_size}")
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
@@ -148,7 +148,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nin_cli.ensemble_job import EnsembleJob
         from nin_cli.errors import one_line_errors
-        from nin_cli.train.jobs import finished, plan_ensembles, recorded_status
+        from nin_cli.train.ensembles import finished, plan_ensembles, recorded_status
 
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
         ensembles = plan_ensembles(cfgs, self.batch_size)
@@ -269,7 +269,7 @@ def wait_for_jobs(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> di
 
     from nin_cli import cluster
     from nin_cli.errors import ConfigError
-    from nin_cli.train.jobs import finished
+    from nin_cli.train.ensembles import finished
 
     slurm = bool(jobs) and type(jobs[0]).__name__ == "SlurmJob"
     lost: dict = {}

@@ -33,13 +33,13 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from nin_cli.config import flat, load
-from nin_cli.conventions import sigma2_per_paper_unit
 from nin_cli.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.identity import exempt
 from nin_cli.noise import unit_noise
 from nin_cli.seeding import generator
 from nin_cli.train.rows import train_subset
 from nin_cli.train.setup import Setup
+from nin_cli.units import sigma2_per_paper_unit
 
 
 def niw_mean_square(w_sq: float, curvature: float, grad_moment: float, eta: float, sigma: float, batch: int, steps: float):
@@ -243,7 +243,7 @@ def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]
 def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
     """The noise scales of the experiment's sweep grid (noise.sigma or noise.sigma2_paper), else a
     log grid of the papers' units from 1e-5 to 100 (of sigma from 0.01 to 1000 where no unit exists)."""
-    from nin_cli.config import sweep_jobs
+    from nin_cli.preflight import sweep_jobs
 
     unit = sigma2_per_paper_unit(flat(cfg))
     params = {str(k): v for k, v in (hydra_cfg.hydra.sweeper.get("params") or {}).items()}
@@ -276,7 +276,8 @@ def predict_command(
     from hydra import compose, initialize_config_dir
 
     from nin_cli.analysis.summarize import write_csv
-    from nin_cli.config import check_command, resolve, without_hydra
+    from nin_cli.config import resolve, without_hydra
+    from nin_cli.preflight import check_command
     from nin_cli.schema import conf_dir, load_settings
     from nin_cli.sources import using
     from nin_cli.train.setup import build

@@ -26,7 +26,7 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """Each job's overrides as Hydra's sweeper makes them of this multirun (its params, then the
     command line's overrides: nin_cli/config.py's one expansion); None when they cannot be
     expanded here (glob() choices, which need Hydra's config loader: no total, still progress)."""
-    from nin_cli.config import sweep_jobs as expand
+    from nin_cli.preflight import sweep_jobs as expand
 
     if "nin_map_sweeper" in str(config.hydra.sweeper.get("_target_", "")):
         return None  # a phase map decides its runs round by round

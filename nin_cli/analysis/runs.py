@@ -12,7 +12,7 @@ import pandas as pd
 
 from nin_cli.config import load
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.records import RunLock
+from nin_cli.locks import RunLock
 
 MARKERS = ("metrics.csv", "status.json")
 

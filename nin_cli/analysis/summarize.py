@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 
 from nin_cli.analysis.phases import PHASES, classify, decay_times
 from nin_cli.analysis.runs import Run
-from nin_cli.conventions import paper_units
 from nin_cli.identity import exempt
 from nin_cli.records import ENDED, ROBUSTNESS, atomic_write_text
+from nin_cli.units import paper_units
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
 TAU_ERRS = tuple(f"{t}_err" for t in TAUS)  # each run's fit standard error

@@ -25,8 +25,8 @@ from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.phases import classify, decay_times
 from nin_cli.analysis.predict import niw_mean_square, niw_tau_steps, phase_at
 from nin_cli.analysis.runs import Run
-from nin_cli.conventions import paper_units
 from nin_cli.network import build_model
+from nin_cli.units import paper_units
 
 
 @dataclass

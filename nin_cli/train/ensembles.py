@@ -1,27 +1,28 @@
-"""Runs as jobs: open (fresh, resumed or skipped), group into ensembles, train, record how each
-ended (signals and crashes included), evaluate. `nin train` and every launcher call `run_jobs`."""
+"""A sweep's runs trained: each opened (fresh, resumed or skipped; nin_cli/train/resume.py says
+when), grouped into ensembles of runs that differ only in per-member keys, trained, and how each
+ended recorded (signals and crashes included). nin_cli/runner.py calls `train_many`."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config import FORMER_DEFAULTS, RunConfig, legacy_defaults, load, resolve
+from nin_cli.config import RunConfig, resolve
 from nin_cli.data import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
 from nin_cli.loggers import open_logger
+from nin_cli.provenance import provenance
 from nin_cli.records import ENDED, FINISHED, RunRecords, atomic_write_text
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
+from nin_cli.train.resume import check_nothing_recorded_past_epoch_zero, check_rows_match_checkpoint, check_same_run, extends
 from nin_cli.train.setup import build
 
 
@@ -59,56 +60,6 @@ def signals_raise(on_foreign: Callable[[str], None] | None = None) -> Iterator[N
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-# identity ---------------------------------------------------------------------------------------
-def check_same_run(records: RunRecords, run: RunConfig) -> None:
-    """Resume only the run this config names (keys that may change on resume aside); a longer
-    `epochs` only with extend=true (check_extension)."""
-    if not records.config_path.exists():
-        return
-    saved = identity(load(records.config_path).flat, "resume")
-    current = identity(run.flat, "resume")
-    if saved != current:
-        diff = differing(saved, current)
-        if diff == ["epochs"]:
-            return check_extension(records, int(saved["epochs"]), run)
-        hint = "; use a new output directory"
-        then = legacy_defaults(saved).keys() | {k for k, v in FORMER_DEFAULTS.items() if saved.get(k) == v}
-        older = [f"{k}={'null' if saved[k] is None else str(saved[k]).lower()}" for k in diff if k in then and k in saved]
-        if older:  # a run written by an older nin: what it trained with, as keys to type
-            hint += f", or resume it as it was trained: {' '.join(older)}"
-        raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")
-
-
-def check_extension(records: RunRecords, trained: int, run: RunConfig) -> None:
-    """A run asked for other `epochs` than it was started with. Trained on (extend=true) it must
-    end as the longer run would have: nothing in its first epochs may depend on the total."""
-    cfg, wanted = run.cfg, int(run.cfg.epochs)
-    where = f"{records.dir} holds a run of epochs={trained}"
-    if wanted < trained:
-        raise ConfigError(f"{where}; epochs={wanted} would shorten it: use a new output directory")
-    if not cfg.get("extend", False):
-        raise ConfigError(f"{where} (differs in: epochs); add extend=true to train it on to epochs={wanted}, or use a new output directory")
-    if cfg.noise.schedule.kind == "linear":
-        raise ConfigError(
-            f"{where} under noise.schedule=linear, which ramps sigma over all of a run's epochs: a {wanted}-epoch run "
-            f"differs from it from epoch 2 on, so it cannot be extended; train epochs={wanted} in a new output directory"
-        )
-    if f"epochs={trained}" in records.dir.name.split(","):  # a sweep directory named by an older nin
-        raise ConfigError(f"{records.dir}'s name says epochs={trained}: extended, it would not; train epochs={wanted} in a new sweep dir")
-
-
-def extends(status: dict | None, cfg: DictConfig) -> bool:
-    """Whether a finished run is to be trained on: completed all its epochs, fewer than asked for,
-    with extend=true (a diverged run, or one that reached target_train_acc, would have ended there)."""
-    return bool(
-        cfg.get("extend", False)
-        and status
-        and status["status"] == "completed"
-        and not str(status.get("reason") or "").startswith("reached train accuracy")
-        and status["epoch"] < int(cfg.epochs)
-    )
 
 
 def structure(cfg: DictConfig) -> dict:
@@ -196,80 +147,6 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
     records.write_status("running", member.epoch, member.epochs)
     member.logger = open_logger(cfg, records.dir, run.flat)
     return member
-
-
-def expected_step_keys(last_step: int, every: int) -> list[int]:
-    """steps.csv keys through `last_step`: step 0 (the state before training), then every `every`-th step."""
-    return [0, *(range(every, last_step + 1, every) if every > 0 else [])]
-
-
-def describe_keys(keys: list[int]) -> str:
-    if not keys:
-        return "no rows"
-    dups = len(keys) - len(set(keys))
-    return f"{len(keys)} rows ({keys[0]}..{keys[-1]}{f', {dups} duplicated' if dups else ''})"
-
-
-def check_rows_match_checkpoint(m: Member) -> None:
-    """Resume only onto complete records: every epoch and logged step up to the checkpoint, once."""
-    records = m.records
-    redo = "restore the files, or start the run over with resume=false overwrite=true"
-    epochs = records.metrics.keys(m.columns, m.epoch)
-    if epochs != list(range(m.epoch + 1)):
-        raise RecordError(
-            f"cannot resume {records.dir}: checkpoint.pt is at epoch {m.epoch} but metrics.csv holds "
-            f"{describe_keys(epochs)} for epochs 0..{m.epoch}; {redo}"
-        )
-    steps = records.steps.keys(m.step_columns, m.step)
-    if steps != expected_step_keys(m.step, int(m.s.cfg.log.every_steps)):
-        raise RecordError(
-            f"cannot resume {records.dir}: checkpoint.pt is at step {m.step} but steps.csv holds "
-            f"{describe_keys(steps)} for steps 0..{m.step}; {redo}"
-        )
-
-
-def check_nothing_recorded_past_epoch_zero(m: Member) -> None:
-    """A fresh start rewrites the CSVs: refuse if that would drop trained epochs (checkpoint.pt lost)."""
-    trained = [e for e in m.records.metrics.keys(m.columns, 2**62) if e > 0]
-    if trained:
-        raise RecordError(
-            f"{m.records.dir}: metrics.csv holds trained epochs (up to {max(trained)}) but checkpoint.pt is missing, "
-            "so the run cannot resume; restore checkpoint.pt, or start over with resume=false overwrite=true"
-        )
-
-
-def provenance(device) -> dict:
-    """env.json: what produced the run's numbers (one entry per start or resume)."""
-    import platform
-    import socket
-    import subprocess
-    import sys
-
-    import torch
-
-    from nin_cli import __version__
-
-    commit = None
-    source = Path(__file__).resolve().parents[2]
-    if (source / ".git").exists():
-        try:
-            out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-            dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
-            commit = out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            commit = None
-    return {
-        "nin_version": __version__,
-        "git_commit": commit,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "command": " ".join(sys.argv),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
 
 
 @contextmanager
@@ -375,28 +252,3 @@ def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list
             for (i, _), result in zip(chunk, ensemble.run(bool(members[0].s.cfg.progress))):
                 results[i] = result
     return results  # type: ignore[return-value]
-
-
-def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], batch_size: int = 64) -> list[RunResult]:
-    """Train the jobs, then evaluate each completed one whose config asks for it (evaluate=true)."""
-    from nin_cli.robustness import evaluate_after_training
-
-    results = train_many(cfgs, run_dirs, batch_size)
-    for cfg, run_dir, result in zip(cfgs, run_dirs, results):
-        evaluate_after_training(cfg, Path(run_dir), result.status)
-    return results
-
-
-def hydra_task(cfg: DictConfig) -> str:
-    """`nin train`'s Hydra task function: one run in Hydra's output directory, a line on how it ended."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from nin_cli.errors import one_line_errors
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with one_line_errors():
-        (result,) = run_jobs([cfg], [run_dir])
-    colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
-    detail = f" ({result.reason})" if result.reason else ""
-    console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")
-    return result.status

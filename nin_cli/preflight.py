@@ -1,0 +1,292 @@
+"""The pre-flight of `nin train`, `nin map` and `nin predict`: every job of a command composed,
+resolved (nin_cli/config.py) and checked before the first one trains. Inputs that contradict each
+other are refused in one line that names both sides; Hydra's own errors are reworded to one line;
+the launcher's settings are checked against what it can do here. The one sweep expansion
+(`sweep_jobs`, Hydra's own parser) lives here too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nin_cli.config import SIGMA_KEYS, RunConfig, flat, resolve, without_hydra
+from nin_cli.errors import ConfigError
+from nin_cli.schema import FACTORY_GROUPS, train_schema
+from nin_cli.sources import Sources, current, from_entries, using
+from nin_cli.units import sigma2_per_paper_unit
+
+
+def parse(overrides: list[str]) -> list:
+    """Hydra's own parse of command-line overrides; a malformed one is one ConfigError line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except HydraException as exc:
+        raise ConfigError(hydra_message(exc)) from None
+
+
+def sweep_jobs(grid: Mapping[str, Any], overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them of an experiment's grid
+    (hydra.sweeper.params) and the command's overrides: the cartesian product of every swept
+    key's values, in key order, through Hydra's public override parser. A key given twice keeps
+    its last values (check_command refuses that before a sweep runs)."""
+    from hydra.core.override_parser.types import Glob
+
+    parsed = parse([f"{k}={v}" for k, v in grid.items()] + list(overrides))
+    axes: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():  # interval(): for optimizing sweepers, not a grid
+                raise ConfigError(f"{override.input_line}: only lists, range() and glob() of a group can be swept on a grid")
+            if isinstance(override.value(), Glob):  # a group's options matched as Hydra's config loader does
+                values = override.value().filter(current().options(override.key_or_group))
+            else:
+                values = list(override.sweep_string_iterator())
+            axes[key] = [f"{key}={value}" for value in values]
+        else:
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def hydra_message(exc: Exception) -> str:
+    """Hydra's error on one line, its hint kept (e.g. 'To append to your config use +experiment=fig3'),
+    and its cause's first line where Hydra's own says only where (Error merging override ...)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    keep = [line for line in lines if not line.startswith(("See https://", "full_key:", "object_type="))]
+    message = " ".join(keep[:3]) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and message.startswith("Error merging override"):
+        message += f": {str(cause).strip().splitlines()[0]}"
+    return message
+
+
+def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
+    """`group=option` for an option that does not exist: one line that lists the group's options,
+    as Hydra finds them (every config directory on the search path, and the plugins' own)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.types import Glob
+
+    loader = GlobalHydra.instance().config_loader()
+    for override in parse(overrides):
+        group = override.key_or_group
+        globbed = override.is_sweep_override() and (not override.is_discrete_sweep() or isinstance(override.value(), Glob))
+        if "." in group or override.is_delete() or globbed:
+            continue  # a key, a deletion, or glob(): Hydra matches a glob against the options itself
+        options = loader.get_group_options(group, config_name="train", overrides=searchpath)
+        if not options:
+            continue  # not a group
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        for value in values:
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}")
+
+
+def command_sources(overrides: list[str], config_dirs: list[str]) -> tuple[Sources, list[str]]:
+    """The config directories of a command (conf/, `--config-dir`s, `hydra.searchpath` entries),
+    and its overrides with one `hydra.searchpath` that holds them all, for composing as Hydra does."""
+    entries: list[str] = []
+    rest: list[str] = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            listed = parse([item])[0].value() if value else []
+            if not isinstance(listed, list):
+                raise ConfigError(f"hydra.searchpath must be a list, e.g. hydra.searchpath=[file:///path/conf], got {value!r}")
+            entries += [str(e) for e in listed]
+        else:
+            rest.append(item)
+    entries += [f"file://{Path(d).expanduser().resolve()}" for d in config_dirs]
+    sources = from_entries(entries)
+    if sources.extra:
+        rest.append(f"hydra.searchpath=[{','.join(sources.searchpath())}]")
+    return sources, rest
+
+
+def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] = (), inspect: bool = False) -> tuple[list[str], Sources]:
+    """Every job of the command composed, resolved and validated before the first one trains:
+    unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
+    here, contradicting inputs, each job's values, and each distinct model built once (a factory
+    that does not import, a NIN at a module that is not there). A ConfigError names the job and
+    the value, against every config directory on the search path. Returns the overrides to
+    compose with (`hydra.searchpath` holding every config directory) and those directories."""
+    sources, overrides = command_sources(overrides, list(config_dirs))
+    with using(sources):
+        _check_command(overrides, multirun, sources, inspect)
+    return overrides, sources
+
+
+SWEEP_ONLY = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper")  # what only a multirun (-m) reads
+
+
+def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspect: bool = False) -> None:
+    from hydra import compose, initialize_config_dir
+
+    conf = sources.dirs[0]
+    parsed = parse(overrides)
+    for override in parsed if not multirun else []:
+        key = override.key_or_group
+        if override.is_sweep_override():
+            raise ConfigError(f"{override.input_line} is a sweep: add -m (nin train -m ...) to train one run per value")
+        if key.startswith(SWEEP_ONLY) and not inspect:
+            raise ConfigError(
+                f"{override.input_line} sets how a sweep runs, and this is one run: add -m (nin train -m ...), or leave it out"
+            )
+    schema = train_schema(*sources.dirs)
+    for override in parsed:  # typos first, with the closest valid key
+        key = override.key_or_group
+        if key.startswith("hydra.") and override.is_sweep_override():
+            raise ConfigError(f"{override.input_line}: Hydra's own settings are not swept; quote a list value: {key}='...'")
+        adds_argument = override.input_line.startswith("+") and key.startswith(FACTORY_GROUPS)  # checked once composed
+        if not key.startswith("hydra") and not sources.is_group(key) and not adds_argument:
+            schema.check_key(key)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        check_group_choices(overrides, [o for o in overrides if o.startswith("hydra.searchpath=")])
+        try:
+            base = compose("train", overrides=fixed, return_hydra_config=True)
+        except Exception as exc:  # Hydra's composition errors
+            raise ConfigError(_composition_error(exc, fixed, compose)) from None
+        grid = {str(k): str(v) for k, v in (base.hydra.sweeper.get("params") or {}).items()} if multirun else {}
+        check_output_dir(base, multirun)
+        if multirun:
+            check_launcher(base)
+        check_conflicts(parsed, grid, base)
+        jobs = sweep_jobs(grid, overrides) if multirun else [[o for o in overrides if not o.startswith("-")]]
+        varied = tuple(f"{k.lstrip('+~')}=" for k in {*grid, *(o.key_or_group for o in parsed if o.is_sweep_override())})
+        built: set[str] = set()
+        for job in jobs:
+            where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
+            try:
+                run = resolve(without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
+                check_builds(run, built)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}{where}") from None
+            except Exception as exc:  # Hydra's composition errors: the message says it
+                raise ConfigError(f"{hydra_message(exc)}{where}") from None
+
+
+def check_builds(run: RunConfig, built: set[str]) -> None:
+    """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
+    a factory that fails, a NIN at a module that is not there, a forward pass that never reaches it."""
+    from nin_cli.data import input_output_shape
+    from nin_cli.network import build_model
+
+    key = repr(sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin.", "dataset."))))
+    if key in built:
+        return  # a sweep's jobs that differ in seed or sigma only: the data's files are not read again
+    built.add(key)
+    shape = input_output_shape(run.cfg.dataset, probe=False)
+    if shape is not None:  # None: a dataset factory, whose shapes are known once it is loaded (open_run builds the model then)
+        build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
+
+
+def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
+    """Hydra's message, plus the closest key where a typed key does not exist (hydra.launcher.batchsize)."""
+    message = hydra_message(exc)
+    for item in fixed:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if f"'{key}'" not in message or "." not in key:
+            continue
+        parent, leaf = key.rsplit(".", 1)
+        try:
+            node = OmegaConf.select(compose("train", overrides=[f for f in fixed if f != item], return_hydra_config=True), parent)
+        except Exception:
+            break
+        if isinstance(node, DictConfig) and leaf not in node:  # a key that does not exist (else Hydra's words say it)
+            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1, cutoff=0.6)
+            return f"unknown config key {key!r}" + (f"; did you mean {parent}.{close[0]}?" if close else f" ({message})")
+        break
+    return message
+
+
+def check_output_dir(base: DictConfig, multirun: bool) -> None:
+    """hydra.run.dir (a run) or hydra.sweep.dir (a sweep) must be a directory nin can make: not a
+    file, nor under one."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        where = Path(str(OmegaConf.select(base, key)))
+    except Exception as exc:  # an interpolation that does not resolve
+        raise ConfigError(f"{key} does not resolve: {str(exc).splitlines()[0]}") from None
+    for path in (where, *where.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"{key}={where}: {path} is a file, not a directory")
+            return
+
+
+def check_launcher(base: DictConfig) -> None:
+    """The launcher's own settings (an ensemble of at least one run); a SLURM launcher needs
+    SLURM's sbatch here, and a request that a node of its partition can satisfy; say so before
+    Hydra's submitit fails or a job waits forever."""
+    from nin_cli.cluster import check_request
+
+    size = base.hydra.launcher.get("batch_size") if "nin_batched_launcher" in str(base.hydra.launcher.get("_target_", "")) else None
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ConfigError(f"hydra.launcher.batch_size (runs per ensemble) must be an integer >= 1, got {size!r}")
+    for key, least in (("array_parallelism", 1), ("timeout_min", 1), ("max_num_timeout", 0)):
+        value = base.hydra.launcher.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            raise ConfigError(f"hydra.launcher.{key} must be >= {least}, got {value}")
+    target = str(base.hydra.launcher.get("_target_", ""))
+    if "Slurm" not in target:
+        return
+    if shutil.which("sbatch") is None:
+        choice = base.hydra.runtime.choices.get("hydra/launcher", "slurm")
+        raise ConfigError(
+            f"hydra/launcher={choice} submits to SLURM, but sbatch is not on PATH here: run on the cluster's login node, "
+            "or train on this machine with hydra/launcher=batched"
+        )
+    check_request(OmegaConf.to_container(base.hydra.launcher, resolve=False))
+
+
+def check_conflicts(parsed: list, grid: Mapping[str, str], base: DictConfig) -> None:
+    """Refuse what would train something other than what was typed: noise.sigma and
+    noise.sigma2_paper both given (typed or swept: sigma2_paper would silently win), and a typed
+    key that the experiment's grid sweeps too (one would silently replace the other)."""
+    typed = {o.key_or_group: o for o in parsed}
+    given = {k: f"{typed[k].input_line.lstrip('+')} (typed)" for k in SIGMA_KEYS if k in typed}
+    for key in SIGMA_KEYS:
+        if key in grid and key not in typed:
+            given[key] = f"{key}={grid[key]} (the experiment's grid, hydra.sweeper.params)"
+    if len(given) == 2:
+        raise ConfigError(
+            f"{given['noise.sigma']} and {given['noise.sigma2_paper']} both set the noise scale; give one of them"
+            + _sigma_hint(typed, grid, base)
+        )
+    for key, override in typed.items():
+        if key in grid:
+            value = override.input_line.split("=", 1)[1]
+            replace = f"\"hydra.sweeper.params={{{key}:'{value}'}}\""
+            raise ConfigError(
+                f"{key}={value} is typed and the experiment's grid sweeps {key}={grid[key]}: one would silently replace the other; "
+                f"to run other values of the grid's key, replace its entry: {replace}"
+            )
+
+
+def _sigma_hint(typed: Mapping, grid: Mapping[str, str], base: DictConfig) -> str:
+    """Where the grid sweeps one name and the other was typed: the typed values in the grid's units."""
+    unit = sigma2_per_paper_unit(flat(base))
+    for grid_key, typed_key in (("noise.sigma2_paper", "noise.sigma"), ("noise.sigma", "noise.sigma2_paper")):
+        if grid_key in grid and typed_key in typed and math.isfinite(unit):
+            values = [job[0].split("=", 1)[1] for job in sweep_jobs({}, [typed[typed_key].input_line])]
+            try:
+                numbers = [float(v) for v in values]
+            except ValueError:
+                return ""
+            converted = [v * v / unit for v in numbers] if grid_key == "noise.sigma2_paper" else [math.sqrt(v * unit) for v in numbers]
+            text = ",".join(f"{v:.6g}" for v in converted)
+            return f"; your values in the grid's terms: \"hydra.sweeper.params={{{grid_key}:'{text}'}}\""
+    return ""

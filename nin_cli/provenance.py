@@ -1,0 +1,42 @@
+"""env.json: what produced a run's numbers (nin, git commit, Python, torch, device, host, command),
+one entry per start or resume."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from nin_cli.version import __version__
+
+
+def provenance(device) -> dict:
+    """env.json: what produced the run's numbers (one entry per start or resume)."""
+    import platform
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+
+    commit = None
+    source = Path(__file__).resolve().parents[1]  # the checkout, where nin runs from one
+    if (source / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
+            commit = out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {
+        "nin_version": __version__,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

@@ -1,0 +1,37 @@
+"""The runner above the stages: what `nin train` and every launcher run for a sweep's jobs. It
+trains them (nin_cli/train: opened, resumed or skipped, in ensembles), then evaluates each completed
+run whose config asks for it (nin_cli/robustness.py); `hydra_task` is `nin train`'s Hydra task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from nin_cli.errors import console
+from nin_cli.robustness import evaluate_after_training
+from nin_cli.train.ensembles import train_many
+from nin_cli.train.member import RunResult
+
+
+def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], batch_size: int = 64) -> list[RunResult]:
+    """Train the jobs, then evaluate each completed one whose config asks for it (evaluate=true)."""
+    results = train_many(cfgs, run_dirs, batch_size)
+    for cfg, run_dir, result in zip(cfgs, run_dirs, results):
+        evaluate_after_training(cfg, Path(run_dir), result.status)
+    return results
+
+
+def hydra_task(cfg: DictConfig) -> str:
+    """`nin train`'s Hydra task function: one run in Hydra's output directory, a line on how it ended."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from nin_cli.errors import one_line_errors
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with one_line_errors():
+        (result,) = run_jobs([cfg], [run_dir])
+    colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
+    detail = f" ({result.reason})" if result.reason else ""
+    console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")
+    return result.status
