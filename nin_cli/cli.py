@@ -10,10 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable
-from pathlib import Path
 
-from nin_cli.commands import COMMANDS, parser
+from nin_cli.commands import COMMANDS, HANDLERS, parser
 from nin_cli.errors import fail, one_line_errors
 
 HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--resolve", "-p", "--package")
@@ -120,111 +118,6 @@ def _recorded_key(arg: str) -> str:
         if arg.startswith(f"+{key}="):
             return arg[1:]
     return arg
-
-
-# --- the analysis commands --------------------------------------------------------------------------
-def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    """(paths, key=value overrides): an argument with '=' that is not an existing path is an override."""
-    overrides = [p for p in items if "=" in p and not Path(p).exists()]
-    paths = [p for p in items if p not in overrides]
-    if not paths:
-        fail("no run or sweep directory given")
-    return paths, overrides
-
-
-def output_dir(out: str | None, paths: list[str], default_sub: str = "") -> Path:
-    """--out, else the single PATH (or PATH/sub), else the current directory (or ./sub)."""
-    base = Path(out) if out else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else Path("."))
-    target = base if out else base / default_sub
-    target.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def summarize_command(ns) -> None:
-    from nin_cli.analysis.summarize import print_tables, summarize_paths
-
-    paths, overrides = split_overrides(ns.paths)
-    out = output_dir(ns.out, paths)
-    summary, written = summarize_paths(paths, overrides, out)
-    print_tables(summary.tables(), ns.format)
-    print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
-
-
-def plot_command(ns) -> None:
-    from nin_cli.analysis.plots import plot_command as plot
-
-    paths, overrides = split_overrides(ns.paths)
-    for path in plot(paths, overrides, output_dir(ns.out, paths, "plots"), f".{ns.format}", not ns.no_runs):
-        print(path)
-
-
-def report_command(ns) -> None:
-    from nin_cli.analysis.report import write_report
-
-    paths, overrides = split_overrides(ns.paths)
-    for path in paths:
-        written, outcome = write_report(Path(path), overrides)
-        print(f"{outcome}; report: {written}")
-
-
-def theory_command(ns) -> None:
-    from nin_cli.analysis.theory import theory_command as theory
-
-    paths, overrides = split_overrides(ns.paths)
-    written = theory(paths, overrides, output_dir(ns.out, paths), ns.no_predict, ns.format)
-    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
-
-
-def predict_command(ns) -> None:
-    from nin_cli.analysis.predict import predict_command as predict
-    from nin_cli.analysis.summarize import print_tables
-
-    out = Path(ns.out)
-    tables, notes = predict(ns.overrides, ns.samples, ns.sigmas, ns.measured, out, ns.config_dir)
-    print_tables(tables, ns.format)
-    for note in notes:
-        print(f"nin: note: {note}", file=sys.stderr)
-    print(f"wrote predict.csv, predict_boundaries.csv, predict_layers.csv to {out}", file=sys.stderr)
-
-
-def progress_command(ns) -> None:
-    from nin_cli.analysis.progress import show_progress
-
-    show_progress(Path(ns.sweep), ns.watch, ns.every)
-
-
-def evaluate_command(ns) -> None:
-    from nin_cli.robustness import evaluate_command as evaluate
-
-    paths, overrides = split_overrides(ns.paths)
-    evaluate(paths, overrides, ns.device, ns.force, not ns.no_progress)
-
-
-def export_command(ns) -> None:
-    from nin_cli.analysis.export import export_tensorboard
-
-    out = output_dir(ns.out, ns.paths, "tensorboard")
-    written = export_tensorboard(ns.paths, out)
-    print(f"wrote {len(written)} event folder(s) to {out}; view them with: tensorboard --logdir {out}")
-
-
-def download_command(ns) -> None:
-    from nin_cli.data import download
-
-    print(f"downloaded {ns.dataset} to {download(ns.dataset, ns.root)}")
-
-
-HANDLERS: dict[str, Callable] = {
-    "summarize": summarize_command,
-    "plot": plot_command,
-    "report": report_command,
-    "theory": theory_command,
-    "predict": predict_command,
-    "progress": progress_command,
-    "evaluate": evaluate_command,
-    "export": export_command,
-    "download": download_command,
-}
 
 
 def usage() -> str:

@@ -1,9 +1,16 @@
-"""nin's subcommands and their arguments: what `nin --help` lists, what each command parses, and
-what shell completion offers (one table, read by the CLI and the completer alike)."""
+"""nin's subcommands, in one place: what `nin --help` lists, what each command parses (also what
+shell completion offers), and what each does with its parsed arguments: it calls the stage that
+does the work and prints what it returned. The stages below return data and print nothing of a
+command's own. (`nin train` and `nin map` are Hydra's: nin_cli/cli.py hands them to it.)"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from nin_cli.errors import ConfigError, fail
 
 COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
@@ -67,3 +74,177 @@ def parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("dataset", choices=["fashion_mnist", "mnist", "cifar10"])
         p.add_argument("--root", help="target directory (default: $NIN_DATA_DIR or ~/.cache/nin)")
     return p
+
+
+# --- the analysis commands --------------------------------------------------------------------------
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """(paths, key=value overrides): an argument with '=' that is not an existing path is an override."""
+    overrides = [p for p in items if "=" in p and not Path(p).exists()]
+    paths = [p for p in items if p not in overrides]
+    if not paths:
+        fail("no run or sweep directory given")
+    return paths, overrides
+
+
+def output_dir(out: str | None, paths: list[str], default_sub: str = "") -> Path:
+    """--out, else the single PATH (or PATH/sub), else the current directory (or ./sub)."""
+    base = Path(out) if out else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else Path("."))
+    target = base if out else base / default_sub
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def summarize_command(ns) -> None:
+    from nin_cli.analysis.summarize import print_tables, summarize_paths
+
+    paths, overrides = split_overrides(ns.paths)
+    out = output_dir(ns.out, paths)
+    summary, written = summarize_paths(paths, overrides, out)
+    print_tables(summary.tables(), ns.format)
+    print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
+
+
+def plot_command(ns) -> None:
+    from nin_cli.analysis.plots import plot_paths as plot
+
+    paths, overrides = split_overrides(ns.paths)
+    for path in plot(paths, overrides, output_dir(ns.out, paths, "plots"), f".{ns.format}", not ns.no_runs):
+        print(path)
+
+
+def report_command(ns) -> None:
+    from nin_cli.analysis.report import write_report
+
+    paths, overrides = split_overrides(ns.paths)
+    for path in paths:
+        written, outcome = write_report(Path(path), overrides)
+        print(f"{outcome}; report: {written}")
+
+
+def theory_command(ns) -> None:
+    from nin_cli.analysis.summarize import markdown, rich_table, stdout_console
+    from nin_cli.analysis.theory import theory_tables
+
+    paths, overrides = split_overrides(ns.paths)
+    table, lines, title, done, written = theory_tables(paths, overrides, output_dir(ns.out, paths), ns.no_predict)
+    if ns.format == "markdown":
+        print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{done}")
+    else:
+        console = stdout_console()
+        for line in lines:
+            console.print(f"[bold]boundaries[/] {line}")
+        console.print(rich_table(table, title))
+        console.print(done)
+    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
+
+
+def predict_command(ns) -> None:
+    from nin_cli.analysis.predict import predict_setting as predict
+    from nin_cli.analysis.summarize import print_tables
+
+    out = Path(ns.out)
+    tables, notes = predict(ns.overrides, ns.samples, ns.sigmas, ns.measured, out, ns.config_dir)
+    print_tables(tables, ns.format)
+    for note in notes:
+        print(f"nin: note: {note}", file=sys.stderr)
+    print(f"wrote predict.csv, predict_boundaries.csv, predict_layers.csv to {out}", file=sys.stderr)
+
+
+def progress_command(ns) -> None:
+    from nin_cli.analysis.progress import show_progress
+
+    show_progress(Path(ns.sweep), ns.watch, ns.every)
+
+
+def evaluate_command(ns) -> None:
+    paths, overrides = split_overrides(ns.paths)
+    evaluate(paths, overrides, ns.device, ns.force, not ns.no_progress)
+
+
+def export_command(ns) -> None:
+    from nin_cli.analysis.export import export_tensorboard
+
+    out = output_dir(ns.out, ns.paths, "tensorboard")
+    written = export_tensorboard(ns.paths, out)
+    print(f"wrote {len(written)} event folder(s) to {out}; view them with: tensorboard --logdir {out}")
+
+
+def download_command(ns) -> None:
+    from nin_cli.data import download
+
+    print(f"downloaded {ns.dataset} to {download(ns.dataset, ns.root)}")
+
+
+HANDLERS: dict[str, Callable] = {
+    "summarize": summarize_command,
+    "plot": plot_command,
+    "report": report_command,
+    "theory": theory_command,
+    "predict": predict_command,
+    "progress": progress_command,
+    "evaluate": evaluate_command,
+    "export": export_command,
+    "download": download_command,
+}
+
+
+def evaluate(paths: list[str], overrides: list[str], device: str | None, force: bool, show_progress: bool) -> None:
+    """`nin evaluate`: robustness.csv for every trained run under `paths` that lacks one (all with
+    `force`), resuming interrupted evaluations; a line per run. A run that cannot be evaluated is a
+    warning and the others go on; the command then fails (exit 1) naming how many. A run another
+    process holds (training, or another `nin evaluate` of the same sweep: several share a sweep so)
+    is left to it with a line, not counted as a failure."""
+    from nin_cli.analysis.runs import find_runs
+    from nin_cli.errors import RecordError, RunInUse
+    from nin_cli.perturbations import missing_extra, plan
+    from nin_cli.records import ROBUSTNESS, ROBUSTNESS_PARTIAL
+    from nin_cli.robustness import clean_accuracy, evaluate_run, left_to_holder, strongest_attack
+    from nin_cli.schema import load_settings
+    from nin_cli.train.loop import progress_bar
+
+    rcfg = load_settings("robustness", overrides)
+    tasks = plan(rcfg)
+    skipped = missing_extra(tasks, warn=True)
+    runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
+    if not runs:
+        raise ConfigError("no trained runs (with checkpoint.pt) found")
+    todo = []
+    for run in runs:
+        if (run / ROBUSTNESS).exists() and not force:
+            print(f"{run}: robustness.csv exists; skipping (--force re-evaluates)", file=sys.stderr)
+        else:
+            todo.append(run)
+    per_run = len(tasks) - len(skipped)
+    bad = busy = 0
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("evaluate", total=len(todo) * per_run, info="")
+        for k, run in enumerate(todo):
+            if (run / ROBUSTNESS_PARTIAL).exists():
+                bar.console.print(f"{run}: resuming an interrupted evaluation", style="dim")
+            bar.update(task, completed=k * per_run, info=f"run {k + 1}/{len(todo)}: {run.name}")
+            try:
+                table = evaluate_run(
+                    run,
+                    rcfg,
+                    device,
+                    on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}"),
+                    keep=not force,
+                )
+            except RunInUse as exc:  # its owner trains or evaluates it: go on with the others
+                bar.console.print(left_to_holder(run, exc), style="dim")
+                busy += 1
+                continue
+            except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
+                bar.console.print(f"nin: warning: {run}: skipped: {exc}", style="yellow")
+                bad += 1
+                continue
+            bar.update(task, completed=(k + 1) * per_run)
+            if table is None:
+                print(f"{run}: robustness.csv written meanwhile by another process; skipping", file=sys.stderr)
+                continue
+            print(f"{run}: clean {clean_accuracy(table):.4f}{strongest_attack(table)} -> {run / ROBUSTNESS}")
+    if busy:
+        left = f"{busy} run(s) in use by other processes were left to them"
+        print(f"{left}; run this again later for any still without {ROBUSTNESS}", file=sys.stderr)
+    if bad:
+        fail(f"{bad} of {len(runs)} run(s) could not be evaluated (warnings above)", 1)

@@ -193,6 +193,10 @@ def check_builds(run: RunConfig, built: set[str]) -> None:
         build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
 
 
+# Keys nin renamed: typing the old one names the new one (where the chosen option has it).
+RENAMED = {"hydra.launcher.batch_size": ("hydra.launcher.ensemble_size", "runs trained together; batch_size is the minibatch's")}
+
+
 def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
     """Hydra's message, plus the closest key where a typed key does not exist (hydra.launcher.batchsize)."""
     message = hydra_message(exc)
@@ -205,6 +209,9 @@ def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
             node = OmegaConf.select(compose("train", overrides=[f for f in fixed if f != item], return_hydra_config=True), parent)
         except Exception:
             break
+        new = RENAMED.get(key)
+        if isinstance(node, DictConfig) and new and new[0].rsplit(".", 1)[1] in node:
+            return f"{key} is now {new[0]} ({new[1]}): {new[0]}={item.split('=', 1)[1]}"
         if isinstance(node, DictConfig) and leaf not in node:  # a key that does not exist (else Hydra's words say it)
             close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1, cutoff=0.6)
             return f"unknown config key {key!r}" + (f"; did you mean {parent}.{close[0]}?" if close else f" ({message})")
@@ -233,9 +240,9 @@ def check_launcher(base: DictConfig) -> None:
     Hydra's submitit fails or a job waits forever."""
     from nin_cli.cluster import check_request
 
-    size = base.hydra.launcher.get("batch_size") if "nin_batched_launcher" in str(base.hydra.launcher.get("_target_", "")) else None
+    size = base.hydra.launcher.get("ensemble_size") if "nin_batched_launcher" in str(base.hydra.launcher.get("_target_", "")) else None
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ConfigError(f"hydra.launcher.batch_size (runs per ensemble) must be an integer >= 1, got {size!r}")
+        raise ConfigError(f"hydra.launcher.ensemble_size (runs per ensemble) must be an integer >= 1, got {size!r}")
     for key, least in (("array_parallelism", 1), ("timeout_min", 1), ("max_num_timeout", 0)):
         value = base.hydra.launcher.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value < least:

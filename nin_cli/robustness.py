@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -261,65 +260,6 @@ def evaluate_after_training(cfg: DictConfig, run_dir: Path, status: str) -> None
             evaluate_run(Path(run_dir), cfg.robustness, keep=True)
         except RunInUse as exc:
             console.print(left_to_holder(run_dir, exc), style="dim")
-
-
-def evaluate_command(paths: list[str], overrides: list[str], device: str | None, force: bool, show_progress: bool) -> None:
-    """`nin evaluate`: robustness.csv for every trained run under `paths` that lacks one (all with
-    `force`), resuming interrupted evaluations; a line per run. A run that cannot be evaluated is a
-    warning and the others go on; the command then fails (exit 1) naming how many. A run another
-    process holds (training, or another `nin evaluate` of the same sweep: several share a sweep so)
-    is left to it with a line, not counted as a failure."""
-    from nin_cli.analysis.runs import find_runs
-    from nin_cli.errors import RecordError, RunInUse, fail
-    from nin_cli.schema import load_settings
-    from nin_cli.train.loop import progress_bar
-
-    rcfg = load_settings("robustness", overrides)
-    tasks = plan(rcfg)
-    skipped = missing_extra(tasks, warn=True)
-    runs = [r for r in find_runs(paths) if (r / "checkpoint.pt").exists()]
-    if not runs:
-        raise ConfigError("no trained runs (with checkpoint.pt) found")
-    todo = []
-    for run in runs:
-        if (run / ROBUSTNESS).exists() and not force:
-            print(f"{run}: robustness.csv exists; skipping (--force re-evaluates)", file=sys.stderr)
-        else:
-            todo.append(run)
-    per_run = len(tasks) - len(skipped)
-    bad = busy = 0
-    with progress_bar(show_progress) as bar:
-        task = bar.add_task("evaluate", total=len(todo) * per_run, info="")
-        for k, run in enumerate(todo):
-            if (run / ROBUSTNESS_PARTIAL).exists():
-                bar.console.print(f"{run}: resuming an interrupted evaluation", style="dim")
-            bar.update(task, completed=k * per_run, info=f"run {k + 1}/{len(todo)}: {run.name}")
-            try:
-                table = evaluate_run(
-                    run,
-                    rcfg,
-                    device,
-                    on_row=lambda row: bar.update(task, advance=1, info=f"{row['perturbation']} {row['severity']:g}"),
-                    keep=not force,
-                )
-            except RunInUse as exc:  # its owner trains or evaluates it: go on with the others
-                bar.console.print(left_to_holder(run, exc), style="dim")
-                busy += 1
-                continue
-            except (ConfigError, RecordError) as exc:  # one bad run of a sweep: say so, evaluate the others
-                bar.console.print(f"nin: warning: {run}: skipped: {exc}", style="yellow")
-                bad += 1
-                continue
-            bar.update(task, completed=(k + 1) * per_run)
-            if table is None:
-                print(f"{run}: robustness.csv written meanwhile by another process; skipping", file=sys.stderr)
-                continue
-            print(f"{run}: clean {clean_accuracy(table):.4f}{strongest_attack(table)} -> {run / ROBUSTNESS}")
-    if busy:
-        left = f"{busy} run(s) in use by other processes were left to them"
-        print(f"{left}; run this again later for any still without {ROBUSTNESS}", file=sys.stderr)
-    if bad:
-        fail(f"{bad} of {len(runs)} run(s) could not be evaluated (warnings above)", 1)
 
 
 def clean_accuracy(table: pd.DataFrame) -> float:

@@ -14,9 +14,9 @@ from nin_cli.train.ensembles import train_many
 from nin_cli.train.member import RunResult
 
 
-def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], batch_size: int = 64) -> list[RunResult]:
+def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], ensemble_size: int = 64) -> list[RunResult]:
     """Train the jobs, then evaluate each completed one whose config asks for it (evaluate=true)."""
-    results = train_many(cfgs, run_dirs, batch_size)
+    results = train_many(cfgs, run_dirs, ensemble_size)
     for cfg, run_dir, result in zip(cfgs, run_dirs, results):
         evaluate_after_training(cfg, Path(run_dir), result.status)
     return results

@@ -136,8 +136,8 @@ def test_a_fixed_sample_of_drawn_commands_as_real_processes(tmp_path):
 FIXED_SAMPLE = [
     (False, ["noise.sigma=nan"]),
     (False, ["noise=gaussiann"]),
-    (True, ["hydra/launcher=batched", "hydra.launcher.batch_size=0", "noise.sigma=1,2"]),
-    (False, ["hydra/launcher=batched", "hydra.launcher.batch_size=4"]),
+    (True, ["hydra/launcher=batched", "hydra.launcher.ensemble_size=0", "noise.sigma=1,2"]),
+    (False, ["hydra/launcher=batched", "hydra.launcher.ensemble_size=4"]),
     (False, ["noise.sigma=1,10"]),
     (True, ["optimizer=adam", "noise.sigma=1,2"]),
     (False, ["+epochs=3"]),
@@ -152,8 +152,8 @@ FIXED_SAMPLE = [
 @pytest.mark.parametrize(
     "multirun, overrides, message",
     [
-        (True, ["hydra/launcher=batched", "hydra.launcher.batch_size=0", "noise.sigma=1,2"], "must be an integer >= 1, got 0"),
-        (False, ["hydra/launcher=batched", "hydra.launcher.batch_size=4"], "add -m"),
+        (True, ["hydra/launcher=batched", "hydra.launcher.ensemble_size=0", "noise.sigma=1,2"], "must be an integer >= 1, got 0"),
+        (False, ["hydra/launcher=batched", "hydra.launcher.ensemble_size=4"], "add -m"),
         (False, ["noise.sigma=1,10"], "is a sweep: add -m"),
         (True, ["hydra/launcher=batchd"], "did you mean batched?"),
         (False, ["hydra.run.dir=/dev/null/x"], "/dev/null is a file, not a directory"),

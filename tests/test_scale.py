@@ -28,7 +28,7 @@ MEMBERS = [("0", 0), ("3", 1), ("10", 0), ("10", 1)]
 def test_batched_members_replay_their_single_runs(tmp_path):
     cfgs = [make_cfg(*QUICK, "epochs=2", f"noise.sigma={s}", f"seed={seed}") for s, seed in MEMBERS]
     batched_dirs = [tmp_path / f"batched_{s}_{seed}" for s, seed in MEMBERS]
-    results = train_many(cfgs, batched_dirs, batch_size=3)  # two batches: 3 + 1
+    results = train_many(cfgs, batched_dirs, ensemble_size=3)  # two batches: 3 + 1
     assert [r.status for r in results] == ["completed"] * 4
     acfg = load_settings("analysis")
     for cfg, bdir, (s, seed) in zip(cfgs, batched_dirs, MEMBERS):
@@ -322,7 +322,7 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_another_epoch(tmp
     assert [int(r["epoch"]) for r in read_rows(tmp_path / "single")] == [0, 1]
 
 
-BATCHED_PREEMPT = [*PREEMPT, "epochs=4", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.batch_size=2"]
+BATCHED_PREEMPT = [*PREEMPT, "epochs=4", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.ensemble_size=2"]
 
 
 @pytest.mark.e2e

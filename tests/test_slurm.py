@@ -69,7 +69,7 @@ def rows_of(sweep: Path) -> dict[str, list[dict]]:
 
 
 def test_a_batched_slurm_sweep_is_one_job_array_with_the_rows_of_the_batched_launcher(tmp_path):
-    args = [*QUICK, "epochs=2", "noise.sigma=1,3,10", "hydra.launcher.batch_size=2"]
+    args = [*QUICK, "epochs=2", "noise.sigma=1,3,10", "hydra.launcher.ensemble_size=2"]
     reference = nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={tmp_path / 'ref'}")
     assert reference.returncode == 0, reference.stderr
     sweep = tmp_path / "slurm"
@@ -85,7 +85,7 @@ def test_a_batched_slurm_sweep_is_one_job_array_with_the_rows_of_the_batched_lau
 
 @pytest.mark.parametrize("how", ["scontrol requeue", "scancel --signal=USR2"])
 def test_a_preempted_job_is_requeued_and_every_member_resumes_exactly(tmp_path, how):
-    args = [*SLOW, "noise.sigma=1,3", "hydra.launcher.batch_size=2"]
+    args = [*SLOW, "noise.sigma=1,3", "hydra.launcher.ensemble_size=2"]
     reference = nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={tmp_path / 'ref'}")
     assert reference.returncode == 0, reference.stderr
     sweep = tmp_path / "slurm"
@@ -160,7 +160,7 @@ def test_a_request_the_cluster_cannot_satisfy_is_one_line_naming_the_option(tmp_
 
 def test_submit_and_leave_then_follow_with_progress_and_report(tmp_path):
     sweep = tmp_path / "slurm"
-    args = [*SLOW, "epochs=2", "noise.sigma=1,3", "hydra.launcher.batch_size=1", "hydra.launcher.wait=false"]
+    args = [*SLOW, "epochs=2", "noise.sigma=1,3", "hydra.launcher.ensemble_size=1", "hydra.launcher.wait=false"]
     proc = nin_cli("train", "-m", "hydra/launcher=batched_slurm", *FITS, *args, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     assert "submitted 2 runs as 2 slurm jobs" in proc.stderr and f"nin progress {sweep} --watch" in proc.stderr

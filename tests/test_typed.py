@@ -196,7 +196,13 @@ def test_report_figures_colour_each_run_by_its_own_phase(toy_sweep, monkeypatch)
     ("args", "code", "expected"),
     [
         (["train", "--model", "mlp"], 2, "nin train: unknown option --model (a config value is key=value: model=...)"),
-        (["train", "-m", "hydra/launcher=batched", "hydra.launcher.batchsize=4"], 2, "did you mean hydra.launcher.batch_size?"),
+        (["train", "-m", "hydra/launcher=batched", "hydra.launcher.ensemblesize=4"], 2, "did you mean hydra.launcher.ensemble_size?"),
+        (
+            ["train", "-m", "hydra/launcher=batched_local", "hydra.launcher.batch_size=4"],
+            2,
+            "hydra.launcher.batch_size is now hydra.launcher.ensemble_size (runs trained together; batch_size is the minibatch's): "
+            "hydra.launcher.ensemble_size=4",
+        ),
         (["train", "experiment=fig3"], 2, "use +experiment=fig3"),
         (["train", "--cfg", "job", "noise.sigma=-1", "model.width=0"], 2, "must be >= "),
         (["train", "--cfg", "job", "noise.sigma=-1"], 2, "noise.sigma must be >= 0, got -1"),

@@ -2,7 +2,7 @@
 
 - `hydra/launcher=batched`: every ensemble in the launching process, one after the other.
 - `hydra/launcher=batched_slurm` / `batched_local`: each ensemble of at most
-  `hydra.launcher.batch_size` members is one submitit job (a SLURM job array with
+  `hydra.launcher.ensemble_size` members is one submitit job (a SLURM job array with
   `array_parallelism`; local processes through submitit's local executor), requeued on SIGUSR2.
 
 (No `from __future__ import annotations` here: Hydra imports plugin modules outside sys.modules,
@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedLauncher"
-    batch_size: int = 64  # models trained together in one process
+    ensemble_size: int = 64  # models trained together in one process
 
 
 @dataclass
 class BatchedSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedSlurmLauncher"
-    batch_size: int = 64  # members per ensemble, i.e. per SLURM job
+    ensemble_size: int = 64  # members per ensemble, i.e. per SLURM job
     wait: bool = True  # false: submit the job array and return (follow with nin progress, then nin report)
     poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
 
@@ -48,7 +48,7 @@ class BatchedSlurmConf(SlurmQueueConf):
 @dataclass
 class BatchedLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedLocalLauncher"
-    batch_size: int = 64  # members per ensemble, i.e. per local submitit job
+    ensemble_size: int = 64  # members per ensemble, i.e. per local submitit job
     poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
 
 
@@ -62,8 +62,8 @@ store.store(group="hydra/launcher", name="nin_batched_local", node=BatchedLocalC
 class CollectingLauncher(Launcher):
     """Runs each job's Hydra bookkeeping (run directory, .hydra/, overrides) and collects its config."""
 
-    def __init__(self, batch_size: int = 64) -> None:
-        self.batch_size = batch_size
+    def __init__(self, ensemble_size: int = 64) -> None:
+        self.ensemble_size = ensemble_size
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -116,10 +116,10 @@ class BatchedLauncher(CollectingLauncher):
         from nin_cli.errors import one_line_errors
         from nin_cli.runner import run_jobs
 
-        log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.batch_size}")
+        log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.ensemble_size}")
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
         with one_line_errors():
-            results = run_jobs(cfgs, dirs, self.batch_size)
+            results = run_jobs(cfgs, dirs, self.ensemble_size)
         return settle(returns, [r.status for r in results])
 
 
@@ -128,8 +128,8 @@ class BatchedSubmititLauncher(CollectingLauncher):
 
     _EXECUTOR = "abstract"
 
-    def __init__(self, batch_size: int = 64, **params: Any) -> None:
-        super().__init__(batch_size)
+    def __init__(self, ensemble_size: int = 64, **params: Any) -> None:
+        super().__init__(ensemble_size)
         self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in params.items()}
 
     def executor(self):
@@ -151,10 +151,10 @@ class BatchedSubmititLauncher(CollectingLauncher):
         from nin_cli.train.ensembles import finished, plan_ensembles, recorded_status
 
         returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
-        ensembles = plan_ensembles(cfgs, self.batch_size)
+        ensembles = plan_ensembles(cfgs, self.ensemble_size)
         todo = [idx for idx in ensembles if not all(finished(dirs[i], cfgs[i]) for i in idx)]
         log.info(
-            f"{len(cfgs)} runs in {len(ensembles)} ensembles of up to {self.batch_size}: "
+            f"{len(cfgs)} runs in {len(ensembles)} ensembles of up to {self.ensemble_size}: "
             f"{len(todo)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(todo)} already finished"
         )
         if not todo:

@@ -455,7 +455,7 @@ def sweep_figures(runs: list, phases: pd.DataFrame, phase_of: dict, out: Path, e
     ]
 
 
-def plot_command(paths: list[str], overrides: list[str], out: Path, ext: str, per_run: bool) -> list[Path]:
+def plot_paths(paths: list[str], overrides: list[str], out: Path, ext: str, per_run: bool) -> list[Path]:
     """`nin plot`: a figure per run (unless not `per_run`) and the sweep's figures, in `out`."""
     import re
 

@@ -268,10 +268,10 @@ def read_measured(path: str) -> pd.DataFrame:
         raise ConfigError(f"{path}: not a phases.csv of nin summarize ({exc})") from None
 
 
-def predict_command(
+def predict_setting(
     overrides: list[str], samples: int | None, sigmas: str | None, measured_path: str | None, out: Path, config_dirs: list[str] = ()
 ):
-    """`nin predict`: predict.csv, predict_boundaries.csv and predict_layers.csv in `out`; the
+    """What `nin predict` shows: predict.csv, predict_boundaries.csv and predict_layers.csv in `out`; the
     tables to print, titled, and the prediction's notes."""
     from hydra import compose, initialize_config_dir
 

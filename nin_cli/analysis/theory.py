@@ -219,14 +219,17 @@ def bounds_text(bounds: dict[str, float]) -> str:
     return ", ".join(f"{k} at sigma^2={v:.4g} (sigma={v**0.5:.4g})" for k, v in bounds.items())
 
 
-def theory_command(paths: list[str], overrides: list[str], out: Path, no_predict: bool, fmt: str) -> list[Path]:
-    """`nin theory`: the linear toy model's analytic phases beside its simulated runs, or for
-    networks the NIW decay integrated from the recorded curvature (and the phases predicted at
-    init); theory.csv and a figure in `out`, the table on stdout. The files written."""
+def theory_tables(
+    paths: list[str], overrides: list[str], out: Path, no_predict: bool
+) -> tuple[pd.DataFrame, list[str], str, str, list[Path]]:
+    """What `nin theory` shows: the linear toy model's analytic phases beside its simulated runs,
+    or for networks the NIW decay integrated from the recorded curvature (and the phases predicted
+    at init); theory.csv and a figure written to `out`. (table, boundary lines, title, the
+    agreement line, the files written)."""
     from nin_cli.analysis.plots import niw_theory_figure, theory_figure
     from nin_cli.analysis.predict import sweep_boundaries
     from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import markdown, rich_table, stdout_console, write_csv
+    from nin_cli.analysis.summarize import write_csv
     from nin_cli.errors import ConfigError
     from nin_cli.schema import load_settings
 
@@ -257,12 +260,4 @@ def theory_command(paths: list[str], overrides: list[str], out: Path, no_predict
         title = "networks: NIW decay from the recorded curvature, phases predicted at init (tau in epochs)"
     done = f"predicted and measured phases agree for {int(table['agree'].sum())} of {len(table)} runs" if "agree" in table else ""
     write_csv(table, out / "theory.csv")
-    if fmt == "markdown":
-        print("\n".join(f"- {line}" for line in lines) + f"\n\n{markdown(table)}\n\n{done}")
-    else:
-        console = stdout_console()
-        for line in lines:
-            console.print(f"[bold]boundaries[/] {line}")
-        console.print(rich_table(table, title))
-        console.print(done)
-    return [out / "theory.csv", *([figure] if figure else [])]
+    return table, lines, title, done, [out / "theory.csv", *([figure] if figure else [])]

@@ -190,9 +190,9 @@ def train(cfg: DictConfig, run_dir) -> RunResult:
     return train_many([cfg], [run_dir], 1)[0]
 
 
-def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> list[RunResult]:
+def train_many(cfgs: list[DictConfig], run_dirs: list, ensemble_size: int = 64) -> list[RunResult]:
     """Train every (cfg, run_dir) of a sweep. Runs that differ only in per-member keys (seed,
-    sigma, lr, ...: nin_cli/identity.py) train together in ensembles of at most `batch_size`
+    sigma, lr, ...: nin_cli/identity.py) train together in ensembles of at most `ensemble_size`
     members, each stepped the way `choose_step` picks. Finished runs are skipped, interrupted ones
     resume from their checkpoints."""
     with signals_raise():  # a signal while runs are being opened is an interruption too
@@ -204,15 +204,15 @@ def train_many(cfgs: list[DictConfig], run_dirs: list, batch_size: int = 64) -> 
             if len(groups) > 1:  # overall progress: the groups train one after another
                 ended = sum(r is not None and r.status in ENDED for r in results)
                 console.print(f"[bold]batched: group {g + 1}/{len(groups)} ({len(idx)} runs); {ended}/{len(cfgs)} runs ended so far")
-            for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], batch_size)):
+            for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], ensemble_size)):
                 results[i] = result
         return results  # type: ignore[return-value]
 
 
-def plan_ensembles(cfgs: list[DictConfig], batch_size: int) -> list[list[int]]:
+def plan_ensembles(cfgs: list[DictConfig], ensemble_size: int) -> list[list[int]]:
     """The sweep's ensembles: runs grouped by structure, each group cut into chunks of at most
-    `batch_size` members in sweep order (N runs of one group: ceil(N / batch_size) ensembles)."""
-    return [idx[i : i + batch_size] for idx in structure_groups(cfgs) for i in range(0, len(idx), batch_size)]
+    `ensemble_size` members in sweep order (N runs of one group: ceil(N / ensemble_size) ensembles)."""
+    return [idx[i : i + ensemble_size] for idx in structure_groups(cfgs) for i in range(0, len(idx), ensemble_size)]
 
 
 def recorded_status(run_dir: Path) -> str:
@@ -228,8 +228,8 @@ def finished(run_dir: Path, cfg: DictConfig | None = None) -> bool:
     return bool(status) and status["status"] in FINISHED and not (cfg is not None and extends(status, cfg))
 
 
-def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list[RunResult]:
-    """One structure group: ensembles of at most `batch_size` members, in sweep order. Members
+def train_group(cfgs: list[DictConfig], run_dirs: list, ensemble_size: int) -> list[RunResult]:
+    """One structure group: ensembles of at most `ensemble_size` members, in sweep order. Members
     resumed from different epochs share one ensemble (the later ones wait for the earlier)."""
     check_batchable(cfgs)
     data: Dataset | None = None  # loaded by the first run that trains, then shared
@@ -242,8 +242,8 @@ def train_group(cfgs: list[DictConfig], run_dirs: list, batch_size: int) -> list
         else:
             pending.append((i, opened))
             data = data or opened.s.data
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
+    for start in range(0, len(pending), ensemble_size):
+        chunk = pending[start : start + ensemble_size]
         members = [m for _, m in chunk]
         with recorded_outcome(members):
             ensemble = Ensemble(members)
