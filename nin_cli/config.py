@@ -99,8 +99,13 @@ def flat(cfg: DictConfig) -> dict[str, Any]:
 
 
 def resolve(cfg: DictConfig, validate: bool = True) -> RunConfig:
-    """The run `cfg` describes, resolved (see the module's docstring). With `validate`, every key
-    is known, typed and in range, the robustness plan is valid and the dataset has the sizes asked."""
+    """The run a composed `cfg` describes, resolved (see the module's docstring). With `validate`,
+    every key is known, typed and in range, the robustness plan is valid and the dataset has the
+    sizes asked. A job is resolved once (`checked`); a saved record is read with `load`."""
+    return _settle(cfg, validate)
+
+
+def _settle(cfg: DictConfig, validate: bool) -> RunConfig:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as exc:  # an interpolation that does not resolve
@@ -129,7 +134,7 @@ def load(path: Path, validate: bool = False) -> RunConfig:
     if not isinstance(saved, DictConfig):
         raise RecordError(f"{path} is damaged (not a mapping); cannot tell which run this directory holds")
     try:
-        run = resolve(saved, validate)
+        run = _settle(saved, validate)
     except ConfigError as exc:
         raise RecordError(f"{path} is damaged ({exc}); cannot tell which run this directory holds") from None
     missing = [key for key in RUN_KEYS if key not in run.flat]
@@ -193,3 +198,36 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     with open_dict(job):
         del job["hydra"]
     return job
+
+
+# --- each job resolved once ------------------------------------------------------------------------
+# The pre-flight resolves every job of a command before anything trains (nin_cli/preflight.py);
+# where the same process then trains them (nin train, the basic and batched launchers), the job's
+# RunConfig is taken from here instead of being resolved again. Keyed by the job's own overrides
+# (Hydra's settings aside) as the sweeper hands them to the launcher; emptied by each pre-flight.
+_CHECKED: dict[tuple[str, ...], tuple[RunConfig, DictConfig | None]] = {}
+
+
+def job_key(overrides: list[str]) -> tuple[str, ...]:
+    return tuple(o for o in overrides if not o.lstrip("+~").startswith("hydra"))
+
+
+def remember(overrides: list[str], run: RunConfig, composed: DictConfig | None = None) -> None:
+    """The pre-flight's RunConfig of a job, and its composition (Hydra's node included) where it has one."""
+    _CHECKED[job_key(overrides)] = (run, composed)
+
+
+def forget_checked() -> None:
+    _CHECKED.clear()
+
+
+def composed_job(overrides: list[str]) -> DictConfig | None:
+    """The pre-flight's composition of a job (its Hydra node included), or None."""
+    return _CHECKED.get(job_key(overrides), (None, None))[1]
+
+
+def checked(overrides: list[str], cfg: DictConfig) -> RunConfig:
+    """The job's RunConfig as the pre-flight resolved it (once), else `cfg` resolved now (a job
+    process of its own: joblib, submitit)."""
+    found = _CHECKED.pop(job_key(overrides), None)
+    return found[0] if found else resolve(cfg)

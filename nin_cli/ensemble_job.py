@@ -14,10 +14,11 @@ class EnsembleJob:
     and exits; the members were checkpointed at their last epoch, their status says interrupted,
     and the requeued job resumes them there."""
 
-    def __call__(self, cfgs: list, run_dirs: list[str]) -> list[str]:
+    def __call__(self, runs: list, run_dirs: list[str]) -> list[str]:
+        """`runs`: the members' RunConfigs, resolved where the launcher collected them."""
         from nin_cli.runner import run_jobs
 
-        return [r.status for r in run_jobs(cfgs, [Path(d) for d in run_dirs], max(len(cfgs), 1))]
+        return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], max(len(runs), 1))]
 
     def checkpoint(self, *args, **kwargs):
         import submitit

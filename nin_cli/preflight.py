@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config import SIGMA_KEYS, RunConfig, flat, resolve, without_hydra
+from nin_cli.config import SIGMA_KEYS, RunConfig, flat, forget_checked, remember, resolve, without_hydra
 from nin_cli.errors import ConfigError
 from nin_cli.schema import FACTORY_GROUPS, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
@@ -123,6 +123,7 @@ def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] =
     the value, against every config directory on the search path. Returns the overrides to
     compose with (`hydra.searchpath` holding every config directory) and those directories."""
     sources, overrides = command_sources(overrides, list(config_dirs))
+    forget_checked()
     with using(sources):
         _check_command(overrides, multirun, sources, inspect)
     return overrides, sources
@@ -170,8 +171,10 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
-                run = resolve(without_hydra(base) if job == fixed else compose("train", overrides=job))  # a single run: composed once
+                composed = base if job == fixed else compose("train", overrides=job, return_hydra_config=True)  # a single run: once
+                run = resolve(without_hydra(composed))
                 check_builds(run, built)
+                remember(job, run, composed if multirun else None)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it

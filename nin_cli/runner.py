@@ -4,21 +4,26 @@ run whose config asks for it (nin_cli/robustness.py); `hydra_task` is `nin train
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from nin_cli.config import RunConfig, checked
 from nin_cli.errors import console
 from nin_cli.robustness import evaluate_after_training
-from nin_cli.train.ensembles import train_many
+from nin_cli.train.ensembles import as_runs, train_many
 from nin_cli.train.member import RunResult
 
 
-def run_jobs(cfgs: list[DictConfig], run_dirs: list[Path], ensemble_size: int = 64) -> list[RunResult]:
-    """Train the jobs, then evaluate each completed one whose config asks for it (evaluate=true)."""
-    results = train_many(cfgs, run_dirs, ensemble_size)
-    for cfg, run_dir, result in zip(cfgs, run_dirs, results):
-        evaluate_after_training(cfg, Path(run_dir), result.status)
+def run_jobs(runs: Sequence[RunConfig | DictConfig], run_dirs: list[Path], ensemble_size: int = 64) -> list[RunResult]:
+    """Train the jobs, then evaluate each completed one whose config asks for it (evaluate=true).
+    Each job comes resolved (RunConfig) from where it was checked or collected; nothing here
+    resolves it again."""
+    runs = as_runs(runs)
+    results = train_many(runs, run_dirs, ensemble_size)
+    for run, run_dir, result in zip(runs, run_dirs, results):
+        evaluate_after_training(run.cfg, Path(run_dir), result.status)
     return results
 
 
@@ -28,9 +33,10 @@ def hydra_task(cfg: DictConfig) -> str:
 
     from nin_cli.errors import one_line_errors
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
     with one_line_errors():
-        (result,) = run_jobs([cfg], [run_dir])
+        (result,) = run_jobs([checked(list(hydra.overrides.task), cfg)], [run_dir])
     colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
     detail = f" ({result.reason})" if result.reason else ""
     console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")

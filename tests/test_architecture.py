@@ -145,3 +145,90 @@ def test_the_stage_rule_finds_an_import_that_runs_back_up():
     """The import train/jobs.py had before the runner existed."""
     graph = {"nin_cli.train.loop": {"nin_cli.robustness", "nin_cli.records"}, "nin_cli.robustness": set(), "nin_cli.records": set()}
     assert upward(graph) == ["nin_cli.train.loop (engine) -> nin_cli.robustness (robustness)"]
+
+
+def test_each_job_of_a_batched_sweep_is_composed_once_and_resolved_once(tmp_path, monkeypatch):
+    """`nin train -m hydra/launcher=batched` in this process: the pre-flight composes and resolves
+    each job once; the sweeper (hydra/sweeper=grid) does not compose it again to check it, the
+    launcher makes its Hydra config from that composition, and structuring, batching and training
+    take its RunConfig. (The report reads each run's config.yaml, the record: `load`, not `resolve`.)"""
+    from collections import Counter
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from nin_cli import cli, config, preflight
+
+    resolved: Counter = Counter()
+    nin_composed: Counter = Counter()
+    hydra_composed: Counter = Counter()
+    real_resolve, real_load = config.resolve, ConfigLoaderImpl.load_sweep_config
+
+    def counting_resolve(cfg, validate=True):
+        run = real_resolve(cfg, validate)
+        resolved[(run.flat["noise.sigma"], run.flat["seed"])] += 1
+        return run
+
+    def counting_sweep_config(self, master_config, sweep_overrides):
+        hydra_composed[tuple(sorted(o for o in sweep_overrides if o.startswith(("noise", "seed"))))] += 1
+        return real_load(self, master_config, sweep_overrides)
+
+    import hydra
+
+    real_hydra_compose = hydra.compose
+
+    def counting_compose(config_name=None, overrides=(), **kw):
+        job = tuple(sorted(o for o in overrides if o.startswith(("noise", "seed"))))
+        if job and not any("," in o for o in job):  # a job's, not the command's base composition
+            nin_composed[job] += 1
+        return real_hydra_compose(config_name, overrides=overrides, **kw)
+
+    for module in (config, preflight):
+        monkeypatch.setattr(module, "resolve", counting_resolve, raising=False)
+    monkeypatch.setattr(hydra, "compose", counting_compose)
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counting_sweep_config)
+    from nin_cli.train import ensembles
+
+    monkeypatch.setattr(ensembles, "resolve", counting_resolve)
+    args = ["train", "-m", "hydra/launcher=batched", "dataset=fashion_mnist_mini", "dataset.train_size=256", "dataset.test_size=100",
+            "model.width=16", "epochs=1", "hessian.samples=32", "eval.train_samples=256", "progress=false",
+            "noise.sigma=1,2", "seed=0,1", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    cli.main(args)  # returns: the sweep ran
+    jobs = {(float(s), k) for s in (1, 2) for k in (0, 1)}
+    assert set(resolved) == jobs and set(resolved.values()) == {1}, resolved
+    assert len(nin_composed) == 4 and set(nin_composed.values()) == {1}, nin_composed
+    assert hydra_composed == Counter(), hydra_composed  # neither the sweeper's check nor the launcher composes a job again
+    assert len(list(tmp_path.glob("*/metrics.csv"))) == 4
+
+
+def test_a_jobs_config_made_from_the_pre_flight_equals_hydras_own(tmp_path, monkeypatch):
+    """The batched launchers make each job's config (Hydra's node included) from the pre-flight's
+    composition instead of composing it again: key for key what Hydra's load_sweep_config gives,
+    for a sweep that changes group options (model, and with them Hydra's runtime.choices)."""
+    import sys
+
+    from hydra.core.plugins import Plugins
+    from omegaconf import OmegaConf
+
+    from nin_cli import cli
+
+    Plugins.instance()  # Hydra's scan loads the plugin modules anew: patch the module it will use
+    bl = sys.modules["hydra_plugins.nin_batched_launcher.batched_launcher"]
+
+    compared = []
+    made = bl.CollectingLauncher.job_config
+
+    def both(self, overrides):
+        ours = made(self, overrides)
+        theirs = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(theirs)
+        assert OmegaConf.to_yaml(ours, resolve=False) == OmegaConf.to_yaml(theirs, resolve=False)
+        assert OmegaConf.is_struct(ours) == OmegaConf.is_struct(theirs) and str(ours.hydra.sweep.dir) == str(theirs.hydra.sweep.dir)
+        compared.append(overrides)
+        return ours
+
+    monkeypatch.setattr(bl.CollectingLauncher, "job_config", both)
+    args = ["train", "-m", "hydra/launcher=batched", "dataset=fashion_mnist_mini", "dataset.train_size=256", "dataset.test_size=100",
+            "model=mlp,fc", "model.width=16", "epochs=1", "hessian.samples=32", "eval.train_samples=256", "progress=false",
+            "noise.sigma=1,2", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    cli.main(args)
+    assert len(compared) == 4

@@ -17,7 +17,7 @@ from nin_cli.errors import ConfigError
 from nin_cli.records import RunRecords
 from nin_cli.schema import load_settings
 from nin_cli.train import Member, train, train_many
-from nin_cli.train.ensembles import check_batchable, structure_groups
+from nin_cli.train.ensembles import as_runs, check_batchable, structure_groups
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.setup import prepare
 from nin_cli.train.steps import choose_step
@@ -182,7 +182,7 @@ def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(
         make_cfg(*QUICK, "epochs=1", "optimizer=adam", "optimizer.lr=0.001"),  # cannot stack: a loop step
         make_cfg(*QUICK, "epochs=1", "optimizer=adam", "optimizer.lr=0.001", "seed=1"),
     ]
-    assert structure_groups(cfgs) == [[0, 2], [1], [3, 4]]
+    assert structure_groups(as_runs(cfgs)) == [[0, 2], [1], [3, 4]]
     dirs = [tmp_path / f"run{i}" for i in range(len(cfgs))]
     results = train_many(cfgs, dirs)
     assert [r.status for r in results] == ["completed"] * 5
@@ -191,7 +191,7 @@ def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(
     train(cfgs[4], alone)
     assert without_timing(read_rows(alone)) == without_timing(read_rows(dirs[4]))
     with pytest.raises(ConfigError, match="differ in: model"):
-        check_batchable(cfgs[:2])
+        check_batchable(as_runs(cfgs[:2]))
 
 
 @pytest.mark.e2e

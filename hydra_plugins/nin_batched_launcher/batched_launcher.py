@@ -71,23 +71,26 @@ class CollectingLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def collect(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> tuple[list[JobReturn], list[DictConfig], list[Path]]:
+    def collect(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> tuple[list[JobReturn], list, list[Path]]:
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        cfgs: list[DictConfig] = []
+        from nin_cli.config import checked
+
+        runs: list = []  # each job's RunConfig: the pre-flight's where it checked this job, else resolved here, once
         dirs: list[Path] = []
 
         def collect(cfg: DictConfig) -> None:
-            cfgs.append(cfg)
-            dirs.append(Path(HydraConfig.get().runtime.output_dir))
+            hydra = HydraConfig.get()
+            runs.append(checked(list(hydra.overrides.task), cfg))
+            dirs.append(Path(hydra.runtime.output_dir))
 
         returns = []
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = self.job_config(list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
@@ -100,7 +103,38 @@ class CollectingLauncher(Launcher):
                     job_subdir_key="hydra.sweep.subdir",
                 )
             )
-        return returns, cfgs, dirs
+        return returns, runs, dirs
+
+    def job_config(self, overrides: list[str]) -> DictConfig:
+        """A job's config with Hydra's node: made from the pre-flight's composition where the
+        pre-flight composed this job (so a job is composed once), else composed by Hydra."""
+        from nin_cli.config import composed_job
+
+        composed = composed_job(overrides)
+        if composed is None:
+            return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        return sweep_config_of(self.config, composed, overrides)
+
+
+def sweep_config_of(master: DictConfig, composed: DictConfig, overrides: list[str]) -> DictConfig:
+    """The job's config as Hydra's load_sweep_config composes it, made from the pre-flight's
+    composition of the job: its own keys and group choices, the sweep's Hydra node otherwise
+    (tests/test_architecture.py compares the two key for key)."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = composed.copy()
+    with open_dict(cfg):
+        cfg.hydra = master.hydra.copy()
+        cfg.hydra.overrides.task = list(overrides)
+        cfg.hydra.runtime.choices = composed.hydra.runtime.choices.copy()
+        named = cfg.hydra.job.config.override_dirname
+        parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
+        cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(named.exclude_keys), named.item_sep, named.kv_sep)
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    OmegaConf.copy_cache(from_config=master, to_config=cfg)
+    return cfg
 
 
 def settle(returns: list[JobReturn], statuses: list[str]) -> list[JobReturn]:
@@ -117,9 +151,9 @@ class BatchedLauncher(CollectingLauncher):
         from nin_cli.runner import run_jobs
 
         log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.ensemble_size}")
-        returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
+        returns, runs, dirs = self.collect(job_overrides, initial_job_idx)
         with one_line_errors():
-            results = run_jobs(cfgs, dirs, self.ensemble_size)
+            results = run_jobs(runs, dirs, self.ensemble_size)
         return settle(returns, [r.status for r in results])
 
 
@@ -150,17 +184,17 @@ class BatchedSubmititLauncher(CollectingLauncher):
         from nin_cli.errors import one_line_errors
         from nin_cli.train.ensembles import finished, plan_ensembles, recorded_status
 
-        returns, cfgs, dirs = self.collect(job_overrides, initial_job_idx)
-        ensembles = plan_ensembles(cfgs, self.ensemble_size)
-        todo = [idx for idx in ensembles if not all(finished(dirs[i], cfgs[i]) for i in idx)]
+        returns, runs, dirs = self.collect(job_overrides, initial_job_idx)
+        ensembles = plan_ensembles(runs, self.ensemble_size)
+        todo = [idx for idx in ensembles if not all(finished(dirs[i], runs[i].cfg) for i in idx)]
         log.info(
-            f"{len(cfgs)} runs in {len(ensembles)} ensembles of up to {self.ensemble_size}: "
+            f"{len(runs)} runs in {len(ensembles)} ensembles of up to {self.ensemble_size}: "
             f"{len(todo)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(todo)} already finished"
         )
         if not todo:
             return settle(returns, [recorded_status(d) for d in dirs])
         with one_line_errors():
-            jobs = self.submit(EnsembleJob(), [[cfgs[i] for i in idx] for idx in todo], [[str(dirs[i]) for i in idx] for idx in todo])
+            jobs = self.submit(EnsembleJob(), [[runs[i] for i in idx] for idx in todo], [[str(dirs[i]) for i in idx] for idx in todo])
         quiet_without_accounting(jobs)
         for job, idx in zip(jobs, todo):
             log.info(f"\tjob {job.job_id}: {len(idx)} members, log {job.paths.stderr}")

@@ -56,7 +56,7 @@ def classify(run: Run, thresholds) -> tuple[str, str]:
         return "divergent", f"diverged: {run.status.get('reason')}"
     if len(m) == 0 or "train_loss_clean" not in m:
         return "unknown", "no metrics"
-    clean = m["train_loss_clean"].to_numpy(dtype=float)
+    clean = [float(v) for v in m["train_loss_clean"]]  # Python floats: a huge threshold x loss is inf, not a numpy warning
     if not math.isfinite(clean[-1]) or clean[-1] > thresholds.divergent_loss_growth * clean[0]:
         return "divergent", f"final clean train loss {clean[-1]:.3g} vs {clean[0]:.3g} at epoch 0"
     acc = m["train_acc"].to_numpy(dtype=float) if "train_acc" in m else np.array([math.nan])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,34 +62,40 @@ def signals_raise(on_foreign: Callable[[str], None] | None = None) -> Iterator[N
             signal.signal(sig, h)
 
 
-def structure(cfg: DictConfig) -> dict:
+def as_runs(cfgs: Sequence[DictConfig | RunConfig]) -> list[RunConfig]:
+    """The jobs as resolved runs: a RunConfig (resolved once, where the job was checked or
+    collected) as it is; a composed config (the Python API: train(cfg, dir)) resolved here."""
+    return [c if isinstance(c, RunConfig) else resolve(c) for c in cfgs]
+
+
+def structure(run: RunConfig) -> dict:
     """What the members of one ensemble must share: the run identity without per-member keys."""
-    return {k: v for k, v in identity(resolve(cfg, validate=False).flat, "resume").items() if not exempt(k, "member")}
+    return {k: v for k, v in identity(run.flat, "resume").items() if not exempt(k, "member")}
 
 
-def structure_groups(cfgs: list[DictConfig]) -> list[list[int]]:
+def structure_groups(runs: list[RunConfig]) -> list[list[int]]:
     """Indices of the runs that can share an ensemble, in sweep order."""
     groups: dict[str, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        groups.setdefault(json.dumps(structure(cfg), sort_keys=True, default=str), []).append(i)
+    for i, run in enumerate(runs):
+        groups.setdefault(json.dumps(structure(run), sort_keys=True, default=str), []).append(i)
     return list(groups.values())
 
 
-def check_batchable(cfgs: list[DictConfig]) -> None:
+def check_batchable(runs: list[RunConfig]) -> None:
     """One ensemble: members may differ only in per-member keys."""
-    first = structure(cfgs[0])
-    for cfg in cfgs[1:]:
-        other = structure(cfg)
+    first = structure(runs[0])
+    for run in runs[1:]:
+        other = structure(run)
         if other != first:
             allowed = ", ".join(exempt_patterns("member"))
             raise ConfigError(f"batched runs may differ only in {allowed}; these differ in: {', '.join(differing(first, other))}")
 
 
 # opening a run ------------------------------------------------------------------------------------
-def open_run(cfg: DictConfig, run_dir, data: Dataset | None = None) -> Member | RunResult:
+def open_run(run: RunConfig, run_dir, data: Dataset | None = None) -> Member | RunResult:
     """A Member ready to train (fresh or resumed from the directory's checkpoint) that holds the
     directory's lock, or the result of a run that already finished there (a rerun sweep skips it)."""
-    run = resolve(cfg)
+    cfg = run.cfg
     records = RunRecords(run_dir)
     records.lock.acquire()
     try:
@@ -185,34 +191,35 @@ def stop(members: list[Member], status: str, reason: str, line: str) -> None:
 
 
 # training jobs ------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir) -> RunResult:
+def train(cfg: DictConfig | RunConfig, run_dir) -> RunResult:
     """Train (or resume, or skip if already finished) the run in `run_dir`: an ensemble of one."""
     return train_many([cfg], [run_dir], 1)[0]
 
 
-def train_many(cfgs: list[DictConfig], run_dirs: list, ensemble_size: int = 64) -> list[RunResult]:
-    """Train every (cfg, run_dir) of a sweep. Runs that differ only in per-member keys (seed,
+def train_many(cfgs: Sequence[DictConfig | RunConfig], run_dirs: list, ensemble_size: int = 64) -> list[RunResult]:
+    """Train every (run, run_dir) of a sweep. Runs that differ only in per-member keys (seed,
     sigma, lr, ...: nin_cli/identity.py) train together in ensembles of at most `ensemble_size`
     members, each stepped the way `choose_step` picks. Finished runs are skipped, interrupted ones
     resume from their checkpoints."""
     with signals_raise():  # a signal while runs are being opened is an interruption too
-        results: list[RunResult | None] = [None] * len(cfgs)
-        groups = structure_groups(cfgs)
+        runs = as_runs(cfgs)
+        results: list[RunResult | None] = [None] * len(runs)
+        groups = structure_groups(runs)
         if len(groups) > 1:
             console.print(f"[bold]batched: {len(cfgs)} runs in {len(groups)} groups of runs that differ only in per-member keys")
         for g, idx in enumerate(groups):
             if len(groups) > 1:  # overall progress: the groups train one after another
                 ended = sum(r is not None and r.status in ENDED for r in results)
                 console.print(f"[bold]batched: group {g + 1}/{len(groups)} ({len(idx)} runs); {ended}/{len(cfgs)} runs ended so far")
-            for i, result in zip(idx, train_group([cfgs[i] for i in idx], [run_dirs[i] for i in idx], ensemble_size)):
+            for i, result in zip(idx, train_group([runs[i] for i in idx], [run_dirs[i] for i in idx], ensemble_size)):
                 results[i] = result
         return results  # type: ignore[return-value]
 
 
-def plan_ensembles(cfgs: list[DictConfig], ensemble_size: int) -> list[list[int]]:
+def plan_ensembles(runs: list[RunConfig], ensemble_size: int) -> list[list[int]]:
     """The sweep's ensembles: runs grouped by structure, each group cut into chunks of at most
     `ensemble_size` members in sweep order (N runs of one group: ceil(N / ensemble_size) ensembles)."""
-    return [idx[i : i + ensemble_size] for idx in structure_groups(cfgs) for i in range(0, len(idx), ensemble_size)]
+    return [idx[i : i + ensemble_size] for idx in structure_groups(runs) for i in range(0, len(idx), ensemble_size)]
 
 
 def recorded_status(run_dir: Path) -> str:
@@ -228,15 +235,15 @@ def finished(run_dir: Path, cfg: DictConfig | None = None) -> bool:
     return bool(status) and status["status"] in FINISHED and not (cfg is not None and extends(status, cfg))
 
 
-def train_group(cfgs: list[DictConfig], run_dirs: list, ensemble_size: int) -> list[RunResult]:
+def train_group(runs: list[RunConfig], run_dirs: list, ensemble_size: int) -> list[RunResult]:
     """One structure group: ensembles of at most `ensemble_size` members, in sweep order. Members
     resumed from different epochs share one ensemble (the later ones wait for the earlier)."""
-    check_batchable(cfgs)
+    check_batchable(runs)
     data: Dataset | None = None  # loaded by the first run that trains, then shared
-    results: list[RunResult | None] = [None] * len(cfgs)
+    results: list[RunResult | None] = [None] * len(runs)
     pending: list[tuple[int, Member]] = []
-    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
-        opened = open_run(cfg, run_dir, data)
+    for i, (run, run_dir) in enumerate(zip(runs, run_dirs)):
+        opened = open_run(run, run_dir, data)
         if isinstance(opened, RunResult):
             results[i] = opened
         else:
