@@ -4,7 +4,7 @@
 - plain: nn.Conv2d, ReLU, max-pool as the plain loop's nn.Sequential has them (no NIN);
 - kernel: nin's path on the CPU since 2026-11-30, the block as one C kernel
   (nin_cli/conv_block.c) that writes only the pooled output;
-- nin: nin's path in PyTorch's kernels (NIN_FUSED_CONV=0, and on a GPU): channels-last conv, the
+- nin: nin's path in PyTorch's kernels (fused_block=off, and on a GPU): channels-last conv, the
   noise crossing the conv once as one image and added by a rank-1 GEMM onto the output, max-pool,
   then ReLU on a quarter of the values;
 - in-place: nin's path with the rank-1 add written into the conv's output (`addmm_`), which

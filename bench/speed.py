@@ -39,7 +39,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from nin_cli import conv_block
 from nin_cli.config import FORMER_DEFAULTS
 from nin_cli.data import load_dataset
 from nin_cli.optimizers import PRECISIONS
@@ -192,16 +191,19 @@ def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]
     return epoch
 
 
-def unfused(epoch: Callable) -> Callable[[], float]:
-    """The same engine with the CNN's first block on PyTorch's kernels, not nin_cli/conv_block.c's
-    (the train step's seconds only): the fused block's gain, read in the same process."""
+def unfused(cfg):
+    """The same config with the CNN's first block on PyTorch's kernels, not nin_cli/conv_block.c's
+    (fused_block=off): the fused block's gain, read in the same process."""
+    off = cfg.copy()
+    off.fused_block = "off"
+    return off
+
+
+def train_seconds(epoch: Callable) -> Callable[[], float]:
+    """The train step's seconds of an epoch function that also returns measurement seconds."""
 
     def run() -> float:
-        conv_block.enabled = False
-        try:
-            result = epoch()
-        finally:
-            conv_block.enabled = True
+        result = epoch()
         return result[0] if isinstance(result, tuple) else result
 
     return run
@@ -331,7 +333,7 @@ def main() -> None:
                     methods["(b) nin train"] = nin_single(cfg, data, Path(tmp))
                     fused = cfg.model.name == "cnn" and device.type == "cpu"
                     if fused:
-                        methods["(b') (b), PyTorch's first block"] = unfused(nin_single(cfg, data, Path(tmp) / "unfused"))
+                        methods["(b') (b), PyTorch's first block"] = train_seconds(nin_single(unfused(cfg), data, Path(tmp) / "unfused"))
                     for k in ks:
                         chosen = choose_step(cfg, k, device).kind
                         kinds = [chosen] + [kind for kind in ("vmap", "loop") if cfg.model.name == "cnn" and kind != chosen]
@@ -339,8 +341,8 @@ def main() -> None:
                             label = f"(c) batched K={k} ({kind}{', chosen' if kind == chosen and len(kinds) > 1 else ''})"
                             methods[label] = nin_batched(cfg, data, Path(tmp) / label, k, kind)
                             if fused and kind == "loop":
-                                before = nin_batched(cfg, data, Path(tmp) / f"{label}'", k, kind)
-                                methods[f"(c') K={k} loop, PyTorch's first block"] = unfused(before)
+                                before = nin_batched(unfused(cfg), data, Path(tmp) / f"{label}'", k, kind)
+                                methods[f"(c') K={k} loop, PyTorch's first block"] = train_seconds(before)
                     if setting in GENERIC and not args.no_generic:
                         gcfg = generic_cfg(cfg, setting)
                         methods["(g) generic path"] = nin_single(gcfg, data, Path(tmp) / "generic")

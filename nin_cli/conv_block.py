@@ -5,9 +5,11 @@ full-resolution output through memory five times a step (conv_block.c); this wri
 pooled output. The same function to float rounding (tests/test_conv_block.py).
 
 Built on first use with the system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
-source and the CPU. Where it does not apply (a GPU, more than an image's few channels, an input
-that needs a gradient, vmap, autocast, Hessian probes at the layer) or no compiler is found, PyTorch's kernels run instead:
-`applies` is the one rule. NIN_FUSED_CONV=0 switches it off (bench/speed.py compares both)."""
+source, the compiler and the CPU's features (x86's `flags`, ARM's `Features`: -march=native code
+is never loaded on another CPU). Where it does not apply (a GPU, more than an image's few channels,
+an input that needs a gradient, vmap, autocast, Hessian probes at the layer) or no compiler is
+found, PyTorch's kernels run instead: `applies` is the one rule. The config's `fused_block`
+(auto | on | off) switches it per model; what ran is in each run's env.json (nin_cli/train/engine.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from nin_cli.errors import console
 
 SOURCE = Path(__file__).with_name("conv_block.c")
 FLAGS = ("-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC")
-enabled = True  # the switch in a process (bench/speed.py); NIN_FUSED_CONV=0 in the environment as well
+FUSED_BLOCK = ("auto", "on", "off")  # the config's fused_block
 
 _lock = threading.Lock()
 _state: dict = {}  # "lib": the loaded library or None (tried and failed), "pool": the thread pool
@@ -39,18 +41,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nin"
 
 
-def _cpu_flags() -> str:
-    """What -march=native compiles for: a library built on another CPU is never loaded."""
+def cpu_features() -> str:
+    """What -march=native compiles for, on x86 (`flags`, the model) and ARM (`Features`, the
+    implementer and part) alike: a library built on another CPU is never loaded."""
+    keys = ("flags", "Features", "model name", "CPU implementer", "CPU architecture", "CPU part", "CPU variant")
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
+            seen = {line.split(":", 1)[0].strip(): line.strip() for line in f if line.split(":", 1)[0].strip() in keys}
     except OSError:
-        return os.uname().machine
+        seen = {}
+    return os.uname().machine + "|" + "|".join(seen[k] for k in keys if k in seen)
+
+
+def _compiler(cc: str) -> str:
+    """The compiler's own first line (another compiler, or version, builds another library)."""
+    try:
+        said = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return cc
+    return said.splitlines()[0] if said else cc
 
 
 def _build() -> ctypes.CDLL:
     cc = os.environ.get("CC", "cc")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *FLAGS)).encode() + _cpu_flags().encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((_compiler(cc), *FLAGS)).encode() + cpu_features().encode()).hexdigest()[:16]
     path = cache_dir() / f"conv_block-{key}.so"
     if not path.exists():  # compiled to a temporary name and renamed: processes racing here all win
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +92,7 @@ def library() -> ctypes.CDLL | None:
                 except (OSError, subprocess.SubprocessError) as exc:
                     _state["lib"] = None
                     said = exc.stderr.decode(errors="replace").strip().splitlines() if getattr(exc, "stderr", None) else [str(exc)]
-                    why = said[-1] if said else type(exc).__name__
+                    why = _state["why"] = said[-1] if said else type(exc).__name__
                     console.print(f"[yellow]nin: note: the fused CNN block could not be built ({why}); PyTorch's kernels run it, slower")
     return _state["lib"]
 
@@ -94,9 +108,7 @@ def applies(layer: nn.Module, x: torch.Tensor) -> bool:
     """Whether the fused kernel computes this block: a 3x3, stride-1, padding-1 float32 conv of an
     image (a few channels, no gradient wanted for it) on the CPU, outside vmap and autocast."""
     return (
-        enabled
-        and os.environ.get("NIN_FUSED_CONV", "1") != "0"
-        and isinstance(layer, nn.Conv2d)
+        isinstance(layer, nn.Conv2d)
         and x.device.type == "cpu"
         and x.dtype == layer.weight.dtype == torch.float32
         and x.ndim == 4
@@ -116,6 +128,26 @@ def applies(layer: nn.Module, x: torch.Tensor) -> bool:
         and not _wrapped(layer.weight)
         and library() is not None
     )
+
+
+def decision(model: nn.Module, in_shape: tuple[int, ...], device: torch.device) -> dict:
+    """Whether a model's first block runs fused, as its config's `fused_block` and this machine
+    make it: {"mode", "ran", "why"} (the record in env.json)."""
+    mode = str(getattr(model, "fused_block", "auto"))
+    convs = [name for name in getattr(model, "conv_layers", ()) if name in getattr(model, "layers", {})]
+    if mode == "off":
+        return {"mode": mode, "ran": False, "why": "fused_block=off"}
+    if not convs or len(in_shape) != 3:
+        return {"mode": mode, "ran": False, "why": "no convolutional first block"}
+    if device.type != "cpu":
+        return {"mode": mode, "ran": False, "why": f"the kernel is for the CPU; this run is on {device.type}"}
+    if library() is None:
+        return {"mode": mode, "ran": False, "why": f"not built here: {_state.get('why', 'no C compiler')}"}
+    layer = model.layers[convs[0]]
+    x = torch.zeros(2, *in_shape, dtype=layer.weight.dtype)
+    if not applies(layer, x):
+        return {"mode": mode, "ran": False, "why": "the first block is not a 3x3 convolution of an image's few channels"}
+    return {"mode": mode, "ran": True, "why": "built for this CPU"}
 
 
 def _parts(n: int) -> int:

@@ -33,6 +33,8 @@ EXEMPT: dict[str, frozenset[str]] = {
     "logger": frozenset({"resume", "dirname", "summary", "member"}),  # where rows are also sent, live
     "device": frozenset({"resume", "dirname", "summary"}),
     "cuda_graphs": frozenset({"resume", "dirname", "summary"}),
+    "fused_block": frozenset({"resume", "dirname", "summary"}),  # what ran is in env.json; a change is engine_change's
+    "engine_change": frozenset({"resume", "dirname", "summary", "member"}),
     "evaluate": frozenset({"resume", "dirname", "summary"}),
     "robustness": frozenset({"resume", "dirname", "summary"}),
     "eval.batch_size": frozenset({"resume", "dirname", "summary"}),

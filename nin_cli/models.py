@@ -102,6 +102,7 @@ class NINModel(nn.Module):
     channels_last = False  # conv weights in NHWC order once initialised (build_model)
     layer_prefix = "layers."  # where a layer's parameters sit in this module's state dict
     kind = ModelKind()  # what the training steps can do with it (set by build_model)
+    fused_block = "auto"  # the config's fused_block: whether block() may run conv_block's kernel
 
     def __init__(self):
         super().__init__()
@@ -336,7 +337,7 @@ class CNN(NINModel):
         """relu(max_pool2d(conv + NIN)), through the fused CPU kernel where it applies (the
         first block: the image, whose gradient is not wanted)."""
         layer = self.layers[name]
-        if self.plain(name, probes) and conv_block.applies(layer, h):
+        if self.fused_block != "off" and self.plain(name, probes) and conv_block.applies(layer, h):
             noisy = self.noisy(name, eps)
             return conv_block.conv_block(layer, h, self.output_noise(name) if noisy else None, eps[name] if noisy else None)
         return F.relu(F.max_pool2d(self.forward_layer(name, h, eps, probes), 2))

@@ -183,15 +183,27 @@ class RunRecords:
         except OSError:
             pass
 
+    def read_env(self) -> dict:
+        """env.json's latest session ({} where there is none, or it is damaged: provenance only)."""
+        try:
+            env = json.loads((self.dir / ENV).read_text())
+        except (OSError, ValueError):
+            return {}
+        return env if isinstance(env, dict) else {}
+
     def write_env(self, env: dict) -> None:
         """env.json: this session's provenance, earlier sessions (a resumed run's) under `previous`."""
-        try:
-            old = json.loads((self.dir / ENV).read_text())
-        except (OSError, ValueError):
-            old = None
-        if isinstance(old, dict):
+        old = self.read_env()
+        if old:
             env["previous"] = [*old.pop("previous", []), old]
         atomic_write_text(self.dir / ENV, json.dumps(env, indent=1) + "\n")
+
+    def record_step(self, step: str) -> None:
+        """The step strategy this session's ensemble took, into env.json's engine record."""
+        env = self.read_env()
+        if env:
+            env.setdefault("engine", {})["step"] = step
+            atomic_write_text(self.dir / ENV, json.dumps(env, indent=1) + "\n")
 
     # checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:

@@ -112,6 +112,7 @@ TRAIN_RULES.update({f"robustness.{k}": rule for k, rule in ROBUSTNESS_RULES.item
 
 def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
+    from nin_cli.conv_block import FUSED_BLOCK
     from nin_cli.models import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
     from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
     from nin_cli.objectives import LOSSES, OUTPUTS, REDUCTIONS
@@ -120,6 +121,8 @@ def train_choices() -> dict[str, tuple[str, ...]]:
     return {
         "device": ("auto", "cpu", "cuda"),
         "precision": PRECISIONS,
+        "fused_block": FUSED_BLOCK,
+        "engine_change": ("refuse", "allow"),
         "model.init": MODEL_INITS,  # model.name: a shipped model's, or any with a factory (models.build_model checks)
         "noise.distribution": tuple(DISTRIBUTIONS),
         "noise.mode": MODES,

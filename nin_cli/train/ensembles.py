@@ -20,6 +20,7 @@ from nin_cli.identity import differing, exempt, exempt_patterns, identity
 from nin_cli.loggers import open_logger
 from nin_cli.provenance import provenance
 from nin_cli.records import ENDED, FINISHED, RunRecords, atomic_write_text
+from nin_cli.train.engine import check_engine_change, engine_record
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
 from nin_cli.train.resume import check_nothing_recorded_past_epoch_zero, check_rows_match_checkpoint, check_same_run, extends
@@ -145,10 +146,13 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
         console.print(f"[yellow]{records.dir}: resuming from the checkpoint of epoch {member.epoch}")
     else:
         check_nothing_recorded_past_epoch_zero(member)
+    engine = engine_record(member.s)  # before anything is written: a refused engine change leaves the records as they were
+    if member.resumed:
+        check_engine_change(records, engine, cfg.get("engine_change", "refuse") == "allow")
     records.metrics.start(member.columns, keep_through=member.epoch if member.resumed else None)
     records.steps.start(member.step_columns, keep_through=member.step if member.resumed else None)
     atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
-    records.write_env(provenance(member.s.device))
+    records.write_env({**provenance(member.s.device), "engine": engine})
     records.log(f"resumed from the checkpoint of epoch {member.epoch}" if member.resumed else "started")
     records.write_status("running", member.epoch, member.epochs)
     member.logger = open_logger(cfg, records.dir, run.flat)
@@ -254,6 +258,8 @@ def train_group(runs: list[RunConfig], run_dirs: list, ensemble_size: int) -> li
         members = [m for _, m in chunk]
         with recorded_outcome(members):
             ensemble = Ensemble(members)
+            for m in members:
+                m.records.record_step(f"{ensemble.choice.kind}: {ensemble.choice.reason}")
             if len(members) > 1:
                 console.print(f"[bold]batched: {describe(ensemble)}")
             for (i, _), result in zip(chunk, ensemble.run(bool(members[0].s.cfg.progress))):
