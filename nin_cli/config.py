@@ -172,7 +172,7 @@ def _derive_sigma(run: DictConfig) -> None:
         u = float(u)
     except (TypeError, ValueError):
         raise ConfigError(f"noise.sigma2_paper must be a number, got {u!r}") from None
-    unit = sigma2_per_paper_unit(flat(run))
+    unit = sigma2_per_paper_unit(run)
     if not (math.isfinite(u) and u >= 0 and math.isfinite(unit)):
         raise ConfigError(f"noise.sigma2_paper={u!r} cannot be converted for this run (needs a finite u >= 0, a known dataset and width)")
     run.noise.sigma = math.sqrt(u * unit)

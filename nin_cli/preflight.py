@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config import SIGMA_KEYS, RunConfig, flat, forget_checked, remember, resolve, without_hydra
+from nin_cli.config import SIGMA_KEYS, RunConfig, forget_checked, remember, resolve, without_hydra
 from nin_cli.errors import ConfigError
 from nin_cli.schema import FACTORY_GROUPS, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
@@ -288,7 +288,7 @@ def check_conflicts(parsed: list, grid: Mapping[str, str], base: DictConfig) -> 
 
 def _sigma_hint(typed: Mapping, grid: Mapping[str, str], base: DictConfig) -> str:
     """Where the grid sweeps one name and the other was typed: the typed values in the grid's units."""
-    unit = sigma2_per_paper_unit(flat(base))
+    unit = sigma2_per_paper_unit(base)
     for grid_key, typed_key in (("noise.sigma2_paper", "noise.sigma"), ("noise.sigma", "noise.sigma2_paper")):
         if grid_key in grid and typed_key in typed and math.isfinite(unit):
             values = [job[0].split("=", 1)[1] for job in sweep_jobs({}, [typed[typed_key].input_line])]

@@ -5,14 +5,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 # Input dimension of each image dataset (the linear-regression one has dataset.dim).
 INPUT_DIMS = {"fashion_mnist": 784, "fashion_mnist_mini": 784, "mnist": 784, "cifar10": 3072}
 
 
-def sigma2_per_paper_unit(flat: Mapping) -> float:
+def _value(config: Mapping, key: str, default: Any = None) -> Any:
+    """A dotted key of a flat record ({"dataset.name": ...}) or of a nested config alike: the
+    units are read where the config is, never from a flattened copy made for them."""
+    if key in config:
+        return config[key]
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def sigma2_per_paper_unit(config: Mapping) -> float:
     """sigma^2 of one paper unit: d_in / eta for cross-entropy, d_in / (N_w eta) for MSE, with d_in
-    the input dimension and N_w the hidden width of the run (NaN where the run has no such width)."""
+    the input dimension and N_w the hidden width of the run (NaN where the run has no such width).
+    `config`: a run's flat record or its nested config."""
+    flat = {k: _value(config, k) for k in ("dataset.name", "dataset.dim", "optimizer.lr", "loss.name", "model.width")}
+    flat = {k: v for k, v in flat.items() if v is not None}
     name = flat.get("dataset.name")
     d_in = int(flat.get("dataset.dim", 1)) if name == "linear_regression" else INPUT_DIMS.get(str(name))
     eta = float(flat.get("optimizer.lr", math.nan))

@@ -151,7 +151,5 @@ def test_fused_block_on_where_it_cannot_run_is_one_line(tmp_path):
     proc = nin_cli("train", "dataset=fashion_mnist_mini", "model.width=16", "epochs=1", "progress=false", "fused_block=on",
                    f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip()
-        == "nin: error: fused_block=on, but the fused first block cannot run here (no convolutional first block); use fused_block=auto or off"
-    )
+    expected = "fused_block=on, but the fused first block cannot run here (no convolutional first block); use fused_block=auto or off"
+    assert proc.stderr.strip() == f"nin: error: {expected}"
