@@ -4,7 +4,8 @@ nin.conv=input, W_NI under nin.conv=output). Eager PyTorch moves the convolution
 full-resolution output through memory five times a step (conv_block.c); this writes only the
 pooled output. The same function to float rounding (tests/test_conv_block.py).
 
-Built on first use with the system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
+Built ahead of time by `make setup` (`python -m nin_cli.conv_block`), else on first use, with the
+system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
 source, the compiler and the CPU's features (x86's `flags`, ARM's `Features`: -march=native code
 is never loaded on another CPU). Where it does not apply (a GPU, more than an image's few channels,
 an input that needs a gradient, vmap, autocast, Hessian probes at the layer) or no compiler is
@@ -232,3 +233,8 @@ def conv_block(layer: nn.Conv2d, x: torch.Tensor, noise: torch.Tensor | None = N
     """relu(max_pool2d(layer(x) + eps[:, None, None, None] * noise, 2)) through the fused kernel
     (call where `applies(layer, x)`); noise (C_out, H, W) and eps (N,) together or not at all."""
     return _ConvBlock.apply(x, layer.weight, layer.bias, noise, eps)
+
+
+if __name__ == "__main__":  # `make setup`: built ahead of time for this CPU, so that no training job compiles it
+    built = library()
+    print(f"nin: the fused CNN block {'is built for this CPU in ' + str(cache_dir()) if built else 'could not be built here'}")
