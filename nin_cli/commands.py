@@ -9,8 +9,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nin_cli.errors import ConfigError, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COMMANDS = {
     "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
@@ -94,8 +98,42 @@ def output_dir(out: str | None, paths: list[str], default_sub: str = "") -> Path
     return target
 
 
+# --- how tables are printed: markdown sections, or rich tables -------------------------------------
+def rich_table(df: pd.DataFrame, title: str):
+    from rich.table import Table
+
+    from nin_cli.analysis.summarize import format_cell
+
+    colours = {"decoupled": "cyan", "decay": "green", "catapult": "yellow", "divergent": "red"}
+    table = Table(title=title, title_justify="left")
+    for col in df.columns:
+        table.add_column(col, overflow="fold")
+    for row in df.itertuples(index=False):
+        cells = [format_cell(v) for v in row]
+        cells = [f"[{colours[c]}]{c}[/]" if c in colours else c for c in cells]
+        table.add_row(*cells)
+    return table
+
+
+def print_tables(tables: list[tuple[str, pd.DataFrame]], fmt: str) -> None:
+    """(title, DataFrame) pairs on stdout: markdown sections, or rich tables."""
+    from nin_cli.analysis.summarize import markdown
+
+    for title, table in tables:
+        if fmt == "markdown":
+            print(f"### {title}\n\n{markdown(table)}\n")
+        else:
+            stdout_console().print(rich_table(table, title))
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def summarize_command(ns) -> None:
-    from nin_cli.analysis.summarize import print_tables, summarize_paths
+    from nin_cli.analysis.summarize import summarize_paths
 
     paths, overrides = split_overrides(ns.paths)
     out = output_dir(ns.out, paths)
@@ -122,7 +160,7 @@ def report_command(ns) -> None:
 
 
 def theory_command(ns) -> None:
-    from nin_cli.analysis.summarize import markdown, rich_table, stdout_console
+    from nin_cli.analysis.summarize import markdown
     from nin_cli.analysis.theory import theory_tables
 
     paths, overrides = split_overrides(ns.paths)
@@ -140,7 +178,6 @@ def theory_command(ns) -> None:
 
 def predict_command(ns) -> None:
     from nin_cli.analysis.predict import predict_setting as predict
-    from nin_cli.analysis.summarize import print_tables
 
     out = Path(ns.out)
     tables, notes = predict(ns.overrides, ns.samples, ns.sigmas, ns.measured, out, ns.config_dir)

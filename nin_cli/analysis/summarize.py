@@ -150,20 +150,6 @@ def compact(df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"final_test_acc": "test_acc"})
 
 
-def rich_table(df: pd.DataFrame, title: str):
-    from rich.table import Table
-
-    colours = {"decoupled": "cyan", "decay": "green", "catapult": "yellow", "divergent": "red"}
-    table = Table(title=title, title_justify="left")
-    for col in df.columns:
-        table.add_column(col, overflow="fold")
-    for row in df.itertuples(index=False):
-        cells = [format_cell(v) for v in row]
-        cells = [f"[{colours[c]}]{c}[/]" if c in colours else c for c in cells]
-        table.add_row(*cells)
-    return table
-
-
 ROBUSTNESS_FAMILIES = ("clean", "gaussian", "corruptions", "fgsm", "pgd", "apgd", "autoattack")
 NOT_CORRUPTIONS = ("clean", "gaussian", "fgsm", "pgd", "apgd", "autoattack")
 
@@ -308,23 +294,6 @@ def summarize(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> Su
         summary.robustness_detail, summary.robustness = robustness_summary(long, groups)
         summary.corruptions = corruption_table(long, groups)
     return summary
-
-
-def print_tables(tables: list[tuple[str, pd.DataFrame]], fmt: str) -> None:
-    """(title, DataFrame) pairs on stdout: markdown sections, or rich tables."""
-    for title, table in tables:
-        if fmt == "markdown":
-            print(f"### {title}\n\n{markdown(table)}\n")
-        else:
-            stdout_console().print(rich_table(table, title))
-
-
-def stdout_console():
-    import sys
-
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def summarize_paths(paths: list[str], overrides: list[str], out: Path) -> tuple[Summary, list[str]]:
