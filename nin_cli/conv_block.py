@@ -15,6 +15,7 @@ found, PyTorch's kernels run instead: `applies` is the one rule. The config's `f
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import subprocess
@@ -42,16 +43,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nin"
 
 
+@functools.cache
+def cpuinfo() -> dict[str, str]:
+    """/proc/cpuinfo's fields, each as the first processor gives it ({} where there is none): what
+    the kernel's cache key and each run's engine record (nin_cli/train/engine.py) read."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_features() -> str:
     """What -march=native compiles for, on x86 (`flags`, the model) and ARM (`Features`, the
     implementer and part) alike: a library built on another CPU is never loaded."""
     keys = ("flags", "Features", "model name", "CPU implementer", "CPU architecture", "CPU part", "CPU variant")
-    try:
-        with open("/proc/cpuinfo") as f:
-            seen = {line.split(":", 1)[0].strip(): line.strip() for line in f if line.split(":", 1)[0].strip() in keys}
-    except OSError:
-        seen = {}
-    return os.uname().machine + "|" + "|".join(seen[k] for k in keys if k in seen)
+    seen = cpuinfo()
+    return os.uname().machine + "|" + "|".join(f"{k}: {seen[k]}" for k in keys if k in seen)
 
 
 def _compiler(cc: str) -> str:

@@ -46,14 +46,13 @@ def available(name: str) -> bool:
 
 def plan(rcfg: DictConfig) -> list[Perturbation]:
     """Every perturbation and severity the settings ask for, in evaluation order; checked."""
-    gaussian, epsilons = numbers(rcfg, "gaussian"), numbers(rcfg, "epsilons")
+    gaussian = numbers(rcfg.get("gaussian"), "gaussian", "noise stds, e.g. [0.1, 0.2]")
+    epsilons = numbers(rcfg.get("epsilons"), "epsilons", "attack epsilons, e.g. [0.1, 0.2]")
     tasks = [Perturbation("clean", 0.0)] + [Perturbation("gaussian", s) for s in gaussian]
     for name, levels in (rcfg.corruptions or {}).items():
-        if not isinstance(levels, ListConfig) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
-            raise ConfigError(f"robustness.corruptions.{name} must be a list of MNIST-C severities, e.g. [1, 3, 5], got {levels!r}")
-        for level in levels:
-            check_corruption(str(name), float(level))
-            tasks.append(Perturbation(str(name), float(level)))
+        for level in numbers(levels, f"corruptions.{name}", "MNIST-C severities, e.g. [1, 3, 5]"):
+            check_corruption(str(name), level)
+            tasks.append(Perturbation(str(name), level))
     for attack in rcfg.attacks:
         if attack not in ATTACKS:
             raise ConfigError(f"unknown attack {attack!r} in robustness.attacks; choose from {', '.join(ATTACKS)}")
@@ -63,12 +62,11 @@ def plan(rcfg: DictConfig) -> list[Perturbation]:
     return tasks
 
 
-def numbers(rcfg: DictConfig, key: str) -> list[float]:
-    """A list of finite numbers of the settings (noise stds, epsilons), or one line naming it."""
-    values = rcfg.get(key)
+def numbers(values, key: str, what: str) -> list[float]:
+    """A list of finite numbers of the settings (noise stds, epsilons, severities), or one line naming it."""
     ok = isinstance(values, ListConfig) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if not ok or not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"robustness.{key} must be a list of finite numbers, e.g. [0.1, 0.2], got {values!r}")
+        raise ConfigError(f"robustness.{key} must be a list of finite {what}, got {values!r}")
     return [float(v) for v in values]
 
 

@@ -196,14 +196,17 @@ class RunRecords:
         old = self.read_env()
         if old:
             env["previous"] = [*old.pop("previous", []), old]
-        atomic_write_text(self.dir / ENV, json.dumps(env, indent=1) + "\n")
+        self._write_env_file(env)
 
     def record_step(self, step: str) -> None:
         """The step strategy this session's ensemble took, into env.json's engine record."""
         env = self.read_env()
         if env:
             env.setdefault("engine", {})["step"] = step
-            atomic_write_text(self.dir / ENV, json.dumps(env, indent=1) + "\n")
+            self._write_env_file(env)
+
+    def _write_env_file(self, env: dict) -> None:
+        atomic_write_text(self.dir / ENV, json.dumps(env, indent=1) + "\n")
 
     # checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:

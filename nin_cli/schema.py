@@ -330,13 +330,13 @@ SETTINGS = {
 }
 
 
-def load_settings(name: str, overrides: Sequence[str] | None = (), conf: Path | None = None) -> DictConfig:
+def load_settings(name: str, overrides: Sequence[str] | None = ()) -> DictConfig:
     """A command's settings file (SETTINGS) with `key=value` overrides, each checked against the
     file's own keys and types: the one loader of analysis and evaluation settings. As Hydra does for
     `nin train robustness.KEY=...`, a table merges into the file's (corruptions={rotate: [1, 5]}
     changes rotate's levels) and a list replaces a list."""
     file, open_prefixes, rules = SETTINGS[name]
-    path = (conf or conf_dir()) / file
+    path = conf_dir() / file
     cfg = OmegaConf.load(path)
     for key, value in check_overrides(file_schema(path, open_prefixes, rules), list(overrides or ())).items():
         OmegaConf.update(cfg, key, list(value) if isinstance(value, tuple) else value)

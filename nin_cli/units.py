@@ -11,7 +11,7 @@ from typing import Any
 INPUT_DIMS = {"fashion_mnist": 784, "fashion_mnist_mini": 784, "mnist": 784, "cifar10": 3072}
 
 
-def _value(config: Mapping, key: str, default: Any = None) -> Any:
+def _value(config: Mapping, key: str) -> Any:
     """A dotted key of a flat record ({"dataset.name": ...}) or of a nested config alike: the
     units are read where the config is, never from a flattened copy made for them."""
     if key in config:
@@ -19,7 +19,7 @@ def _value(config: Mapping, key: str, default: Any = None) -> Any:
     node: Any = config
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return default
+            return None
         node = node[part]
     return node
 

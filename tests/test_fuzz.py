@@ -326,6 +326,7 @@ def test_every_drawn_setting_of_the_analysis_and_evaluate_commands_is_answered(t
         ("robustness", "corruptions={a: 1}"),
         ("robustness", "corruptions.brightness={}"),
         ("robustness", "epsilons=[a,[b]]"),
+        ("robustness", "corruptions.brightness=[.nan]"),  # found on review: int(nan) in the severity check
     ],
 )
 def test_found_settings_failures_stay_answered(name, override):

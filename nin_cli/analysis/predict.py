@@ -292,7 +292,7 @@ def predict_setting(
         values = [float(v) for v in sigmas.split(",")]
     else:
         values = list(measured["noise.sigma"]) if measured is not None else sweep_sigmas(hydra_cfg, cfg)
-    result = predict(build(cfg), load_settings("analysis", conf=conf), samples)
+    result = predict(build(cfg), load_settings("analysis"), samples)
     out.mkdir(parents=True, exist_ok=True)
     table, bounds = result.table(values), result.boundary_table()
     if measured is not None:  # beside each predicted sigma, the measured row at that sigma (within rounding)

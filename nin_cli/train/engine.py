@@ -21,12 +21,7 @@ from nin_cli.train.setup import Setup
 
 def cpu_model() -> str:
     """The CPU's model name (x86's `model name`; ARM's implementer and part), else the platform's."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = dict(line.split(":", 1) for line in f if ":" in line)
-    except OSError:
-        lines = {}
-    named = {k.strip(): v.strip() for k, v in lines.items()}
+    named = conv_block.cpuinfo()
     if "model name" in named:
         return named["model name"]
     if "CPU implementer" in named:
