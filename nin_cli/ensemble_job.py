@@ -9,16 +9,22 @@ from pathlib import Path
 
 
 class EnsembleJob:
-    """One ensemble as a submitit job: it trains its members with `run_jobs`. On SIGUSR2
-    (preemption, or the time limit's warning) submitit calls `checkpoint`, requeues the same job
-    and exits; the members were checkpointed at their last epoch, their status says interrupted,
-    and the requeued job resumes them there."""
+    """One or more ensembles as a submitit job: it trains their members with `run_jobs`, ensembles
+    of at most `ensemble_size` in turn (one per job on SLURM; a local job may hold several, so that
+    no more processes run than there are cores). On SIGUSR2 (preemption, or the time limit's
+    warning) submitit calls `checkpoint`, requeues the same job and exits; the members were
+    checkpointed at their last epoch, their status says interrupted, and the requeued job resumes
+    them there."""
+
+    def __init__(self, ensemble_size: int | None = None) -> None:
+        self.ensemble_size = ensemble_size
 
     def __call__(self, runs: list, run_dirs: list[str]) -> list[str]:
         """`runs`: the members' RunConfigs, resolved where the launcher collected them."""
         from nin_cli.runner import run_jobs
 
-        return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], max(len(runs), 1))]
+        size = self.ensemble_size or max(len(runs), 1)
+        return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], size)]
 
     def checkpoint(self, *args, **kwargs):
         import submitit

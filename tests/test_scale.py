@@ -336,7 +336,7 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
 
     sweep = tmp_path / "sweep"
     env = gate.env("metrics_row", 4)  # in each job, after both members' rows of epochs 0 and 1
-    local = ["hydra/launcher=batched_local", "hydra.launcher.poll_s=1", *BATCHED_PREEMPT]
+    local = ["hydra/launcher=batched_local", "hydra.launcher.poll_s=1", "hydra.launcher.array_parallelism=2", *BATCHED_PREEMPT]
     launcher = start_nin("train", "-m", *local, f"hydra.sweep.dir={sweep}", env=env)
     pids = gate.held(2, alive=lambda: launcher.poll() is None)
     assert sorted(len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")) == [2, 2, 2, 2]
@@ -346,7 +346,7 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
     launcher.wait(timeout=600)
     out = launcher.stdout + launcher.stderr
     assert launcher.returncode == 0, out
-    assert "4 runs in 2 ensembles of up to 2: 2 submitted" in out and "4 runs: 4 completed" in out
+    assert "4 runs in 2 ensembles of up to 2: 2 submitted as local jobs, 0 already finished\n" in out and "4 runs: 4 completed" in out
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
     assert logs.count("this job is preempted") == 2 and "resuming from the checkpoint of epoch" in logs
     for run in reference.glob("*/metrics.csv"):
@@ -356,3 +356,28 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
         assert without_timing(read_rows(resumed, "steps.csv")) == without_timing(read_rows(run.parent, "steps.csv"))
     again = nin_cli("train", "-m", *local, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0 and "0 submitted as local jobs, 2 already finished" in again.stdout + again.stderr
+
+
+@pytest.mark.e2e
+def test_batched_local_runs_no_more_processes_than_asked(tmp_path):
+    """array_parallelism=1: the sweep's 2 ensembles go to one local process, which trains them in
+    turn; every member's rows equal the in-process batched sweep's (the same ensembles)."""
+    args = [*QUICK, "epochs=2", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.ensemble_size=2"]
+    reference = tmp_path / "reference"
+    assert nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
+    sweep = tmp_path / "sweep"
+    local = nin_cli(
+        "train",
+        "-m",
+        "hydra/launcher=batched_local",
+        "hydra.launcher.poll_s=1",
+        "hydra.launcher.array_parallelism=1",
+        *args,
+        f"hydra.sweep.dir={sweep}",
+    )
+    out = local.stdout + local.stderr
+    assert local.returncode == 0, out
+    assert "2 submitted as local jobs, 0 already finished (1 at a time, each process training its share in turn)" in out
+    assert len([p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]) == 1
+    for run in reference.glob("*/metrics.csv"):
+        assert without_timing(read_rows(sweep / run.parent.name)) == without_timing(read_rows(run.parent)), run.parent.name

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -48,7 +48,10 @@ class BatchedSlurmConf(SlurmQueueConf):
 @dataclass
 class BatchedLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedLocalLauncher"
-    ensemble_size: int = 64  # members per ensemble, i.e. per local submitit job
+    ensemble_size: int = 64  # members per ensemble
+    # local processes at most (null: the cores this process may use / cpus_per_task); ensembles
+    # beyond it are dealt to those processes, each training its share in turn
+    array_parallelism: Optional[int] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
     poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
 
 
@@ -161,6 +164,12 @@ class BatchedSubmititLauncher(CollectingLauncher):
     """One submitit job per ensemble; ensembles whose members all finished are not submitted."""
 
     _EXECUTOR = "abstract"
+    _NIN_KEYS: tuple[str, ...] = ()  # the launcher's own settings, not the executor's
+
+    def jobs_of(self, ensembles: list[list[int]]) -> list[list[int]]:
+        """The runs each submitted job trains: here one ensemble per job (SLURM queues the array
+        and runs `array_parallelism` of them at once)."""
+        return ensembles
 
     def __init__(self, ensemble_size: int = 64, **params: Any) -> None:
         super().__init__(ensemble_size)
@@ -170,7 +179,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
         """submitit's executor with the launcher's resources, as hydra's submitit launcher sets them."""
         import submitit
 
-        init_keys = {"submitit_folder", "max_num_timeout", "wait", "poll_s"}  # not sbatch's: the executor's, or nin's
+        init_keys = {"submitit_folder", "max_num_timeout", "wait", "poll_s", *self._NIN_KEYS}  # not sbatch's: the executor's, or nin's
         init = {"folder": self.params["submitit_folder"]}
         if "max_num_timeout" in self.params:
             init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
@@ -186,15 +195,19 @@ class BatchedSubmititLauncher(CollectingLauncher):
 
         returns, runs, dirs = self.collect(job_overrides, initial_job_idx)
         ensembles = plan_ensembles(runs, self.ensemble_size)
-        todo = [idx for idx in ensembles if not all(finished(dirs[i], runs[i].cfg) for i in idx)]
+        unfinished = [idx for idx in ensembles if not all(finished(dirs[i], runs[i].cfg) for i in idx)]
+        todo = self.jobs_of(unfinished)
         log.info(
             f"{len(runs)} runs in {len(ensembles)} ensembles of up to {self.ensemble_size}: "
-            f"{len(todo)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(todo)} already finished"
+            f"{len(unfinished)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(unfinished)} already finished"
+            + (f" ({len(todo)} at a time, each process training its share in turn)" if len(todo) < len(unfinished) else "")
         )
         if not todo:
             return settle(returns, [recorded_status(d) for d in dirs])
         with one_line_errors():
-            jobs = self.submit(EnsembleJob(), [[runs[i] for i in idx] for idx in todo], [[str(dirs[i]) for i in idx] for idx in todo])
+            jobs = self.submit(
+                EnsembleJob(self.ensemble_size), [[runs[i] for i in idx] for idx in todo], [[str(dirs[i]) for i in idx] for idx in todo]
+            )
         quiet_without_accounting(jobs)
         for job, idx in zip(jobs, todo):
             log.info(f"\tjob {job.job_id}: {len(idx)} members, log {job.paths.stderr}")
@@ -338,4 +351,17 @@ class BatchedSlurmLauncher(BatchedSubmititLauncher):
 
 
 class BatchedLocalLauncher(BatchedSubmititLauncher):
+    """Local processes cannot queue: at most `array_parallelism` of them (one per core by
+    default, each with `cpus_per_task` threads), the ensembles dealt among them."""
+
     _EXECUTOR = "local"
+    _NIN_KEYS = ("array_parallelism",)
+
+    def jobs_of(self, ensembles: list[list[int]]) -> list[list[int]]:
+        """Ensembles dealt to at most `array_parallelism` processes, the largest first to the
+        process with the fewest members; each process's runs in sweep order."""
+        limit = self.params.get("array_parallelism") or max(1, len(os.sched_getaffinity(0)) // int(self.params.get("cpus_per_task") or 1))
+        jobs: list[list[int]] = [[] for _ in range(min(int(limit), len(ensembles)))]
+        for idx in sorted(ensembles, key=len, reverse=True):
+            min(jobs, key=len).extend(idx)
+        return [sorted(job) for job in jobs]
