@@ -39,8 +39,9 @@ EXEMPT: dict[str, frozenset[str]] = {
     "robustness": frozenset({"resume", "dirname", "summary"}),
     "eval.batch_size": frozenset({"resume", "dirname", "summary"}),
     "experiment": frozenset({"dirname"}),  # the sweep directory already says which experiment
-    # the NINR preset table: a run uses (at most) one entry, through noise.sigma, which is compared
+    # the NINR preset table: a run uses (at most) one entry, through noise.sigma (and nin.init), which are compared
     "model.ninr_sigma": frozenset({"resume", "dirname", "summary", "member"}),
+    "model.ninr_init": frozenset({"resume", "dirname", "summary", "member"}),  # likewise, through nin.init
     # derived: noise.sigma carries the run's own scale
     "noise.sigma2_paper": frozenset({"summary", "member"}),
     # what an ensemble's members may differ in (their steps read these per member)

@@ -46,7 +46,7 @@ NULLABLE: dict[str, type] = {
 }
 
 # Keys whose values may also be of another type than their default's.
-ALSO: dict[str, set[type]] = {"nin.init": {float}}  # a NIW's std, beside layer | input | unit
+ALSO: dict[str, set[type]] = {"nin.init": {float}, "model.ninr_init": {float}}  # a NIW's std, beside layer | input | unit
 
 FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 
@@ -77,6 +77,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "checkpoint.every": AT_LEAST_ONE,
     "noise.sigma": NON_NEGATIVE,
     "nin.init": POSITIVE,  # where it is a number
+    "model.ninr_init": POSITIVE,
     "noise.sigma2_paper": NON_NEGATIVE,
     "noise.schedule.end": NON_NEGATIVE,
     "noise.schedule.gamma": POSITIVE,
@@ -129,6 +130,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
         "noise.schedule.kind": tuple(SCHEDULES),
         "nin.preset": ("none", "input", "all", "layers"),
         "nin.init": NIW_INITS,
+        "model.ninr_init": NIW_INITS,  # the NINR methods' nin.init
         "nin.conv": CONV_PLACEMENTS,
         "loss.name": tuple(LOSSES),
         "loss.reduction": REDUCTIONS,
@@ -188,7 +190,8 @@ class Schema:
         if isinstance(value, (tuple, list)) and any(isinstance(v, (tuple, list, Mapping)) for v in value):
             raise ConfigError(f"{key} must be a list of values (names or numbers), got {value!r}")
         if key in self.choices and isinstance(value, str) and value not in self.choices[key]:
-            raise ConfigError(f"{key} must be one of {', '.join(self.choices[key])}, got {value!r}")
+            number = f" or a number {self.rules[key][1]}" if float in allowed and key in self.rules else ""
+            raise ConfigError(f"{key} must be one of {', '.join(self.choices[key])}{number}, got {value!r}")
         if key in self.rules and isinstance(value, (int, float)) and not isinstance(value, bool):
             ok, text = self.rules[key]
             if not ok(value):

@@ -2,7 +2,7 @@
 
 A model config names a factory, Hydra's way (`_target_: pkg.module.function` with its arguments)
 or nin's short form (`target: pkg.module:function`); every other key of the model config but nin's
-own (name, init, ninr_sigma) is an argument, and `in_shape` / `n_out` are passed where the
+own (name, init, ninr_sigma, ninr_init) is an argument, and `in_shape` / `n_out` are passed where the
 factory takes them and the config does not set them. The network is left as it is: the NINs are
 wired by forward hooks, with the method's wiring (SPEC section 1): at a Linear, W_NI of its output
 width on its output (the pre-activation); at a Conv2d, W_NI of its input's shape on its input
@@ -31,7 +31,7 @@ from nin_cli.models import ModelKind, NINModel, Tensors
 from nin_cli.seeding import stream_seed
 
 NIN_TYPES = (nn.Linear, nn.Conv2d)  # what the method defines a NIN's wiring for
-OWN_KEYS = ("name", "_target_", "target", "init", "ninr_sigma")  # nin's keys of a model config, not the factory's
+OWN_KEYS = ("name", "_target_", "target", "init", "ninr_sigma", "ninr_init")  # nin's keys of a model config, not the factory's
 
 
 def factory_target(cfg, group: str = "model") -> str | None:

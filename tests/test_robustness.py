@@ -128,6 +128,25 @@ def test_method_presets_set_the_regularizer():
     assert make_cfg("method=dropout").model.dropout == 0.3
 
 
+def test_ninr_presets_draw_the_niws_at_the_models_preset_scale():
+    """model.ninr_init is the NINR methods' nin.init: the CNN's image NIW (784 pixels, conv1's
+    fan-in 9) is drawn with std 1/sqrt(784) under `input`, 1/3 under `layer`; a model without the
+    key keeps the papers' `layer`, and a typed nin.init wins over the preset."""
+    from nin_cli.network import build_model
+
+    def image_niw_std(*overrides: str) -> float:
+        cfg = make_cfg("model=cnn", "method=in_ninr_decay", *overrides)
+        model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, seed=0)
+        (nin,) = model.nins.values()
+        return float(nin.weight.detach().std())
+
+    assert make_cfg("model=cnn", "method=full_ninr_catapult", "model.ninr_init=input").nin.init == "input"
+    assert make_cfg("model=fc", "method=in_ninr_decay").nin.init == "layer"
+    assert abs(image_niw_std("model.ninr_init=input") * 28 - 1) < 0.1
+    assert abs(image_niw_std("model.ninr_init=layer") * 3 - 1) < 0.1
+    assert abs(image_niw_std("model.ninr_init=input", "nin.init=unit") - 1) < 0.1
+
+
 def test_attacks_and_noise_lower_accuracy_in_order(tmp_path):
     run = tmp_path / "run"
     train(make_cfg(*QUICK, "nin=none", "epochs=2", "model.width=256"), run)
