@@ -243,6 +243,10 @@ def test_decay_time_figure_draws_one_line_per_group(tmp_path, monkeypatch):
     assert phase_diagram_figure(table, tmp_path / "pd.png") == tmp_path / "pd.png"
     assert captured["legend"] == ["decay", "catapult"]
     assert phase_diagram_figure(table[table["optimizer.lr"] == 0.01], tmp_path / "none.png") is None  # one key: no diagram
+    # a key swept over names and numbers (nin.init=layer,input,0.01) orders as text, no traceback
+    mixed = table.rename(columns={"optimizer.lr": "nin.init"}).astype({"nin.init": object})
+    mixed["nin.init"] = mixed["nin.init"].map({0.01: "layer", 0.05: 0.01})
+    assert phase_diagram_figure(mixed, tmp_path / "mixed.png") == tmp_path / "mixed.png"
 
 
 def test_phase_table_aggregates_over_seeds():

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from nin_cli.analysis.phases import PHASES  # noqa: E402
 from nin_cli.analysis.runs import Run  # noqa: E402
-from nin_cli.analysis.summarize import key_columns  # noqa: E402
+from nin_cli.analysis.summarize import key_columns, ordered  # noqa: E402
 
 PHASE_COLOURS = {"decoupled": "#9ecae1", "decay": "#a1d99b", "catapult": "#fdd49e", "divergent": "#fc9272", "unknown": "#dddddd"}
 
@@ -257,7 +257,7 @@ def _per_model(long: pd.DataFrame, groups: list[str]) -> tuple[str | None, list[
     (the model key or None, the keys that name a line within a panel, the models)."""
     rows_key = "model.name" if "model.name" in groups and long["model.name"].nunique() > 1 else None
     line_keys = [g for g in groups if g != rows_key] or groups
-    return rows_key, line_keys, sorted(long[rows_key].unique()) if rows_key else [None]
+    return rows_key, line_keys, ordered(long[rows_key]) if rows_key else [None]
 
 
 def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | None:
@@ -360,7 +360,7 @@ def phase_diagram_figure(phases: pd.DataFrame, path: Path) -> Path | None:
     if len(keys) != 2:
         return None
     x_key, y_key = ("noise.sigma", next(k for k in keys if k != "noise.sigma")) if "noise.sigma" in keys else keys
-    xs, ys = sorted(phases[x_key].unique()), sorted(phases[y_key].unique())
+    xs, ys = ordered(phases[x_key]), ordered(phases[y_key])
     order = [*PHASES, "unknown"]
     grid = np.full((len(ys), len(xs)), np.nan)
     for _, row in phases.iterrows():

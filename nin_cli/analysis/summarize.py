@@ -69,6 +69,12 @@ def sort_key(col: pd.Series) -> pd.Series:
     return numeric if numeric.notna().all() else col.astype(str)
 
 
+def ordered(values) -> list:
+    """The distinct values of a column in sort_key's order (a key swept over names and numbers,
+    nin.init=layer,input,0.01, sorts as text instead of failing)."""
+    return list(pd.Series(list(values)).drop_duplicates().sort_values(key=sort_key))
+
+
 def majority(phases: pd.Series) -> str:
     """The most common phase; ties go to the later phase in PHASES (the more violent one)."""
     counts = Counter(phases)
