@@ -5,7 +5,8 @@
 Reads each map's phases.csv (what `nin summarize DIR` writes: a row per nin.init and sigma, the
 seeds' phases, tau_niw and final test accuracy as mean and std over seeds) and prints a row per
 NIW scale, a column per sigma: the seeds' phase votes, tau_niw in epochs (where the majority
-decays or catapults and the fit found a time; else -) and the clean test accuracy in percent. Copies each phases.csv and
+decays or catapults and the fit found a time; else -) and the clean test accuracy in percent
+(the mean over the 3 seeds, a divergent seed counted at its chance accuracy). Copies each phases.csv and
 runs.csv to docs/ninr_niw_scale/ (named by the map's directory)."""
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def cell(row: pd.Series) -> str:
 
 def grid(sweep: Path) -> str:
     table = pd.read_csv(sweep / "phases.csv", dtype={"nin.init": str})
+    table = table[table["phase"] != "unknown"]  # a point whose runs have not ended (the map's next round, interrupted)
     sigmas = sorted(table["noise.sigma"].unique())
     lines = ["| nin.init | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " |", "|---" * (len(sigmas) + 1) + "|"]
     for scale in [s for s in SCALES if s in set(table["nin.init"])]:
