@@ -148,3 +148,10 @@ def test_runs_a_nin_train_sweep_left_are_points_of_the_map(tmp_path):
     assert mapped.returncode == 0 and "map: round 1: 1 runs (2 ended so far" in mapped.stderr, mapped.stderr
     after = finished_runs(sweep)
     assert len(after) == 3 and all(after[name] == data for name, data in before.items())
+
+
+def test_boundaries_are_joined_across_rows_only_of_a_numeric_second_key():
+    from nin_cli.analysis.phase_map import ordered_rows
+
+    assert ordered_rows(["0.005", "0.01", "0.02"]) and ordered_rows([64, 128])
+    assert not ordered_rows(["layer", "input", "0.01"]) and not ordered_rows([None])

@@ -315,6 +315,14 @@ class MapRun:
             print(bounds.to_string(index=False), file=sys.stderr)
 
 
+def ordered_rows(seconds: list) -> bool:
+    """Whether the second key's values are numbers (rows in an order a boundary can be followed along)."""
+    try:
+        return all(s is not None and math.isfinite(float(s)) for s in seconds)
+    except (TypeError, ValueError):
+        return False
+
+
 def map_figure(axes: dict[str | None, Axis], axis_key: str, second_key: str | None, path: Path) -> None:
     """The phase diagram: a row per value of the second key, each point's cell (out to the
     geometric middles with its neighbours) coloured by its majority phase, each point marked, and
@@ -343,9 +351,15 @@ def map_figure(axes: dict[str | None, Axis], axis_key: str, second_key: str | No
             ax.plot(value, row, "|", color="black", markersize=12)
         for b in axes[second].brackets():
             lines.setdefault(b.name, []).append((math.sqrt(b.lo * b.hi), row))
-    for i, (name, pts) in enumerate(lines.items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if len(pts) > 1 else "|", color="black", linewidth=1.5, markersize=30)
-        ax.annotate(name, (pts[-1][0], pts[-1][1] + (0.45 if i % 2 == 0 else -0.6)), ha="center", fontsize=8)
+    if ordered_rows(seconds):  # a boundary joined across rows of a numeric second key (lr, width, ...)
+        for i, (name, pts) in enumerate(lines.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if len(pts) > 1 else "|", color="black", linewidth=1.5, markersize=30)
+            ax.annotate(name, (pts[-1][0], pts[-1][1] + (0.45 if i % 2 == 0 else -0.6)), ha="center", fontsize=8)
+    else:  # rows of names (nin.init=layer,input,...) have no order between them: each row's own boundaries
+        for name, pts in lines.items():
+            for x, row in pts:
+                ax.plot([x, x], [row - 0.4, row + 0.4], color="black", linewidth=1.5)
+                ax.annotate(name, (x, row + 0.42), ha="center", va="bottom", fontsize=7)
     ax.set_xscale("log")
     ax.set_xlim(every[0] / 1.5, every[-1] * 1.5)
     ax.set_yticks(range(len(seconds)), [str(s) if s is not None else "" for s in seconds])
