@@ -16,15 +16,14 @@ class EnsembleJob:
     checkpointed at their last epoch, their status says interrupted, and the requeued job resumes
     them there."""
 
-    def __init__(self, ensemble_size: int | None = None) -> None:
+    def __init__(self, ensemble_size: int) -> None:
         self.ensemble_size = ensemble_size
 
     def __call__(self, runs: list, run_dirs: list[str]) -> list[str]:
         """`runs`: the members' RunConfigs, resolved where the launcher collected them."""
         from nin_cli.runner import run_jobs
 
-        size = self.ensemble_size or max(len(runs), 1)
-        return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], size)]
+        return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], self.ensemble_size)]
 
     def checkpoint(self, *args, **kwargs):
         import submitit

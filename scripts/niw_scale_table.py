@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "ninr_niw_scale"
-SCALES = ("unit", "layer", "input", "0.01")  # largest first
+SCALES = ("unit", "layer", "input", "0.01")  # largest first; any other scale a map has follows
 
 
 def votes(text: str) -> str:
@@ -40,7 +40,8 @@ def grid(sweep: Path) -> str:
     table = table[table["phase"] != "unknown"]  # a point whose runs have not ended (the map's next round, interrupted)
     sigmas = sorted(table["noise.sigma"].unique())
     lines = ["| nin.init | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " |", "|---" * (len(sigmas) + 1) + "|"]
-    for scale in [s for s in SCALES if s in set(table["nin.init"])]:
+    present = set(table["nin.init"])
+    for scale in [s for s in SCALES if s in present] + sorted(present - set(SCALES)):  # other scales mapped: after
         rows = table[table["nin.init"] == scale].set_index("noise.sigma")
         lines.append(f"| {scale} | " + " | ".join(cell(rows.loc[s]) if s in rows.index else "" for s in sigmas) + " |")
     return "\n".join(lines)
