@@ -46,7 +46,9 @@ NULLABLE: dict[str, type] = {
 }
 
 # Keys whose values may also be of another type than their default's.
-ALSO: dict[str, set[type]] = {"nin.init": {float}, "model.ninr_init": {float}}  # a NIW's std, beside layer | input | unit
+# A NIW's scale is a name (layer | input | unit) or a std, whichever the shipped default is.
+NIW_SCALE = {str, float}
+ALSO: dict[str, set[type]] = {"nin.init": NIW_SCALE, "model.ninr_init": NIW_SCALE}
 
 FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 

@@ -145,6 +145,13 @@ def test_ninr_presets_draw_the_niws_at_the_models_preset_scale():
     assert abs(image_niw_std("model.ninr_init=input") * 28 - 1) < 0.1
     assert abs(image_niw_std("model.ninr_init=layer") * 3 - 1) < 0.1
     assert abs(image_niw_std("model.ninr_init=input", "nin.init=unit") - 1) < 0.1
+    # the pre-flight takes a name or a std whatever the shipped preset is (cnn's is a std): only the
+    # bad length is answered, never the scale
+    for scale in ("layer", "0.01"):
+        out = nin_cli("train", "model=cnn", "method=in_ninr_decay", f"model.ninr_init={scale}", "epochs=-1").stderr
+        assert out.strip() == "nin: error: epochs must be >= 1, got -1", out
+    bad = nin_cli("train", "model=cnn", "method=in_ninr_decay", "model.ninr_init=bogus").stderr
+    assert bad.strip() == "nin: error: model.ninr_init must be one of layer, input, unit or a number > 0, got 'bogus'", bad
 
 
 def test_attacks_and_noise_lower_accuracy_in_order(tmp_path):
