@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/main
 
-.PHONY: setup data run test test-fast test-slow test-slurm fuzz slurm-start slurm-stop lint format bench clean
+.PHONY: setup data run test test-fast test-slow test-slurm test-gpu gpu-bundle fuzz slurm-start slurm-stop lint format bench clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,17 @@ test-slow: setup
 # The fuzzer of tests/test_fuzz.py with many more draws (the suite runs 60): every drawn command answered in one line.
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(PYTEST) tests/test_fuzz.py
+
+# The GPU check in one call (scripts/test-gpu.sh): tests/test_cuda.py, the main job on CUDA, the NIW
+# precision table and the bench's GPU rows, as one table (GPU_OUT/report.md). On a machine without
+# network access, carry .gpu/ (`make gpu-bundle` here) and run `bash scripts/test-gpu.sh` there.
+GPU_OUT ?= outputs/gpu-check
+test-gpu:
+	@[ -d .gpu/site ] || $(MAKE) setup
+	bash scripts/test-gpu.sh $(GPU_OUT)
+
+gpu-bundle: data
+	bash scripts/gpu-bundle.sh
 
 # The SLURM tests, against the one-node cluster of scripts/slurm-local.sh (started if it is not up).
 test-slurm: setup slurm-start

@@ -46,8 +46,9 @@ from nin_cli.records import RunRecords
 from nin_cli.schema import conf_dir
 from nin_cli.train import Member
 from nin_cli.train.loop import Ensemble
+from nin_cli.train.precision import set_tf32
 from nin_cli.train.rows import epoch_row
-from nin_cli.train.setup import prepare, set_tf32
+from nin_cli.train.setup import prepare
 from nin_cli.train.steps import choose_step
 
 SETTINGS = {
@@ -302,7 +303,7 @@ def main() -> None:
     parser.add_argument("--ks", nargs="+", type=int, default=None, help="ensemble sizes (default: 8 on CPU, 8 64 on CUDA)")
     parser.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per method, interleaved across methods (median)")
-    parser.add_argument("--precision", default="tf32", choices=PRECISIONS, help="precision= (tf32: TF32 on CUDA, fp32 on CPU)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="precision= (tf32: TF32 on CUDA, fp32 on CPU)")
     parser.add_argument("--log-every", type=int, default=1, help="steps.csv every N steps, as log.every_steps (0: off)")
     parser.add_argument("--no-graphs", action="store_true", help="CUDA: the batched engine without CUDA graph replay")
     parser.add_argument("--no-generic", action="store_true", help="skip the (g) rows: the networks as factories (needs nin_examples)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.func import grad, jvp
 
 from nin_cli.objectives import Estimate, LossFn, mean_and_error
 
@@ -28,24 +29,55 @@ class NIWCurvature:
     grad_moment: Estimate  # sum_j <g_{z,j}^2>: per-sample gradient w.r.t. z, squared, mean over samples
 
 
-class ProbedLoss:
-    """The loss on (x, y) with zero probes on the NIN layers' pre-activations, and its gradient
-    w.r.t. them kept differentiable: one forward and backward pass that every second-order
-    measure below shares (Hessian-vector products w.r.t. the probes)."""
+HVP_MODES = ("reverse", "forward")
 
-    def __init__(self, model, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]]):
+
+def hvp_mode(model, device: torch.device) -> str:
+    """How ProbedLoss takes its Hessian-vector products: by forward-mode over reverse-mode
+    differentiation for a network with convolutions on CUDA (a convolution's double backward also
+    computes its weight's gradient, a convolution with image-sized kernels that no one asked for:
+    28.7 against 8.6 ms an HVP for the CNN on an H200, bench/measure_profile.py --hvp), else by a
+    double backward through one retained graph (1.6 against 4.4 ms for the Fig. 3 MLP there; on
+    the CPU the CNN's first block runs a C kernel that forward mode does not go through)."""
+    return "forward" if device.type == "cuda" and getattr(model, "conv_layers", ()) else "reverse"
+
+
+class ProbedLoss:
+    """The loss on (x, y) with zero probes on the NIN layers' pre-activations, its gradient w.r.t.
+    them, and Hessian-vector products w.r.t. them (`hvp`), which every second-order measure below
+    takes. `mode` (hvp_mode): `reverse` keeps the first backward pass's graph and differentiates
+    it again for each product; `forward` differentiates the gradient in the product's direction
+    by forward mode (torch.func.jvp), a forward and backward pass each."""
+
+    def __init__(self, model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]], mode: str | None = None):
         self.model, self.n, self.names = model, len(x), list(shapes)
+        self.mode = mode or hvp_mode(model, x.device)
+        if self.mode not in HVP_MODES:
+            raise ValueError(f"unknown HVP mode {self.mode!r}; one of {', '.join(HVP_MODES)}")
+        self.loss_of = lambda deltas: loss_fn(model(x, probes=deltas), y)
         with torch.enable_grad():
             self.deltas = {n: torch.zeros(len(x), *shapes[n], device=x.device, requires_grad=True) for n in self.names}
-            loss = loss_fn(model(x, probes=self.deltas), y)
-            self.grads = dict(zip(self.names, torch.autograd.grad(loss, list(self.deltas.values()), create_graph=True)))
+            retained = self.mode == "reverse"
+            loss = self.loss_of(self.deltas)
+            self.grads = dict(zip(self.names, torch.autograd.grad(loss, list(self.deltas.values()), create_graph=retained)))
+
+    def hvp(self, directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """H v for v spanning the layers named in `directions` (zero elsewhere), w.r.t. the batch
+        mean's per-sample probes: each sample's block H_i v_i / |B|, per named layer."""
+        names = [n for n in self.names if n in directions]
+        if self.mode == "forward":
+            zeros = {n: torch.zeros_like(d) for n, d in self.deltas.items()}
+            tangents = {n: directions[n].expand_as(zeros[n]) if n in directions else zeros[n] for n in self.names}
+            _, hv = jvp(grad(self.loss_of), (zeros,), (tangents,))
+            return {n: hv[n] for n in names}
+        with torch.enable_grad():
+            dot = sum((self.grads[n] * directions[n]).sum() for n in names)
+            return dict(zip(names, torch.autograd.grad(dot, [self.deltas[n] for n in names], retain_graph=True)))
 
     def sample_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
         """(N, ...) H_i v_i per sample, for v (N, ...) or one v for every sample. With L the batch
         mean, the Hessian w.r.t. the per-sample probes is block diagonal with blocks H_i / |B|."""
-        with torch.enable_grad():
-            (hv,) = torch.autograd.grad((self.grads[name] * v).sum(), self.deltas[name], retain_graph=True)
-        return hv * self.n
+        return self.hvp({name: v})[name] * self.n
 
     def mean_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
         """<H_z> v: the same direction v for every sample, the per-sample products averaged."""
@@ -56,15 +88,13 @@ class ProbedLoss:
         drawn per sample; the error is that of the mean over samples of each sample's estimate."""
         if not self.names or probes <= 0:
             return {}
-        deltas, grads = [self.deltas[n] for n in self.names], [self.grads[n] for n in self.names]
-        per_sample = {n: torch.zeros(self.n, device=deltas[0].device) for n in self.names}
-        with torch.enable_grad():
-            for _ in range(probes):
-                vs = [torch.randint(0, 2, d.shape, generator=gen, device=d.device).mul_(2).sub_(1).to(d.dtype) for d in deltas]
-                dot = sum((g * v).sum() for g, v in zip(grads, vs))
-                hvs = torch.autograd.grad(dot, deltas, retain_graph=True)
-                for n, hv, v in zip(self.names, hvs, vs):
-                    per_sample[n] += (hv * v).flatten(1).sum(1) * (self.n / probes)
+        per_sample = {n: torch.zeros(self.n, device=self.deltas[n].device) for n in self.names}
+        for _ in range(probes):
+            vs = {
+                n: torch.randint(0, 2, d.shape, generator=gen, device=d.device).mul_(2).sub_(1).to(d.dtype) for n, d in self.deltas.items()
+            }
+            for n, hv in self.hvp(vs).items():
+                per_sample[n] += (hv * vs[n]).flatten(1).sum(1) * (self.n / probes)
         return {n: mean_and_error(per_sample[n]) for n in self.names}
 
     def niw_curvatures(self) -> dict[str, NIWCurvature]:

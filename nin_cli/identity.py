@@ -34,6 +34,9 @@ EXEMPT: dict[str, frozenset[str]] = {
     "device": frozenset({"resume", "dirname", "summary"}),
     "cuda_graphs": frozenset({"resume", "dirname", "summary"}),
     "fused_block": frozenset({"resume", "dirname", "summary"}),  # what ran is in env.json; a change is engine_change's
+    # the matmuls' float format: a run trained under one precision resumes under another where the
+    # arithmetic is the same (tf32 and fp32 on a CPU); where it is not, engine_change decides
+    "precision": frozenset({"resume"}),
     "engine_change": frozenset({"resume", "dirname", "summary", "member"}),
     "evaluate": frozenset({"resume", "dirname", "summary"}),
     "robustness": frozenset({"resume", "dirname", "summary"}),

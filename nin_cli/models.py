@@ -126,6 +126,10 @@ class NINModel(nn.Module):
         """The parameter name of the NIW at layer `name`."""
         return f"nins.{NINDict.key(name)}.weight"
 
+    def affine_names(self, name: str) -> tuple[str, str, str]:
+        """The parameter names of a Linear layer's weight and bias and of its NIW (the fused step's)."""
+        return f"{self.layer_prefix}{name}.weight", f"{self.layer_prefix}{name}.bias", self.niw_name(name)
+
     def forward_layer(self, name: str, h: torch.Tensor, eps: Tensors | None, probes: Tensors | None) -> torch.Tensor:
         """Layer `name` on its input `h`, its NIN (and Hessian probe) injected where it joins:
         into the input of a convolution under nin.conv=input, else into the pre-activation."""

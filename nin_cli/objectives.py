@@ -112,5 +112,5 @@ def mean_and_error(values: torch.Tensor, population: int | None = None) -> Estim
     if n < 2:
         return Estimate(float(values.mean()) if n else math.nan, math.nan)
     fpc = max(0.0, 1.0 - n / population) if population else 1.0
-    mean, var = float(values.mean()), float(values.var())
+    mean, var = torch.stack([values.mean(), values.var()]).tolist()  # one transfer from the device
     return Estimate(mean, math.sqrt(var / n * fpc))

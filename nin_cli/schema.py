@@ -48,7 +48,7 @@ NULLABLE: dict[str, type] = {
 # Keys whose values may also be of another type than their default's.
 # A NIW's scale is a name (layer | input | unit) or a std, whichever the shipped default is.
 NIW_SCALE = {str, float}
-ALSO: dict[str, set[type]] = {"nin.init": NIW_SCALE, "model.ninr_init": NIW_SCALE}
+ALSO: dict[str, set[type]] = {"nin.init": NIW_SCALE, "model.ninr_init": NIW_SCALE, "eval.batch_size": {str, int}}
 
 FACTORY_GROUPS = ("model.", "dataset.")  # groups whose config may name a factory: keys nin does not know are its arguments
 
@@ -124,6 +124,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
     return {
         "device": ("auto", "cpu", "cuda"),
         "precision": PRECISIONS,
+        "eval.batch_size": ("auto",),  # or a number
         "fused_block": FUSED_BLOCK,
         "engine_change": ("refuse", "allow"),
         "model.init": MODEL_INITS,  # model.name: a shipped model's, or any with a factory (models.build_model checks)
@@ -192,7 +193,7 @@ class Schema:
         if isinstance(value, (tuple, list)) and any(isinstance(v, (tuple, list, Mapping)) for v in value):
             raise ConfigError(f"{key} must be a list of values (names or numbers), got {value!r}")
         if key in self.choices and isinstance(value, str) and value not in self.choices[key]:
-            number = f" or a number {self.rules[key][1]}" if float in allowed and key in self.rules else ""
+            number = f" or a number {self.rules[key][1]}" if allowed & {float, int} and key in self.rules else ""
             raise ConfigError(f"{key} must be one of {', '.join(self.choices[key])}{number}, got {value!r}")
         if key in self.rules and isinstance(value, (int, float)) and not isinstance(value, bool):
             ok, text = self.rules[key]

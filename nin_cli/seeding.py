@@ -21,3 +21,10 @@ def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> tor
     gen = torch.Generator(device=device)
     gen.manual_seed(stream_seed(seed, stream))
     return gen
+
+
+def resumed_generator(seed: int, stream: str, epoch: int, device: torch.device | str) -> torch.Generator:
+    """The named stream as it goes on after `epoch` on a device its saved state is not for (a CUDA
+    generator's state does not load into a CPU one, nor the reverse): seeded anew from the run's
+    seed, the stream and the epoch, so that every such resume of the run draws the same."""
+    return generator(seed, f"{stream}/resumed-after-epoch-{epoch}", device)

@@ -17,6 +17,7 @@ one, and the layer a NIN "feeds" (its weight_norm_ column) is the next one reach
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import sys
@@ -193,6 +194,39 @@ def reached_layers(net: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[str]
     return order, calls
 
 
+def sequential_leaves(net: nn.Module) -> list[nn.Module] | None:
+    """The modules an exact nn.Sequential (nested ones opened) applies in turn; None for any other
+    module, whose forward may do anything."""
+    if type(net) is not nn.Sequential:
+        return None
+    leaves: list[nn.Module] = []
+    for child in net:
+        inner = sequential_leaves(child) if type(child) is nn.Sequential else [child]
+        if inner is None:
+            return None
+        leaves += inner
+    return leaves
+
+
+def plain_mlp(net: nn.Module, in_shape: tuple[int, ...]) -> bool:
+    """Whether a network is the MLP the fused step computes (train/fused_mlp.py): a Sequential of
+    a flattening of the input (or inputs already flat), then Linear layers with biases, a ReLU
+    between each two. Its ensembles and single runs then take that step, as the shipped MLP's do."""
+    leaves = sequential_leaves(net)
+    if not leaves:
+        return False
+    if isinstance(leaves[0], nn.Flatten):
+        if (leaves[0].start_dim, leaves[0].end_dim) != (1, -1):
+            return False
+        leaves = leaves[1:]
+    elif len(in_shape) != 1:
+        return False
+    linear = leaves[0::2]
+    if not leaves or len(leaves) % 2 == 0 or not all(type(m) is nn.Linear and m.bias is not None for m in linear):
+        return False
+    return all(type(m) is nn.ReLU for m in leaves[1::2])
+
+
 class ModuleNINModel(NINModel):
     """A researcher's network (`self.net`, untouched) with NINs wired in by hooks at named modules."""
 
@@ -211,7 +245,8 @@ class ModuleNINModel(NINModel):
         self._probes: Tensors | None = None
         self._done: set[str] = set()
         has_buffers = any(True for _ in net.buffers())
-        self.kind = ModelKind(stackable=not has_buffers, conv=bool(self.conv_layers))
+        fused = plain_mlp(net, in_shape)
+        self.kind = ModelKind(fused=fused, stackable=not has_buffers, conv=bool(self.conv_layers))
 
     @property
     def layer_names(self) -> list[str]:
@@ -254,31 +289,27 @@ class ModuleNINModel(NINModel):
         self.check_layers(names)
         for name in names:
             module = self._layers[name]
-            module.register_forward_pre_hook(self._before(name))
-            module.register_forward_hook(self._after(name))
+            # partials of bound methods, not closures: a deep copy of the model (copy.deepcopy) rebinds
+            # them to the copy, whose own eps they then read
+            module.register_forward_pre_hook(functools.partial(self._inject_input, name))
+            module.register_forward_hook(functools.partial(self._inject_output, name))
 
-    def _before(self, name: str):
-        def inject_input(module, args):
-            # The noise joins the convolution's input where it is probed, or while shapes are read;
-            # else it crosses the convolution as one image (the same function: _after).
-            if name in self.input_side and not self.plain(name, self._probes):
-                self._done.add(name)
-                return (self.inject(name, args[0], self._eps, self._probes), *args[1:])
+    def _inject_input(self, name: str, module, args):
+        # The noise joins the convolution's input where it is probed, or while shapes are read;
+        # else it crosses the convolution as one image (the same function: _inject_output).
+        if name in self.input_side and not self.plain(name, self._probes):
+            self._done.add(name)
+            return (self.inject(name, args[0], self._eps, self._probes), *args[1:])
+        return None
+
+    def _inject_output(self, name: str, module, args, out):
+        if name in self._done:
             return None
-
-        return inject_input
-
-    def _after(self, name: str):
-        def inject_output(module, args, out):
-            if name in self._done:
+        if name in self.input_side:  # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias
+            if not self.noisy(name, self._eps):
                 return None
-            if name in self.input_side:  # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias
-                if not self.noisy(name, self._eps):
-                    return None
-                return self.noise_through(name, out, self._eps[name])
-            return self.inject(name, out, self._eps, self._probes)
-
-        return inject_output
+            return self.noise_through(name, out, self._eps[name])
+        return self.inject(name, out, self._eps, self._probes)
 
 
 def build(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, records: Path | None = None) -> ModuleNINModel:

@@ -1,5 +1,10 @@
 """Shared helpers: compose a config the way `nin train` does, and run the CLI as its own process.
 
+The suite's expectations were measured on the CPU (bitwise resume, batched == single, thresholds):
+`make_cfg` and the ways of running `nin` below pin `device=cpu` for what trains unless a test names
+a device itself, so that on a GPU host `device=auto` does not move them to CUDA. tests/test_cuda.py
+asks for CUDA by name.
+
 `nin_cli(...)` forks the command from a preloaded server (tests/forkrun.py): a process of its own,
 without the 3-6 s of a new interpreter. `real_nin(...)` starts `python -m nin_cli` for the few
 tests about the interpreter itself (the console script, a pipe's reader leaving).
@@ -38,9 +43,25 @@ TINY = [
 ]
 
 
+TRAINING_COMMANDS = ("train", "map")
+
+
+def on_cpu(overrides: list[str]) -> list[str]:
+    """`overrides` with device=cpu in front, unless they name a device."""
+    return overrides if any(str(o).lstrip("+~").startswith("device=") for o in overrides) else ["device=cpu", *overrides]
+
+
+def pinned(args: list[str]) -> list[str]:
+    """A `nin` command line, on the CPU if it trains (see the module's docstring)."""
+    args = [str(a) for a in args]
+    if not args or args[0] not in TRAINING_COMMANDS or any(a in ("--help", "-h", "--hydra-help") for a in args):
+        return args
+    return [args[0], *on_cpu(args[1:])]
+
+
 def make_cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=on_cpu(list(overrides)))
 
 
 def read_rows(run_dir: Path, table: str = "metrics.csv") -> list[dict[str, str]]:
@@ -58,12 +79,12 @@ def without_timing(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def nin_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    return forkrun.run(list(args), cwd=cwd, env=env, timeout=timeout)
+    return forkrun.run(pinned(list(args)), cwd=cwd, env=env, timeout=timeout)
 
 
 def start_nin(*args: str, cwd: Path | None = None, env: dict | None = None) -> forkrun.ForkedNin:
     """A `nin` running beside the test: stop it at a fault point (`NIN_FAULT=point:n:SIGSTOP`), then act."""
-    return forkrun.ForkedNin(list(args), cwd=cwd, env=env)
+    return forkrun.ForkedNin(pinned(list(args)), cwd=cwd, env=env)
 
 
 def forked_train(cfg, run_dir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -74,7 +95,9 @@ def forked_train(cfg, run_dir: Path, env: dict | None = None) -> subprocess.Comp
 
 def real_nin(*args: str, cwd: Path | None = None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nin_cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "nin_cli", *pinned(list(args))], cwd=cwd, env=full_env, capture_output=True, text=True, **kwargs
+    )
 
 
 @pytest.fixture

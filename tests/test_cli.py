@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUICK, nin_cli, read_rows, start_nin, without_timing
+from conftest import QUICK, nin_cli, pinned, read_rows, start_nin, without_timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,9 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NIN_CONFIG_SEARCHPATH")}
 
     def nin(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(venv / "bin" / "nin"), *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [str(venv / "bin" / "nin"), *pinned(list(args))], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
 
     code = "import nin_cli, hydra_plugins.nin_map_sweeper as m, hydra_plugins; print(nin_cli.__file__, m.__file__, *hydra_plugins.__path__)"
     where = subprocess.run([python, "-c", code], cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
@@ -170,7 +172,7 @@ def test_every_subcommand_as_the_installed_console_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NIN_CONFIG_SEARCHPATH"}
 
     def nin(*args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([str(script), *pinned(list(args))], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
         return proc
 

@@ -134,7 +134,13 @@ def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unles
     env = json.loads((run / "env.json").read_text())
     engine = env["engine"]
     assert engine["fused_block"] == {"mode": "auto", "ran": True, "why": "built for this CPU"}, engine
-    assert engine["step"].startswith("loop") and engine["precision"] == "tf32" and engine["threads"] >= 1 and engine["cpu"]
+    assert (
+        engine["step"].startswith("loop")
+        and engine["precision"] == "fp32"
+        and engine["arithmetic"] == "fp32"
+        and engine["threads"] >= 1
+        and engine["cpu"]
+    )
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
     refused = nin_cli("train", *args, "epochs=2", "extend=true", "fused_block=off")
     assert refused.returncode == 2 and "trained with the fused first block, resumes without it" in refused.stderr

@@ -73,6 +73,26 @@ def test_a_plain_sequential_factory_gives_the_shipped_models_rows(tmp_path, ship
     assert float(ours[-1]["train_loss_clean"]) < float(ours[0]["train_loss_clean"])
 
 
+def test_a_plain_mlp_factory_takes_the_fused_step_which_its_hooks_and_vmap_agree_with(tmp_path):
+    """A factory's Sequential of Linear and ReLU layers is the shipped MLP's structure: the engine
+    picks the fused step for it; the same members through their NIN hooks and autograd (the loop
+    step) and stacked under vmap take the same steps to float rounding."""
+    from nin_cli.records import RunRecords
+    from nin_cli.train import Member
+    from nin_cli.train.loop import Ensemble
+    from nin_cli.train.setup import prepare
+
+    cfgs = [make_cfg(EXAMPLES, *SMALL, "model=my_mlp", "model.width=32", "nin=all", f"noise.sigma={s}") for s in (3, 30)]
+    assert Ensemble([Member(prepare(c), RunRecords(tmp_path / "chosen" / str(k))) for k, c in enumerate(cfgs)]).choice.kind == "fused"
+    losses = {}
+    for kind in ("fused", "vmap", "loop"):
+        ensemble = Ensemble([Member(prepare(c), RunRecords(tmp_path / kind / str(k))) for k, c in enumerate(cfgs)], kind)
+        losses[kind] = [loss for _ in range(2) for loss in ensemble.train_epoch([3.0, 30.0])[0]]
+    assert losses["fused"] == pytest.approx(losses["loop"], rel=1e-4)
+    assert losses["vmap"] == pytest.approx(losses["loop"], rel=1e-4)
+    assert losses["loop"][2] < losses["loop"][0]  # sigma 3 learns
+
+
 def assert_rows_close(theirs: list[dict[str, str]], ours: list[dict[str, str]], rel: float) -> None:
     """The same columns and, in every one but the wall-clock seconds, the same numbers to float rounding."""
     theirs, ours = without_timing(theirs), without_timing(ours)
@@ -320,12 +340,13 @@ def test_damaged_arrays_are_one_line_naming_the_array(tmp_path, how, message):
 
 @pytest.mark.e2e
 def test_a_batched_sweep_of_my_networks_replays_single_runs_and_analysis_never_imports_them(tmp_path):
-    """vmap stacks the plain MLP's members; the batch-normalised one steps them in turn (its
-    running statistics are buffers). Each member's rows equal its single run's. summarize, report,
-    plot and progress read the records without importing the network's code."""
+    """The plain MLP's members take the shipped MLP's fused step (its structure is that MLP's); the
+    batch-normalised one steps them in turn (its running statistics are buffers). Each member's
+    rows equal its single run's. summarize, report, plot and progress read the records without
+    importing the network's code."""
     sweep = tmp_path / "sweep"
     small = [*SMALL, "model.width=32"]
-    for model, step in (("my_mlp", "vmap step"), ("bn_mlp", "loop step")):
+    for model, step in (("my_mlp", "fused step"), ("bn_mlp", "loop step")):
         proc = nin_cli(
             "train", "-m", "--config-dir", str(CONF), "hydra/launcher=batched", f"model={model}", *small, "noise.sigma=1,30",
             f"hydra.sweep.dir={sweep / model}",
@@ -335,7 +356,7 @@ def test_a_batched_sweep_of_my_networks_replays_single_runs_and_analysis_never_i
         single = tmp_path / f"single_{model}"
         train(make_cfg(EXAMPLES, f"model={model}", *small, "noise.sigma=30"), single)
         member = next(c.parent for c in (sweep / model).glob("*/config.yaml") if "  sigma: 30\n" in c.read_text())
-        assert_rows_close(read_rows(single), read_rows(member), rel=1e-4)  # vmap's products round as a single run's may not
+        assert_rows_close(read_rows(single), read_rows(member), rel=1e-4)  # stacked products round as a single run's may not
     code = (
         "import sys\nfrom nin_cli.cli import main\n"
         f"for args in (['summarize', {str(sweep)!r}], ['report', {str(sweep / 'my_mlp')!r}], ['plot', {str(sweep)!r}], "
@@ -410,3 +431,21 @@ def test_a_submitit_launcher_hands_the_config_directory_to_its_jobs(tmp_path):
     statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json")]
     assert statuses == ["completed", "completed"]
     assert all("_target_: nin_examples.networks.mlp" in p.read_text() for p in tmp_path.glob("*/config.yaml"))
+
+
+def test_a_deep_copy_of_a_factory_model_carries_its_own_nins():
+    """Hooks bound to the model they were wired in: a copy (copy.deepcopy, as a researcher's code or
+    an evaluation may make) injects its own noise through its own NIWs, not through the original's."""
+    import copy
+
+    cfg = make_cfg(EXAMPLES, "model=my_cnn", "nin=all")
+    model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 1, 28, 28)
+    eps = {n: 3.0 * torch.randn(4) for n in model.nins}
+    torch.testing.assert_close(twin(x, eps), model(x, eps))
+    assert not torch.allclose(twin(x, eps), twin(x))
+    with torch.no_grad():
+        for nin in twin.nins.values():
+            nin.weight.zero_()
+    torch.testing.assert_close(twin(x, eps), model(x))  # the copy's NIWs, now zero, carry no noise

@@ -1,11 +1,15 @@
 """Every engine choice that changes a run's arithmetic, in the run's records: env.json's `engine`
 (one entry per start or resume) holds whether the CNN's fused first block ran and why, the step
-strategy the ensemble took (choose_step), precision and TF32, threads, the device and the CPU.
+strategy the ensemble took (choose_step), the precision asked for and the arithmetic it gives on
+this device (train/precision.py: fp32, tf32 or bf16) with CUDA's TF32 flags as set, threads, the
+device and the CPU.
 
-A resume whose fused block would run where it did not (or the reverse: a node without `cc`, or
-fused_block changed) changes the arithmetic from there on: it is refused in one line unless the
-config says engine_change=allow. Threads and the CPU are the machine's, not a choice (a requeued
-job lands on another node): a change there is said in one line and the run goes on."""
+A resume whose arithmetic changes from there on is refused in one line unless the config says
+engine_change=allow: the fused block would run where it did not (or the reverse: a node without
+`cc`, or fused_block changed), or the matmuls would compute in another format (a run trained in
+TF32 on a GPU resumed in float32, say). Threads, the CPU and the device are the machine's, not a
+choice (a requeued job lands on another node; a run trained on a GPU is resumed on a laptop): a
+change there is said in one line and the run goes on, float32 on either."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 from nin_cli import conv_block
 from nin_cli.errors import ConfigError, console
 from nin_cli.records import RunRecords
+from nin_cli.train.precision import arithmetic, tf32_flags
 from nin_cli.train.setup import Setup
 
 
@@ -38,7 +43,8 @@ def engine_record(s: Setup) -> dict:
     return {
         "fused_block": fused,
         "precision": str(s.cfg.precision),
-        "tf32": bool(cuda and torch.backends.cuda.matmul.allow_tf32),
+        "arithmetic": arithmetic(s.device.type, str(s.cfg.precision)),
+        "tf32": tf32_flags() if cuda else {"matmul": False, "conv": False},
         "threads": torch.get_num_threads(),
         "device": str(s.device),
         "cpu": cpu_model(),
@@ -54,11 +60,36 @@ def check_engine_change(records: RunRecords, now: dict, allow: bool) -> None:
     was, will = bool(before.get("fused_block", {}).get("ran")), bool(now["fused_block"]["ran"])
     if was != will:
         change = "with the fused first block, resumes without it" if was else "without the fused first block, resumes with it"
-        line = f"{records.dir}: trained {change} ({now['fused_block']['why']}): the arithmetic changes from here"
-        if not allow:
-            raise ConfigError(f"{line}; add engine_change=allow to go on, or set fused_block to what it ran with")
-        console.print(f"[yellow]nin: note: {line} (engine_change=allow)")
-        records.log(f"{line} (engine_change=allow)")
-    moved = [f"{k} {before.get(k)} -> {now[k]}" for k in ("threads", "cpu") if before.get(k) is not None and before.get(k) != now[k]]
+        refuse_or_note(records, f"trained {change} ({now['fused_block']['why']})", "set fused_block to what it ran with", allow)
+    then = recorded_arithmetic(before)
+    if then is not None and then != now["arithmetic"]:
+        where = f"on {before.get('device', '?')}"
+        gpu = " on a GPU" if then == "tf32" and not now["device"].startswith("cuda") else ""
+        line = f"trained in {then} {where}, resumes in {now['arithmetic']} on {now['device']}"
+        refuse_or_note(records, line, f"resume it as it trained: precision={then}{gpu}", allow)
+    keys = ("device", "threads", "cpu")
+    moved = [f"{k} {before.get(k)} -> {now[k]}" for k in keys if before.get(k) is not None and before.get(k) != now[k]]
     if moved:
-        console.print(f"[dim]{records.dir}: resumes with {', '.join(moved)} (float rounding may differ from here)")
+        kind = [str(d).split(":")[0] for d in (before.get("device"), now["device"])]
+        reseeded = "; data order and noise go on from re-seeded streams (train.log)" if before.get("device") and kind[0] != kind[1] else ""
+        console.print(f"[dim]{records.dir}: resumes with {', '.join(moved)} (float rounding may differ from here{reseeded})")
+
+
+def refuse_or_note(records: RunRecords, change: str, fix: str, allow: bool) -> None:
+    """An engine change that changes the arithmetic from here: refused in one line, or noted in the
+    run's log and on the console under engine_change=allow."""
+    line = f"{records.dir}: {change}: the arithmetic changes from here"
+    if not allow:
+        raise ConfigError(f"{line}; add engine_change=allow to go on, or {fix}")
+    console.print(f"[yellow]nin: note: {line} (engine_change=allow)")
+    records.log(f"{line} (engine_change=allow)")
+
+
+def recorded_arithmetic(engine: dict) -> str | None:
+    """The arithmetic an engine record says a run trained in; a record written before the entry
+    existed tells it from its precision and device (None where it says neither)."""
+    if "arithmetic" in engine:
+        return str(engine["arithmetic"])
+    if "precision" not in engine:
+        return None
+    return arithmetic(str(engine.get("device", "cpu")).split(":")[0], str(engine["precision"]))

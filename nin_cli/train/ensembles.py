@@ -21,6 +21,7 @@ from nin_cli.loggers import open_logger
 from nin_cli.provenance import provenance
 from nin_cli.records import ENDED, FINISHED, RunRecords, atomic_write_text
 from nin_cli.train.engine import check_engine_change, engine_record
+from nin_cli.train.graphs import replayed
 from nin_cli.train.loop import Ensemble, describe
 from nin_cli.train.member import Member, RunResult
 from nin_cli.train.resume import check_nothing_recorded_past_epoch_zero, check_rows_match_checkpoint, check_same_run, extends
@@ -258,8 +259,9 @@ def train_group(runs: list[RunConfig], run_dirs: list, ensemble_size: int) -> li
         members = [m for _, m in chunk]
         with recorded_outcome(members):
             ensemble = Ensemble(members)
+            graph = "; replayed as one CUDA graph" if replayed(ensemble.step) else ""
             for m in members:
-                m.records.record_step(f"{ensemble.choice.kind}: {ensemble.choice.reason}")
+                m.records.record_step(f"{ensemble.choice.kind}: {ensemble.choice.reason}{graph}")
             if len(members) > 1:
                 console.print(f"[bold]batched: {describe(ensemble)}")
             for (i, _), result in zip(chunk, ensemble.run(bool(members[0].s.cfg.progress))):

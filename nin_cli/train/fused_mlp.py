@@ -6,9 +6,10 @@ weight gradient, then the update reads it back with the weights and writes the w
 accumulates into the weights in place, W <- W - (lr dZ)^T h, so the weights are read twice
 (forward, input gradient) and written once per step, and the gradient is never stored.
 
-It covers what the Fig. 1-3 and NINR sweeps train most: model=mlp|fc without dropout, loss ce or
-mse, NINs on any layers, plain SGD with optional weight decay; single runs use it as an ensemble
-of one. train/steps.py's choose_step decides where it applies (the models' and losses' `fused`
+It covers what the Fig. 1-3 and NINR sweeps train most: model=mlp|fc, and a researcher's network
+of the same structure (user_model.plain_mlp: a Sequential of Linear and ReLU layers), without
+dropout, loss ce or mse, NINs on any layers, plain SGD with optional weight decay; single runs use
+it as an ensemble of one. train/steps.py's choose_step decides where it applies (the models' and losses' `fused`
 capability); everything else takes autograd.
 
 With `dtype=torch.bfloat16` (precision=bf16) the GEMMs take bfloat16 copies of the weights and
@@ -17,6 +18,8 @@ float32, so only the matmul inputs and the weight gradient are rounded (8-bit ma
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -40,6 +43,7 @@ class FusedMLPStep:
         params: Tensors,
         layers: list[str],
         nin_layers: list[str],
+        names: Callable[[str], tuple[str, str, str]],
         loss: str,
         lr: torch.Tensor,
         wd: float,
@@ -47,9 +51,10 @@ class FusedMLPStep:
         dtype: torch.dtype = torch.float32,
         reduction: str = "mean",
     ):
-        self.w = [params[f"layers.{n}.weight"] for n in layers]  # (K, out, in)
-        self.b = [params[f"layers.{n}.bias"] for n in layers]  # (K, out)
-        self.nin = [params.get(f"nins.{n}.weight") if n in nin_layers else None for n in layers]  # (K, out)
+        # names(layer): its weight's, bias's and NIW's parameter names (the shipped MLP's or a factory's Sequential)
+        self.w = [params[names(n)[0]] for n in layers]  # (K, out, in)
+        self.b = [params[names(n)[1]] for n in layers]  # (K, out)
+        self.nin = [params.get(names(n)[2]) if n in nin_layers else None for n in layers]  # (K, out)
         self.layers, self.loss, self.lr, self.wd, self.active = layers, loss, lr, wd, active
         self.dtype = dtype
         self.reduction = reduction

@@ -81,3 +81,8 @@ class GraphedStep:
 def graphed_on_cuda(fn: Step, cfg: DictConfig, device: torch.device) -> Step:
     """`fn` replayed as a CUDA graph on CUDA unless cuda_graphs=false; `fn` itself elsewhere."""
     return GraphedStep(fn) if device.type == "cuda" and bool(cfg.get("cuda_graphs", True)) else fn
+
+
+def replayed(step) -> bool:
+    """Whether a training step (train/steps.py) runs as a captured CUDA graph."""
+    return isinstance(getattr(step, "run", None), GraphedStep)

@@ -19,10 +19,11 @@ from nin_cli.loggers import RunLogger
 from nin_cli.noise import NoiseSource, sigma_at
 from nin_cli.optimizers import make_optimizer
 from nin_cli.records import FINISHED, RunRecords
-from nin_cli.seeding import generator
+from nin_cli.seeding import generator, resumed_generator
 from nin_cli.train.rows import (
     divergence_reason,
     epoch_row,
+    eval_batch_size,
     evaluate,
     metric_columns,
     norm_groups,
@@ -38,6 +39,12 @@ class RunResult:
     epoch: int
     reason: str | None = None
     last_row: dict | None = None
+
+
+def checkpoint_device(state: dict) -> str:
+    """The kind of device a checkpoint's generator states are from (one written before the entry
+    existed held a CUDA RNG state exactly when it trained on CUDA)."""
+    return str(state.get("device") or ("cuda" if state.get("cuda_rng") is not None else "cpu"))
 
 
 class Member:
@@ -90,16 +97,33 @@ class Member:
             "noise": self.noise.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.s.device.type == "cuda" else None,
+            "device": self.s.device.type,  # whose generators' states these are
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint. One written on another kind of device (a run trained on a GPU
+        resumed on a CPU, or the reverse) holds generator states this device's generators cannot
+        take: the data order's, the noise's and the input noise's streams go on from seeds derived
+        from the run's seed and the epoch resumed from (seeding.resumed_generator), the same on
+        every such resume, and the run's log says so."""
         self.epoch, self.step, self.ref_loss = state["epoch"], state["step"], state["ref_loss"]
         self.resumed = True
         self.s.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.data_gen.set_state(state["data_gen"])
-        self.input_gen.set_state(state["input_gen"])
-        self.noise.load_state_dict(state["noise"])
+        saved_on = checkpoint_device(state)
+        if saved_on == self.s.device.type:
+            self.data_gen.set_state(state["data_gen"])
+            self.input_gen.set_state(state["input_gen"])
+            self.noise.load_state_dict(state["noise"])
+        else:
+            seed, device = self.s.cfg.seed, self.s.device
+            self.data_gen = resumed_generator(seed, "data", self.epoch, device)
+            self.input_gen = resumed_generator(seed, "input_noise", self.epoch, device)
+            self.noise.load_state_dict({**state["noise"], "gen": resumed_generator(seed, "noise", self.epoch, device).get_state()})
+            self.records.log(
+                f"resumed on {device.type} from a checkpoint written on {saved_on}: data order and noise draw from "
+                f"streams re-seeded at epoch {self.epoch} (a {saved_on} generator's state does not carry over)"
+            )
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.s.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -129,7 +153,7 @@ class Member:
         )
         sub = train_subset(s.data.train, cfg.eval.train_samples)
         with matmul_autocast(cfg, s.device):
-            noisy = evaluate(s.model, sub, s.loss_fn, cfg.eval.batch_size, lambda n: eval_noise.fresh(n, sigma))
+            noisy = evaluate(s.model, sub, s.loss_fn, eval_batch_size(cfg, s.device), lambda n: eval_noise.fresh(n, sigma))
         row = epoch_row(s, 0, 0, sigma, noisy.loss.mean, 0.0, self.lr)
         self.ref_loss = row["train_loss_clean"]
         return row

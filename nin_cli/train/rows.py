@@ -97,6 +97,15 @@ def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None,
     return Evaluation(mean_and_error(torch.cat(losses), population), mean_and_error(torch.cat(correct), population))
 
 
+def eval_batch_size(cfg: DictConfig, device: torch.device) -> int:
+    """eval.batch_size, with `auto` made concrete: 1000 on a CPU, 10,000 on CUDA (a split in one
+    pass: an evaluation of small batches there is bound by kernel launches, not arithmetic)."""
+    size = cfg.eval.batch_size
+    if size == "auto":
+        return 1000 if device.type == "cpu" else 10_000
+    return int(size)
+
+
 def train_subset(split: Split, n: int | None) -> Split:
     """The first n training samples: the fixed subsample every epoch's clean metrics are taken on."""
     return split if not n else Split(split.x[:n], split.y[:n])
@@ -109,8 +118,9 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
     cfg, model = s.cfg, s.model
     with matmul_autocast(cfg, s.device):
         subsample = train_subset(s.data.train, cfg.eval.train_samples)
-        train = evaluate(model, subsample, s.loss_fn, cfg.eval.batch_size, population=len(s.data.train))
-        test = evaluate(model, s.data.test, s.loss_fn, cfg.eval.batch_size)
+        size = eval_batch_size(cfg, s.device)
+        train = evaluate(model, subsample, s.loss_fn, size, population=len(s.data.train))
+        test = evaluate(model, s.data.test, s.loss_fn, size)
     row = {
         "epoch": epoch,
         "step": step,
@@ -153,6 +163,6 @@ def divergence_reason(row: dict, ref_loss: float, cfg: DictConfig, model: NINMod
         return f"train_loss_clean {clean:.3g} > divergence.max_loss {cfg.divergence.max_loss:g}"
     if clean > cfg.divergence.factor * ref_loss:
         return f"train_loss_clean {clean:.3g} > {cfg.divergence.factor:g} x its epoch-0 value {ref_loss:.3g}"
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):  # one sync, not one a tensor
         return "non-finite weights"
     return None

@@ -16,6 +16,7 @@ from nin_cli.errors import ConfigError
 from nin_cli.models import NINModel
 from nin_cli.network import build_model
 from nin_cli.objectives import LossFn, make_loss
+from nin_cli.train.precision import configure as configure_precision
 
 
 @dataclass
@@ -41,22 +42,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_tf32(enabled: bool) -> None:
-    """CUDA float32 matmuls and convolutions on TF32 tensor cores (about 8x the fp32 rate on an
-    H100; 10-bit mantissa inputs, fp32 accumulation) or in full IEEE fp32. CPUs are unaffected."""
-    mode = "tf32" if enabled else "ieee"
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
-        torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
-
-
 def step_dtype(cfg: DictConfig) -> torch.dtype:
     """The dtype of the training step's and the epoch evaluation's matmuls: bfloat16 under
     precision=bf16, else float32. Weights, updates, losses and the Hessian estimate are float32
-    either way (TF32 matmuls on CUDA unless precision=fp32)."""
+    either way (TF32 matmuls on CUDA under precision=tf32: train/precision.py)."""
     return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
@@ -69,8 +58,7 @@ def build(cfg: DictConfig, data: Dataset | None = None, records: Path | None = N
     """Data (unless shared in), model at its seed's initialisation, and loss, on the run's device
     (`records`: the run directory a trained run is rebuilt for, network.build_model)."""
     device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        set_tf32(cfg.precision != "fp32")
+    configure_precision(device, str(cfg.precision))
     data = data or load_dataset(cfg.dataset, device)
     loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction, cfg.loss.get("outputs", "logits"))
     model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, int(cfg.seed), records)

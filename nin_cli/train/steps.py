@@ -8,6 +8,10 @@ noisy batch losses (K,). Three implementations exist; `choose_step` picks one an
 - `vmap`:  one vmapped forward and backward over stacked weights (torch.func), hand-written SGD;
 - `loop`:  each member's own model and torch.optim optimizer, in turn: any model, any optimizer.
 
+On CUDA each is replayed as one captured graph (train/graphs.py) where its arithmetic allows: the
+stacked steps always but under dropout, the loop step under SGD (with or without momentum) and
+without dropout, so that a single run of any network is not bound by kernel launches.
+
 All three give every member the arithmetic of its single run up to float rounding (tested: every
 Step agrees with the loop step, which is a single run's own autograd step).
 """
@@ -85,6 +89,21 @@ def make_step(kind: str, members: list[Member]) -> Step:
     raise ValueError(f"unknown step {kind!r}; one of {', '.join(STEPS)}")
 
 
+def draws_inside(model: torch.nn.Module, cfg: DictConfig) -> bool:
+    """Whether a training step draws random numbers of its own (dropout), which a replayed graph
+    would not draw as the eager step does."""
+    if float(cfg.model.get("dropout", 0.0)) > 0:
+        return True
+    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+
+
+def loop_graphable(cfg: DictConfig, model: torch.nn.Module) -> bool:
+    """The loop step can be captured as a CUDA graph: torch.optim's SGD keeps its state in tensors
+    it updates in place (Adam's step count is a host-side number unless built capturable), and no
+    dropout draws inside the step."""
+    return cfg.optimizer.name == "sgd" and not draws_inside(model, cfg)
+
+
 class LoopStep:
     """Each member steps its own model with autograd and its torch.optim optimizer."""
 
@@ -93,12 +112,24 @@ class LoopStep:
     def __init__(self, members: list[Member]):
         self.members = members
         self.active = [True] * len(members)
-        self.cfg, self.device = members[0].s.cfg, members[0].s.device
+        head = members[0].s
+        self.cfg, self.device = head.cfg, head.device
+        self.graphable = loop_graphable(head.cfg, head.model)
+        self.run = self.graphed()
+
+    def graphed(self):
+        """The step as a CUDA graph where it can be (a fresh capture: it steps the members active now)."""
+        return graphed_on_cuda(self.step, self.cfg, self.device) if self.graphable else self.step
 
     def set_active(self, active: list[bool]) -> None:
-        self.active = list(active)
+        if list(active) != self.active:
+            self.active = list(active)
+            self.run = self.graphed()  # a captured graph steps the members it was captured with
 
     def __call__(self, x, y, eps):
+        return self.run(x, y, eps)
+
+    def step(self, x, y, eps) -> torch.Tensor:
         losses = []
         for k, m in enumerate(self.members):
             if not self.active[k]:
@@ -166,6 +197,7 @@ class FusedStep(StackedStep):
             self.params,
             head.model.layer_names,
             head.nin_layers,
+            head.model.affine_names,
             head.cfg.loss.name,
             self.lr,
             self.wd,
