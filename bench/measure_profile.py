@@ -123,7 +123,7 @@ def main() -> None:
             train = statistics.median(timed(functools.partial(single.train_epoch, [1.0]), device) for _ in range(args.repeats))
             print(f"{setting} on {args.device} ({len(data.train)} images, {single.choice.kind} step): training epoch {train * 1000:.1f} ms")
             for name, fn in parts(s).items():
-                fn()  # warm-up
+                fn(), fn()  # warm-up (on CUDA the row's measurement is captured on its second call)
                 t = statistics.median(timed(fn, device) for _ in range(args.repeats))
                 print(f"  {name:<28} {t * 1000:>9.2f} ms  {t / train:>6.1%} of the epoch", flush=True)
             if args.hvp:

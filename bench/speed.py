@@ -177,10 +177,13 @@ def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]
     single = nin_ensemble([cfg], data, tmp)
     single.train_epoch([1.0])  # warm-up, as for the batched engine
     member = single.members[0]
-    former = replace(member.s, cfg=former_measurement(member.s.cfg))
+    former = replace(member.s, cfg=former_measurement(member.s.cfg), measurement=None)
 
     def measure(setup) -> float:
         return measured(setup, member.step, member.lr)[1]
+
+    for setup in (member.s, member.s, former, former):  # on CUDA: the measurement's warm-up, then its capture
+        measure(setup)
 
     def epoch() -> tuple[float, float, float]:
         sync(data.train.x.device)

@@ -32,6 +32,15 @@ class NIWCurvature:
 HVP_MODES = ("reverse", "forward")
 
 
+def rademacher(n: int, shapes: dict, probes: int, gen: torch.Generator, device) -> list[dict[str, torch.Tensor]]:
+    """`probes` Rademacher vectors spanning every probed layer (`shapes`, per sample), one for each
+    of `n` samples, drawn apart from their use so that a replayed measurement takes them as inputs."""
+    return [
+        {name: torch.randint(0, 2, (n, *shape), generator=gen, device=device).mul_(2).sub_(1).float() for name, shape in shapes.items()}
+        for _ in range(probes)
+    ]
+
+
 def hvp_mode(model, device: torch.device) -> str:
     """How ProbedLoss takes its Hessian-vector products: by forward-mode over reverse-mode
     differentiation for a network with convolutions on CUDA (a convolution's double backward also
@@ -83,24 +92,26 @@ class ProbedLoss:
         """<H_z> v: the same direction v for every sample, the per-sample products averaged."""
         return self.sample_hvp(name, v).mean(0)
 
+    def rademacher(self, probes: int, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
+        return rademacher(self.n, {n: d.shape[1:] for n, d in self.deltas.items()}, probes, gen, self.deltas[self.names[0]].device)
+
+    def sample_traces(self, vectors: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Each sample's Hutchinson estimate of Tr H_z per layer, (N,), averaged over `vectors`."""
+        per_sample = {n: torch.zeros(self.n, device=self.deltas[n].device) for n in self.names}
+        for vs in vectors:
+            for n, hv in self.hvp(vs).items():
+                per_sample[n] += (hv * vs[n]).flatten(1).sum(1) * (self.n / len(vectors))
+        return per_sample
+
     def traces(self, probes: int, gen: torch.Generator) -> dict[str, Estimate]:
         """<Tr H_z> per layer, by Hutchinson with `probes` Rademacher vectors spanning all layers,
         drawn per sample; the error is that of the mean over samples of each sample's estimate."""
         if not self.names or probes <= 0:
             return {}
-        per_sample = {n: torch.zeros(self.n, device=self.deltas[n].device) for n in self.names}
-        for _ in range(probes):
-            vs = {
-                n: torch.randint(0, 2, d.shape, generator=gen, device=d.device).mul_(2).sub_(1).to(d.dtype) for n, d in self.deltas.items()
-            }
-            for n, hv in self.hvp(vs).items():
-                per_sample[n] += (hv * vs[n]).flatten(1).sum(1) * (self.n / probes)
-        return {n: mean_and_error(per_sample[n]) for n in self.names}
+        return {n: mean_and_error(v) for n, v in self.sample_traces(self.rademacher(probes, gen)).items()}
 
-    def niw_curvatures(self) -> dict[str, NIWCurvature]:
-        """What drives each NIW: the curvature along it (the decay; one Hessian-vector product) and
-        the gradient's second moment (the random walk, whose step has variance
-        eta^2 sigma^2 grad_moment / |B|)."""
+    def sample_curvatures(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per NIN, each sample's curvature along the NIW and its gradient's second moment, (N,) each."""
         out = {}
         for n in self.names:
             if n not in self.model.nins:
@@ -109,8 +120,14 @@ class ProbedLoss:
             curvature = (self.sample_hvp(n, w) * w).flatten(1).sum(1) / (w * w).sum()
             # L is the batch mean, so a sample's own gradient is |B| times its slice of dL/d delta
             moment = (self.grads[n].detach() * self.n).pow(2).flatten(1).sum(1)
-            out[n] = NIWCurvature(mean_and_error(curvature), mean_and_error(moment))
+            out[n] = (curvature, moment)
         return out
+
+    def niw_curvatures(self) -> dict[str, NIWCurvature]:
+        """What drives each NIW: the curvature along it (the decay; one Hessian-vector product) and
+        the gradient's second moment (the random walk, whose step has variance
+        eta^2 sigma^2 grad_moment / |B|)."""
+        return {n: NIWCurvature(mean_and_error(c), mean_and_error(m)) for n, (c, m) in self.sample_curvatures().items()}
 
     def top_eigenvalues(self, gen: torch.Generator, iterations: int = 50, tol: float = 1e-4) -> dict[str, float]:
         """The largest-magnitude eigenvalue of <H_z> at each layer, by power iteration."""

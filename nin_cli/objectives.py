@@ -104,13 +104,23 @@ class Estimate:
     se: float
 
 
+def mean_and_se(values: torch.Tensor, population: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean_and_error on the values' device, as 0-dim float64 tensors (NaN where undefined), with
+    nothing transferred: a measurement's estimates leave the device together."""
+    n = values.numel()
+    nan = torch.full((), math.nan, dtype=torch.float64, device=values.device)
+    if n == 0:
+        return nan, nan
+    mean = values.mean().double()
+    if n < 2:
+        return mean, nan
+    fpc = max(0.0, 1.0 - n / population) if population else 1.0
+    return mean, (values.var().double() / n * fpc).sqrt()
+
+
 def mean_and_error(values: torch.Tensor, population: int | None = None) -> Estimate:
     """The mean of per-sample values (N,) and its standard error as an estimate of the mean over a
     `population` of which they are a sample (finite-population corrected: 0 when N is all of it;
     None: an infinite one)."""
-    n = values.numel()
-    if n < 2:
-        return Estimate(float(values.mean()) if n else math.nan, math.nan)
-    fpc = max(0.0, 1.0 - n / population) if population else 1.0
-    mean, var = torch.stack([values.mean(), values.var()]).tolist()  # one transfer from the device
-    return Estimate(mean, math.sqrt(var / n * fpc))
+    mean, se = torch.stack(mean_and_se(values, population)).tolist()  # one transfer from the device
+    return Estimate(mean, se)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import signal
 import subprocess
@@ -185,3 +186,33 @@ def test_cuda_cnn_measures_its_hessian_by_forward_mode_as_the_double_backward_wo
         traces = probed.traces(1, torch.Generator(device="cuda").manual_seed(0))
         measured[mode] = [t.mean for t in traces.values()] + [c.curvature.mean for c in probed.niw_curvatures().values()]
     assert measured["forward"] == pytest.approx(measured["reverse"], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_cuda_the_epoch_measurement_replayed_as_a_graph_measures_what_eager_steps_do(tmp_path, model):
+    """Each epoch's row is measured by one replayed graph from the second row on: the same values as
+    measuring eagerly, epoch after epoch, while the weights move under it."""
+    from nin_cli.train.rows import measured_on
+
+    small = ["dataset=fashion_mnist_mini", "progress=false", "epochs=3", "noise.sigma=3", "nin=all", "device=cuda", f"model={model}"]
+    if model == "mlp":
+        small.append("model.width=128")
+    for graphs in (True, False):
+        assert train(make_cfg(*small, f"cuda_graphs={graphs}"), tmp_path / str(graphs)).status == "completed"
+    graphed, eager = read_rows(tmp_path / "True"), read_rows(tmp_path / "False")
+    for name in [k for k in graphed[0] if k not in ("seconds",)]:
+        if model == "mlp":  # the same steps: the same weights, so the same measurement to float rounding
+            assert [float(r[name]) for r in graphed] == pytest.approx([float(r[name]) for r in eager], rel=1e-4, abs=1e-6), name
+    setup = prepare(make_cfg(*small))
+    measurement = measured_on(setup)
+    from nin_cli.train.rows import epoch_row
+
+    rows = [epoch_row(setup, e, 0, 3.0, 0.0, 0.0, 0.05) for e in range(3)]  # warm-up, capture, replay
+    assert measurement.graph is not None and not measurement.failed
+    setup.measurement = None
+    eager_rows = [
+        epoch_row(dataclasses.replace(setup, cfg=make_cfg(*small, "cuda_graphs=false")), e, 0, 3.0, 0.0, 0.0, 0.05) for e in range(3)
+    ]
+    for got, want in zip(rows, eager_rows):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

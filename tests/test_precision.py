@@ -147,3 +147,17 @@ def test_precision_is_compared_by_the_arithmetic_it_gives_not_by_its_name(tmp_pa
     assert resolve(make_cfg(*TINY)).cfg.precision == "fp32" and "precision: fp32" in (run / "config.yaml").read_text()
     with pytest.raises(Exception, match="trained in fp32 on cpu, resumes in bf16 on cpu"):
         check_engine_change(records, engine_record(prepare(make_cfg(*TINY, "precision=bf16"))), allow=False)
+
+
+def test_the_epoch_measurement_is_replayed_as_a_graph_only_on_cuda():
+    from nin_cli.train.graphs import GraphedMeasurement, graphed_measurement
+    from nin_cli.train.rows import measured_on
+
+    s = prepare(make_cfg(*TINY))
+    assert not isinstance(measured_on(s), GraphedMeasurement)  # the CPU measures eagerly, as before
+
+    def fn(probes):
+        return {}
+
+    assert isinstance(graphed_measurement(fn, make_cfg(), torch.device("cuda")), GraphedMeasurement)
+    assert graphed_measurement(fn, make_cfg("cuda_graphs=false"), torch.device("cuda")) is fn

@@ -83,6 +83,59 @@ def graphed_on_cuda(fn: Step, cfg: DictConfig, device: torch.device) -> Step:
     return GraphedStep(fn) if device.type == "cuda" and bool(cfg.get("cuda_graphs", True)) else fn
 
 
+class GraphedMeasurement:
+    """Call `fn(probes) -> {column: 0-dim tensor}` (train/rows.py's measure) eagerly once, on a side
+    stream, then capture it and replay it for every later epoch.
+
+    Its inputs are the model's parameters (updated in place by the steps, and by loading a
+    checkpoint), the data's fixed subsamples and the epoch's probe vectors, copied into the
+    captured ones. Probes of another shape run eagerly; a capture that fails leaves it eager."""
+
+    def __init__(self, fn: Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]):
+        self.fn = fn
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self.static: list[dict[str, torch.Tensor]] | None = None
+        self.out: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, probes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        shapes = [{n: v.shape for n, v in p.items()} for p in probes]
+        if self.failed or (self.static is not None and shapes != [{n: v.shape for n, v in p.items()} for p in self.static]):
+            return self.fn(probes)
+        self.calls += 1
+        if self.graph is None:
+            if self.calls == 1:
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    out = self.fn(probes)
+                torch.cuda.current_stream().wait_stream(stream)
+                return out
+            self.static = [{n: v.clone() for n, v in p.items()} for p in probes]
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self.out = self.fn(self.static)
+            except RuntimeError as exc:
+                console.print(f"[yellow]CUDA graph capture of the epoch measurement failed ({str(exc).splitlines()[0]}); measuring eagerly")
+                self.failed = True
+                torch.cuda.synchronize()
+                return self.fn(probes)
+            self.graph = graph
+        else:
+            for static, given in zip(self.static, probes):
+                for name, value in given.items():
+                    static[name].copy_(value)
+        self.graph.replay()
+        return {name: value.clone() for name, value in self.out.items()}  # type: ignore[union-attr]
+
+
+def graphed_measurement(fn, cfg: DictConfig, device: torch.device):
+    """`fn` replayed as a CUDA graph on CUDA unless cuda_graphs=false; `fn` itself elsewhere."""
+    return GraphedMeasurement(fn) if device.type == "cuda" and bool(cfg.get("cuda_graphs", True)) else fn
+
+
 def replayed(step) -> bool:
     """Whether a training step (train/steps.py) runs as a captured CUDA graph."""
     return isinstance(getattr(step, "run", None), GraphedStep)

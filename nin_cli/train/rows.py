@@ -6,6 +6,7 @@ member axis (a single model's are views with K = 1).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ import torch
 from omegaconf import DictConfig
 
 from nin_cli.data import Split
-from nin_cli.hessian import ProbedLoss
+from nin_cli.hessian import ProbedLoss, rademacher
 from nin_cli.models import NINModel
-from nin_cli.objectives import Estimate, LossFn, correct_samples, mean_and_error, sample_losses
+from nin_cli.objectives import Estimate, LossFn, correct_samples, mean_and_error, mean_and_se, sample_losses
 from nin_cli.seeding import generator
+from nin_cli.train.graphs import graphed_measurement
 from nin_cli.train.setup import Setup, matmul_autocast
 
 
@@ -83,8 +85,9 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None, population: int | None = None) -> Evaluation:
-    """Loss and accuracy over a split, from per-sample values; eps = 0 unless `eps_fn(n)` supplies noise."""
+def sample_values(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's loss and correctness (1.0 or 0.0; NaN without class labels) over a split, on
+    its device; eps = 0 unless `eps_fn(n)` supplies noise."""
     was_training = model.training
     model.eval()
     losses, correct = [], []
@@ -94,7 +97,13 @@ def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None,
         losses.append(sample_losses(loss_fn, out, y))
         correct.append(correct_samples(out, y))
     model.train(was_training)
-    return Evaluation(mean_and_error(torch.cat(losses), population), mean_and_error(torch.cat(correct), population))
+    return torch.cat(losses), torch.cat(correct)
+
+
+def evaluate(model, split: Split, loss_fn: LossFn, batch_size: int, eps_fn=None, population: int | None = None) -> Evaluation:
+    """Loss and accuracy over a split, from per-sample values; eps = 0 unless `eps_fn(n)` supplies noise."""
+    losses, correct = sample_values(model, split, loss_fn, batch_size, eps_fn)
+    return Evaluation(mean_and_error(losses, population), mean_and_error(correct, population))
 
 
 def eval_batch_size(cfg: DictConfig, device: torch.device) -> int:
@@ -114,42 +123,67 @@ def train_subset(split: Split, n: int | None) -> Split:
 def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, seconds: float, lr: float) -> dict:
     """The metrics.csv row for the model's current state (clean metrics use eps = 0). The clean
     train metrics are taken on the first eval.train_samples training samples, the Hessian measures
-    on the first hessian.samples; each estimate's standard error goes beside it (se_<column>)."""
+    on the first hessian.samples; each estimate's standard error goes beside it (se_<column>).
+    Everything measured is computed on the device (on CUDA, replayed as one graph: measured_on)
+    and leaves it in one transfer."""
+    cfg = s.cfg
+    probes = probe_vectors(s, generator(cfg.seed, f"hutchinson/{epoch}", s.device))
+    values = measured_on(s)(probes)
+    names = list(values)
+    row = dict(zip(names, torch.stack([values[n].double() for n in names]).tolist()))
+    return {"epoch": epoch, "step": step, "sigma": sigma, "train_loss": train_loss, **row, "lr": lr, "seconds": seconds}
+
+
+def hessian_measured(s: Setup) -> bool:
+    cfg = s.cfg
+    return bool(s.nin_layers) and (cfg.hessian.probes > 0 or bool(cfg.hessian.get("niw_curvature", False)))
+
+
+def probe_vectors(s: Setup, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """The epoch's Hutchinson probes (hessian.probes Rademacher vectors per sample over every NIN
+    layer), drawn from the epoch's own stream before the measurement runs."""
+    if not hessian_measured(s) or s.cfg.hessian.probes <= 0:
+        return []
+    n = len(train_subset(s.data.train, s.cfg.hessian.samples))
+    return rademacher(n, {name: s.shapes[name] for name in s.nin_layers}, int(s.cfg.hessian.probes), gen, s.device)
+
+
+def measure(s: Setup, probes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every measured column of an epoch's row, as 0-dim tensors on the device: the clean train
+    metrics on the subsample (with their standard errors), the test metrics, the norms, and Tr H_z,
+    the NIW curvature and the gradient's moment on the Hessian's samples (with theirs)."""
     cfg, model = s.cfg, s.model
+    out: dict[str, torch.Tensor] = {}
     with matmul_autocast(cfg, s.device):
-        subsample = train_subset(s.data.train, cfg.eval.train_samples)
         size = eval_batch_size(cfg, s.device)
-        train = evaluate(model, subsample, s.loss_fn, size, population=len(s.data.train))
-        test = evaluate(model, s.data.test, s.loss_fn, size)
-    row = {
-        "epoch": epoch,
-        "step": step,
-        "sigma": sigma,
-        "train_loss": train_loss,
-        "train_loss_clean": train.loss.mean,
-        "train_acc": train.acc.mean,
-        "test_loss": test.loss.mean,
-        "test_acc": test.acc.mean,
-        "se_train_loss_clean": train.loss.se,
-        "se_train_acc": train.acc.se,
-        "lr": lr,
-        "seconds": seconds,
-    }
-    row.update(zip(norm_columns(model, s.nin_layers), model_norms(model, norm_groups(model, s.nin_layers))))
-    curvature = bool(cfg.hessian.get("niw_curvature", False))
-    if s.nin_layers and (cfg.hessian.probes > 0 or curvature):  # one probed backward pass for both
+        losses, correct = sample_values(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, size)
+        out["train_loss_clean"], out["se_train_loss_clean"] = mean_and_se(losses, len(s.data.train))
+        out["train_acc"], out["se_train_acc"] = mean_and_se(correct, len(s.data.train))
+        losses, correct = sample_values(model, s.data.test, s.loss_fn, size)
+        out["test_loss"], out["test_acc"] = mean_and_se(losses)[0], mean_and_se(correct)[0]
+    norms = stacked_norms(lambda n: model.get_parameter(n)[None], norm_groups(model, s.nin_layers), 1, s.device)[0]
+    out.update(zip(norm_columns(model, s.nin_layers), norms))
+    if hessian_measured(s):  # one probed backward pass for every second-order measure
         h = train_subset(s.data.train, cfg.hessian.samples)
         model.eval()
         probed = ProbedLoss(model, h.x, h.y, s.loss_fn, s.shapes)
-        traces = probed.traces(cfg.hessian.probes, generator(cfg.seed, f"hutchinson/{epoch}", s.device))
-        estimates = {f"hessian_trace_{n}": v for n, v in traces.items()}
-        if curvature:
-            for n, c in probed.niw_curvatures().items():
-                estimates.update({f"niw_curvature_{n}": c.curvature, f"niw_gradsq_{n}": c.grad_moment})
-        for col, estimate in estimates.items():
-            row.update({col: estimate.mean, f"se_{col}": estimate.se})
+        per_sample = {f"hessian_trace_{n}": v for n, v in probed.sample_traces(probes).items()} if probes else {}
+        if cfg.hessian.get("niw_curvature", False):
+            for n, (curvature, moment) in probed.sample_curvatures().items():
+                per_sample.update({f"niw_curvature_{n}": curvature, f"niw_gradsq_{n}": moment})
+        for col, values in per_sample.items():
+            out[col], out[f"se_{col}"] = mean_and_se(values)
         model.train()
-    return row
+    return out
+
+
+def measured_on(s: Setup):
+    """The setup's measurement: `measure` itself, or on CUDA (unless cuda_graphs=false) the same
+    replayed as one captured graph, made once per setup: an epoch's measurement is hundreds of
+    small kernels whose launches, not their arithmetic, cost the time."""
+    if s.measurement is None:
+        s.measurement = graphed_measurement(functools.partial(measure, s), s.cfg, s.device)
+    return s.measurement
 
 
 def divergence_reason(row: dict, ref_loss: float, cfg: DictConfig, model: NINModel) -> str | None:

@@ -4,7 +4,8 @@ model and loss, and the optimizer. The config comes resolved and, for training, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ class Setup:
     nin_layers: list[str]
     shapes: dict[str, tuple[int, ...]]
     loss_fn: LossFn
+    measurement: Callable | None = field(default=None, repr=False, compare=False)  # its epoch rows' measurement (train/rows.py)
 
 
 def resolve_device(name: str) -> torch.device:
