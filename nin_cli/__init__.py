@@ -1,12 +1,14 @@
 """nin: an experiment runner for Noise Injection Nodes (NINs).
 
-For notebooks: `nin_cli.load_runs(path)`, `nin_cli.load_metrics(path, table="metrics"|"steps")`
-and `nin_cli.load_model(run_dir)` (nin_cli/api.py), imported on first use so that the `nin`
-command starts fast."""
+From Python: `nin_cli.train_run(*overrides, run_dir=...)` (not `train`: that name is the
+training package, nin_cli/train), `nin_cli.load_runs(path)`,
+`nin_cli.load_metrics(path, table="metrics"|"steps")`, `nin_cli.load_model(run_dir, raw_inputs=...)`
+and `nin_cli.load_data(run_dir)` (nin_cli/api.py), imported on first use so that the `nin` command
+starts fast."""
 
 from nin_cli.version import __version__ as __version__
 
-__all__ = ["load_metrics", "load_model", "load_runs"]
+__all__ = ["load_data", "load_metrics", "load_model", "load_runs", "train_run"]
 
 
 def __getattr__(name: str):

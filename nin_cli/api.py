@@ -1,9 +1,12 @@
-"""nin's results for notebooks: runs and their records as pandas DataFrames, and trained models.
+"""nin from Python (a notebook, a script): train a run, read runs and their records as pandas
+DataFrames, and get a trained model and the data it was trained on.
 
 import nin_cli
+row = nin_cli.train_run("noise.sigma=3", "epochs=5", run_dir="outputs/mine/s3")  # as `nin train`; its runs.csv row
 runs = nin_cli.load_runs("outputs/sweeps/fig3")          # one row per run (as runs.csv)
 steps = nin_cli.load_metrics("outputs/sweeps/fig3", table="steps")  # long format, a `run` column
-model = nin_cli.load_model("outputs/sweeps/fig3/noise.sigma=3,seed=0")
+model = nin_cli.load_model("outputs/sweeps/fig3/noise.sigma=3,seed=0", raw_inputs=True)  # takes [0, 1] pixels
+data = nin_cli.load_data("outputs/sweeps/fig3/noise.sigma=3,seed=0")  # train/test as the run saw them (standardized)
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
 TABLES = {"metrics": "metrics", "steps": "steps"}
 
@@ -23,6 +28,48 @@ def _runs(path: str | Path):
         for problem in run.warnings:
             print(f"nin: warning: {run.path}: {problem}")
     return runs
+
+
+def train_run(*overrides: str, run_dir: str | Path, config_dir: str | Path | None = None) -> pd.Series:
+    """Train one run as `nin train OVERRIDES --config-dir CONFIG_DIR hydra.run.dir=RUN_DIR` does
+    (the same checks before anything trains, the same records; a finished run is found, not
+    retrained; an interrupted one resumes), and return its row of `load_runs`: status, phase,
+    time-scales, final accuracies and its config. Bad input raises nin's ConfigError, with the
+    line `nin train` would print."""
+    from hydra import compose, initialize_config_dir
+
+    from nin_cli.config import forget_checked, resolve, without_hydra
+    from nin_cli.preflight import check_command
+    from nin_cli.runner import run_jobs
+    from nin_cli.schema import conf_dir
+    from nin_cli.sources import using
+
+    fixed, sources = check_command([*overrides], multirun=False, config_dirs=[str(config_dir)] if config_dir else [])
+    forget_checked()  # composed here, once more, as the one run this call trains
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"), using(sources):
+        run = resolve(without_hydra(compose("train", overrides=fixed, return_hydra_config=True)))
+        run_jobs([run], [Path(run_dir)])
+    return load_runs(run_dir).iloc[0]
+
+
+def load_data(run_dir: str | Path, device: str = "cpu"):
+    """The data a run trained on, as it saw it: `.train` and `.test` splits (`.x`, `.y`), inputs
+    standardized with the training set's statistics (`.mean`, `.std`, of the [0, 1] pixels or the
+    features), `.in_shape`, `.n_out`, `.task`."""
+    from nin_cli.data import load_dataset
+
+    return load_dataset(_saved_config(run_dir).dataset, device)
+
+
+def _saved_config(run_dir: str | Path):
+    from nin_cli.config import load
+    from nin_cli.errors import RecordError
+    from nin_cli.records import RunRecords
+
+    records = RunRecords(Path(run_dir))
+    if not records.config_path.exists():
+        raise RecordError(f"{run_dir} has no config.yaml: not a run directory")
+    return load(records.config_path).cfg
 
 
 def load_runs(path: str | Path) -> pd.DataFrame:
@@ -58,24 +105,57 @@ def load_metrics(path: str | Path, table: str = "metrics") -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
 
 
-def load_model(run_dir: str | Path, device: str = "cpu"):
-    """The trained model of a run directory (config.yaml + checkpoint.pt), in eval mode, without
-    loading any data. It expects inputs standardized as in training (the training set's pixel mean
-    and std); `model(x)` is clean, `model(x, eps={layer: eps})` injects NIN noise."""
-    from nin_cli.config import load
+def load_model(run_dir: str | Path, device: str = "cpu", raw_inputs: bool = False):
+    """The trained model of a run directory (config.yaml + checkpoint.pt), in eval mode. It takes
+    inputs standardized as in training (`load_data` gives them), or with `raw_inputs=True` the
+    data as it comes ([0, 1] pixels or uint8 images, unscaled features), standardized inside with
+    the training set's statistics (which loads the data once). `model(x)` is clean,
+    `model(x, eps={layer: eps})` injects NIN noise."""
     from nin_cli.data import input_output_shape
     from nin_cli.errors import RecordError
     from nin_cli.network import build_model
     from nin_cli.records import RunRecords
 
+    cfg = _saved_config(run_dir)
     records = RunRecords(Path(run_dir))
-    if not records.config_path.exists():
-        raise RecordError(f"{run_dir} has no config.yaml: not a run directory")
-    cfg = load(records.config_path).cfg
     state = records.load_checkpoint()
     if state is None:
         raise RecordError(f"{run_dir} has no checkpoint.pt")
     in_shape, n_out = input_output_shape(cfg.dataset)
     model = build_model(cfg.model, cfg.nin, in_shape, n_out, int(cfg.seed), records.dir)
     model.load_state_dict(state["model"])
+    if raw_inputs:
+        model = Standardized(model, *input_statistics(cfg.dataset))
     return model.to(device).eval()
+
+
+def input_statistics(dataset_cfg) -> tuple:
+    """(mean, std) a run's inputs were standardized with, for inputs as the data holds them;
+    (None, None) for data nin does not standardize (the linear toy's)."""
+    from nin_cli import user_data
+    from nin_cli.data import load_dataset
+
+    if user_data.is_user_data(dataset_cfg):
+        return user_data.input_statistics(dataset_cfg)
+    data = load_dataset(dataset_cfg)
+    return data.mean, data.std
+
+
+class Standardized(nn.Module):
+    """A trained model that takes raw inputs: uint8 images scaled to [0, 1], then every input
+    standardized with the training set's statistics, as in training."""
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor, eps=None) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        if x.ndim == 3 and self.mean is not None and self.mean.ndim == 4:
+            x = x[:, None]  # N x H x W grey images
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return self.model(x, eps)

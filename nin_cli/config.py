@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.schema import factory_groups, flatten, train_schema
+from nin_cli.schema import conf_dir, factory_groups, flatten, train_schema
 from nin_cli.sources import current
 from nin_cli.units import sigma2_per_paper_unit
 
@@ -106,12 +106,15 @@ def resolve(cfg: DictConfig, validate: bool = True) -> RunConfig:
 
 
 def _settle(cfg: DictConfig, validate: bool) -> RunConfig:
+    choices = group_choices(cfg)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as exc:  # an interpolation that does not resolve
         raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
     plain.pop("hydra", None)
+    named_by_choice(plain, choices)
     run = OmegaConf.create(plain)
+    _fill_shipped_model(run)
     _fill_legacy(run)
     _fill_model_init(run)
     _derive_sigma(run)
@@ -150,6 +153,24 @@ def check_model_name(model: DictConfig) -> None:
 
     if factory_target(model) is None:
         model_kind(str(model.get("name")))
+
+
+def _fill_shipped_model(run: DictConfig) -> None:
+    """A model config of one's own for a shipped architecture (`name: mlp` with `width: 32`, from
+    --config-dir) that leaves out some of its keys gets the shipped config's values for them, as if
+    it began with `defaults: [mlp]` (in place)."""
+    from nin_cli.models import MODELS
+    from nin_cli.user_model import factory_target
+
+    model = run.get("model")
+    if not isinstance(model, DictConfig) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
+        return
+    shipped = conf_dir() / "model" / f"{model.name}.yaml"
+    if shipped.exists():
+        defaults = OmegaConf.load(shipped)
+        for key, value in defaults.items():
+            if key not in model and key != "defaults":
+                model[key] = value
 
 
 def _fill_model_init(run: DictConfig) -> None:
@@ -193,11 +214,38 @@ def _check(run: DictConfig, record: dict[str, Any]) -> None:
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
-    """A config composed with return_hydra_config=True, as compose() without it returns it."""
+    """A config composed with return_hydra_config=True, as compose() without it returns it (a model
+    or dataset config written without `name:` named by the option that chose it)."""
+    choices = group_choices(cfg)
     job = cfg.copy()
     with open_dict(job):
         del job["hydra"]
+        named_by_choice(job, choices)
     return job
+
+
+# --- a model or dataset config without `name:` ------------------------------------------------------
+NAMED_GROUPS = ("model", "dataset")  # the groups whose configs carry the name results are shown by
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str]:
+    """The options Hydra chose for the config groups: from the config's own Hydra node where it
+    has one, else from the running Hydra job's (a launcher's job process), else none."""
+    found = OmegaConf.select(cfg, "hydra.runtime.choices", default=None, throw_on_missing=False)
+    if found is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        found = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {str(k): str(v) for k, v in dict(found).items() if v is not None}
+
+
+def named_by_choice(cfg, choices: Mapping[str, str]) -> None:
+    """A model or dataset config that leaves out `name:` is named by its option (model=resmlp ->
+    resmlp), as Hydra users write configs (in place; a DictConfig or a plain dict)."""
+    for group in NAMED_GROUPS:
+        node = cfg.get(group)
+        if isinstance(node, (dict, DictConfig)) and node.get("name") is None and choices.get(group):
+            node["name"] = choices[group].split("/")[-1]
 
 
 # --- each job resolved once ------------------------------------------------------------------------

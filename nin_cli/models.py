@@ -379,7 +379,10 @@ def resolve_nin_layers(nin_cfg, layer_names: list[str], model_name: str) -> list
     preset = nin_cfg.preset
     listed = [str(name) for name in nin_cfg.get("layers") or []]
     if listed and preset != "layers":
-        raise ConfigError(f"nin.layers={listed} names layers but nin={preset} places the NINs itself; use nin=layers nin.layers=[...]")
+        raise ConfigError(
+            f"nin={preset} places the NINs itself, and nin.layers names layers ({', '.join(listed)}; from the command or an "
+            f"experiment): add nin.layers=[] for nin={preset}, or use nin=layers to place them at the named ones"
+        )
     if preset == "none":
         return []
     if preset == "input":

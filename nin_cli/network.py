@@ -9,7 +9,7 @@ import torch
 
 from nin_cli import user_model
 from nin_cli.errors import ConfigError
-from nin_cli.models import MODEL_INITS, NINModel, init_weights, model_kind, resolve_nin_layers
+from nin_cli.models import MODEL_INITS, NINModel, fan_in, init_weights, model_kind, resolve_nin_layers
 from nin_cli.seeding import generator
 
 
@@ -48,3 +48,14 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, seed:
     if model.channels_last:  # after the draws, so the weights are those of the default layout
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def nin_record(model: NINModel, nin_layers: list[str]) -> dict:
+    """network.json: each NIN in the order the forward pass reaches it, with the layer its noise
+    feeds first (whose weight_norm_ column is beside its niw_norm_), the fan-in and the width
+    (output units) of the layer it joins: what a per-NIN phase and the papers' units read."""
+    nins = []
+    for name in nin_layers:
+        weight = next(p for n, p in model.layer(name).named_parameters() if n.endswith("weight") and p.ndim >= 2)
+        nins.append({"layer": name, "feeds": model.fed_layer(name), "fan_in": fan_in(weight), "width": int(weight.shape[0])})
+    return {"nins": nins}

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nin_cli.config import SIGMA_KEYS, RunConfig, forget_checked, remember, resolve, without_hydra
+from nin_cli.config import SIGMA_KEYS, RunConfig, forget_checked, group_choices, named_by_choice, remember, resolve, without_hydra
 from nin_cli.errors import ConfigError
 from nin_cli.schema import FACTORY_GROUPS, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
@@ -29,8 +29,14 @@ def parse(overrides: list[str]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    given = [o for o in overrides if not o.startswith("-")]
+    for item in given:
+        if "=" not in item and not item.startswith("~"):
+            raise ConfigError(
+                f"{item!r} is not an override: give KEY=VALUE (a list of values after an option is one word, comma-separated)"
+            )
     try:
-        return OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+        return OverridesParser.create().parse_overrides(given)
     except HydraException as exc:
         raise ConfigError(hydra_message(exc)) from None
 
@@ -91,7 +97,8 @@ def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
             if value not in options:
                 close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]}? " if close else ""
-                raise ConfigError(f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}")
+                own = f"; or, a {group} of your own: add --config-dir DIR with {group}/{value}.yaml in it" if "/" not in group else ""
+                raise ConfigError(f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}{own}")
 
 
 def command_sources(overrides: list[str], config_dirs: list[str]) -> tuple[Sources, list[str]]:
@@ -160,6 +167,8 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
             base = compose("train", overrides=fixed, return_hydra_config=True)
         except Exception as exc:  # Hydra's composition errors
             raise ConfigError(_composition_error(exc, fixed, compose)) from None
+        with open_dict(base):
+            named_by_choice(base, group_choices(base))
         grid = {str(k): str(v) for k, v in (base.hydra.sweeper.get("params") or {}).items()} if multirun else {}
         check_output_dir(base, multirun)
         if multirun:
@@ -183,7 +192,8 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
 
 def check_builds(run: RunConfig, built: set[str]) -> None:
     """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
-    a factory that fails, a NIN at a module that is not there, a forward pass that never reaches it."""
+    a factory that fails, a NIN at a module that is not there, a forward pass that never reaches
+    it, outputs that do not fit the data's targets (check_outputs)."""
     from nin_cli.data import input_output_shape
     from nin_cli.network import build_model
 
@@ -193,7 +203,43 @@ def check_builds(run: RunConfig, built: set[str]) -> None:
     built.add(key)
     shape = input_output_shape(run.cfg.dataset, probe=False)
     if shape is not None:  # None: a dataset factory, whose shapes are known once it is loaded (open_run builds the model then)
-        build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
+        model = build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
+        check_outputs(run.cfg, model, shape)
+
+
+def check_outputs(cfg: DictConfig, model, shape: tuple[tuple[int, ...], int]) -> None:
+    """The network's outputs fit the data's targets (one dry forward pass on the CPU): as many as
+    the classes its labels name, or as wide as a regression's targets; class labels written one-hot
+    are named as such. What would otherwise fail mid-training, or train on the wrong problem."""
+    import torch
+
+    from nin_cli import user_data
+
+    in_shape, n_out = shape
+    model.eval()
+    with torch.no_grad():
+        width = int(model(torch.zeros(2, *in_shape)).shape[-1])
+    summary = user_data.label_summary(cfg.dataset) if user_data.is_user_data(cfg.dataset) else None
+    if summary is None:  # a shipped dataset: its labels 0..n_out-1, or the linear toy's targets
+        summary = {"kind": "targets"} if cfg.dataset.name == "linear_regression" else {"kind": "labels", "lo": 0, "hi": n_out - 1}
+    loss, name, data = str(cfg.loss.name), str(cfg.model.name), str(cfg.dataset.get("path") or cfg.dataset.name)
+    if summary["kind"] == "one_hot" and loss == "ce":
+        raise ConfigError(
+            f"dataset {data}: y_train and y_test are class labels written one-hot ({summary['width']} columns of 0/1, "
+            "one 1 a row); loss=ce takes the class of each sample: save y.argmax(1) as integers"
+        )
+    if summary["kind"] == "labels" and (width < n_out or (loss == "mse" and width != n_out)):
+        lo, hi = summary["lo"], summary["hi"]
+        held = f"labels {lo}..{hi}" + (f", read as classes 0..{n_out - 1}" if lo > 0 else "")
+        fix = (
+            f"relabel them 0..{hi - lo} (labels count from 0), or give the network {n_out} outputs"
+            if lo > 0
+            else f"give the network {n_out} outputs"
+        )
+        raise ConfigError(f"model {name} gives {width} outputs a sample, but dataset {data} has {n_out} classes ({held}): {fix}")
+    if summary["kind"] != "labels" and width != n_out:
+        what = f"{n_out} target values a sample"
+        raise ConfigError(f"model {name} gives {width} outputs a sample, but dataset {data} has {what}: give the network {n_out} outputs")
 
 
 # Keys nin renamed: typing the old one names the new one (where the chosen option has it).
@@ -237,17 +283,27 @@ def check_output_dir(base: DictConfig, multirun: bool) -> None:
             return
 
 
+def launcher_setting(base: DictConfig, key: str):
+    """A launcher setting's value, or one line where it is an interpolation that does not resolve."""
+    try:
+        return base.hydra.launcher.get(key)
+    except Exception as exc:  # omegaconf's interpolation errors
+        raw = OmegaConf.to_container(base.hydra.launcher, resolve=False).get(key)
+        why = str(exc).splitlines()[0].replace("Interpolation key", "the key")
+        raise ConfigError(f"hydra.launcher.{key}={raw} does not resolve ({why}): give it a value") from None
+
+
 def check_launcher(base: DictConfig) -> None:
     """The launcher's own settings (an ensemble of at least one run); a SLURM launcher needs
     SLURM's sbatch here, and a request that a node of its partition can satisfy; say so before
     Hydra's submitit fails or a job waits forever."""
     from nin_cli.cluster import check_request
 
-    size = base.hydra.launcher.get("ensemble_size") if "nin_batched_launcher" in str(base.hydra.launcher.get("_target_", "")) else None
+    size = launcher_setting(base, "ensemble_size") if "nin_batched_launcher" in str(launcher_setting(base, "_target_") or "") else None
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ConfigError(f"hydra.launcher.ensemble_size (runs per ensemble) must be an integer >= 1, got {size!r}")
     for key, least in (("array_parallelism", 1), ("timeout_min", 1), ("max_num_timeout", 0)):
-        value = base.hydra.launcher.get(key)
+        value = launcher_setting(base, key)
         if isinstance(value, int) and not isinstance(value, bool) and value < least:
             raise ConfigError(f"hydra.launcher.{key} must be >= {least}, got {value}")
     target = str(base.hydra.launcher.get("_target_", ""))

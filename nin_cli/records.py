@@ -33,6 +33,7 @@ STATUS = "status.json"
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
 ENV = "env.json"
+NETWORK = "network.json"  # each NIN's layer, the layer it feeds, fan-in and width (network.nin_record)
 LOG = "train.log"
 ROBUSTNESS = "robustness.csv"  # written by `nin evaluate`, with the settings it used
 ROBUSTNESS_SETTINGS = "robustness.yaml"
@@ -41,7 +42,7 @@ STATES = ("running", "completed", "diverged", "failed", "interrupted")
 ENDED = ("completed", "diverged", "failed")  # nothing more will happen to a run in these states
 FINISHED = ("completed", "diverged")  # ... and of those, the runs that trained to their end (results, not failures)
 # What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
-RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, ROBUSTNESS, ROBUSTNESS_SETTINGS, ROBUSTNESS_PARTIAL)
+RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, NETWORK, ROBUSTNESS, ROBUSTNESS_SETTINGS, ROBUSTNESS_PARTIAL)
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str = "write") -> None:
@@ -190,6 +191,10 @@ class RunRecords:
         except (OSError, ValueError):
             return {}
         return env if isinstance(env, dict) else {}
+
+    def write_network(self, network: dict) -> None:
+        """network.json: what the run's NINs join (written at its start; the same on every resume)."""
+        atomic_write_text(self.dir / NETWORK, json.dumps(network, indent=1) + "\n")
 
     def write_env(self, env: dict) -> None:
         """env.json: this session's provenance, earlier sessions (a resumed run's) under `previous`."""

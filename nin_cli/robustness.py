@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.config import load
 from nin_cli.corruptions import corrupt
@@ -32,16 +32,17 @@ from nin_cli.train.setup import build
 
 
 class PixelSpace:
-    """Moves between the model's standardized inputs and [0, 1] pixels."""
+    """Moves between the model's standardized inputs and [0, 1] pixels (features, which have no
+    pixel range, stay as the model takes them: noise on them is in standardized units)."""
 
     def __init__(self, data: Dataset):
         self.mean, self.std = data.mean, data.std
 
     def to_pixels(self, x):
-        return x * self.std + self.mean
+        return x if self.mean is None else x * self.std + self.mean
 
     def to_model(self, p):
-        return (p.clamp(0, 1) - self.mean) / self.std
+        return p if self.mean is None else (p.clamp(0, 1) - self.mean) / self.std
 
 
 class PixelModel(torch.nn.Module):
@@ -210,8 +211,10 @@ def evaluate_run(
         if state is None:
             raise ConfigError(f"{run_dir} has no checkpoint.pt to evaluate")
         setup = build(cfg, records=records.dir)  # a trained run, rebuilt as it was trained: no training-time validation
-        if setup.data.task != "classification" or len(setup.data.in_shape) != 3:
-            raise ConfigError(f"{run_dir}: robustness needs an image classification run")
+        if setup.data.task != "classification":
+            raise ConfigError(f"{run_dir}: robustness needs a classification run (this one is a regression)")
+        if len(setup.data.in_shape) != 3:
+            rcfg = without_image_perturbations(rcfg, run_dir)
         setup.model.load_state_dict(state["model"])
         partial = records.dir / ROBUSTNESS_PARTIAL
         digest = settings_hash(rcfg)
@@ -232,6 +235,19 @@ def evaluate_run(
         return table
     finally:
         records.lock.release()
+
+
+def without_image_perturbations(rcfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A classifier of features (not images) gets the clean and the Gaussian-noise accuracy (the
+    noise in standardized feature units); MNIST-C's corruptions and the attacks, which are defined
+    on images in [0, 1], are left out, as one line says."""
+    left = [*(rcfg.corruptions or {}), *rcfg.attacks]
+    if left:
+        console.print(f"[dim]{run_dir}: not images: clean and Gaussian-noise accuracy only ({', '.join(map(str, left))} need images)")
+    out = rcfg.copy()
+    with open_dict(out):
+        out.corruptions, out.attacks = {}, []
+    return out
 
 
 def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:

@@ -133,6 +133,39 @@ def check(arrays: dict[str, np.ndarray], n_classes: int | None = None) -> tuple[
     return "classification", k
 
 
+def statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standardization of training inputs (floats, images in [0, 1]): images per channel, one
+    mean and std for grey ones (as data._images); features per feature."""
+    dims = ((0, 2, 3) if x.shape[1] > 1 else (0, 1, 2, 3)) if x.ndim == 4 else (0,)
+    return x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True).clamp_min(1e-12)  # a constant feature: 0, not NaN
+
+
+def input_statistics(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) the dataset's training inputs are standardized with, for inputs given as the
+    data holds them (uint8 pixels scaled to [0, 1] first)."""
+    x = raw_arrays(cfg)["x_train"]
+    if cfg.get("train_size") is not None:
+        x = x[: int(cfg.train_size)]
+    x = torch.from_numpy(np.ascontiguousarray(x)).float() / (255.0 if x.dtype == np.uint8 else 1.0)
+    return statistics(x[:, None] if x.ndim == 3 else x)
+
+
+def label_summary(cfg) -> dict | None:
+    """What an .npz's targets are, for the pre-flight's advice: {"kind": "labels" (integers, with
+    their lowest and highest), "one_hot" (float rows of 0/1 with one 1: class labels written one-hot)
+    or "targets" (floats: a regression)}; None for a dataset factory's (known once it is loaded)."""
+    if factory_target(cfg) is not None:
+        return None
+    with np.load(_npz(cfg), allow_pickle=False) as arrays:
+        ys = [arrays[k] for k in ("y_train", "y_test") if k in arrays.files]
+    if len(ys) != 2:
+        return None
+    if ys[0].dtype.kind in "iub":
+        return {"kind": "labels", "lo": int(min(y.min() for y in ys)), "hi": int(max(y.max() for y in ys))}
+    one_hot = all(y.ndim == 2 and y.shape[1] >= 2 and np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all() for y in ys)
+    return {"kind": "one_hot" if one_hot else "targets", "width": int(ys[0].shape[1]) if ys[0].ndim == 2 else 1}
+
+
 def outputs(y_train: np.ndarray, y_test: np.ndarray, n_classes: int | None) -> tuple[str, int]:
     """(task, outputs) the targets make: float targets a regression as wide as they are, integer
     labels `n_classes` classes, or the largest label + 1."""
@@ -192,10 +225,7 @@ def load(cfg) -> dict:
     if xs[0].ndim == 3:
         xs = [x[:, None] for x in xs]
     images = xs[0].ndim == 4
-    # images: per channel, one mean and std for grey ones (as data._images); features: per feature
-    dims = ((0, 2, 3) if xs[0].shape[1] > 1 else (0, 1, 2, 3)) if images else (0,)
-    mean = xs[0].mean(dim=dims, keepdim=True)
-    std = xs[0].std(dim=dims, keepdim=True).clamp_min(1e-12)  # a constant feature stays 0, not NaN
+    mean, std = statistics(xs[0])
     to_target = (lambda y: torch.from_numpy(np.asarray(y)).long()) if task == "classification" else _float_targets
     return {
         "train": ((xs[0] - mean) / std, to_target(y_train)),

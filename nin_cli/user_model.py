@@ -4,7 +4,7 @@ A model config names a factory, Hydra's way (`_target_: pkg.module.function` wit
 or nin's short form (`target: pkg.module:function`); every other key of the model config but nin's
 own (name, init, ninr_sigma, ninr_init) is an argument, and `in_shape` / `n_out` are passed where the
 factory takes them and the config does not set them. The network is left as it is: the NINs are
-wired by forward hooks, with the method's wiring (SPEC section 1): at a Linear, W_NI of its output
+wired by forward hooks, with the method's wiring (models.py's docstring): at a Linear, W_NI of its output
 width on its output (the pre-activation); at a Conv2d, W_NI of its input's shape on its input
 (`nin.conv=output`: on its output). The forward pass stays a pure function of
 (parameters, x, eps), so torch.func can stack members of an ensemble as for the shipped models.
@@ -271,7 +271,7 @@ class ModuleNINModel(NINModel):
 
                 candidates = [n for n, m in self.modules_by_name.items() if isinstance(m, NIN_TYPES)]
                 close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]}?" if close else f"; its Linear and Conv2d modules are: {', '.join(candidates)}"
+                hint = (f"; did you mean {close[0]}?" if close else "") + f"; its Linear and Conv2d modules are: {', '.join(candidates)}"
                 raise ConfigError(f"NIN on module {name!r}, which model {self.model_name} does not have{hint}")
             if not isinstance(module, NIN_TYPES):
                 raise ConfigError(

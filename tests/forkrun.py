@@ -69,6 +69,8 @@ def _child(target: Callable, args: tuple, cwd: str, env: dict[str, str], out: st
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    # A fresh interpreter reads PYTHONPATH at start: entries the server did not start with go first.
+    sys.path[:0] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     for fd, path in ((1, out), (2, err)):
         opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(opened, fd)

@@ -56,7 +56,7 @@ def help_text() -> str:
         "Locate the phase boundaries adaptively: a coarse grid on a noise axis, then a new point at the",
         "geometric middle of every bracket where the seeds' majority phase changes, round after round,",
         "on any launcher (hydra/launcher=batched, batched_local, batched_slurm, ...). Writes",
-        "boundaries.csv, points.csv and map.png to hydra.sweep.dir; the same command resumes it.",
+        "boundaries.csv, map_points.csv and map.png to hydra.sweep.dir; the same command resumes it.",
         "A key swept beside it (optimizer.lr=0.01,0.02) gives each value its own map.",
         "",
         "  nin map +experiment=fig3 hydra/launcher=batched hydra.sweeper.tolerance=1.5",

@@ -9,6 +9,13 @@ The rules, with thresholds from conf/analysis.yaml:
   after its peak, falls below catapult_weight_drop x that peak (the run then recovers);
 - decay: the NIW norm ends below decay_niw_ratio x its initial value;
 - decoupled: otherwise: the NIW random-walks and training is unaffected.
+
+With several NINs each is classified on its own trajectory (its NIW norm, the weight norm of the
+layer it feeds) and fitted on its own (tau_niw, tau_weight): `nin_phases`. The run-level checks
+(diverged, never recovered, learned nothing) are the run's and so every NIN's. The run's own phase
+is its NINs' furthest along decoupled < decay < catapult (a run in which one NIN catapults is in
+a catapult), the first such NIN in the order the forward pass reaches them on a tie, and says
+which NIN it comes from (`run_phase`); its tau_niw is that NIN's. A one-NIN run reads as before.
 """
 
 from __future__ import annotations
@@ -35,8 +42,11 @@ class Trajectory:
     next_weight: np.ndarray | None
 
 
-def trajectory(run: Run) -> Trajectory:
-    first = f"niw_norm_{run.nin_layers[0]}" if run.nin_layers else None
+def trajectory(run: Run, nin: str | None = None) -> Trajectory:
+    """The curves of one NIN (default: the first): its NIW norm and the weight norm of the layer it feeds."""
+    nin = nin if nin is not None else (run.nin_layers[0] if run.nin_layers else None)
+    first = f"niw_norm_{nin}" if nin else None
+    fed = run.feeds(nin) if nin else None
     spe = run.steps_per_epoch()
     table: pd.DataFrame = run.metrics
     t = table["epoch"].to_numpy(dtype=float)
@@ -44,13 +54,19 @@ def trajectory(run: Run) -> Trajectory:
         table = run.steps
         t = table["step"].to_numpy(dtype=float) / spe
     niw = table[first].to_numpy(dtype=float) if first and first in table else None
-    weights = [c for c in table.columns if c.startswith("weight_norm_")]
-    next_weight = table[weights[0]].to_numpy(dtype=float) if weights else None
+    column = f"weight_norm_{fed}" if fed else None
+    next_weight = table[column].to_numpy(dtype=float) if column and column in table else None
     return Trajectory(t, niw, table["train_loss"].to_numpy(dtype=float), next_weight)
 
 
-def classify(run: Run, thresholds) -> tuple[str, str]:
-    """(phase, the observation that decided it)."""
+def classify(run: Run, thresholds, nin: str | None = None) -> tuple[str, str]:
+    """(phase, the observation that decided it), of the run as one NIN (default: the first) sees it."""
+    verdict = run_level(run, thresholds)
+    return verdict if verdict else nin_level(run, thresholds, nin)
+
+
+def run_level(run: Run, thresholds) -> tuple[str, str] | None:
+    """The verdicts about the run as a whole (diverged, never recovered, learned nothing), or None."""
     m = run.metrics
     if run.status.get("status") == "diverged":
         return "divergent", f"diverged: {run.status.get('reason')}"
@@ -63,7 +79,12 @@ def classify(run: Run, thresholds) -> tuple[str, str]:
     floor = max(acc[0], thresholds.get("chance_acc", 0.0)) + thresholds.get("divergent_min_acc_gain", 0.0)
     if len(acc) > 1 and acc[-1] < floor:
         return "divergent", f"final clean train accuracy {acc[-1]:.3g} vs {acc[0]:.3g} at epoch 0: it learned nothing"
-    traj = trajectory(run)
+    return None
+
+
+def nin_level(run: Run, thresholds, nin: str | None = None) -> tuple[str, str]:
+    """One NIN's phase from its own NIW and the layer it feeds (a run that did not diverge)."""
+    traj = trajectory(run, nin)
     loss_growth = float(np.nanmax(traj.noisy_loss) / traj.noisy_loss[0]) if len(traj.noisy_loss) else 1.0
     if traj.niw is None or run.sigma == 0:
         return "decoupled", "no noise injected"
@@ -82,16 +103,45 @@ def classify(run: Run, thresholds) -> tuple[str, str]:
     return "decoupled", f"NIW norm ended at {ratio:.3g} of its initial value"
 
 
-def decay_times(run: Run, fits) -> dict[str, float]:
-    """tau_niw (from the finest NIW trajectory), tau_train and tau_test (per-epoch losses), in
-    epochs, each with its fit's standard error (tau_niw_err, ...)."""
+def nin_phases(run: Run, thresholds) -> dict[str, tuple[str, str]]:
+    """Each NIN's (phase, reason), in the order the forward pass reaches them."""
+    verdict = run_level(run, thresholds)
+    return {nin: verdict or nin_level(run, thresholds, nin) for nin in run.nin_layers}
+
+
+def run_phase(run: Run, thresholds) -> tuple[str, str, str | None]:
+    """(phase, reason, the NIN it comes from): the NINs' phase furthest along (module docstring)."""
+    phases = nin_phases(run, thresholds)
+    if not phases:
+        return (*classify(run, thresholds), None)
+    order = {p: i for i, p in enumerate(PHASES)}
+    nin = max(phases, key=lambda n: (order.get(phases[n][0], -1), -run.nin_layers.index(n)))
+    phase, why = phases[nin]
+    return phase, (f"{nin}: {why}" if len(phases) > 1 else why), nin
+
+
+def decay_times(run: Run, fits, nin: str | None = None) -> dict[str, float]:
+    """tau_niw (from the finest NIW trajectory of one NIN, default the first), tau_train and
+    tau_test (per-epoch losses), in epochs, each with its fit's standard error (tau_niw_err, ...)."""
     kw = {"min_points": fits.min_points, "min_drop": fits.min_drop}
     nan = (math.nan, math.nan)
     fitted = dict.fromkeys(("tau_niw", "tau_train", "tau_test"), nan)
     if len(run.metrics) and "train_loss" in run.metrics:
-        traj = trajectory(run)
+        traj = trajectory(run, nin)
         m = run.metrics
         fitted["tau_niw"] = decay_fit(traj.t, traj.niw, **kw) if traj.niw is not None else nan
         for name, column in (("tau_train", "train_loss_clean"), ("tau_test", "test_loss")):
             fitted[name] = decay_fit(m["epoch"], m[column], **kw) if column in m else nan
     return {k: v for name, (tau, err) in fitted.items() for k, v in ((name, tau), (f"{name}_err", err))}
+
+
+def nin_decay_times(run: Run, fits, nin: str) -> dict[str, float]:
+    """One NIN's tau_niw and the tau of the weight norm of the layer it feeds (tau_weight), in
+    epochs, with their fits' standard errors."""
+    kw = {"min_points": fits.min_points, "min_drop": fits.min_drop}
+    traj = trajectory(run, nin)
+    out = {}
+    for name, curve in (("tau_niw", traj.niw), ("tau_weight", traj.next_weight)):
+        tau, err = decay_fit(traj.t, curve, **kw) if curve is not None and len(traj.t) else (math.nan, math.nan)
+        out[name], out[f"{name}_err"] = tau, err
+    return out

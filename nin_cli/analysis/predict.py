@@ -261,6 +261,7 @@ def read_measured(path: str) -> pd.DataFrame:
 
     try:
         measured = pd.read_csv(path)
+        measured["noise.sigma"] = measured["noise.sigma"].astype(float)
         return measured[["noise.sigma", "phase", "tau_niw_mean"]].rename(
             columns={"phase": "measured_phase", "tau_niw_mean": "tau_niw_measured"}
         )
@@ -296,8 +297,14 @@ def predict_setting(
     out.mkdir(parents=True, exist_ok=True)
     table, bounds = result.table(values), result.boundary_table()
     if measured is not None:  # beside each predicted sigma, the measured row at that sigma (within rounding)
+        table["noise.sigma"] = table["noise.sigma"].astype(float)  # a sweep of integer sigmas is read as integers
+        tolerance = 1e-6 * max(1.0, float(table["noise.sigma"].abs().max()))
         table = pd.merge_asof(
-            table.sort_values("noise.sigma"), measured.sort_values("noise.sigma"), on="noise.sigma", tolerance=1e-6, direction="nearest"
+            table.sort_values("noise.sigma"),
+            measured.sort_values("noise.sigma"),
+            on="noise.sigma",
+            tolerance=tolerance,
+            direction="nearest",
         )
         table["agree"] = table["predicted_phase"] == table["measured_phase"]
     write_csv(table, out / "predict.csv")

@@ -25,6 +25,7 @@ class Run:
     metrics: pd.DataFrame
     steps: pd.DataFrame | None
     warnings: list[str] = field(default_factory=list)
+    network: dict = field(default_factory=dict)  # network.json ({} for a run recorded before it existed)
 
     @property
     def sigma(self) -> float:
@@ -33,6 +34,18 @@ class Run:
     @property
     def nin_layers(self) -> list[str]:
         return [c.removeprefix("niw_norm_") for c in self.metrics.columns if c.startswith("niw_norm_")]
+
+    def feeds(self, nin: str) -> str | None:
+        """The layer whose weight norm goes with a NIN's (its weight_norm_ column's name): from
+        network.json, else, for a run recorded before it, the weight columns in NIN order."""
+        for entry in self.network.get("nins", []):
+            if entry.get("layer") == nin:
+                return entry.get("feeds")
+        weights = [c.removeprefix("weight_norm_") for c in self.metrics.columns if c.startswith("weight_norm_")]
+        nins = self.nin_layers
+        if len(weights) == len(nins):
+            return weights[nins.index(nin)] if nin in nins else None
+        return weights[0] if weights and nins and nin == nins[0] else None
 
     def steps_per_epoch(self) -> float:
         m = self.metrics
@@ -133,7 +146,14 @@ def load_run(path: Path) -> Run:
         problems.append(
             f"still training (process {holder})" if holder else "status says running but no process holds the run: it was killed; resume it"
         )
-    return Run(path, config, status, metrics, steps, problems)
+    try:
+        network = json.loads((path / "network.json").read_text())
+    except FileNotFoundError:
+        network = {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        network = {}
+        problems.append("network.json damaged")
+    return Run(path, config, status, metrics, steps, problems, network if isinstance(network, dict) else {})
 
 
 def record_gaps(table: pd.DataFrame | None, key: str, every: int | None = 1) -> list[str]:

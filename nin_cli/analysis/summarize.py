@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from nin_cli.analysis.phases import PHASES, classify, decay_times
+from nin_cli.analysis.phases import PHASES, decay_times, nin_decay_times, nin_phases, run_phase
 from nin_cli.analysis.runs import Run
 from nin_cli.identity import exempt
 from nin_cli.records import ENDED, ROBUSTNESS, atomic_write_text
@@ -44,10 +44,16 @@ def run_rows(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> pd.
     keys = varying_keys(runs)
     rows = []
     for run in runs:
-        phase, why = classify(run, acfg.phases)
+        phase, why, nin = run_phase(run, acfg.phases)
         row = {"run": run_name(run.path, root), **{k: run.config.get(k) for k in keys}, "sigma2_paper": paper_units(run.config)}
         row.update(status=run.status.get("status", "unknown"), epoch=int(last(run, "epoch")) if len(run.metrics) else 0)
-        row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits))
+        row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits, nin))
+        if len(run.nin_layers) > 1:  # each NIN's own phase and time-scales; the run's come from `phase_nin`
+            row["phase_nin"] = nin
+            for name, (nin_phase, _) in nin_phases(run, acfg.phases).items():
+                row[f"phase_{name}"] = nin_phase
+                for key, value in nin_decay_times(run, acfg.fits, name).items():  # tau_niw_<nin>, tau_niw_<nin>_err, ...
+                    row[f"{key[:-4]}_{name}_err" if key.endswith("_err") else f"{key}_{name}"] = value
         row.update(final_train_acc=last(run, "train_acc"), final_test_acc=last(run, "test_acc"), final_test_loss=last(run, "test_loss"))
         rows.append(row | labels(run))
     table = pd.DataFrame(rows).sort_values([*keys, "run"], key=sort_key, ignore_index=True)
@@ -99,7 +105,8 @@ RESULT_COLUMNS = ("run", "seed", "status", "epoch", "phase", "phase_reason", "ph
 
 def key_columns(table: pd.DataFrame) -> list[str]:
     """The config keys of a runs.csv or phases.csv table: what its rows differ in, not what was measured."""
-    return [c for c in table.columns if c not in RESULT_COLUMNS and not c.startswith("final_") and not c.endswith(("_mean", "_std"))]
+    measured = ("final_", "phase_", "tau_", "phases_")  # per-NIN columns (phase_<nin>, tau_niw_<nin>, ...) among them
+    return [c for c in table.columns if c not in RESULT_COLUMNS and not c.startswith(measured) and not c.endswith(("_mean", "_std"))]
 
 
 def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -112,12 +119,23 @@ def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
         row.update(n_runs=len(group), phase=majority(group["phase"]), phases=" ".join(f"{p}:{counts[p]}" for p in sorted(counts)))
         for col in (*TAUS, "final_test_acc"):
             row[f"{col}_mean"], row[f"{col}_std"] = finite_stats(group[col])
+        for col in nin_phase_columns(group):  # each NIN's own phase over the seeds, and its tau_niw
+            nin = col.removeprefix("phase_")
+            votes = Counter(group[col].dropna())
+            row.update({col: majority(group[col].dropna()), f"phases_{nin}": " ".join(f"{p}:{votes[p]}" for p in sorted(votes))})
+            if f"tau_niw_{nin}" in group:
+                row[f"tau_niw_{nin}_mean"], row[f"tau_niw_{nin}_std"] = finite_stats(group[f"tau_niw_{nin}"])
         for col in (c for c in TAU_ERRS if c in group):  # the typical fit error: where one seed gives no spread, it is the error bar
             errors = group[col].to_numpy(dtype=float)
             errors = errors[np.isfinite(errors)]
             row[col] = float(np.sqrt(np.mean(errors**2))) if len(errors) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def nin_phase_columns(table: pd.DataFrame) -> list[str]:
+    """runs.csv's per-NIN phase columns (phase_<nin>), of runs with several NINs."""
+    return [c for c in table.columns if c.startswith("phase_") and c not in ("phase_reason", "phase_nin")]
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -143,8 +161,9 @@ def markdown(df: pd.DataFrame) -> str:
 
 def compact(df: pd.DataFrame) -> pd.DataFrame:
     """For the terminal: mean +- std in one cell, reasons and long losses left to the CSV."""
-    out = df.drop(columns=[c for c in ("phase_reason", "final_test_loss", "final_train_acc", *TAU_ERRS) if c in df])
-    for base in (*TAUS, "final_test_acc"):
+    dropped = ("phase_reason", "final_test_loss", "final_train_acc")
+    out = df.drop(columns=[c for c in df.columns if c in dropped or c.endswith("_err") or c.startswith("tau_weight_")])
+    for base in [c.removesuffix("_mean") for c in out.columns if c.endswith("_mean") and f"{c.removesuffix('_mean')}_std" in out]:
         mean, std = f"{base}_mean", f"{base}_std"
         if mean in out:
             cells = [

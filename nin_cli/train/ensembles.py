@@ -18,6 +18,7 @@ from nin_cli.data import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
 from nin_cli.loggers import open_logger
+from nin_cli.network import nin_record
 from nin_cli.provenance import provenance
 from nin_cli.records import ENDED, FINISHED, RunRecords, atomic_write_text
 from nin_cli.train.engine import check_engine_change, engine_record
@@ -154,6 +155,7 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
     records.steps.start(member.step_columns, keep_through=member.step if member.resumed else None)
     atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
     records.write_env({**provenance(member.s.device), "engine": engine})
+    records.write_network(nin_record(member.s.model, member.s.nin_layers))
     records.log(f"resumed from the checkpoint of epoch {member.epoch}" if member.resumed else "started")
     records.write_status("running", member.epoch, member.epochs)
     member.logger = open_logger(cfg, records.dir, run.flat)
