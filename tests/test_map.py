@@ -155,3 +155,26 @@ def test_boundaries_are_joined_across_rows_only_of_a_numeric_second_key():
 
     assert ordered_rows(["0.005", "0.01", "0.02"]) and ordered_rows([64, 128])
     assert not ordered_rows(["layer", "input", "0.01"]) and not ordered_rows([None])
+
+
+@pytest.mark.e2e
+def test_a_map_follows_the_nin_it_is_told_to_and_refuses_one_the_network_lacks(tmp_path):
+    """With a NIN at each of the toy's layers, hydra.sweeper.nin=w1 maps the second NIN's phase
+    (each point's runs classified by that NIN's own trajectory); a name the network lacks is one
+    line, with the NINs it has, before anything trains."""
+    both = [*TOY[:-1], "epochs=3", "nin=all", "hydra.sweeper.budget=4", "device=cpu"]
+    refused = nin_cli("map", *both, "hydra.sweeper.nin=w2", f"hydra.sweep.dir={tmp_path / 'bad'}")
+    assert refused.returncode != 0 and "hydra.sweeper.nin=w2: the map's runs have no NIN there; their NINs are at: w0, w1" in refused.stderr
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").glob("*/metrics.csv"))
+    mapped = nin_cli("map", *both, "hydra.sweeper.nin=w1", f"hydra.sweep.dir={tmp_path / 'map'}")
+    assert mapped.returncode == 0, mapped.stderr
+    from nin_cli.analysis.phases import run_phase
+    from nin_cli.schema import load_settings
+
+    thresholds = load_settings("analysis").phases
+    points = pd.read_csv(tmp_path / "map" / "map_points.csv")
+    runs = load_runs([tmp_path / "map"])
+    assert len(runs) == 4 and len(points)
+    at = {round(float(sigma), 2): phase for sigma, phase in zip(points["noise.sigma"], points["phase"])}
+    for run in runs:  # one seed a point: the point's phase is its run's w1 phase
+        assert at[round(run.sigma, 2)] == run_phase(run, thresholds, "w1")[0], run.path.name

@@ -43,6 +43,7 @@ class MapSweeperConf:
     tolerance: float = _key(1.2, "a boundary is located once its bracket's ratio hi/lo is at most this")
     budget: int = _key(200, "runs at most, those already in the directory included")
     predict: bool = _key(False, "also put points around `nin predict`'s boundaries in the first grid")
+    nin: str | None = _key(None, "the NIN whose phase the map follows (a layer's name); null: the run's own phase, its first NIN's")
     params: dict | None = field(default_factory=dict)  # an experiment's grid (hydra.sweeper.params): its seeds and axis values seed the map
 
 

@@ -153,6 +153,7 @@ class MapRun:
         self.axis = str(settings.get("axis", "noise.sigma2_paper"))
         self.tolerance, self.budget = float(settings.get("tolerance", 1.2)), int(settings.get("budget", 200))
         self.per_decade = int(settings.get("per_decade", 1))
+        self.nin = str(settings["nin"]) if settings.get("nin") is not None else None
         if self.axis not in AXES:
             raise ConfigError(f"hydra.sweeper.axis={self.axis}: a map's axis is one of {', '.join(AXES)} (log scale)")
         if not self.tolerance > 1:
@@ -174,6 +175,8 @@ class MapRun:
             self.first_grid = sorted({rounded(v) for v in grid})  # the experiment's own coarse grid
         self.acfg = load_settings("analysis")
         self.bases = {self._key(self._resolved(second, self.first_grid[0], self.seeds[0]).flat): second for second in self.seconds}
+        if self.nin is not None:
+            self._check_nin(self._resolved(self.seconds[0], self.first_grid[0], self.seeds[0]))
         self.predicted = self._predict() if settings.get("predict") else {}
         for value in self.predicted.values():  # a bracket of the tolerance around each predicted boundary
             if lo <= value <= hi:
@@ -225,10 +228,22 @@ class MapRun:
         scale = 1 / result.sigma2_unit if self.axis == "noise.sigma2_paper" else None
         return {name: (s2 * scale if scale is not None else math.sqrt(s2)) for name, s2 in result.boundaries.items() if math.isfinite(s2)}
 
+    def _check_nin(self, run) -> None:
+        """hydra.sweeper.nin names a NIN the map's network has (built once, on the CPU, no data)."""
+        from nin_cli.data import input_output_shape
+        from nin_cli.network import build_model
+
+        shape = input_output_shape(run.cfg.dataset, probe=False)
+        if shape is None:
+            return  # a dataset factory: its runs say (run_phase names their NINs)
+        nins = list(build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed)).nins)
+        if self.nin not in nins:
+            raise ConfigError(f"hydra.sweeper.nin={self.nin}: the map's runs have no NIN there; their NINs are at: {', '.join(nins) or 'none'}")
+
     # the directory --------------------------------------------------------------------------------
     def scan(self) -> dict[str | None, dict[float, dict[str, str]]]:
         """second value -> axis value -> seed -> phase, of the ended runs in the directory that belong to the map."""
-        from nin_cli.analysis.phases import classify
+        from nin_cli.analysis.phases import run_phase
         from nin_cli.analysis.runs import find_runs, load_run
 
         found: dict[str | None, dict[float, dict[str, str]]] = {s: {} for s in self.seconds}
@@ -244,7 +259,8 @@ class MapRun:
             second = self.bases.get(self._key(flat), "-")
             if second == "-" or str(flat.get("seed")) not in self.seeds or flat.get(self.axis) is None:
                 continue
-            found[second].setdefault(rounded(float(flat[self.axis])), {})[str(flat["seed"])] = classify(run, self.acfg.phases)[0]
+            phase = run_phase(run, self.acfg.phases, self.nin)[0]  # the run's phase, or the named NIN's
+            found[second].setdefault(rounded(float(flat[self.axis])), {})[str(flat["seed"])] = phase
         return found
 
     @staticmethod

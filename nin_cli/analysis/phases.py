@@ -13,9 +13,10 @@ The rules, with thresholds from conf/analysis.yaml:
 With several NINs each is classified on its own trajectory (its NIW norm, the weight norm of the
 layer it feeds) and fitted on its own (tau_niw, tau_weight): `nin_phases`. The run-level checks
 (diverged, never recovered, learned nothing) are the run's and so every NIN's. The run's own phase
-is its NINs' furthest along decoupled < decay < catapult (a run in which one NIN catapults is in
-a catapult), the first such NIN in the order the forward pass reaches them on a tie, and says
-which NIN it comes from (`run_phase`); its tau_niw is that NIN's. A one-NIN run reads as before.
+and tau_niw are its first NIN's, the one the forward pass reaches first (nearest the input, as the
+papers' in-NIN; what every run nin recorded before per-NIN phases was labelled by), and
+`phase_nin` says so beside the other NINs' own phases (`run_phase`); `nin map` follows any NIN's
+phase instead with hydra.sweeper.nin. A one-NIN run reads as before.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pandas as pd
 
 from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.runs import Run
+from nin_cli.errors import ConfigError
 
 PHASES = ("decoupled", "decay", "catapult", "divergent")
 
@@ -109,15 +111,14 @@ def nin_phases(run: Run, thresholds) -> dict[str, tuple[str, str]]:
     return {nin: verdict or nin_level(run, thresholds, nin) for nin in run.nin_layers}
 
 
-def run_phase(run: Run, thresholds) -> tuple[str, str, str | None]:
-    """(phase, reason, the NIN it comes from): the NINs' phase furthest along (module docstring)."""
-    phases = nin_phases(run, thresholds)
-    if not phases:
-        return (*classify(run, thresholds), None)
-    order = {p: i for i, p in enumerate(PHASES)}
-    nin = max(phases, key=lambda n: (order.get(phases[n][0], -1), -run.nin_layers.index(n)))
-    phase, why = phases[nin]
-    return phase, (f"{nin}: {why}" if len(phases) > 1 else why), nin
+def run_phase(run: Run, thresholds, nin: str | None = None) -> tuple[str, str, str | None]:
+    """(phase, reason, the NIN it comes from): the run's, its first NIN's (the module docstring), or
+    the named NIN's."""
+    if nin is not None and nin not in run.nin_layers:
+        raise ConfigError(f"{run.path}: no NIN at {nin!r}; its NINs are at: {', '.join(run.nin_layers) or 'none'}")
+    nin = nin or (run.nin_layers[0] if run.nin_layers else None)
+    phase, why = classify(run, thresholds, nin)
+    return phase, (f"{nin}: {why}" if len(run.nin_layers) > 1 else why), nin
 
 
 def decay_times(run: Run, fits, nin: str | None = None) -> dict[str, float]:
