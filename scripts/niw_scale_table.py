@@ -1,6 +1,7 @@
-"""The CNN's sigma x NIW-scale maps as one grid per placement (markdown), for docs/ninr.md.
+"""The sigma x NIW-scale maps (the CNN's, the FC's) as one grid per placement (markdown), for docs/ninr.md.
 
     python scripts/niw_scale_table.py outputs/sweeps/cnn_niw_scale_input outputs/sweeps/cnn_niw_scale_all
+    python scripts/niw_scale_table.py outputs/sweeps/fc_niw_scale_input outputs/sweeps/fc_niw_scale_all
 
 Reads each map's phases.csv (what `nin summarize DIR` writes: a row per nin.init and sigma, the
 seeds' phases, tau_niw and final test accuracy as mean and std over seeds) and prints a row per
