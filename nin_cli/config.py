@@ -193,10 +193,23 @@ def _derive_sigma(run: DictConfig) -> None:
         u = float(u)
     except (TypeError, ValueError):
         raise ConfigError(f"noise.sigma2_paper must be a number, got {u!r}") from None
-    unit = sigma2_per_paper_unit(run)
+    unit = paper_unit(run)
     if not (math.isfinite(u) and u >= 0 and math.isfinite(unit)):
         raise ConfigError(f"noise.sigma2_paper={u!r} cannot be converted for this run (needs a finite u >= 0, a known dataset and width)")
     run.noise.sigma = math.sqrt(u * unit)
+
+
+def paper_unit(cfg: DictConfig) -> float:
+    """sigma^2 of one paper unit for a run's config: the papers' rule for nin's own networks on
+    nin's data, else the fan-in (and, for MSE, the width) of the layer the run's first NIN joins,
+    for a network or data of one's own (units.sigma2_per_paper_unit; network.json says which)."""
+    from nin_cli.network import unit_layer
+
+    unit = sigma2_per_paper_unit(cfg)
+    if math.isfinite(unit) or not all(isinstance(cfg.get(g), DictConfig) for g in ("model", "nin", "dataset")):
+        return unit
+    layer = unit_layer(cfg.model, cfg.nin, cfg.dataset, int(cfg.get("seed", 0)))
+    return sigma2_per_paper_unit(cfg, layer) if layer else unit
 
 
 def _check(run: DictConfig, record: dict[str, Any]) -> None:

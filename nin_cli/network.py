@@ -3,11 +3,15 @@ factory returns (user_model.py), its weights drawn from the run's seed and its N
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from nin_cli import user_model
+from nin_cli.data import input_output_shape
 from nin_cli.errors import ConfigError
 from nin_cli.models import MODEL_INITS, NINModel, fan_in, init_weights, model_kind, resolve_nin_layers
 from nin_cli.seeding import generator
@@ -58,4 +62,22 @@ def nin_record(model: NINModel, nin_layers: list[str]) -> dict:
     for name in nin_layers:
         weight = next(p for n, p in model.layer(name).named_parameters() if n.endswith("weight") and p.ndim >= 2)
         nins.append({"layer": name, "feeds": model.fed_layer(name), "fan_in": fan_in(weight), "width": int(weight.shape[0])})
-    return {"nins": nins}
+    unit = nins[0] if nins else None
+    return {"nins": nins, "paper_unit": {"nin": unit["layer"], "fan_in": unit["fan_in"], "width": unit["width"]} if unit else None}
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_layer(key: str) -> dict | None:
+    model_cfg, nin_cfg, dataset_cfg, seed = (OmegaConf.create(part) if isinstance(part, dict) else part for part in json.loads(key))
+    shape = input_output_shape(dataset_cfg, probe=True)
+    if shape is None:
+        return None
+    model = build_model(model_cfg, nin_cfg, shape[0], shape[1], int(seed))
+    return nin_record(model, list(model.nins)).get("paper_unit")
+
+
+def unit_layer(model_cfg, nin_cfg, dataset_cfg, seed: int) -> dict | None:
+    """{"nin", "fan_in", "width"} of the layer the papers' units refer to for a network of one's
+    own or data of one's own (its first NIN's; built once per configuration, on the CPU)."""
+    parts = [OmegaConf.to_container(c, resolve=True) for c in (model_cfg, nin_cfg, dataset_cfg)]
+    return _unit_layer(json.dumps([*parts, int(seed)], sort_keys=True, default=str))

@@ -112,6 +112,19 @@ def test_a_new_users_network_trains_sweeps_and_gets_a_phase_and_tau_per_nin(user
         assert row["tau_niw"] == row[f"tau_niw_{row['phase_nin']}"]
     phases = read_rows(sweep, "phases.csv")
     assert len(phases) == 2 and "phases_stem" in phases[0] and "tau_niw_blocks.0.fc1_mean" in phases[0]
+    # the papers' units for a network of one's own: the fan-in of the layer its first NIN joins (stem: 12 inputs)
+    assert [round(float(r["sigma2_paper"]), 6) for r in phases] == [round(s**2 * 0.05 / 12, 6) for s in (3, 30)]
+    predicted = nin(user, "predict", *base, "--measured", str(sweep / "phases.csv"), "--out", str(user["dir"] / "predict"))
+    assert predicted.returncode == 0, predicted.stderr
+    assert {r["measured_phase"] for r in read_rows(user["dir"] / "predict", "predict.csv")} <= {
+        "decoupled",
+        "decay",
+        "catapult",
+        "divergent",
+    }
+    mapped = nin(user, "map", *base, "epochs=2", "hydra.sweeper.lo=0.01", "hydra.sweeper.hi=10", "hydra.sweeper.seeds=0",
+                 "hydra.sweeper.budget=2", "hydra/launcher=batched", f"hydra.sweep.dir={user['dir'] / 'map'}")  # fmt: skip
+    assert mapped.returncode == 0 and (user["dir"] / "map" / "boundaries.csv").exists(), mapped.stderr  # on its default axis
 
 
 @pytest.mark.e2e

@@ -238,7 +238,9 @@ class MapRun:
             return  # a dataset factory: its runs say (run_phase names their NINs)
         nins = list(build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed)).nins)
         if self.nin not in nins:
-            raise ConfigError(f"hydra.sweeper.nin={self.nin}: the map's runs have no NIN there; their NINs are at: {', '.join(nins) or 'none'}")
+            raise ConfigError(
+                f"hydra.sweeper.nin={self.nin}: the map's runs have no NIN there; their NINs are at: {', '.join(nins) or 'none'}"
+            )
 
     # the directory --------------------------------------------------------------------------------
     def scan(self) -> dict[str | None, dict[float, dict[str, str]]]:

@@ -32,14 +32,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from nin_cli.config import load
+from nin_cli.config import load, paper_unit
 from nin_cli.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.identity import exempt
 from nin_cli.noise import unit_noise
 from nin_cli.seeding import generator
 from nin_cli.train.rows import train_subset
 from nin_cli.train.setup import Setup
-from nin_cli.units import sigma2_per_paper_unit
 
 
 def niw_mean_square(w_sq: float, curvature: float, grad_moment: float, eta: float, sigma: float, batch: int, steps: float):
@@ -219,7 +218,7 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
     }
     table["sigma2_sharpness_edge"] = sharp
     model.train()
-    unit = sigma2_per_paper_unit(cfg)
+    unit = paper_unit(cfg)
     return Prediction(layers, boundaries, table, eta, steps_per_epoch, unit, notes)
 
 
@@ -245,7 +244,7 @@ def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
     log grid of the papers' units from 1e-5 to 100 (of sigma from 0.01 to 1000 where no unit exists)."""
     from nin_cli.preflight import sweep_jobs
 
-    unit = sigma2_per_paper_unit(cfg)
+    unit = paper_unit(cfg)
     params = {str(k): v for k, v in (hydra_cfg.hydra.sweeper.get("params") or {}).items()}
     for key, to_sigma in (("noise.sigma", float), ("noise.sigma2_paper", lambda u: math.sqrt(float(u) * unit))):
         if key in params and (key == "noise.sigma" or math.isfinite(unit)):

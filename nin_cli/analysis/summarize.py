@@ -45,7 +45,11 @@ def run_rows(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> pd.
     rows = []
     for run in runs:
         phase, why, nin = run_phase(run, acfg.phases)
-        row = {"run": run_name(run.path, root), **{k: run.config.get(k) for k in keys}, "sigma2_paper": paper_units(run.config)}
+        row = {
+            "run": run_name(run.path, root),
+            **{k: run.config.get(k) for k in keys},
+            "sigma2_paper": paper_units(run.config, run.network.get("paper_unit")),
+        }
         row.update(status=run.status.get("status", "unknown"), epoch=int(last(run, "epoch")) if len(run.metrics) else 0)
         row.update(phase=phase, phase_reason=why, **decay_times(run, acfg.fits, nin))
         if len(run.nin_layers) > 1:  # each NIN's own phase and time-scales; the run's come from `phase_nin`
