@@ -17,15 +17,30 @@ if TYPE_CHECKING:
     import pandas as pd
 
 COMMANDS = {
-    "train": "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3)",
-    "map": "locate phase boundaries adaptively: a coarse grid, then refined where the seeds' majority phase changes (boundaries.csv)",
+    "train": (
+        "train one model, or a sweep with -m (Hydra overrides: nin train model=mlp noise.sigma=3); each run"
+        " writes metrics.csv, steps.csv, config.yaml, status.json, checkpoint.pt, env.json, network.json, train.log"
+    ),
+    "map": (
+        "locate phase boundaries adaptively: a coarse grid, then refined where the seeds' majority phase"
+        " changes (boundaries.csv, boundaries.md, map_points.csv, map.png)"
+    ),
     "summarize": "phases, decay times and final accuracies of runs and sweeps: runs.csv, phases.csv, tables",
-    "plot": "figures (png, pdf, svg): per-run dynamics, NIW norms, decay times vs sigma, phase diagram, Tr H_z per layer",
-    "predict": "phase boundaries and NIW decay times of any network, predicted at init from the local Hessian (predict.csv)",
-    "theory": "theory beside measurement: the linear toy model's analytic phases, or a network's NIW decay from its recorded curvature",
+    "plot": "figures (png, pdf, svg) in DIR/plots: per-run dynamics, NIW norms, decay times vs sigma, phase diagram, Tr H_z per layer",
+    "predict": (
+        "phase boundaries and NIW decay times of any network, predicted at init from the local Hessian"
+        " (predict.csv, predict_boundaries.csv, predict_layers.csv)"
+    ),
+    "theory": (
+        "theory beside measurement: the linear toy model's analytic phases, or a network's NIW decay from"
+        " its recorded curvature (theory.csv, theory.png or theory_niw.png)"
+    ),
     "progress": "how far a sweep has got, for any launcher: runs ended / total, by status (--watch: a live bar)",
     "report": "report.md of a sweep: outcome, phase and run tables, figures (also written when a sweep ends)",
-    "evaluate": "robustness of trained runs: clean, Gaussian noise, the 15 MNIST-C corruptions, FGSM/PGD/APGD/AutoAttack (robustness.csv)",
+    "evaluate": (
+        "robustness of trained runs: clean, Gaussian noise, the 15 MNIST-C corruptions,"
+        " FGSM/PGD/APGD/AutoAttack (robustness.csv, robustness.yaml)"
+    ),
     "export": "TensorBoard event folders of runs and sweeps: nin export tensorboard DIR (needs the tensorboard extra)",
     "download": "fetch a dataset with torchvision into the cache (needs the network)",
 }

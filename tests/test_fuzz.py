@@ -20,6 +20,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import nin_cli
 from hypothesis import HealthCheck, given, settings
@@ -353,3 +354,74 @@ def test_settings_of_every_reading_command_as_real_processes(trained_sweep):
         proc = nin_cli(args[0], str(trained_sweep), *args[1:])
         one_answer(proc)
     assert snapshot(trained_sweep) == before
+
+
+# --- a researcher's own config directory, drawn --------------------------------------------------
+FACTORIES = {
+    "mlp": "_target_: nin_examples.networks.mlp\ndepth: {depth}\nwidth: {width}\n",
+    "cnn": "_target_: nin_examples.networks.cnn\nhidden: {width}\n",
+    "bn_mlp": "_target_: nin_examples.networks.bn_mlp\nwidth: {width}\n",
+    "missing": "_target_: not_a_package.nets.Net\n",  # does not import
+    "bad_argument": "_target_: nin_examples.networks.mlp\nwidht: {width}\n",  # an argument the factory does not take
+    "shipped": "name: mlp\nwidth: {width}\n",  # nin's own architecture, keys left out
+    "shipped_typo": "name: mlp\nwidht: {width}\n",
+}
+
+
+@st.composite
+def user_config_dirs(draw) -> tuple[dict[str, str], dict, list[str]]:
+    """(model config's text, the .npz's arrays, the command's overrides): a model config with or
+    without `name:`, a factory that builds, fails or does not import, or nin's own architecture with
+    keys left out or misspelt; data of odd shapes, dtypes and label ranges; NINs at drawn modules."""
+    kind = draw(st.sampled_from(sorted(FACTORIES)))
+    text = FACTORIES[kind].format(depth=draw(st.sampled_from([-1, 0, 1, 2])), width=draw(st.sampled_from([0, 3, 8])))
+    if draw(st.booleans()):
+        text = f"name: mine\n{text}" if not text.startswith("name:") else text
+    n, rng = 40, np.random.default_rng(draw(st.integers(0, 3)))
+    shape = draw(st.sampled_from([(n, 6), (n, 28, 28), (n, 1, 28, 28), (n,), (n, 2, 3, 4, 5)]))
+    dtype = draw(st.sampled_from(["float32", "uint8", "int64", "float64"]))
+    x = (rng.random(shape) * (255 if dtype == "uint8" else draw(st.sampled_from([1.0, 3.0])))).astype(dtype)
+    if draw(st.booleans()):
+        x.flat[0] = np.nan if x.dtype.kind == "f" else x.flat[0]
+    labels = draw(st.sampled_from(["classes", "from_one", "negative", "one_hot", "targets", "one_class"]))
+    k = draw(st.sampled_from([2, 3, 10]))
+    y = rng.integers(0, k, n)
+    y = {
+        "classes": y,
+        "from_one": y + 1,
+        "negative": y - 1,
+        "one_hot": np.eye(k, dtype=np.float32)[y],
+        "targets": rng.normal(size=n).astype(np.float32),
+        "one_class": np.zeros(n, dtype=np.int64),
+    }[labels]
+    arrays = {"x_train": x, "y_train": y, "x_test": x[: n // 2], "y_test": y[: n // 2]}
+    overrides = ["model=mine", "dataset=mine", "device=cpu", "epochs=1", "progress=false"]
+    overrides += draw(
+        st.sampled_from([[], ["loss=mse"], ["nin=all"], ["nin=layers", "nin.layers=[1]"], ["nin=layers", "nin.layers=[fc9]"]])
+    )
+    return {"model": text}, arrays, overrides
+
+
+@settings(max_examples=int(os.environ.get("NIN_FUZZ_CONFIGS", "25")), deadline=None, suppress_health_check=list(HealthCheck))
+@given(user_config_dirs())
+def test_every_drawn_config_directory_of_ones_own_is_accepted_or_refused_in_one_line(drawn):
+    """The pre-flight of `nin train --config-dir DIR` over a drawn directory (model config, .npz
+    data): accepted, or refused in one line of nin's own; an exception of anything else (omegaconf,
+    pandas, torch, numpy) is never an answer."""
+    import tempfile
+
+    texts, arrays, overrides = drawn
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "model").mkdir()
+        (root / "dataset").mkdir()
+        (root / "model" / "mine.yaml").write_text(texts["model"])
+        np.savez(root / "data.npz", **arrays)
+        (root / "dataset" / "mine.yaml").write_text(f"defaults:\n  - arrays\npath: {root / 'data.npz'}\n")
+        try:
+            check_command(overrides, multirun=False, config_dirs=[str(root)])
+        except (ConfigError, RecordError) as exc:
+            message = str(exc)
+            assert message and "\n" not in message and "Traceback" not in message, message
+            for foreign in ("omegaconf", "pandas", "numpy", "torch.", "Key '", "not in struct"):
+                assert foreign not in message, message

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from nin_cli.analysis.phases import PHASES  # noqa: E402
 from nin_cli.analysis.runs import Run  # noqa: E402
-from nin_cli.analysis.summarize import key_columns, ordered  # noqa: E402
+from nin_cli.analysis.summarize import key_columns, nin_phase_columns, ordered  # noqa: E402
 
 PHASE_COLOURS = {"decoupled": "#9ecae1", "decay": "#a1d99b", "catapult": "#fdd49e", "divergent": "#fc9272", "unknown": "#dddddd"}
 
@@ -115,6 +115,9 @@ def decay_times_figure(phases: pd.DataFrame, path: Path) -> Path | None:
         _shade_phases(ax, phases["noise.sigma"].to_numpy(dtype=float), list(phases["phase"]))
         for name, marker in (("tau_niw", "o"), ("tau_train", "s"), ("tau_test", "^")):
             _errorbar(ax, phases, name, marker, name)
+        for nin in (c.removeprefix("phase_") for c in nin_phase_columns(phases)):  # several NINs: each one's own
+            if f"tau_niw_{nin}_mean" in phases:
+                _errorbar(ax, phases, f"tau_niw_{nin}", "d", f"tau_niw at {nin}")
         title = "decay times and phases against sigma"
     if (phases["noise.sigma"] > 0).all():
         ax.set_xscale("log")
