@@ -41,7 +41,7 @@ test-fast: setup
 test-slow: setup
 	$(PYTEST) -m slow
 
-# The fuzzer of tests/test_fuzz.py with many more draws (the suite runs 60, and 25 config directories): every draw answered in one line.
+# The fuzzer of tests/test_fuzz.py with many more draws (the suite runs 60, and 20 config directories): every draw answered in one line.
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz NIN_FUZZ_CONFIGS=400 $(PYTEST) tests/test_fuzz.py
 

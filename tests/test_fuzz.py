@@ -1,6 +1,9 @@
 """Every input answered: commands drawn from the schema itself (Hypothesis), each either accepted or
 refused in one `nin: error:` line, never a traceback.
 
+A researcher's own config directory is drawn too (model configs with and without `name`, factories that
+fail, .npz data of odd shapes, dtypes and label ranges) through the pre-flights of train, predict and map.
+
 The draws: every config key of the schema with a value of its type, of another type, out of its
 range or at its boundaries (0, negative, nan, inf, huge, empty list), misspelt keys and group
 options, options that do not exist, sweep syntax (a,b, range(), glob(), interval()), Hydra's
@@ -26,6 +29,7 @@ from conftest import nin_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nin_cli.analysis.predict import predict_setting
 from nin_cli.errors import ConfigError, RecordError
 from nin_cli.preflight import check_command
 from nin_cli.schema import SETTINGS, conf_dir, file_schema, load_settings, train_schema
@@ -402,7 +406,7 @@ def user_config_dirs(draw) -> tuple[dict[str, str], dict, list[str]]:
     return {"model": text}, arrays, overrides
 
 
-@settings(max_examples=int(os.environ.get("NIN_FUZZ_CONFIGS", "25")), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("NIN_FUZZ_CONFIGS", "20")), deadline=None, suppress_health_check=list(HealthCheck))
 @given(user_config_dirs())
 def test_every_drawn_config_directory_of_ones_own_is_accepted_or_refused_in_one_line(drawn):
     """The pre-flight of `nin train --config-dir DIR` over a drawn directory (model config, .npz
@@ -418,10 +422,23 @@ def test_every_drawn_config_directory_of_ones_own_is_accepted_or_refused_in_one_
         (root / "model" / "mine.yaml").write_text(texts["model"])
         np.savez(root / "data.npz", **arrays)
         (root / "dataset" / "mine.yaml").write_text(f"defaults:\n  - arrays\npath: {root / 'data.npz'}\n")
-        try:
-            check_command(overrides, multirun=False, config_dirs=[str(root)])
-        except (ConfigError, RecordError) as exc:
-            message = str(exc)
-            assert message and "\n" not in message and "Traceback" not in message, message
-            for foreign in ("omegaconf", "pandas", "numpy", "torch.", "Key '", "not in struct"):
-                assert foreign not in message, message
+        if nins_answer(lambda: check_command(overrides, multirun=False, config_dirs=[str(root)])):
+            return  # refused: the map's and predict's pre-flights refuse it the same way
+        # accepted: predict's pre-flight and prediction, and a map's pre-flight, answer it too
+        nins_answer(lambda: predict_setting(overrides, 8, "1,10", None, root / "predict", [str(root)]))
+        map_args = [*overrides, "hydra/sweeper=map", "hydra.sweeper.lo=0.01", "hydra.sweeper.hi=1"]
+        nins_answer(lambda: check_command(map_args, multirun=True, config_dirs=[str(root)]))
+
+
+def nins_answer(call) -> bool:
+    """Run a command's step: True where it refused in one line of nin's own, False where it went
+    through; anything else (another exception, omegaconf's or torch's words) fails the test."""
+    try:
+        call()
+    except (ConfigError, RecordError) as exc:
+        message = str(exc)
+        assert message and "\n" not in message and "Traceback" not in message, message
+        for foreign in ("omegaconf", "pandas", "numpy", "torch.", "Key '", "not in struct"):
+            assert foreign not in message, message
+        return True
+    return False
