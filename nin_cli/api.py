@@ -54,8 +54,9 @@ def train_run(*overrides: str, run_dir: str | Path, config_dir: str | Path | Non
 
 def load_data(run_dir: str | Path, device: str = "cpu"):
     """The data a run trained on, as it saw it: `.train` and `.test` splits (`.x`, `.y`), inputs
-    standardized with the training set's statistics (`.mean`, `.std`, of the [0, 1] pixels or the
-    features), `.in_shape`, `.n_out`, `.task`."""
+    standardized with the training set's statistics (`.mean`, `.std` of the [0, 1] pixels for
+    images; None for features, whose statistics `load_model(raw_inputs=True)` reads from the data
+    itself), `.in_shape`, `.n_out`, `.task`."""
     from nin_cli.data import load_dataset
 
     return load_dataset(_saved_config(run_dir).dataset, device)
