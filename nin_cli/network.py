@@ -66,18 +66,31 @@ def nin_record(model: NINModel, nin_layers: list[str]) -> dict:
     return {"nins": nins, "paper_unit": {"nin": unit["layer"], "fan_in": unit["fan_in"], "width": unit["width"]} if unit else None}
 
 
-@functools.lru_cache(maxsize=64)
-def _unit_layer(key: str) -> dict | None:
-    model_cfg, nin_cfg, dataset_cfg, seed = (OmegaConf.create(part) if isinstance(part, dict) else part for part in json.loads(key))
-    shape = input_output_shape(dataset_cfg, probe=True)
+def built_from(model_cfg, nin_cfg, dataset_cfg, seed: int, probe: bool = False) -> tuple[NINModel, tuple] | None:
+    """A run's network built from its configs on the CPU at its seed's initialisation, with the
+    data's (input shape, outputs) read without loading the data (a dataset factory is called only
+    with `probe`; None without it): what the pre-flight's checks build."""
+    shape = input_output_shape(dataset_cfg, probe=probe)
     if shape is None:
         return None
-    model = build_model(model_cfg, nin_cfg, shape[0], shape[1], int(seed))
-    return nin_record(model, list(model.nins)).get("paper_unit")
+    return build_model(model_cfg, nin_cfg, shape[0], shape[1], int(seed)), shape
+
+
+@functools.lru_cache(maxsize=64)
+def _record(key: str) -> dict | None:
+    model_cfg, nin_cfg, dataset_cfg, seed, probe = (OmegaConf.create(part) if isinstance(part, dict) else part for part in json.loads(key))
+    built = built_from(model_cfg, nin_cfg, dataset_cfg, seed, probe)
+    return nin_record(built[0], list(built[0].nins)) if built else None
+
+
+def record_of(model_cfg, nin_cfg, dataset_cfg, seed: int, probe: bool = False) -> dict | None:
+    """network.json of a configuration before it trains (built_from; once per configuration)."""
+    parts = [OmegaConf.to_container(c, resolve=True) for c in (model_cfg, nin_cfg, dataset_cfg)]
+    return _record(json.dumps([*parts, int(seed), probe], sort_keys=True, default=str))
 
 
 def unit_layer(model_cfg, nin_cfg, dataset_cfg, seed: int) -> dict | None:
     """{"nin", "fan_in", "width"} of the layer the papers' units refer to for a network of one's
-    own or data of one's own (its first NIN's; built once per configuration, on the CPU)."""
-    parts = [OmegaConf.to_container(c, resolve=True) for c in (model_cfg, nin_cfg, dataset_cfg)]
-    return _unit_layer(json.dumps([*parts, int(seed)], sort_keys=True, default=str))
+    own or data of one's own (its first NIN's)."""
+    record = record_of(model_cfg, nin_cfg, dataset_cfg, seed, probe=True)
+    return record.get("paper_unit") if record else None

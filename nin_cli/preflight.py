@@ -194,17 +194,15 @@ def check_builds(run: RunConfig, built: set[str]) -> None:
     """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
     a factory that fails, a NIN at a module that is not there, a forward pass that never reaches
     it, outputs that do not fit the data's targets (check_outputs)."""
-    from nin_cli.data import input_output_shape
-    from nin_cli.network import build_model
+    from nin_cli.network import built_from
 
     key = repr(sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin.", "dataset."))))
     if key in built:
         return  # a sweep's jobs that differ in seed or sigma only: the data's files are not read again
     built.add(key)
-    shape = input_output_shape(run.cfg.dataset, probe=False)
-    if shape is not None:  # None: a dataset factory, whose shapes are known once it is loaded (open_run builds the model then)
-        model = build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed))
-        check_outputs(run.cfg, model, shape)
+    made = built_from(run.cfg.model, run.cfg.nin, run.cfg.dataset, int(run.cfg.seed))
+    if made is not None:  # None: a dataset factory, whose shapes are known once it is loaded (open_run builds the model then)
+        check_outputs(run.cfg, *made)
 
 
 def check_outputs(cfg: DictConfig, model, shape: tuple[tuple[int, ...], int]) -> None:

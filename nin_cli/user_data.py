@@ -144,10 +144,16 @@ def input_statistics(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) the dataset's training inputs are standardized with, for inputs given as the
     data holds them (uint8 pixels scaled to [0, 1] first)."""
     x = raw_arrays(cfg)["x_train"]
-    if cfg.get("train_size") is not None:
+    if cfg.get("train_size"):
         x = x[: int(cfg.train_size)]
-    x = torch.from_numpy(np.ascontiguousarray(x)).float() / (255.0 if x.dtype == np.uint8 else 1.0)
-    return statistics(x[:, None] if x.ndim == 3 else x)
+    return statistics(as_inputs(x, 255.0 if x.dtype == np.uint8 else 1.0))
+
+
+def as_inputs(x: np.ndarray, scale: float) -> torch.Tensor:
+    """An input array as the network takes it before standardization: floats divided by `scale`
+    (255 for uint8 pixels), N x H x W images given their channel axis."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).float() / scale
+    return t[:, None] if t.ndim == 3 else t
 
 
 def label_summary(cfg) -> dict | None:
@@ -221,9 +227,7 @@ def load(cfg) -> dict:
     if cfg.get("test_size"):
         x_test, y_test = x_test[: int(cfg.test_size)], y_test[: int(cfg.test_size)]
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0
-    xs = [torch.from_numpy(np.ascontiguousarray(x)).float() / scale for x in (x_train, x_test)]
-    if xs[0].ndim == 3:
-        xs = [x[:, None] for x in xs]
+    xs = [as_inputs(x, scale) for x in (x_train, x_test)]
     images = xs[0].ndim == 4
     mean, std = statistics(xs[0])
     to_target = (lambda y: torch.from_numpy(np.asarray(y)).long()) if task == "classification" else _float_targets

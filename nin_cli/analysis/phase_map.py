@@ -230,13 +230,12 @@ class MapRun:
 
     def _check_nin(self, run) -> None:
         """hydra.sweeper.nin names a NIN the map's network has (built once, on the CPU, no data)."""
-        from nin_cli.data import input_output_shape
-        from nin_cli.network import build_model
+        from nin_cli.network import record_of
 
-        shape = input_output_shape(run.cfg.dataset, probe=False)
-        if shape is None:
+        record = record_of(run.cfg.model, run.cfg.nin, run.cfg.dataset, int(run.cfg.seed))
+        if record is None:
             return  # a dataset factory: its runs say (run_phase names their NINs)
-        nins = list(build_model(run.cfg.model, run.cfg.nin, shape[0], shape[1], int(run.cfg.seed)).nins)
+        nins = [nin["layer"] for nin in record["nins"]]
         if self.nin not in nins:
             raise ConfigError(
                 f"hydra.sweeper.nin={self.nin}: the map's runs have no NIN there; their NINs are at: {', '.join(nins) or 'none'}"

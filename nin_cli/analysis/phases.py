@@ -121,28 +121,31 @@ def run_phase(run: Run, thresholds, nin: str | None = None) -> tuple[str, str, s
     return phase, (f"{nin}: {why}" if len(run.nin_layers) > 1 else why), nin
 
 
+def fitted(fits, t, curve) -> tuple[float, float]:
+    """(tau, its standard error) of a decay fit with the analysis settings' `fits` (NaN without a curve)."""
+    if curve is None or not len(t):
+        return math.nan, math.nan
+    return decay_fit(t, curve, min_points=fits.min_points, min_drop=fits.min_drop)
+
+
 def decay_times(run: Run, fits, nin: str | None = None) -> dict[str, float]:
     """tau_niw (from the finest NIW trajectory of one NIN, default the first), tau_train and
     tau_test (per-epoch losses), in epochs, each with its fit's standard error (tau_niw_err, ...)."""
-    kw = {"min_points": fits.min_points, "min_drop": fits.min_drop}
-    nan = (math.nan, math.nan)
-    fitted = dict.fromkeys(("tau_niw", "tau_train", "tau_test"), nan)
+    taus = dict.fromkeys(("tau_niw", "tau_train", "tau_test"), (math.nan, math.nan))
     if len(run.metrics) and "train_loss" in run.metrics:
         traj = trajectory(run, nin)
         m = run.metrics
-        fitted["tau_niw"] = decay_fit(traj.t, traj.niw, **kw) if traj.niw is not None else nan
+        taus["tau_niw"] = fitted(fits, traj.t, traj.niw)
         for name, column in (("tau_train", "train_loss_clean"), ("tau_test", "test_loss")):
-            fitted[name] = decay_fit(m["epoch"], m[column], **kw) if column in m else nan
-    return {k: v for name, (tau, err) in fitted.items() for k, v in ((name, tau), (f"{name}_err", err))}
+            taus[name] = fitted(fits, m["epoch"], m[column] if column in m else None)
+    return {k: v for name, (tau, err) in taus.items() for k, v in ((name, tau), (f"{name}_err", err))}
 
 
 def nin_decay_times(run: Run, fits, nin: str) -> dict[str, float]:
     """One NIN's tau_niw and the tau of the weight norm of the layer it feeds (tau_weight), in
     epochs, with their fits' standard errors."""
-    kw = {"min_points": fits.min_points, "min_drop": fits.min_drop}
     traj = trajectory(run, nin)
     out = {}
     for name, curve in (("tau_niw", traj.niw), ("tau_weight", traj.next_weight)):
-        tau, err = decay_fit(traj.t, curve, **kw) if curve is not None and len(traj.t) else (math.nan, math.nan)
-        out[name], out[f"{name}_err"] = tau, err
+        out[name], out[f"{name}_err"] = fitted(fits, traj.t, curve)
     return out

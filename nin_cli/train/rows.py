@@ -44,9 +44,9 @@ def stacked_norms(param: Callable[[str], torch.Tensor], groups: list[list[str]],
     return torch.stack(cols, dim=1) if cols else torch.zeros(k, 0, device=device)
 
 
-def model_norms(model: NINModel, groups: list[list[str]]) -> list[float]:
-    """One model's norm columns: the stacked measure with K = 1."""
-    return stacked_norms(lambda n: model.get_parameter(n)[None], groups, 1, None)[0].tolist()
+def model_norms(model: NINModel, groups: list[list[str]], device=None) -> torch.Tensor:
+    """One model's norm columns, on its device: the stacked measure with K = 1."""
+    return stacked_norms(lambda n: model.get_parameter(n)[None], groups, 1, device)[0]
 
 
 def metric_columns(model: NINModel, nin_layers: list[str], curvature: bool = True, errors: bool = True) -> list[str]:
@@ -161,8 +161,7 @@ def measure(s: Setup, probes: list[dict[str, torch.Tensor]]) -> dict[str, torch.
         out["train_acc"], out["se_train_acc"] = mean_and_se(correct, len(s.data.train))
         losses, correct = sample_values(model, s.data.test, s.loss_fn, size)
         out["test_loss"], out["test_acc"] = mean_and_se(losses)[0], mean_and_se(correct)[0]
-    norms = stacked_norms(lambda n: model.get_parameter(n)[None], norm_groups(model, s.nin_layers), 1, s.device)[0]
-    out.update(zip(norm_columns(model, s.nin_layers), norms))
+    out.update(zip(norm_columns(model, s.nin_layers), model_norms(model, norm_groups(model, s.nin_layers), s.device)))
     if hessian_measured(s):  # one probed backward pass for every second-order measure
         h = train_subset(s.data.train, cfg.hessian.samples)
         model.eval()

@@ -218,7 +218,7 @@ class VmapStep(StackedStep):
         super().__init__(members)
         head = members[0].s
         template, loss_fn = head.model, head.loss_fn
-        dropout = float(head.cfg.model.get("dropout", 0.0)) > 0
+        dropout = draws_inside(template, head.cfg)
 
         def member_loss(params, x, y, eps):
             return loss_fn(functional_call(template, params, (x,), {"eps": eps}), y)
