@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/main
 
-.PHONY: setup data run test test-fast test-slow test-slurm test-gpu gpu-bundle fuzz slurm-start slurm-stop lint format bench clean
+.PHONY: setup data run test test-fast test-slow test-slurm test-gpu gpu-bundle fuzz poster slurm-start slurm-stop lint format bench clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ test-gpu:
 
 gpu-bundle: data
 	bash scripts/gpu-bundle.sh
+
+# The NINR poster's table (README, docs/ninr/poster_clean.csv): its 54 runs trained and evaluated two at a
+# time into outputs/sweeps/poster/, then the table written; hours on 2 cores; run again to resume.
+poster: data
+	$(BIN)/python scripts/poster.py
 
 # The SLURM tests, against the one-node cluster of scripts/slurm-local.sh (started if it is not up).
 test-slurm: setup slurm-start

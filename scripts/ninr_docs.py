@@ -1,11 +1,10 @@
-"""docs/ninr/'s comparison files from the sweeps as they stand, and the two tables to paste.
+"""docs/ninr/'s comparison files from the sweeps as they stand, and the robustness table to paste.
 
-    python scripts/ninr_docs.py [FC_SWEEP CNN_SWEEP]   # default: outputs/sweeps/ninr_cmp_fc outputs/sweeps/ninr_cmp_cnn
+    python scripts/ninr_docs.py [SWEEP ...]   # default: make poster's sweeps, outputs/sweeps/poster
 
 Writes docs/ninr/ninr_runs.csv, robustness_summary.csv, robustness_mnist_c.csv (what `nin
 summarize` writes) and robustness.png, robustness_mnist_c.png (what `nin plot --no-runs` draws);
-prints the robustness table for docs/ninr.md and the poster table for the README
-(scripts/poster_table.py)."""
+prints the robustness table for docs/ninr.md. The poster's table: scripts/poster.py (`make poster`)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-
-from poster_table import table as poster_table
 
 from nin_cli.analysis.plots import plot_command
 from nin_cli.analysis.summarize import markdown, summarize_paths
@@ -33,8 +30,7 @@ def main(sweeps: list[str]) -> None:
         for name in FIGURES:
             shutil.copy(Path(tmp) / name, DOCS / name)
     print(markdown(summary.robustness) + "\n")
-    print(poster_table(sweeps))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["outputs/sweeps/ninr_cmp_fc", "outputs/sweeps/ninr_cmp_cnn"])
+    main(sys.argv[1:] or ["outputs/sweeps/poster"])
