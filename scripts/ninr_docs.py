@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nin_cli.analysis.plots import plot_command
+from nin_cli.analysis.plots import plot_paths
 from nin_cli.analysis.summarize import markdown, summarize_paths
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "ninr"
@@ -25,11 +25,14 @@ def main(sweeps: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         summary, _ = summarize_paths(sweeps, [], Path(tmp))
         for name, target in SUMMARIES.items():
-            shutil.copy(Path(tmp) / name, DOCS / target)
-        plot_command(sweeps, [], Path(tmp), ".png", per_run=False)
+            if (Path(tmp) / name).exists():  # the robustness tables exist once a run is evaluated
+                shutil.copy(Path(tmp) / name, DOCS / target)
+        plot_paths(sweeps, [], Path(tmp), ".png", per_run=False)
         for name in FIGURES:
-            shutil.copy(Path(tmp) / name, DOCS / name)
-    print(markdown(summary.robustness) + "\n")
+            if (Path(tmp) / name).exists():
+                shutil.copy(Path(tmp) / name, DOCS / name)
+    if summary.robustness is not None:
+        print(markdown(summary.robustness) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-
 from ninr_docs import main as ninr_docs  # a sibling script: scripts/ is on the path of `python scripts/poster.py`
 
 from nin_cli.analysis.runs import load_runs
@@ -78,9 +77,7 @@ def finished(name: str) -> int:
     if not path.is_dir():
         return 0
     return sum(
-        1
-        for run in load_runs([path])
-        if run.status.get("status") in ("completed", "diverged") and (run.path / "robustness.csv").is_file()
+        1 for run in load_runs([path]) if run.status.get("status") in ("completed", "diverged") and (run.path / "robustness.csv").is_file()
     )
 
 
@@ -119,10 +116,12 @@ def clean_accuracy(paths: list[Path]) -> pd.DataFrame:
     )
     ours = clean.groupby(["model", "method"])["acc"].agg(["mean", "std", "count"]).reset_index()
     reference = pd.read_csv(REFERENCE)
-    cells = ours.merge(reference, on=["model", "method"], how="outer").rename(columns={"mean": "nin_mean", "std": "nin_std", "count": "seeds"})
+    cells = ours.merge(reference, on=["model", "method"], how="outer").rename(
+        columns={"mean": "nin_mean", "std": "nin_std", "count": "seeds"}
+    )
     cells["within"] = [verdict(*row) for row in cells[["nin_mean", "poster_mean", "poster_std"]].itertuples(index=False, name=None)]
-    order = {method: i for i, method in enumerate(METHODS)}
-    return cells.sort_values(["model", "method"], key=lambda col: col.map(order) if col.name == "method" else col).reset_index(drop=True)
+    order = {name: i for i, name in enumerate(("fc", "cnn", *METHODS))}
+    return cells.sort_values(["model", "method"], key=lambda col: col.map(order)).reset_index(drop=True)
 
 
 def markdown(cells: pd.DataFrame) -> str:
@@ -183,7 +182,7 @@ def main() -> None:
         if any(status.startswith("incomplete") for _, status, _ in results):
             sys.exit("some sweeps are incomplete (their logs say why); run the same command again to resume them")
     cells = clean_accuracy([path for path in paths if path.is_dir()])
-    cells.to_csv(TABLE, index=False, float_format="%.2f")
+    cells.assign(seeds=cells["seeds"].astype("Int64")).to_csv(TABLE, index=False, float_format="%.2f")
     table = markdown(cells)
     write_readme(table)
     ninr_docs([str(path) for path in paths if path.is_dir()])
