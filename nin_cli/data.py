@@ -84,6 +84,7 @@ class Dataset:
     task: str  # "classification" | "regression"
     mean: torch.Tensor | None = None  # standardization statistics of the [0, 1] pixels, (1, C, 1, 1)
     std: torch.Tensor | None = None
+    population: int | None = None  # the training set `train` is drawn from, where it is a sample of it (a probe's measurement set)
 
     @property
     def pixel_std(self) -> float:

@@ -178,10 +178,11 @@ def reached_layers(net: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[str]
 
             handles.append(module.register_forward_pre_hook(seen))
     was_training = net.training
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))  # a live network (the probe's) may be on a GPU
     try:
         net.eval()
         with torch.no_grad():
-            net(torch.zeros(2, *in_shape))
+            net(torch.zeros(2, *in_shape, device=device))
     except Exception as exc:
         shape = "x".join(str(d) for d in in_shape)
         raise ConfigError(
@@ -244,6 +245,12 @@ class ModuleNINModel(NINModel):
         self._eps: Tensors | None = None
         self._probes: Tensors | None = None
         self._done: set[str] = set()
+        self._inside = False  # in forward(), which hands the pass its eps; else the network is called directly
+        self._drawn: dict[str, Tensors | None] = {}  # a direct call's eps, from the pre-hook to the hook of its layer
+        self._handles: list = []
+        # (layer, batch size) -> that layer's eps for a direct call of the network while it trains:
+        # the researcher's own loop calls the network, not this wrapper (nin_cli/probe)
+        self.live_noise = None
         has_buffers = any(True for _ in net.buffers())
         fused = plain_mlp(net, in_shape)
         self.kind = ModelKind(fused=fused, stackable=not has_buffers, conv=bool(self.conv_layers))
@@ -256,11 +263,11 @@ class ModuleNINModel(NINModel):
         return self._layers[name]
 
     def forward(self, x: torch.Tensor, eps: Tensors | None = None, probes: Tensors | None = None) -> torch.Tensor:
-        self._eps, self._probes, self._done = eps, probes, set()
+        self._eps, self._probes, self._done, self._inside = eps, probes, set(), True
         try:
             return self.net(x)
         finally:
-            self._eps, self._probes = None, None
+            self._eps, self._probes, self._inside, self._done = None, None, False, set()
 
     def check_layers(self, names: list[str]) -> None:
         """Each named module exists, can carry a NIN, and runs once in the forward pass."""
@@ -291,25 +298,42 @@ class ModuleNINModel(NINModel):
             module = self._layers[name]
             # partials of bound methods, not closures: a deep copy of the model (copy.deepcopy) rebinds
             # them to the copy, whose own eps they then read
-            module.register_forward_pre_hook(functools.partial(self._inject_input, name))
-            module.register_forward_hook(functools.partial(self._inject_output, name))
+            self._handles.append(module.register_forward_pre_hook(functools.partial(self._inject_input, name)))
+            self._handles.append(module.register_forward_hook(functools.partial(self._inject_output, name)))
+
+    def unwire(self) -> None:
+        """Remove the hooks: the network computes as it did before its NINs were wired."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _pass_eps(self, name: str, module, x: torch.Tensor) -> Tensors | None:
+        """This pass's eps at layer `name`: what forward() was handed, or, where the network is
+        called directly (a researcher's loop), a draw from live_noise while the layer trains."""
+        if self._inside:
+            return self._eps
+        if self.live_noise is None or not module.training:
+            return None
+        return {name: self.live_noise(name, len(x))}
 
     def _inject_input(self, name: str, module, args):
         # The noise joins the convolution's input where it is probed, or while shapes are read;
         # else it crosses the convolution as one image (the same function: _inject_output).
+        eps = self._drawn[name] = self._pass_eps(name, module, args[0])
         if name in self.input_side and not self.plain(name, self._probes):
             self._done.add(name)
-            return (self.inject(name, args[0], self._eps, self._probes), *args[1:])
+            return (self.inject(name, args[0], eps, self._probes), *args[1:])
         return None
 
     def _inject_output(self, name: str, module, args, out):
+        eps = self._drawn.pop(name, None)
         if name in self._done:
             return None
         if name in self.input_side:  # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias
-            if not self.noisy(name, self._eps):
+            if not self.noisy(name, eps):
                 return None
-            return self.noise_through(name, out, self._eps[name])
-        return self.inject(name, out, self._eps, self._probes)
+            return self.noise_through(name, out, eps[name])
+        return self.inject(name, out, eps, self._probes)
 
 
 def build(model_cfg, in_shape: tuple[int, ...], n_out: int, seed: int, records: Path | None = None) -> ModuleNINModel:

@@ -109,6 +109,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("preflight", ("preflight",)),
     ("engine", ("train", "train.*")),
     ("analysis", ("analysis", "analysis.*")),
+    ("probe", ("probe", "probe.*")),  # NINs in the researcher's own loop: the engine's measurement, analysis's verdicts
     ("robustness", ("robustness",)),
     ("runner", ("runner", "ensemble_job", "callbacks")),
     ("interface", ("api", "commands", "completion", "cli", "__main__", "")),  # "": the package itself

@@ -63,11 +63,17 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             continue
         candidates = [root] if root.is_file() else [root, *root.rglob("*")]
         for p in candidates:
-            if p.is_dir() and any((p / m).exists() for m in MARKERS):
+            if p.is_dir() and any((p / m).exists() for m in MARKERS) and not foreign(p):
                 found.add(p)
-            elif p.is_file() and p.name in MARKERS:
+            elif p.is_file() and p.name in MARKERS and not foreign(p.parent):
                 found.add(p.parent)
     return sorted(found)
+
+
+def foreign(path: Path) -> bool:
+    """A directory another tool's logger wrote (Lightning's CSVLogger: a metrics.csv beside
+    hparams.yaml), not a nin run: the nin probe's records sit in a folder of their own below it."""
+    return (path / "hparams.yaml").exists() and not any((path / name).exists() for name in ("status.json", "config.yaml"))
 
 
 NAN_TEXT = ("nan", "-nan", "+nan")

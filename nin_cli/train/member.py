@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 
 import torch
-from omegaconf import OmegaConf
 
 from nin_cli.faults import fault_point
 from nin_cli.loggers import RunLogger
@@ -20,17 +19,8 @@ from nin_cli.noise import NoiseSource, sigma_at
 from nin_cli.optimizers import make_optimizer
 from nin_cli.records import FINISHED, RunRecords
 from nin_cli.seeding import generator, resumed_generator
-from nin_cli.train.rows import (
-    divergence_reason,
-    epoch_row,
-    eval_batch_size,
-    evaluate,
-    metric_columns,
-    norm_groups,
-    step_columns,
-    train_subset,
-)
-from nin_cli.train.setup import Setup, matmul_autocast
+from nin_cli.train.rows import divergence_reason, epoch_row, initial_row, metric_columns, norm_groups, step_columns
+from nin_cli.train.setup import Setup
 
 
 @dataclass
@@ -145,16 +135,8 @@ class Member:
 
     # rows ---------------------------------------------------------------------------------------
     def initial_row(self) -> dict:
-        """Epoch 0: the state before training; its noisy loss uses a separate noise stream."""
-        s, cfg = self.s, self.s.cfg
-        sigma = self.sigma(1)
-        eval_noise = NoiseSource(
-            OmegaConf.merge(cfg.noise, {"mode": "resample"}), s.nin_layers, 0, generator(cfg.seed, "eval_noise", s.device), s.device
-        )
-        sub = train_subset(s.data.train, cfg.eval.train_samples)
-        with matmul_autocast(cfg, s.device):
-            noisy = evaluate(s.model, sub, s.loss_fn, eval_batch_size(cfg, s.device), lambda n: eval_noise.fresh(n, sigma))
-        row = epoch_row(s, 0, 0, sigma, noisy.loss.mean, 0.0, self.lr)
+        """Epoch 0: the state before training (rows.initial_row), its clean loss the divergence check's reference."""
+        row = initial_row(self.s, self.sigma(1), self.lr)
         self.ref_loss = row["train_loss_clean"]
         return row
 

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.data import Split
 from nin_cli.hessian import ProbedLoss, rademacher
 from nin_cli.models import NINModel
+from nin_cli.noise import NoiseSource
 from nin_cli.objectives import Estimate, LossFn, correct_samples, mean_and_error, mean_and_se, sample_losses
 from nin_cli.seeding import generator
 from nin_cli.train.graphs import graphed_measurement
@@ -134,6 +135,19 @@ def epoch_row(s: Setup, epoch: int, step: int, sigma: float, train_loss: float, 
     return {"epoch": epoch, "step": step, "sigma": sigma, "train_loss": train_loss, **row, "lr": lr, "seconds": seconds}
 
 
+def initial_row(s: Setup, sigma: float, lr: float) -> dict:
+    """Epoch 0: the state before training; its noisy loss on the clean metrics' subsample uses a
+    noise stream of its own (eval_noise), so that training's draws are those of a run without it."""
+    cfg = s.cfg
+    eval_noise = NoiseSource(
+        OmegaConf.merge(cfg.noise, {"mode": "resample"}), s.nin_layers, 0, generator(cfg.seed, "eval_noise", s.device), s.device
+    )
+    sub = train_subset(s.data.train, cfg.eval.train_samples)
+    with matmul_autocast(cfg, s.device):
+        noisy = evaluate(s.model, sub, s.loss_fn, eval_batch_size(cfg, s.device), lambda n: eval_noise.fresh(n, sigma))
+    return epoch_row(s, 0, 0, sigma, noisy.loss.mean, 0.0, lr)
+
+
 def hessian_measured(s: Setup) -> bool:
     cfg = s.cfg
     return bool(s.nin_layers) and (cfg.hessian.probes > 0 or bool(cfg.hessian.get("niw_curvature", False)))
@@ -156,11 +170,13 @@ def measure(s: Setup, probes: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     out: dict[str, torch.Tensor] = {}
     with matmul_autocast(cfg, s.device):
         size = eval_batch_size(cfg, s.device)
+        population = s.data.population or len(s.data.train)
         losses, correct = sample_values(model, train_subset(s.data.train, cfg.eval.train_samples), s.loss_fn, size)
-        out["train_loss_clean"], out["se_train_loss_clean"] = mean_and_se(losses, len(s.data.train))
-        out["train_acc"], out["se_train_acc"] = mean_and_se(correct, len(s.data.train))
-        losses, correct = sample_values(model, s.data.test, s.loss_fn, size)
-        out["test_loss"], out["test_acc"] = mean_and_se(losses)[0], mean_and_se(correct)[0]
+        out["train_loss_clean"], out["se_train_loss_clean"] = mean_and_se(losses, population)
+        out["train_acc"], out["se_train_acc"] = mean_and_se(correct, population)
+        if len(s.data.test):
+            losses, correct = sample_values(model, s.data.test, s.loss_fn, size)
+            out["test_loss"], out["test_acc"] = mean_and_se(losses)[0], mean_and_se(correct)[0]
     out.update(zip(norm_columns(model, s.nin_layers), model_norms(model, norm_groups(model, s.nin_layers), s.device)))
     if hessian_measured(s):  # one probed backward pass for every second-order measure
         h = train_subset(s.data.train, cfg.hessian.samples)

@@ -1,0 +1,119 @@
+"""What the NIN probe costs a researcher's own loop: the same plain PyTorch loop with and without
+`nin_cli.probe` at its default schedule, side by side in one process, on Fashion-MNIST.
+
+    python bench/probe_overhead.py                        # the Fig. 3 MLP and the CNN, all 60k images, CPU
+    python bench/probe_overhead.py --train-size 60000 --device cuda
+
+Networks, written as plain loops (examples/nin_examples/networks.py): the Fig. 3 MLP (784-1024-10,
+batch 1000, SGD lr 0.01: the paper's Fig. 3 protocol) and the CNN (two conv blocks and two Linear
+layers, batch 128, lr 0.05), each with one NIN at its first layer (`nins="input"`, sigma 3).
+
+The loops are timed in turn, one epoch each (plain, probe, plain, probe, ...; --repeats rounds) and
+each reports its median, so load from elsewhere falls on both alike. "probe" is everything the probe
+adds at its defaults: the NIN's noise and weight in every step, the norms logged every step
+(steps.csv), the event check, and at the epoch's end the measurement (clean loss and accuracy on
+the 1,000-image measurement set, Tr H_z on 256 of them with one probe, the norms), the rows written.
+The measurement's own cost is printed beside it, and what a schedule of measurements every N steps
+would cost (--measure-every).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from nin_examples.networks import cnn, mlp
+from omegaconf import OmegaConf
+
+from nin_cli.data import load_dataset
+from nin_cli.probe import attach
+from nin_cli.schema import conf_dir
+
+SETTINGS = {
+    "fig3_mlp": (lambda d: mlp(d.in_shape, d.n_out, depth=1, width=1024), 1000, 0.01),
+    "cnn": (lambda d: cnn(d.in_shape, d.n_out), 128, 0.05),
+}
+
+
+def epoch(net, opt, data, batch: int, gen: torch.Generator, probe=None) -> float:
+    """One epoch of the plain loop (with the probe's two calls where it is attached); seconds."""
+    n = len(data.train)
+    start = time.perf_counter()
+    perm = torch.randperm(n, generator=gen, device=data.train.x.device)
+    for s in range(0, n, batch):
+        idx = perm[s : s + batch]
+        loss = F.cross_entropy(net(data.train.x[idx]), data.train.y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if probe is not None:
+            probe.step(loss)
+    if probe is not None:
+        probe.epoch_end()
+    if data.train.x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measurement_seconds(probe, rounds: int = 3) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        probe._measure("bench")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=60_000, help="training images per epoch (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--measure-every", type=int, default=0, help="also price a measurement every N steps")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dataset = OmegaConf.load(conf_dir() / "dataset" / "fashion_mnist.yaml")
+    dataset.train_size, dataset.test_size = args.train_size, 1000
+    data = load_dataset(dataset, device)
+    threads = torch.get_num_threads()
+    print(f"device {device}, {args.train_size} training images, {args.repeats} rounds, torch {torch.__version__}, {threads} threads")
+    print(f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'measurement s':>14} {'of the epoch':>13}")
+    scratch = Path(tempfile.mkdtemp(prefix="nin-probe-bench-"))
+    try:
+        for name, (build, batch, lr) in SETTINGS.items():
+            torch.manual_seed(0)
+            plain, probed = build(data).to(device), build(data).to(device)
+            plain_opt, probed_opt = torch.optim.SGD(plain.parameters(), lr=lr), torch.optim.SGD(probed.parameters(), lr=lr)
+            probe = attach(
+                probed, "input", sigma=3.0, optimizer=probed_opt, run_dir=scratch / name,
+                measure_on=(data.train.x[:1000], data.train.y[:1000]), samples_per_epoch=len(data.train),
+            )  # fmt: skip
+            gens = torch.Generator(device=device).manual_seed(0), torch.Generator(device=device).manual_seed(0)
+            epoch(plain, plain_opt, data, batch, gens[0])  # warm-up of both (allocations, kernels)
+            epoch(probed, probed_opt, data, batch, gens[1], probe)
+            times: dict[str, list[float]] = {"plain": [], "probe": []}
+            for _ in range(args.repeats):
+                times["plain"].append(epoch(plain, plain_opt, data, batch, gens[0]))
+                times["probe"].append(epoch(probed, probed_opt, data, batch, gens[1], probe))
+            a, b = statistics.median(times["plain"]), statistics.median(times["probe"])
+            m = measurement_seconds(probe)
+            print(f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {m:>14.3f} {100 * m / a:>12.1f}%")
+            if args.measure_every:
+                steps = -(-len(data.train) // batch)
+                extra = m * steps / args.measure_every
+                print(
+                    f"{'':<10} a measurement every {args.measure_every} steps adds {extra:.3f} s/epoch: {100 * extra / a:.1f}% of the epoch"
+                )
+            probe.detach()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""NINs as a probe inside the researcher's own loop (nin_cli/probe): the same rows as `nin train`
+for the same network, data order, seed and noise; the network left as it was on detach; events
+measured and checkpointed where a NIW starts to grow; a real Lightning Trainer's fit recorded as a
+run that `nin summarize` reads with a phase per NIN."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_cfg, read_rows, without_timing
+from nin_examples.networks import mlp
+from torch import nn
+
+from nin_cli.analysis.summarize import summarize_paths
+from nin_cli.api import load_data, load_runs
+from nin_cli.data import load_dataset
+from nin_cli.errors import ConfigError
+from nin_cli.probe import attach
+from nin_cli.seeding import generator
+from nin_cli.train import train
+from nin_cli.user_model import seeded
+
+EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
+RUN = ["dataset=fashion_mnist_mini", "dataset.train_size=512", "dataset.test_size=200", "progress=false", "epochs=2", "batch_size=64"]
+MEASURE = ["hessian.samples=64", "eval.train_samples=256", "hessian.niw_curvature=true", "optimizer.lr=0.05"]
+
+
+def own_loop(net: nn.Module, data, probe, epochs: int, batch: int, seed: int = 0) -> None:
+    """A plain PyTorch loop over nin's data order for the seed (its `data` stream)."""
+    gen, n = generator(seed, "data"), len(data.train)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch):
+            idx = perm[start : start + batch]
+            loss = F.cross_entropy(net(data.train.x[idx]), data.train.y[idx])
+            probe.optimizer.zero_grad()
+            loss.backward()
+            probe.optimizer.step()
+            probe.step(loss)
+        probe.epoch_end()
+
+
+def test_the_probe_in_a_plain_loop_gives_nin_trains_rows(tmp_path):
+    """The Fig. 3 MLP's structure (a Sequential of Linear and ReLU, here 32 wide, a NIN at both of
+    its Linear layers) trained by `nin train` and by a plain loop with the probe: the same
+    metrics.csv and steps.csv, every column (noisy loss, NIW and weight norms, clean and test
+    metrics, Tr H_z and the NIW curvature) to float rounding."""
+    cfg = make_cfg(EXAMPLES, *RUN, *MEASURE, "model=my_mlp", "model.width=32", "model.init=factory", "nin=all", "noise.sigma=3")
+    assert train(cfg, tmp_path / "nin").status == "completed"
+    data = load_data(tmp_path / "nin")
+    with seeded(0):  # the factory's own initialisation, as `nin train model.init=factory` draws it
+        net = mlp(data.in_shape, data.n_out, depth=1, width=32)
+    probe = attach(
+        net, "all", sigma=3.0, optimizer=torch.optim.SGD(net.parameters(), lr=0.05), run_dir=tmp_path / "probe",
+        measure_on=(data.train.x[:256], data.train.y[:256]), test=(data.test.x, data.test.y), samples_per_epoch=len(data.train),
+        epochs=2, hessian_samples=64, niw_curvature=True,
+    )  # fmt: skip
+    own_loop(net, data, probe, epochs=2, batch=64)
+    probe.detach()
+    for table in ("metrics.csv", "steps.csv"):
+        theirs, ours = without_timing(read_rows(tmp_path / "nin", table)), without_timing(read_rows(tmp_path / "probe", table))
+        assert [list(r) for r in ours] == [list(r) for r in theirs] and len(ours) == (3 if table == "metrics.csv" else 17)
+        for a, b in zip(theirs, ours):
+            for key in a:
+                assert math.isclose(float(a[key]), float(b[key]), rel_tol=1e-5, abs_tol=1e-7) or (a[key] == b[key] == "nan"), (table, key)
+    assert "niw_curvature_1" in read_rows(tmp_path / "probe")[0]
+    assert float(read_rows(tmp_path / "probe")[-1]["test_acc"]) > 0.5  # it learned: a test that can fail
+
+
+def test_detach_leaves_the_network_and_optimizer_as_they_were(tmp_path):
+    data = load_data_mini(tmp_path)
+    with seeded(1):
+        net = mlp(data.in_shape, data.n_out, depth=2, width=16)
+    before = net(data.train.x[:8]).detach()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    probe = attach(net, ["1", "3"], sigma=10.0, optimizer=opt, run_dir=tmp_path / "p", measure_on=(data.train.x[:64], data.train.y[:64]))
+    assert len(opt.param_groups) == 2 and net(data.train.x[:8]).detach().sub(before).abs().max() > 0  # noisy while it trains
+    net.eval()
+    assert torch.equal(net(data.train.x[:8]).detach(), before)  # no noise in evaluation
+    net.train()
+    probe.detach()
+    assert len(opt.param_groups) == 1 and not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    assert torch.equal(net(data.train.x[:8]).detach(), before)
+    assert (tmp_path / "p" / "status.json").read_text().count('"completed"') == 1
+
+
+def load_data_mini(tmp_path: Path):
+    """Fashion-MNIST's mini set as nin trains on it (RUN's 512 training and 200 test images)."""
+    return load_dataset(make_cfg(*RUN).dataset, torch.device("cpu"))
+
+
+def test_a_growing_niw_is_measured_and_checkpointed_when_it_starts_to_grow(tmp_path):
+    """sigma 300 makes the NIW grow: at the first logged step where its norm is above 1.1x its
+    initial one, the probe saves a checkpoint and measures; both are in the records at that step."""
+    data = load_data_mini(tmp_path)
+    with seeded(0):
+        net = mlp(data.in_shape, data.n_out, depth=1, width=32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    probe = attach(net, "input", sigma=300.0, optimizer=opt, run_dir=tmp_path / "p", measure_on=(data.train.x[:128], data.train.y[:128]),
+                   samples_per_epoch=len(data.train), event_growth=1.1, measure_every=4)  # fmt: skip
+    with probe:
+        own_loop(net, data, probe, epochs=2, batch=64)
+    steps = read_rows(tmp_path / "p", "steps.csv")
+    first = next(int(r["step"]) for r in steps if float(r["niw_norm_1"]) > 1.1 * float(steps[0]["niw_norm_1"]))
+    saved = torch.load(tmp_path / "p" / "events" / f"step_{first}.pt", weights_only=True)
+    assert saved["step"] == first and set(saved["niws"]) == {"1"}
+    triggers = {(int(r["step"]), r["trigger"]) for r in read_rows(tmp_path / "p", "measurements.csv")}
+    assert (first, "niw_growth_1") in triggers and (4, "schedule") in triggers and (8, "schedule") in triggers
+    assert f"event at step {first}" in (tmp_path / "p" / "train.log").read_text()
+
+
+def test_the_probes_status_is_summarize_s_verdict_and_bad_input_is_one_line(tmp_path):
+    data = load_data_mini(tmp_path)
+    with seeded(0):
+        net = mlp(data.in_shape, data.n_out, depth=1, width=32)
+    with pytest.raises(ConfigError, match="NIN on module 'fc1'.*its Linear and Conv2d modules are: 1, 3"):
+        attach(net, ["fc1"], sigma=3.0, optimizer=None, run_dir=tmp_path / "bad", measure_on=(data.train.x[:8], data.train.y[:8]))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    probe = attach(net, "all", sigma=3.0, optimizer=opt, run_dir=tmp_path / "p", measure_on=(data.train.x[:128], data.train.y[:128]))
+    own_loop(net, data, probe, epochs=3, batch=64)
+    live = {s.nin: s for s in probe.status()}
+    probe.detach()
+    runs = load_runs(tmp_path / "p")
+    assert set(live) == {"1", "3"} and all(0.0 <= s.confidence <= 1.0 for s in live.values())
+    for nin, status in live.items():
+        assert runs[f"phase_{nin}"].iloc[0] == status.phase
+    with pytest.raises(ConfigError, match="holds a run already"):
+        attach(net, "input", sigma=3.0, optimizer=opt, run_dir=tmp_path / "p", measure_on=(data.train.x[:8], data.train.y[:8]))
+
+
+def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_path):
+    """A LightningModule written as its users write them, fit by a real Trainer on the CPU with
+    NINProbe: the records are a nin run with a phase for each of its two NINs."""
+    lightning = pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nin_cli.probe.lightning import NINProbe
+
+    class LitMLP(lightning.LightningModule):
+        def __init__(self, width: int = 32, lr: float = 0.05):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    data = load_data_mini(tmp_path)
+    loader = DataLoader(TensorDataset(data.train.x, data.train.y), batch_size=64, shuffle=True)
+    torch.manual_seed(0)
+    trainer = lightning.Trainer(
+        max_epochs=3, callbacks=[NINProbe(["net.1", "net.3"], sigma=3.0)], default_root_dir=tmp_path / "lt",
+        logger=lightning.pytorch.loggers.CSVLogger(tmp_path / "lt"), enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    module = LitMLP()
+    trainer.fit(module, loader)
+    assert {"nin/net.1/phase", "nin/net.3/phase", "nin/net.1/niw_norm"} <= set(trainer.logged_metrics)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())  # detached at the fit's end
+    summary, _ = summarize_paths([str(tmp_path / "lt")], [], tmp_path)
+    table = summary.runs
+    assert len(table) == 1 and table["status"].iloc[0] == "completed"  # Lightning's own metrics.csv is not taken for a run
+    assert {table["phase_net.1"].iloc[0], table["phase_net.3"].iloc[0]} <= {"decoupled", "decay", "catapult", "divergent"}
+    assert len(read_rows(next((tmp_path / "lt").rglob("nin_probe")), "steps.csv")) == 1 + 3 * 8
