@@ -174,3 +174,18 @@ def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_
     assert len(table) == 1 and table["status"].iloc[0] == "completed"  # Lightning's own metrics.csv is not taken for a run
     assert {table["phase_net.1"].iloc[0], table["phase_net.3"].iloc[0]} <= {"decoupled", "decay", "catapult", "divergent"}
     assert len(read_rows(next((tmp_path / "lt").rglob("nin_probe")), "steps.csv")) == 1 + 3 * 8
+
+
+def test_sigma_in_the_papers_units_is_that_of_the_first_nins_layer(tmp_path):
+    """sigma2_paper=u: sigma^2 = u d_in / eta with d_in the fan-in of the layer the first NIN joins
+    (784 at the MLP's first Linear) and eta the optimizer's rate; given with sigma too, refused."""
+    data = load_data_mini(tmp_path)
+    net = mlp(data.in_shape, data.n_out, depth=1, width=16)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    sub = (data.train.x[:32], data.train.y[:32])
+    with pytest.raises(ConfigError, match="give the noise scale once"):
+        attach(net, "input", sigma=1.0, sigma2_paper=0.01, optimizer=opt, run_dir=tmp_path / "both", measure_on=sub)
+    with attach(net, "input", sigma2_paper=0.01, optimizer=opt, run_dir=tmp_path / "p", measure_on=sub) as probe:
+        assert probe.noise_cfg.sigma == pytest.approx(math.sqrt(0.01 * 784 / 0.01))
+    runs = load_runs(tmp_path / "p")
+    assert runs["sigma2_paper"].iloc[0] == pytest.approx(0.01) and runs["noise.sigma"].iloc[0] == pytest.approx(28.0)

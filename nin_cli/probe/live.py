@@ -68,6 +68,7 @@ from nin_cli.train.rows import (
     step_columns,
 )
 from nin_cli.train.setup import Setup
+from nin_cli.units import sigma2_per_paper_unit
 from nin_cli.user_model import ModuleNINModel
 
 MEASUREMENTS = "measurements.csv"  # the probe's measurements between epoch ends (schedule and events)
@@ -107,7 +108,8 @@ def probe_config(
         "batch_size": None,  # the loop's: set at the first step
         "precision": "fp32",
         "cuda_graphs": False,
-        "model": {"name": cls.__name__, "target": f"{cls.__module__}:{cls.__qualname__}", "init": "live"},
+        # `class`, not a factory's `target`: the live instance's class, which nin cannot rebuild from its arguments
+        "model": {"name": cls.__name__, "class": f"{cls.__module__}:{cls.__qualname__}", "init": "live"},
         "dataset": {"name": settings["dataset"]},
         "nin": {**placement, "init": settings["init"], "conv": settings["conv"]},
         "noise": OmegaConf.to_container(noise),
@@ -152,7 +154,8 @@ class Probe:
         model: nn.Module,
         nins: str | list[str],
         *,
-        sigma: float,
+        sigma: float | None = None,
+        sigma2_paper: float | None = None,
         optimizer: torch.optim.Optimizer | None,
         run_dir: str | Path,
         measure_on: tuple[torch.Tensor, torch.Tensor],
@@ -176,10 +179,15 @@ class Probe:
     ):
         if measure_on is None or len(measure_on) != 2:
             raise ConfigError("the probe measures the clean loss on a fixed set: pass measure_on=(x, y), a few hundred training samples")
+        if (sigma is None) == (sigma2_paper is None):
+            raise ConfigError("give the noise scale once: sigma=, or sigma2_paper= (sigma^2 in the papers' units)")
+        self.records = RunRecords(run_dir)
+        if self.records.has_run():
+            raise ConfigError(f"{run_dir} holds a run already; give the probe a new run_dir")
         device = next(model.parameters()).device
         x, y = (t.to(device) for t in measure_on)
         self.model, self.optimizer, self.device = model, optimizer, device
-        self.noise_cfg = noise_config(sigma, distribution, schedule)
+        self.noise_cfg = noise_config(sigma or 0.0, distribution, schedule)
         if self.noise_cfg.schedule.kind == "linear" and epochs is None:
             raise ConfigError("a linear noise schedule runs to its end at the last epoch: pass epochs=")
         settings = {
@@ -199,16 +207,20 @@ class Probe:
         self.cfg = probe_config(model, nins, self.noise_cfg, optimizer, loss, seed, settings)
         in_shape = tuple(x.shape[1:])
         self.wrapper = ModuleNINModel(model, in_shape, type(model).__name__)
-        if isinstance(nins, str):
-            layers = resolve_nin_layers(self.cfg.nin, self.wrapper.layer_names, type(model).__name__)
-        else:
-            self.wrapper.check_layers([str(n) for n in nins])
-            layers = resolve_nin_layers(self.cfg.nin, self.wrapper.layer_names, type(model).__name__)
+        if not isinstance(nins, str):
+            self.wrapper.check_layers([str(n) for n in nins])  # says what a named module is, if not a layer
+        layers = resolve_nin_layers(self.cfg.nin, self.wrapper.layer_names, type(model).__name__)
         if not layers:
             raise ConfigError("the probe attaches no NIN: name a layer, or use 'input' or 'all'")
         self.wrapper.attach_nins(layers, in_shape, generator(int(seed), "init"), init, conv)
         self.wrapper.nins.to(device)
         self.layers = layers
+        if sigma2_paper is not None:
+            try:
+                self._paper_sigma(float(sigma2_paper))
+            except ConfigError:
+                self.wrapper.unwire()  # refused before anything trains: the network as it was
+                raise
         task = "regression" if y.dtype.is_floating_point else "classification"
         test_split = Split(*(t.to(device) for t in test)) if test is not None else Split(x[:0], y[:0])
         data = Dataset(dataset, Split(x, y), test_split, in_shape, 0, task, population=samples_per_epoch)
@@ -247,13 +259,23 @@ class Probe:
         self.events_seen: set[str] = set()
         self.diverged: str | None = None
         self.attached = True
-        self._open(Path(run_dir))
+        try:
+            self._open(Path(run_dir))
+        except BaseException:
+            self.detach("failed")
+            raise
+
+    def _paper_sigma(self, u: float) -> None:
+        """sigma from sigma^2 in the papers' units (d_in / eta for CE, d_in / (N_w eta) for MSE),
+        d_in and N_w those of the layer the first NIN joins, eta the optimizer's learning rate."""
+        unit = sigma2_per_paper_unit(self.cfg, nin_record(self.wrapper, self.layers)["paper_unit"])
+        if not (math.isfinite(unit) and math.isfinite(u) and u >= 0):
+            raise ConfigError(f"sigma2_paper={u!r} needs a number >= 0 and the optimizer (its learning rate is the unit's eta)")
+        self.noise_cfg.sigma = self.cfg.noise.sigma = math.sqrt(u * unit)
+        self.cfg.probe.sigma2_paper = u  # not noise.sigma2_paper, which a reader would convert again
 
     # records ------------------------------------------------------------------------------------
     def _open(self, run_dir: Path) -> None:
-        self.records = RunRecords(run_dir)
-        if self.records.has_run():
-            raise ConfigError(f"{run_dir} holds a run already; give the probe a new run_dir")
         self.records.lock.acquire()
         atomic_write_text(self.records.config_path, OmegaConf.to_yaml(self.cfg))
         self.records.metrics.start(self.columns, None)
@@ -418,9 +440,10 @@ class Probe:
             self.optimizer.param_groups = [g for g in self.optimizer.param_groups if g is not self.group]
             for p in self.niws:
                 self.optimizer.state.pop(p, None)
-        final = "diverged" if self.diverged and status == "completed" else status
-        self.records.write_status(final, self.epoch, self.cfg.epochs or self.epoch, self.diverged)
-        self.records.log(f"probe detached: {final} at epoch {self.epoch}")
+        if self.records.status_path.exists():  # else it failed before its records were opened
+            final = "diverged" if self.diverged and status == "completed" else status
+            self.records.write_status(final, self.epoch, self.cfg.epochs or self.epoch, self.diverged)
+            self.records.log(f"probe detached: {final} at epoch {self.epoch}")
         self.records.lock.release()
 
     def __enter__(self) -> Probe:
@@ -432,8 +455,12 @@ class Probe:
 
 def confidence(run: Run, nin: str, phase: str, acfg, taus: dict) -> float:
     """0..1: how far the measure that decided a NIN's label lies from the threshold that would
-    change it, on a log scale (a factor 2 away: 1), and, for a decay, times the part of two decay
-    times the records cover (a decay seen for less than 2 tau may still turn)."""
+    change it, on a log scale whose unit is the threshold's own distance from no change (the NIW
+    norm's end ratio against decay_niw_ratio, 0.95: at 0.9025 or at 1.0 it is 1; its growth against
+    catapult_niw_growth, 1.5: at 2.25 or at 1.0 it is 1). A decay is also as sure as its fit: the decay
+    fit's precision (1 - its relative error on tau) times the part of two decay times the records
+    cover, where that is more (a NIW just under the threshold but falling on a well-fitted
+    exponential will fall further; one seen for less than 2 tau may still turn)."""
     th = acfg.phases
     if phase in ("divergent", "unknown"):
         return 1.0 if run.status.get("status") == "diverged" else 0.5
@@ -443,16 +470,18 @@ def confidence(run: Run, nin: str, phase: str, acfg, taus: dict) -> float:
     growth, end = float(max(traj.niw) / traj.niw[0]), float(traj.niw[-1] / traj.niw[0])
 
     def distance(value: float, threshold: float) -> float:
-        return min(1.0, abs(math.log(max(value, 1e-12) / threshold)) / math.log(2))
+        return min(1.0, abs(math.log(max(value, 1e-12) / threshold)) / max(abs(math.log(threshold)), 1e-6))
 
     if phase == "catapult":
         return distance(growth, th.catapult_niw_growth)
-    if phase == "decay":
-        span = float(traj.t[-1] - traj.t[0]) if len(traj.t) else 0.0
-        tau = taus.get("tau_niw", math.nan)
-        seen = min(1.0, span / (2 * tau)) if math.isfinite(tau) and tau > 0 else 0.5
-        return min(distance(end, th.decay_niw_ratio), distance(growth, th.catapult_niw_growth)) * seen
-    return min(distance(end, th.decay_niw_ratio), distance(growth, th.catapult_niw_growth))
+    margin = min(distance(end, th.decay_niw_ratio), distance(growth, th.catapult_niw_growth))
+    if phase != "decay":
+        return margin
+    tau, err = taus.get("tau_niw", math.nan), taus.get("tau_niw_err", math.nan)
+    if not (math.isfinite(tau) and tau > 0 and math.isfinite(err)):
+        return margin
+    seen = min(1.0, float(traj.t[-1] - traj.t[0]) / (2 * tau))
+    return max(margin, (1.0 - min(1.0, err / tau)) * seen)
 
 
 def attach(model: nn.Module, nins: str | list[str] = "input", **settings) -> Probe:
