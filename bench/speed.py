@@ -39,8 +39,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from nin_cli.config import FORMER_DEFAULTS
 from nin_cli.data import load_dataset
+from nin_cli.legacy import FORMER_DEFAULTS
 from nin_cli.optimizers import PRECISIONS
 from nin_cli.records import RunRecords
 from nin_cli.schema import conf_dir
@@ -153,7 +153,7 @@ def nin_ensemble(cfgs, data, tmp: Path, kind: str | None = None) -> Ensemble:
 
 
 def former_measurement(cfg):
-    """The config measured as before 2026-11-29 (config.FORMER_DEFAULTS: clean train metrics on every
+    """The config measured as before 2026-11-29 (legacy.FORMER_DEFAULTS: clean train metrics on every
     training image, the Hessian on 1000 samples with 4 probes), the rest unchanged."""
     former = cfg.copy()
     for key, value in FORMER_DEFAULTS.items():

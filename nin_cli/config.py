@@ -2,7 +2,7 @@
 
 `resolve` turns a composed config (Hydra's, for a job) or a saved config.yaml (`load`) into a
 `RunConfig`: interpolations resolved, the keys an older nin did not write filled with what that
-run trained with, noise.sigma derived from noise.sigma2_paper, every value checked, and the flat
+run trained with (legacy.py), noise.sigma derived from noise.sigma2_paper, every value checked, and the flat
 key -> value record that identity, resume, summaries and reports compare. Training, resume,
 summarize, the notebook API, report, evaluate, predict and theory all take a run's config from
 here, so no two of them can read it differently.
@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.errors import ConfigError, RecordError
+from nin_cli.legacy import fill_config
 from nin_cli.schema import conf_dir, factory_groups, flatten, train_schema
 from nin_cli.sources import current
 from nin_cli.units import sigma2_per_paper_unit
@@ -52,44 +53,6 @@ class RunConfig:
     flat: dict[str, Any]
 
 
-# --- what a config written by an older nin meant -------------------------------------------------
-def legacy_defaults(flat: Mapping) -> dict[str, Any]:
-    """Values a config written before nin.init, nin.conv, loss.reduction, hessian.niw_curvature
-    and eval.standard_errors existed ran with. nin.conv changes nothing in a network without
-    convolutions: there the old config reads as the new default, so that an MLP run resumes as it
-    always did."""
-    from nin_cli.models import MODELS
-
-    kind = MODELS.get(str(flat.get("model.name")))
-    mse = flat.get("loss.name") == "mse"
-    return {
-        "nin.init": "unit",
-        "nin.conv": "output" if kind is not None and kind.conv else "input",
-        "loss.reduction": "half_sum" if mse else "mean",
-        **({"loss.outputs": "logits"} if mse else {}),
-        "hessian.niw_curvature": False,
-        "eval.standard_errors": False,
-    }
-
-
-# Defaults an older nin had for keys it wrote: a run it trained is resumed by typing them back
-# (check_same_run names them). The measurement defaults moved on 2026-11-29 so that measuring an
-# epoch costs a fraction of training it (docs/speed.md).
-FORMER_DEFAULTS: dict[str, Any] = {"eval.train_samples": None, "hessian.samples": 1000, "hessian.probes": 4}
-
-
-def _fill_legacy(cfg: DictConfig) -> None:
-    """Set the keys a saved config predates to the behaviour it was trained with (in place)."""
-    if "tf32" in cfg and "precision" not in cfg:  # written before precision replaced the tf32 switch
-        cfg.precision = "tf32" if cfg.tf32 else "fp32"
-        del cfg["tf32"]
-    keys = flatten(OmegaConf.to_container(cfg))
-    for key, value in legacy_defaults(keys).items():
-        group = key.split(".")[0] + "."
-        if key not in keys and any(k.startswith(group) for k in keys):
-            OmegaConf.update(cfg, key, value, force_add=True)
-
-
 # --- resolving ------------------------------------------------------------------------------------
 def flat(cfg: DictConfig) -> dict[str, Any]:
     """dotted key -> value of a config (resolved; Hydra's node left out), lists as tuples."""
@@ -115,7 +78,7 @@ def _settle(cfg: DictConfig, validate: bool) -> RunConfig:
     named_by_choice(plain, choices)
     run = OmegaConf.create(plain)
     _fill_shipped_model(run)
-    _fill_legacy(run)
+    fill_config(run)  # what an older nin's saved config meant (legacy.py)
     _fill_model_init(run)
     _derive_sigma(run)
     record = flat(run)

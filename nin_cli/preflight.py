@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.config import SIGMA_KEYS, RunConfig, forget_checked, group_choices, named_by_choice, remember, resolve, without_hydra
 from nin_cli.errors import ConfigError
+from nin_cli.legacy import RENAMED
 from nin_cli.schema import FACTORY_GROUPS, train_schema
 from nin_cli.sources import Sources, current, from_entries, using
 from nin_cli.units import sigma2_per_paper_unit
@@ -238,10 +239,6 @@ def check_outputs(cfg: DictConfig, model, shape: tuple[tuple[int, ...], int]) ->
     if summary["kind"] != "labels" and width != n_out:
         what = f"{n_out} target values a sample"
         raise ConfigError(f"model {name} gives {width} outputs a sample, but dataset {data} has {what}: give the network {n_out} outputs")
-
-
-# Keys nin renamed: typing the old one names the new one (where the chosen option has it).
-RENAMED = {"hydra.launcher.batch_size": ("hydra.launcher.ensemble_size", "runs trained together; batch_size is the minibatch's")}
 
 
 def _composition_error(exc: Exception, fixed: list[str], compose) -> str:

@@ -127,7 +127,7 @@ def train_choices() -> dict[str, tuple[str, ...]]:
         "eval.batch_size": ("auto",),  # or a number
         "fused_block": FUSED_BLOCK,
         "engine_change": ("refuse", "allow"),
-        "model.init": MODEL_INITS,  # model.name: a shipped model's, or any with a factory (models.build_model checks)
+        "model.init": MODEL_INITS,  # model.name: a shipped model's, or any with a factory (network.build_model checks)
         "noise.distribution": tuple(DISTRIBUTIONS),
         "noise.mode": MODES,
         "noise.schedule.kind": tuple(SCHEDULES),

@@ -19,6 +19,7 @@ import torch
 
 from nin_cli import conv_block
 from nin_cli.errors import ConfigError, console
+from nin_cli.legacy import engine_precision
 from nin_cli.records import RunRecords
 from nin_cli.train.precision import arithmetic, tf32_flags
 from nin_cli.train.setup import Setup
@@ -86,10 +87,8 @@ def refuse_or_note(records: RunRecords, change: str, fix: str, allow: bool) -> N
 
 
 def recorded_arithmetic(engine: dict) -> str | None:
-    """The arithmetic an engine record says a run trained in; a record written before the entry
-    existed tells it from its precision and device (None where it says neither)."""
+    """The arithmetic an engine record says a run trained in (an older record's: legacy.engine_precision)."""
     if "arithmetic" in engine:
         return str(engine["arithmetic"])
-    if "precision" not in engine:
-        return None
-    return arithmetic(str(engine.get("device", "cpu")).split(":")[0], str(engine["precision"]))
+    before = engine_precision(engine)
+    return arithmetic(*before) if before else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from nin_cli.faults import fault_point
+from nin_cli.legacy import checkpoint_device
 from nin_cli.loggers import RunLogger
 from nin_cli.noise import NoiseSource, sigma_at
 from nin_cli.optimizers import make_optimizer
@@ -29,12 +30,6 @@ class RunResult:
     epoch: int
     reason: str | None = None
     last_row: dict | None = None
-
-
-def checkpoint_device(state: dict) -> str:
-    """The kind of device a checkpoint's generator states are from (one written before the entry
-    existed held a CUDA RNG state exactly when it trained on CUDA)."""
-    return str(state.get("device") or ("cuda" if state.get("cuda_rng") is not None else "cpu"))
 
 
 class Member:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from nin_cli.config import FORMER_DEFAULTS, RunConfig, legacy_defaults, load
+from nin_cli.config import RunConfig, load
 from nin_cli.errors import ConfigError, RecordError
 from nin_cli.identity import differing, identity
+from nin_cli.legacy import named_with_epochs, resume_hints
 from nin_cli.records import RunRecords
 from nin_cli.train.member import Member
 
@@ -24,8 +25,7 @@ def check_same_run(records: RunRecords, run: RunConfig) -> None:
         if diff == ["epochs"]:
             return check_extension(records, int(saved["epochs"]), run)
         hint = "; use a new output directory"
-        then = legacy_defaults(saved).keys() | {k for k, v in FORMER_DEFAULTS.items() if saved.get(k) == v}
-        older = [f"{k}={'null' if saved[k] is None else str(saved[k]).lower()}" for k in diff if k in then and k in saved]
+        older = resume_hints(saved, diff)
         if older:  # a run written by an older nin: what it trained with, as keys to type
             hint += f", or resume it as it was trained: {' '.join(older)}"
         raise ConfigError(f"{records.dir} holds a run with another config (differs in: {', '.join(diff)}){hint}")
@@ -45,7 +45,7 @@ def check_extension(records: RunRecords, trained: int, run: RunConfig) -> None:
             f"{where} under noise.schedule=linear, which ramps sigma over all of a run's epochs: a {wanted}-epoch run "
             f"differs from it from epoch 2 on, so it cannot be extended; train epochs={wanted} in a new output directory"
         )
-    if f"epochs={trained}" in records.dir.name.split(","):  # a sweep directory named by an older nin
+    if named_with_epochs(records.dir.name, trained):
         raise ConfigError(f"{records.dir}'s name says epochs={trained}: extended, it would not; train epochs={wanted} in a new sweep dir")
 
 

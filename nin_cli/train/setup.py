@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from nin_cli.config import resolve
 from nin_cli.data import Dataset, load_dataset
 from nin_cli.errors import ConfigError
+from nin_cli.legacy import FUSED_BLOCK_BEFORE
 from nin_cli.models import NINModel
 from nin_cli.network import build_model
 from nin_cli.objectives import LossFn, make_loss
@@ -64,7 +65,7 @@ def build(cfg: DictConfig, data: Dataset | None = None, records: Path | None = N
     data = data or load_dataset(cfg.dataset, device)
     loss_fn = make_loss(cfg.loss.name, data.task, cfg.loss.reduction, cfg.loss.get("outputs", "logits"))
     model = build_model(cfg.model, cfg.nin, data.in_shape, data.n_out, int(cfg.seed), records)
-    model.fused_block = str(cfg.get("fused_block", "auto"))  # a config written before the key: what ran then
+    model.fused_block = str(cfg.get("fused_block", FUSED_BLOCK_BEFORE))
     model.to(device)
     nin_layers = list(model.nins.keys())
     shapes = {n: tuple(model.nins[n].weight.shape) for n in nin_layers}
