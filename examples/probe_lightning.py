@@ -1,7 +1,7 @@
 """NINs as a probe of a LightningModule's training, the module left as it is: a small CNN on
 Fashion-MNIST fit by a Lightning Trainer with the NINProbe callback, a NIN at each of its layers.
 
-    pip install 'nin-cli[lightning]'
+    pip install -e '.[lightning]' (in nin's checkout)
     python examples/probe_lightning.py                 # 3 epochs on 10,000 images, CPU
     nin summarize outputs/probe_lightning              # the probe's run, a phase per NIN
 

@@ -19,7 +19,6 @@ case of `test_found_failures_stay_answered`.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -35,7 +34,8 @@ from nin_cli.preflight import check_command
 from nin_cli.schema import SETTINGS, conf_dir, file_schema, load_settings, train_schema
 from nin_cli.sources import from_entries
 
-settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The suite's draws are the same on every checkout and in CI (derandomize); `make fuzz` draws anew each time.
+settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 settings.register_profile("fuzz", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
@@ -175,7 +175,6 @@ def test_nan_and_inf_are_refused_for_every_number():
         for bad in ("nan", "inf"):
             message = answered([f"{key}={bad}"], multirun=False)
             assert message is not None, f"{key}={bad} was accepted"
-    assert math.isfinite(1.0)
 
 
 @pytest.mark.parametrize("directory", ["outputs"])

@@ -11,7 +11,7 @@ end, logs each NIN's NIW norm, phase (its index in PHASES), confidence and tau_n
 trainer's loggers under `nin/<layer>/...`, and detaches when the fit ends (or fails). The run
 directory (default: `<trainer.log_dir>/nin_probe`) is a nin run: `nin summarize` reads it.
 
-Needs the `lightning` extra: pip install 'nin-cli[lightning]'.
+Needs the `lightning` extra: pip install -e '.[lightning]' (in nin's checkout).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ try:
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.utilities import rank_zero_info
 except ImportError as exc:  # the extra is optional: one line that says which
-    raise ImportError("nin_cli.probe.lightning needs Lightning: pip install 'nin-cli[lightning]'") from exc
+    raise ImportError("nin_cli.probe.lightning needs Lightning: pip install -e '.[lightning]' (in nin's checkout)") from exc
 
 from nin_cli.analysis.phases import PHASES
 from nin_cli.probe.live import Probe
