@@ -100,6 +100,7 @@ class NINModel(nn.Module):
 
     conv_layers: tuple[str, ...] = ()  # the layers that are convolutions (or stages of them)
     channels_last = False  # conv weights in NHWC order once initialised (build_model)
+    keep_layout = False  # a network nin did not build (the probe's): its convolutions' outputs stay in their layout
     layer_prefix = "layers."  # where a layer's parameters sit in this module's state dict
     kind = ModelKind()  # what the training steps can do with it (set by build_model)
     fused_block = "auto"  # the config's fused_block: whether block() may run conv_block's kernel
@@ -145,6 +146,8 @@ class NINModel(nn.Module):
         function, but the noise crosses the convolution as one image, so the NIW's gradient needs no
         input gradient of the whole batch (at the image, none is needed otherwise); in NHWC, the
         layout of the channels-last output, the NIW's gradient is one matrix-vector product."""
+        if self.keep_layout and out.is_contiguous():  # a live network in its own NCHW layout (the probe's): left in it
+            return torch.addmm(out.reshape(len(out), -1), eps[:, None], self.output_noise(name).reshape(1, -1)).view(out.shape)
         nhwc = out.permute(0, 2, 3, 1)
         noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)
         flat = torch.addmm(nhwc.reshape(len(out), -1), eps[:, None], noise)

@@ -178,17 +178,59 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
         jobs = sweep_jobs(grid, overrides) if multirun else [[o for o in overrides if not o.startswith("-")]]
         varied = tuple(f"{k.lstrip('+~')}=" for k in {*grid, *(o.key_or_group for o in parsed if o.is_sweep_override())})
         built: set[str] = set()
+        compose_job = JobComposer(compose, sources)
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
-                composed = base if job == fixed else compose("train", overrides=job, return_hydra_config=True)  # a single run: once
-                run = resolve(without_hydra(composed))
+                if job == fixed:  # a single run: composed once, above
+                    composed, run = base, resolve(without_hydra(base))
+                else:
+                    composed = compose_job(job)
+                    run = resolve(composed)
                 check_builds(run, built)
                 remember(job, run, composed if multirun else None)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it
                 raise ConfigError(f"{hydra_message(exc)}{where}") from None
+
+
+class JobComposer:
+    """Each job's composition, with Hydra's composition once per distinct structure of a sweep.
+
+    Hydra composes a job in two parts: the defaults tree its config-group choices select
+    (model=cnn, +experiment=fig3, hydra/launcher=...), then its other overrides applied to that
+    tree's config in order (noise.sigma=3, seed=1: `_apply_overrides_to_config`). Jobs of a sweep
+    that differ in values only share the first part: it is composed once (with every override that
+    is not a plain value: group choices, hydra.*, +/~/++), and each job's values are applied to a
+    copy of it by Hydra's own function, in the job's order. The result is Hydra's composition of
+    the job, but for Hydra's node, of which it keeps the choices (all the launcher reads:
+    batched_launcher.sweep_config_of); tests/test_orchestration.py compares the two job by job."""
+
+    def __init__(self, compose, sources: Sources):
+        self.compose, self.sources = compose, sources
+        self.templates: dict[tuple[str, ...], DictConfig] = {}
+
+    def structural(self, override) -> bool:
+        key = override.key_or_group
+        plain = not (override.is_delete() or override.is_add() or override.is_force_add() or override.package is not None)
+        return not plain or key.startswith("hydra") or self.sources.is_group(key) or "/" in key
+
+    def __call__(self, job: list[str]) -> DictConfig:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        parsed = parse(job)
+        structure = tuple(o.input_line for o in parsed if self.structural(o))
+        values = [o for o in parsed if not self.structural(o)]
+        if structure not in self.templates:
+            composed = self.compose("train", overrides=list(structure), return_hydra_config=True)
+            template = composed.copy()
+            with open_dict(template):  # in its place (first), as in Hydra's composition
+                template.hydra = {"runtime": {"choices": dict(composed.hydra.runtime.choices)}}
+            self.templates[structure] = template
+        cfg = self.templates[structure].copy()
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        return cfg
 
 
 def check_builds(run: RunConfig, built: set[str]) -> None:
