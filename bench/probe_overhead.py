@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--measure-every", type=int, default=0, help="also price a measurement every N steps")
+    parser.add_argument("--networks", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     device = torch.device(args.device)
     dataset = OmegaConf.load(conf_dir() / "dataset" / "fashion_mnist.yaml")
@@ -86,7 +87,8 @@ def main() -> None:
     print(f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'measurement s':>14} {'of the epoch':>13}")
     scratch = Path(tempfile.mkdtemp(prefix="nin-probe-bench-"))
     try:
-        for name, (build, batch, lr) in SETTINGS.items():
+        for name in args.networks:
+            build, batch, lr = SETTINGS[name]
             torch.manual_seed(0)
             plain, probed = build(data).to(device), build(data).to(device)
             plain_opt, probed_opt = torch.optim.SGD(plain.parameters(), lr=lr), torch.optim.SGD(probed.parameters(), lr=lr)

@@ -14,8 +14,9 @@ nin_cli/preflight.py's; it resolves each job here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,14 @@ def check_model_name(model: DictConfig) -> None:
         model_kind(str(model.get("name")))
 
 
+@functools.cache
+def shipped_model_keys(name: str) -> tuple[str, ...]:
+    """The keys of conf/model/<name>.yaml (none where there is no such file), read once a process:
+    a sweep's every job asks whether its model config leaves one out."""
+    shipped = conf_dir() / "model" / f"{name}.yaml"
+    return tuple(str(k) for k in OmegaConf.load(shipped) if k != "defaults") if shipped.exists() else ()
+
+
 def _fill_shipped_model(run: DictConfig) -> None:
     """A model config of one's own for a shipped architecture (`name: mlp` with `width: 32`, from
     --config-dir) that leaves out some of its keys gets the shipped config's values for them, as if
@@ -128,9 +137,9 @@ def _fill_shipped_model(run: DictConfig) -> None:
     model = run.get("model")
     if not isinstance(model, DictConfig) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
         return
-    shipped = conf_dir() / "model" / f"{model.name}.yaml"
-    if shipped.exists():
-        defaults = OmegaConf.load(shipped)
+    missing = [key for key in shipped_model_keys(str(model.name)) if key not in model]
+    if missing:
+        defaults = OmegaConf.load(conf_dir() / "model" / f"{model.name}.yaml")
         for key, value in defaults.items():
             if key not in model and key != "defaults":
                 model[key] = value
@@ -229,16 +238,22 @@ def named_by_choice(cfg, choices: Mapping[str, str]) -> None:
 # where the same process then trains them (nin train, the basic and batched launchers), the job's
 # RunConfig is taken from here instead of being resolved again. Keyed by the job's own overrides
 # (Hydra's settings aside) as the sweeper hands them to the launcher; emptied by each pre-flight.
-_CHECKED: dict[tuple[str, ...], tuple[RunConfig, DictConfig | None]] = {}
+_CHECKED: dict[tuple[str, ...], tuple[RunConfig, DictConfig | Callable[[], DictConfig] | None]] = {}
 
 
 def job_key(overrides: list[str]) -> tuple[str, ...]:
     return tuple(o for o in overrides if not o.lstrip("+~").startswith("hydra"))
 
 
-def remember(overrides: list[str], run: RunConfig, composed: DictConfig | None = None) -> None:
-    """The pre-flight's RunConfig of a job, and its composition (Hydra's node included) where it has one."""
+def remember(overrides: list[str], run: RunConfig, composed: DictConfig | Callable[[], DictConfig] | None = None) -> None:
+    """The pre-flight's RunConfig of a job, and its composition where it has one: Hydra's config of
+    the job, or a maker of it (preflight.JobComposer's, made when the launcher asks)."""
     _CHECKED[job_key(overrides)] = (run, composed)
+
+
+def was_checked(overrides: list[str]) -> bool:
+    """Whether the pre-flight composed this job (the grid sweeper's question: nothing is made)."""
+    return _CHECKED.get(job_key(overrides), (None, None))[1] is not None
 
 
 def forget_checked() -> None:
@@ -246,8 +261,12 @@ def forget_checked() -> None:
 
 
 def composed_job(overrides: list[str]) -> DictConfig | None:
-    """The pre-flight's composition of a job (its Hydra node included), or None."""
-    return _CHECKED.get(job_key(overrides), (None, None))[1]
+    """The pre-flight's composition of a job, a config of the caller's own (Hydra's config of the
+    job, made now where the pre-flight kept a maker), or None."""
+    composed = _CHECKED.get(job_key(overrides), (None, None))[1]
+    if composed is None:
+        return None
+    return composed() if callable(composed) else composed.copy()  # the caller's own, to change
 
 
 def checked(overrides: list[str], cfg: DictConfig) -> RunConfig:

@@ -95,12 +95,37 @@ class NoiseInjection(nn.Module):
         return z + self.weight * eps.reshape(-1, *([1] * self.weight.ndim))
 
 
+class NoiseAdd(torch.autograd.Function):
+    """z + eps W_NI (eps: one number a sample), added into z where z is contiguous (a layer's fresh
+    output, which no backward reads), its backward the NIW's gradient as one matrix-vector product
+    eps^T dL/dz and z's passed through: what NoiseInjection computes, with no (batch x units)
+    temporary either way. The probe's (NINModel.live); nin's own runs keep NoiseInjection's
+    arithmetic, which their records hold."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(eps)
+        ctx.shape = weight.shape
+        if z.is_contiguous():
+            z.view(len(z), -1).addmm_(eps[:, None], weight.reshape(1, -1))
+            ctx.mark_dirty(z)
+            return z
+        return torch.addmm(z.reshape(len(z), -1), eps[:, None], weight.reshape(1, -1)).view(z.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (eps,) = ctx.saved_tensors
+        return grad, None, (eps @ grad.reshape(len(grad), -1)).view(ctx.shape)
+
+
 class NINModel(nn.Module):
     """A chain of named layers (`self.layers`, in order) with optional NINs on any of them."""
 
     conv_layers: tuple[str, ...] = ()  # the layers that are convolutions (or stages of them)
     channels_last = False  # conv weights in NHWC order once initialised (build_model)
-    keep_layout = False  # a network nin did not build (the probe's): its convolutions' outputs stay in their layout
+    # A researcher's live network (the probe's, nin_cli/probe): its convolutions' outputs stay in the
+    # network's own layout, and its NINs add their noise by noise_add, a pass each way
+    live = False
     layer_prefix = "layers."  # where a layer's parameters sit in this module's state dict
     kind = ModelKind()  # what the training steps can do with it (set by build_model)
     fused_block = "auto"  # the config's fused_block: whether block() may run conv_block's kernel
@@ -146,8 +171,8 @@ class NINModel(nn.Module):
         function, but the noise crosses the convolution as one image, so the NIW's gradient needs no
         input gradient of the whole batch (at the image, none is needed otherwise); in NHWC, the
         layout of the channels-last output, the NIW's gradient is one matrix-vector product."""
-        if self.keep_layout and out.is_contiguous():  # a live network in its own NCHW layout (the probe's): left in it
-            return torch.addmm(out.reshape(len(out), -1), eps[:, None], self.output_noise(name).reshape(1, -1)).view(out.shape)
+        if self.live and out.is_contiguous():  # a live network in its own NCHW layout (the probe's): left in it
+            return NoiseAdd.apply(out, eps, self.output_noise(name))
         nhwc = out.permute(0, 2, 3, 1)
         noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)
         flat = torch.addmm(nhwc.reshape(len(out), -1), eps[:, None], noise)
@@ -174,7 +199,7 @@ class NINModel(nn.Module):
         if self._shapes is not None:
             self._shapes[name] = tuple(z.shape[1:])
         if eps is not None and name in eps and name in self.nins:
-            z = self.nins[name](z, eps[name])
+            z = NoiseAdd.apply(z, eps[name], self.nins[name].weight) if self.live else self.nins[name](z, eps[name])
         if probes is not None and name in probes:
             z = z + probes[name]
         return z

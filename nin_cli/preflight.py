@@ -11,7 +11,7 @@ import difflib
 import itertools
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +185,8 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
                 if job == fixed:  # a single run: composed once, above
                     composed, run = base, resolve(without_hydra(base))
                 else:
-                    composed = compose_job(job)
-                    run = resolve(composed)
+                    current, composed = compose_job(job)
+                    run = resolve(current)
                 check_builds(run, built)
                 remember(job, run, composed if multirun else None)
             except ConfigError as exc:
@@ -216,7 +216,11 @@ class JobComposer:
         plain = not (override.is_delete() or override.is_add() or override.is_force_add() or override.package is not None)
         return not plain or key.startswith("hydra") or self.sources.is_group(key) or "/" in key
 
-    def __call__(self, job: list[str]) -> DictConfig:
+    def __call__(self, job: list[str]) -> tuple[DictConfig, Callable[[], DictConfig]]:
+        """(the job's config to resolve now, a maker of its composition for the launcher). The
+        first is the structure's template with the job's values set in place: the jobs of a
+        structure set the same keys, each over the last's (a value that merges, a mapping, takes
+        a copy instead); the maker copies the template and sets the job's values when called."""
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         parsed = parse(job)
@@ -228,9 +232,17 @@ class JobComposer:
             with open_dict(template):  # in its place (first), as in Hydra's composition
                 template.hydra = {"runtime": {"choices": dict(composed.hydra.runtime.choices)}}
             self.templates[structure] = template
-        cfg = self.templates[structure].copy()
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        return cfg
+        template = self.templates[structure]
+
+        def composition() -> DictConfig:
+            cfg = template.copy()
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            return cfg
+
+        if any(isinstance(o.value(), dict) for o in values):
+            return composition(), composition
+        ConfigLoaderImpl._apply_overrides_to_config(values, template)
+        return template, composition
 
 
 def check_builds(run: RunConfig, built: set[str]) -> None:

@@ -24,14 +24,18 @@ def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[s
     jobs = sweep_jobs(grid, overrides)
     with using(sources), initialize_config_dir(config_dir=str(sources.dirs[0]), version_base="1.3"):
         ours = JobComposer(compose, sources)
+        made = []
         for job in jobs:
-            mine = ours(job)
+            current, maker = ours(job)
             theirs = compose("train", overrides=job, return_hydra_config=True)
+            assert resolve(current).flat == resolve(without_hydra(theirs)).flat, job
+            made.append((job, maker, theirs))
+        for job, maker, theirs in made:  # the launcher's, made after every job was resolved
+            mine = maker()
             assert dict(mine.hydra.runtime.choices) == dict(theirs.hydra.runtime.choices), job
             plain_mine = OmegaConf.to_yaml(OmegaConf.masked_copy(mine, [k for k in mine if k != "hydra"]))
             plain_theirs = OmegaConf.to_yaml(OmegaConf.masked_copy(theirs, [k for k in theirs if k != "hydra"]))
             assert plain_mine == plain_theirs, job
-            assert resolve(mine).flat == resolve(without_hydra(theirs)).flat, job
         assert len(ours.templates) <= len(jobs)
     return len(jobs)
 
@@ -66,3 +70,28 @@ def test_a_sweep_composed_once_per_structure_is_hydras_composition_of_every_job(
         for job in sweep_jobs(grid, overrides):
             composer(job)
         assert len(composer.templates) == structures
+
+
+def test_an_overlay_of_hundreds_of_runs_draws_the_medians_of_sigma_bins_with_a_colour_bar(tmp_path):
+    """300 runs' NIW curves (sigma from 1 to 1000, decaying faster with sigma): at most MAX_LINES
+    lines, each a bin's median, no legend entry per run, a colour bar for sigma, and the figure laid
+    out without matplotlib's warning that its axes collapsed."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from nin_cli.analysis.plots import MAX_LINES, _overlay
+
+    t = np.linspace(0, 10, 50)
+    sigmas = np.geomspace(1, 1000, 300)
+    curves = [(float(s), t, np.exp(-t * np.log10(s) / 3), "decay") for s in sigmas]
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    _overlay(ax, curves, legend={"ncol": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.savefig(tmp_path / "overlay.png", dpi=60)
+    assert 10 <= len(ax.lines) <= MAX_LINES and ax.get_legend() is None and len(fig.axes) == 2  # the colour bar's axes
+    slowest, fastest = ax.lines[0].get_ydata(), ax.lines[-1].get_ydata()
+    assert slowest[-1] > fastest[-1]  # the bins keep the order of sigma: the smallest sigma's median decays least
+    plt.close(fig)

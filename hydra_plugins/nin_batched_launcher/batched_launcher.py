@@ -120,17 +120,18 @@ class CollectingLauncher(Launcher):
 
 
 def sweep_config_of(master: DictConfig, composed: DictConfig, overrides: list[str]) -> DictConfig:
-    """The job's config as Hydra's load_sweep_config composes it, made from the pre-flight's
-    composition of the job: its own keys and group choices, the sweep's Hydra node otherwise
-    (tests/test_architecture.py compares the two key for key)."""
+    """The job's config as Hydra's load_sweep_config composes it, made (in place) from the
+    pre-flight's composition of the job: its own keys and group choices, the sweep's Hydra node
+    otherwise (tests/test_architecture.py compares the two key for key)."""
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = composed.copy()
+    cfg = composed  # composed_job's: a copy of the launcher's own
+    choices = composed.hydra.runtime.choices.copy()
     with open_dict(cfg):
         cfg.hydra = master.hydra.copy()
         cfg.hydra.overrides.task = list(overrides)
-        cfg.hydra.runtime.choices = composed.hydra.runtime.choices.copy()
+        cfg.hydra.runtime.choices = choices
         named = cfg.hydra.job.config.override_dirname
         parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
         cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(named.exclude_keys), named.item_sep, named.kv_sep)

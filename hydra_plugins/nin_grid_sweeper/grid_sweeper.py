@@ -14,8 +14,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 class GridSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from nin_cli.config import composed_job
+        from nin_cli.config import was_checked
 
-        unchecked = [job for job in batch if composed_job(list(job)) is None]
+        unchecked = [job for job in batch if not was_checked(list(job))]
         if unchecked:
             super().validate_batch_is_legal(unchecked)

@@ -148,24 +148,60 @@ def _errorbar(ax, table: pd.DataFrame, name: str, marker: str, label: str) -> No
         ax.errorbar(sigma[ok], mean[ok], yerr=std[ok], fmt=f"{marker}-", capsize=3, label=label)
 
 
+MAX_LINES = 40  # an overlay of more curves draws the median curve of each of at most this many bins of sigma
+
+
+def _binned(curves: list[tuple[float, np.ndarray, np.ndarray, str]]) -> list[tuple[float, np.ndarray, np.ndarray, str]]:
+    """Curves grouped into at most MAX_LINES bins of sigma (log-spaced where sigma spans more than a
+    decade), each the median of its curves on a common time grid (to the shortest's end), at the
+    bin's median sigma, with its most common phase: hundreds of runs read as a few dozen lines."""
+    sigmas = np.array([c[0] for c in curves], dtype=float)
+    positive = sigmas > 0
+    logged = bool(positive.all() and sigmas.max() > 10 * sigmas.min())
+    scale = np.log(sigmas) if logged else sigmas
+    edges = np.linspace(scale.min(), scale.max(), MAX_LINES + 1)
+    which = np.clip(np.searchsorted(edges, scale, side="right") - 1, 0, MAX_LINES - 1)
+    out = []
+    for b in np.unique(which):
+        group = [c for c, w in zip(curves, which) if w == b]
+        end = min(float(c[1][-1]) for c in group)
+        grid = np.linspace(min(float(c[1][0]) for c in group), end, 120)
+        values = np.array([np.interp(grid, c[1], c[2]) for c in group])
+        phases = [c[3] for c in group]
+        out.append((float(np.median([c[0] for c in group])), grid, np.median(values, axis=0), max(set(phases), key=phases.count)))
+    return out
+
+
 def _overlay(ax, curves: list[tuple[float, np.ndarray, np.ndarray, str]], legend: dict | None) -> None:
     """Curves (sigma, t, y relative to its start, phase) on a log axis: one colour per sigma, one
     legend entry per (sigma, phase), divergent runs dashed and let out of the frame (their blow-up
-    would flatten every other curve)."""
+    would flatten every other curve). Beyond MAX_LINES curves: the medians of sigma's bins
+    (_binned), coloured by sigma on a colour bar, without a legend entry per line."""
     cmap = plt.get_cmap("viridis")
-    sigmas = sorted({c[0] for c in curves})
+    many = len(curves) > MAX_LINES
+    if many:
+        curves = _binned(curves)
+        values = [c[0] for c in curves]
+        lo, hi = min(values), max(values)
+        log = lo > 0 and hi > 10 * lo
+        norm = matplotlib.colors.LogNorm(lo, hi) if log else matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1)
+        colour = lambda sigma: cmap(norm(sigma))
+        ax.figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="sigma (median of each bin)")
+    else:
+        sigmas = sorted({c[0] for c in curves})
+        colour = lambda sigma: cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1))
     labelled: set[tuple[float, str]] = set()
     for sigma, t, y, phase in sorted(curves, key=lambda c: c[0]):
-        label = None if legend is None or (sigma, phase) in labelled else f"sigma={sigma:.4g} ({phase})"
+        label = None if many or legend is None or (sigma, phase) in labelled else f"sigma={sigma:.4g} ({phase})"
         labelled.add((sigma, phase))
         style = "--" if phase == "divergent" else "-"
-        ax.plot(t, y, style, color=cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1)), lw=1, label=label)
+        ax.plot(t, y, style, color=colour(sigma), lw=1, label=label)
     ax.set_yscale("log")
     kept = np.concatenate([y for _, _, y, phase in curves if phase != "divergent"] or [np.array([])])
     kept = kept[np.isfinite(kept) & (kept > 0)]
     if kept.size:
         ax.set_ylim(kept.min() / 2, kept.max() * 2)
-    if legend is not None:
+    if legend is not None and not many:
         ax.legend(fontsize=7, **legend)
 
 
@@ -209,7 +245,7 @@ def first_steps_figure(runs: list[Run], phase_of: dict[Path, str], path: Path, s
         return None
     fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), constrained_layout=True)
     _overlay(axes[0], curves["niw"], legend=None)
-    outside = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "ncol": 2 if len(curves["niw"]) > 24 else 1}
+    outside = {"loc": "upper left", "bbox_to_anchor": (1.02, 1), "ncol": 2 if len(curves["niw"]) > MAX_LINES // 2 else 1}
     _overlay(axes[1], curves["loss"], legend=outside)
     axes[0].set(xlabel="SGD step", ylabel="|W_NI| / |W_NI(0)|", title="NIW norm, first steps (divergent runs dashed)")
     axes[1].set(xlabel="SGD step", ylabel="noisy batch loss / its step-0 value", title="noisy train loss, first steps")

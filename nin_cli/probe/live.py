@@ -207,7 +207,7 @@ class Probe:
         self.cfg = probe_config(model, nins, self.noise_cfg, optimizer, loss, seed, settings)
         in_shape = tuple(x.shape[1:])
         self.wrapper = ModuleNINModel(model, in_shape, type(model).__name__)
-        self.wrapper.channels_last, self.wrapper.keep_layout = False, True  # the network stays as its owner laid it out
+        self.wrapper.channels_last, self.wrapper.live = False, True  # the network stays as its owner laid it out
         if not isinstance(nins, str):
             self.wrapper.check_layers([str(n) for n in nins])  # says what a named module is, if not a layer
         layers = resolve_nin_layers(self.cfg.nin, self.wrapper.layer_names, type(model).__name__)
