@@ -77,12 +77,13 @@ def _settle(cfg: DictConfig, validate: bool) -> RunConfig:
         raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
     plain.pop("hydra", None)
     named_by_choice(plain, choices)
+    _fill_shipped_model(plain)
+    fill_config(plain)  # what an older nin's saved config meant (legacy.py)
+    _fill_model_init(plain)
     run = OmegaConf.create(plain)
-    _fill_shipped_model(run)
-    fill_config(run)  # what an older nin's saved config meant (legacy.py)
-    _fill_model_init(run)
-    _derive_sigma(run)
-    record = flat(run)
+    record = flatten(plain)  # the values `run` holds, read without walking its nodes again
+    if _derive_sigma(run) or any(isinstance(v, str) and "${" in v for v in record.values()):
+        record = flat(run)  # sigma derived, or a literal "${" that the config reads as an interpolation
     if validate:
         _check(run, record)
     OmegaConf.set_struct(run, True)
@@ -127,7 +128,7 @@ def shipped_model_keys(name: str) -> tuple[str, ...]:
     return tuple(str(k) for k in OmegaConf.load(shipped) if k != "defaults") if shipped.exists() else ()
 
 
-def _fill_shipped_model(run: DictConfig) -> None:
+def _fill_shipped_model(run: dict) -> None:
     """A model config of one's own for a shipped architecture (`name: mlp` with `width: 32`, from
     --config-dir) that leaves out some of its keys gets the shipped config's values for them, as if
     it began with `defaults: [mlp]` (in place)."""
@@ -135,32 +136,33 @@ def _fill_shipped_model(run: DictConfig) -> None:
     from nin_cli.user_model import factory_target
 
     model = run.get("model")
-    if not isinstance(model, DictConfig) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
+    if not isinstance(model, dict) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
         return
-    missing = [key for key in shipped_model_keys(str(model.name)) if key not in model]
+    missing = [key for key in shipped_model_keys(str(model["name"])) if key not in model]
     if missing:
-        defaults = OmegaConf.load(conf_dir() / "model" / f"{model.name}.yaml")
+        defaults = OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{model['name']}.yaml"))
         for key, value in defaults.items():
             if key not in model and key != "defaults":
                 model[key] = value
 
 
-def _fill_model_init(run: DictConfig) -> None:
+def _fill_model_init(run: dict) -> None:
     """model.init where a config leaves it out: the papers' N(0, 1/fan_in) for a shipped model (all
     nin ever drew for them), the factory's own initialisation for a researcher's network."""
     from nin_cli.user_model import factory_target
 
     model = run.get("model")
-    if isinstance(model, DictConfig) and "init" not in model:
-        model.init = "factory" if factory_target(model) is not None else "fan_in"
+    if isinstance(model, dict) and "init" not in model:
+        model["init"] = "factory" if factory_target(model) is not None else "fan_in"
 
 
-def _derive_sigma(run: DictConfig) -> None:
-    """`noise.sigma2_paper=u` writes the noise scale in the papers' units: noise.sigma = sqrt(u x unit)."""
+def _derive_sigma(run: DictConfig) -> bool:
+    """`noise.sigma2_paper=u` writes the noise scale in the papers' units: noise.sigma = sqrt(u x unit).
+    Whether it did."""
     noise = run.get("noise")
     u = noise.get("sigma2_paper") if isinstance(noise, DictConfig) else None
     if u is None:
-        return
+        return False
     try:
         u = float(u)
     except (TypeError, ValueError):
@@ -169,6 +171,7 @@ def _derive_sigma(run: DictConfig) -> None:
     if not (math.isfinite(u) and u >= 0 and math.isfinite(unit)):
         raise ConfigError(f"noise.sigma2_paper={u!r} cannot be converted for this run (needs a finite u >= 0, a known dataset and width)")
     run.noise.sigma = math.sqrt(u * unit)
+    return True
 
 
 def paper_unit(cfg: DictConfig) -> float:

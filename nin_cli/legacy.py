@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from nin_cli.schema import flatten
 
 
@@ -50,17 +48,21 @@ RENAMED = {"hydra.launcher.batch_size": ("hydra.launcher.ensemble_size", "runs t
 FUSED_BLOCK_BEFORE = "auto"
 
 
-def fill_config(cfg: DictConfig) -> None:
-    """A saved config's missing keys set to the behaviour it was trained with (in place).
-    2026-11-22: `precision` replaced the boolean `tf32`."""
-    if "tf32" in cfg and "precision" not in cfg:
-        cfg.precision = "tf32" if cfg.tf32 else "fp32"
-        del cfg["tf32"]
-    keys = flatten(OmegaConf.to_container(cfg))
+def fill_config(plain: dict) -> None:
+    """A saved config's missing keys set to the behaviour it was trained with (in place, on the
+    plain container config.resolve settles). 2026-11-22: `precision` replaced the boolean `tf32`."""
+    if "tf32" in plain and "precision" not in plain:
+        plain["precision"] = "tf32" if plain["tf32"] else "fp32"
+        del plain["tf32"]
+    keys = flatten(plain)
     for key, value in defaults_before_keys(keys).items():
         group = key.split(".")[0] + "."
         if key not in keys and any(k.startswith(group) for k in keys):
-            OmegaConf.update(cfg, key, value, force_add=True)
+            *path, leaf = key.split(".")
+            node = plain
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = value
 
 
 def resume_hints(saved: Mapping, differing: list[str]) -> list[str]:

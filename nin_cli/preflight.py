@@ -210,6 +210,7 @@ class JobComposer:
     def __init__(self, compose, sources: Sources):
         self.compose, self.sources = compose, sources
         self.templates: dict[tuple[str, ...], DictConfig] = {}
+        self.parsed: dict[str, Any] = {}  # each distinct override parsed once (a sweep's values repeat across its jobs)
 
     def structural(self, override) -> bool:
         key = override.key_or_group
@@ -223,7 +224,7 @@ class JobComposer:
         a copy instead); the maker copies the template and sets the job's values when called."""
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-        parsed = parse(job)
+        parsed = [self.parsed[o] if o in self.parsed else self.parsed.setdefault(o, parse([o])[0]) for o in job]
         structure = tuple(o.input_line for o in parsed if self.structural(o))
         values = [o for o in parsed if not self.structural(o)]
         if structure not in self.templates:
