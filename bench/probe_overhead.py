@@ -8,8 +8,8 @@ Networks, written as plain loops (examples/nin_examples/networks.py): the Fig. 3
 batch 1000, SGD lr 0.01: the paper's Fig. 3 protocol) and the CNN (two conv blocks and two Linear
 layers, batch 128, lr 0.05), each with one NIN at its first layer (`nins="input"`, sigma 3).
 
-The loops are timed in turn, one epoch each (plain, probe, plain, probe, ...; --repeats rounds) and
-each reports its median, so load from elsewhere falls on both alike. "probe" is everything the probe
+The two loops are stepped in turn, batch by batch on the same batches, each step timed (--repeats
+epochs; the median epoch of each), so load from elsewhere on the machine falls on both alike. "probe" is everything the probe
 adds at its defaults: the NIN's noise and weight in every step, the norms logged every step
 (steps.csv), the event check, and at the epoch's end the measurement (clean loss and accuracy on
 the 1,000-image measurement set, Tr H_z on 256 of them with one probe, the norms), the rows written.
@@ -41,24 +41,41 @@ SETTINGS = {
 }
 
 
-def epoch(net, opt, data, batch: int, gen: torch.Generator, probe=None) -> float:
-    """One epoch of the plain loop (with the probe's two calls where it is attached); seconds."""
-    n = len(data.train)
+def step(net, opt, x, y, probe=None) -> float:
+    """One step of the plain loop (with the probe's call where it is attached); seconds."""
     start = time.perf_counter()
-    perm = torch.randperm(n, generator=gen, device=data.train.x.device)
-    for s in range(0, n, batch):
-        idx = perm[s : s + batch]
-        loss = F.cross_entropy(net(data.train.x[idx]), data.train.y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if probe is not None:
-            probe.step(loss)
+    loss = F.cross_entropy(net(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
     if probe is not None:
-        probe.epoch_end()
-    if data.train.x.is_cuda:
+        probe.step(loss)
+    if x.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def epochs_side_by_side(loops, data, batch: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each loop, the loops stepped in turn batch by batch on the same batches
+    (so that load from elsewhere falls on both alike); a probe's epoch_end counts in its epoch."""
+    n = len(data.train)
+    gen = torch.Generator(device=data.train.x.device).manual_seed(0)
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(rounds):
+        spent = dict.fromkeys(loops, 0.0)
+        perm = torch.randperm(n, generator=gen, device=data.train.x.device)
+        for s in range(0, n, batch):
+            idx = perm[s : s + batch]
+            x, y = data.train.x[idx], data.train.y[idx]
+            for name, (net, opt, probe) in loops.items():
+                spent[name] += step(net, opt, x, y, probe)
+        for name, (_, _, probe) in loops.items():
+            if probe is not None:
+                start = time.perf_counter()
+                probe.epoch_end()
+                spent[name] += time.perf_counter() - start
+            times[name].append(spent[name])
+    return times
 
 
 def measurement_seconds(probe, rounds: int = 3) -> float:
@@ -96,13 +113,9 @@ def main() -> None:
                 probed, "input", sigma=3.0, optimizer=probed_opt, run_dir=scratch / name,
                 measure_on=(data.train.x[:1000], data.train.y[:1000]), samples_per_epoch=len(data.train),
             )  # fmt: skip
-            gens = torch.Generator(device=device).manual_seed(0), torch.Generator(device=device).manual_seed(0)
-            epoch(plain, plain_opt, data, batch, gens[0])  # warm-up of both (allocations, kernels)
-            epoch(probed, probed_opt, data, batch, gens[1], probe)
-            times: dict[str, list[float]] = {"plain": [], "probe": []}
-            for _ in range(args.repeats):
-                times["plain"].append(epoch(plain, plain_opt, data, batch, gens[0]))
-                times["probe"].append(epoch(probed, probed_opt, data, batch, gens[1], probe))
+            loops = {"plain": (plain, plain_opt, None), "probe": (probed, probed_opt, probe)}
+            epochs_side_by_side(loops, data, batch, 1)  # warm-up of both (allocations, kernels)
+            times = epochs_side_by_side(loops, data, batch, args.repeats)
             a, b = statistics.median(times["plain"]), statistics.median(times["probe"])
             m = measurement_seconds(probe)
             print(f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {m:>14.3f} {100 * m / a:>12.1f}%")

@@ -107,7 +107,8 @@ def load_data_mini(tmp_path: Path):
 
 def test_a_growing_niw_is_measured_and_checkpointed_when_it_starts_to_grow(tmp_path):
     """sigma 300 makes the NIW grow: at the first logged step where its norm is above 1.1x its
-    initial one, the probe saves a checkpoint and measures; both are in the records at that step."""
+    initial one, the probe saves a checkpoint and measures, and at the first where the noisy loss
+    is above 3x its epoch-0 value (if one is); each is in the records at its step."""
     data = load_data_mini(tmp_path)
     with seeded(0):
         net = mlp(data.in_shape, data.n_out, depth=1, width=32)
@@ -122,6 +123,9 @@ def test_a_growing_niw_is_measured_and_checkpointed_when_it_starts_to_grow(tmp_p
     assert saved["step"] == first and set(saved["niws"]) == {"1"}
     triggers = {(int(r["step"]), r["trigger"]) for r in read_rows(tmp_path / "p", "measurements.csv")}
     assert (first, "niw_growth_1") in triggers and (4, "schedule") in triggers and (8, "schedule") in triggers
+    loss0 = float(read_rows(tmp_path / "p")[0]["train_loss"])  # epoch 0's noisy loss
+    rose = [int(r["step"]) for r in steps[1:] if float(r["train_loss"]) > 3 * loss0]
+    assert {t for t in triggers if t[1] == "loss_growth"} == ({(rose[0], "loss_growth")} if rose else set())
     assert f"event at step {first}" in (tmp_path / "p" / "train.log").read_text()
 
 

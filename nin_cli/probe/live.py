@@ -24,8 +24,9 @@ evaluation mode no noise is drawn. The measurement of an epoch's row is nin's ow
 (train/rows.py): clean loss and accuracy on `measure_on`, the test set if given, the norms, and
 Tr H_z and the NIW curvature on its first `hessian_samples`.
 
-Events: when a NIW's norm first rises above `event_growth` x its initial value (a catapult or a
-divergence beginning), the probe saves a checkpoint (events/step_<n>.pt) and measures at once,
+Events: when a NIW's norm first rises above `event_growth` x its initial value, or the noisy loss
+above `event_loss_growth` x its epoch-0 value (a catapult or a divergence beginning), the probe
+saves a checkpoint (events/step_<n>.pt) and measures at once,
 beside the fixed schedule (`measure_every` steps); both go to measurements.csv with the trigger
 that caused them, and train.log says so.
 """
@@ -35,7 +36,6 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +43,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nin_cli.analysis.phases import nin_decay_times, nin_phases, trajectory
+from nin_cli.analysis.phases import nin_decay_times, nin_phases
 from nin_cli.analysis.runs import Run
 from nin_cli.config import flat
 from nin_cli.data import Dataset, Split
@@ -52,6 +52,7 @@ from nin_cli.models import resolve_nin_layers
 from nin_cli.network import nin_record
 from nin_cli.noise import sigma_at, unit_noise
 from nin_cli.objectives import make_loss
+from nin_cli.probe.status import NINStatus, confidence
 from nin_cli.provenance import provenance
 from nin_cli.records import CsvTable, RunRecords, atomic_write_bytes, atomic_write_text
 from nin_cli.schema import conf_dir, load_settings
@@ -73,23 +74,6 @@ from nin_cli.user_model import ModuleNINModel
 
 MEASUREMENTS = "measurements.csv"  # the probe's measurements between epoch ends (schedule and events)
 EVENTS = "events"  # the checkpoints saved at events
-
-
-@dataclass(frozen=True)
-class NINStatus:
-    """One NIN's regime as the records so far read (the classifier and fits of `nin summarize`)."""
-
-    nin: str
-    phase: str
-    reason: str
-    tau_niw: float  # epochs; inf: no decay yet; NaN: too few points
-    tau_niw_err: float
-    tau_weight: float  # the decay time of the weight norm of the layer the NIN feeds
-    confidence: float  # 0..1: how far the deciding measure is from the threshold that would change the label
-
-    def __str__(self) -> str:
-        tau = f"tau_niw {self.tau_niw:.3g}" + (f" ± {self.tau_niw_err:.2g}" if math.isfinite(self.tau_niw_err) else "")
-        return f"{self.nin}: {self.phase} (confidence {self.confidence:.2f}; {self.reason}; {tau} epochs)"
 
 
 def probe_config(
@@ -123,7 +107,7 @@ def probe_config(
         },
         "log": {"every_steps": settings["every_steps"]},
         "divergence": OmegaConf.to_container(base.divergence),
-        "probe": {k: settings[k] for k in ("samples_per_epoch", "measure_every", "event_growth", "events")},
+        "probe": {k: settings[k] for k in ("samples_per_epoch", "measure_every", "event_growth", "event_loss_growth", "events")},
     }
     return OmegaConf.create(cfg)
 
@@ -175,6 +159,7 @@ class Probe:
         niw_curvature: bool = False,
         events: bool = True,
         event_growth: float = 1.25,
+        event_loss_growth: float = 3.0,
         dataset: str = "own",
     ):
         if measure_on is None or len(measure_on) != 2:
@@ -202,6 +187,7 @@ class Probe:
             "samples_per_epoch": samples_per_epoch,
             "measure_every": int(measure_every),
             "event_growth": float(event_growth),
+            "event_loss_growth": float(event_loss_growth),
             "events": bool(events),
         }
         self.cfg = probe_config(model, nins, self.noise_cfg, optimizer, loss, seed, settings)
@@ -249,7 +235,7 @@ class Probe:
             self.group = optimizer.param_groups[-1]
         # plain values for the per-step path (an OmegaConf lookup costs microseconds at every step)
         self.every, self.measure_every = int(every_steps), int(measure_every)
-        self.events_on, self.event_growth = bool(events), float(event_growth)
+        self.events_on, self.event_growth, self.event_loss_growth = bool(events), float(event_growth), float(event_loss_growth)
         self.sigma_now = self.sigma(1)
         self.epoch, self.step_count, self.seconds = 0, 0, time.perf_counter()
         self.loss_sum = torch.zeros((), device=device)
@@ -290,6 +276,7 @@ class Probe:
         first = {k: row[k] for k in self.step_columns} | {"step": 0}
         self._append([row], [first])
         self.niw0 = model_norms(self.wrapper, self.groups, self.device)[: len(self.layers)].tolist()
+        self.loss0 = float(row["train_loss"])  # the epoch-0 noisy loss, the loss event's reference
         self.records.write_status("running", 0, self.cfg.epochs or 0)
         self.records.log(f"probe attached: NINs at {', '.join(self.layers)}, sigma {self.noise_cfg.sigma:g}")
 
@@ -335,23 +322,35 @@ class Probe:
             norms = model_norms(self.wrapper, self.groups, self.device)
             current = value if loss is not None else torch.tensor(math.nan, device=self.device)
             self.logged.append((self.step_count, torch.cat([current.reshape(1).to(self.device), norms])))
-            if self.events_on and len(self.events_seen) < len(self.layers):
-                self._check_events(norms)
+            if self.events_on and len(self.events_seen) <= len(self.layers):
+                self._check_events(value if loss is not None else None, norms)
         if self.measure_every > 0 and self.step_count % self.measure_every == 0:
             self._measure("schedule")
 
-    def _check_events(self, norms: torch.Tensor) -> None:
-        growth = self.event_growth
-        for name, now, start in zip(self.layers, norms[: len(self.layers)].tolist(), self.niw0):
-            if name not in self.events_seen and now > growth * start:
-                self.events_seen.add(name)
-                trigger = f"niw_growth_{name}"
-                path = self._save_event()
-                self._measure(trigger)
-                self.records.log(
-                    f"event at step {self.step_count}: the NIW at {name} rose to {now / start:.3g}x its initial norm "
-                    f"(> {growth:g}x): measured now (measurements.csv, trigger {trigger}), checkpoint {path.name}"
+    def _check_events(self, loss: torch.Tensor | None, norms: torch.Tensor) -> None:
+        """The first logged step at which a NIW's norm rises past event_growth x its first, and the
+        first at which the noisy batch loss rises past event_loss_growth x its epoch-0 value (a
+        catapult's rise shows in the loss before, or without, the NIW's): checkpoint and measure."""
+        rises = [
+            (f"niw_growth_{name}", f"the NIW at {name} rose to {now / start:.3g}x its initial norm (> {self.event_growth:g}x)")
+            for name, now, start in zip(self.layers, norms[: len(self.layers)].tolist(), self.niw0)
+            if now > self.event_growth * start
+        ]
+        if loss is not None and math.isfinite(self.loss0) and self.loss0 > 0:
+            ratio = float(loss) / self.loss0
+            if ratio > self.event_loss_growth or not math.isfinite(ratio):
+                rises.append(
+                    ("loss_growth", f"the noisy batch loss rose to {ratio:.3g}x its epoch-0 value (> {self.event_loss_growth:g}x)")
                 )
+        for trigger, what in rises:
+            if trigger in self.events_seen:
+                continue
+            self.events_seen.add(trigger)
+            path = self._save_event()
+            self._measure(trigger)
+            self.records.log(
+                f"event at step {self.step_count}: {what}: measured now (measurements.csv, trigger {trigger}), checkpoint {path.name}"
+            )
 
     def _save_event(self) -> Path:
         folder = self.run_dir / EVENTS
@@ -452,37 +451,6 @@ class Probe:
 
     def __exit__(self, kind, exc, tb) -> None:
         self.detach("completed" if kind is None else ("interrupted" if kind is KeyboardInterrupt else "failed"))
-
-
-def confidence(run: Run, nin: str, phase: str, acfg, taus: dict) -> float:
-    """0..1: how far the measure that decided a NIN's label lies from the threshold that would
-    change it, on a log scale whose unit is the threshold's own distance from no change (the NIW
-    norm's end ratio against decay_niw_ratio, 0.95: at 0.9025 or at 1.0 it is 1; its growth against
-    catapult_niw_growth, 1.5: at 2.25 or at 1.0 it is 1). A decay is also as sure as its fit: the decay
-    fit's precision (1 - its relative error on tau) times the part of two decay times the records
-    cover, where that is more (a NIW just under the threshold but falling on a well-fitted
-    exponential will fall further; one seen for less than 2 tau may still turn)."""
-    th = acfg.phases
-    if phase in ("divergent", "unknown"):
-        return 1.0 if run.status.get("status") == "diverged" else 0.5
-    traj = trajectory(run, nin)
-    if traj.niw is None or not len(traj.niw) or not traj.niw[0]:
-        return 0.0
-    growth, end = float(max(traj.niw) / traj.niw[0]), float(traj.niw[-1] / traj.niw[0])
-
-    def distance(value: float, threshold: float) -> float:
-        return min(1.0, abs(math.log(max(value, 1e-12) / threshold)) / max(abs(math.log(threshold)), 1e-6))
-
-    if phase == "catapult":
-        return distance(growth, th.catapult_niw_growth)
-    margin = min(distance(end, th.decay_niw_ratio), distance(growth, th.catapult_niw_growth))
-    if phase != "decay":
-        return margin
-    tau, err = taus.get("tau_niw", math.nan), taus.get("tau_niw_err", math.nan)
-    if not (math.isfinite(tau) and tau > 0 and math.isfinite(err)):
-        return margin
-    seen = min(1.0, float(traj.t[-1] - traj.t[0]) / (2 * tau))
-    return max(margin, (1.0 - min(1.0, err / tau)) * seen)
 
 
 def attach(model: nn.Module, nins: str | list[str] = "input", **settings) -> Probe:
