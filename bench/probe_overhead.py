@@ -15,6 +15,11 @@ adds at its defaults: the NIN's noise and weight in every step, the norms logged
 the 1,000-image measurement set, Tr H_z on 256 of them with one probe, the norms), the rows written.
 The measurement's own cost is printed beside it, and what a schedule of measurements every N steps
 would cost (--measure-every).
+
+A third loop runs the probe at sigma 0: every operation of the probe (the noise drawn, scaled by 0 and
+added, the NIW's gradient, the norms, the measurement) on activations equal to the plain loop's. Its
+overhead is the probe's own arithmetic; the rest of the sigma-3 overhead is the network's own
+kernels running on noisy activations (CPU max-pooling, for one, branches on its values).
 """
 
 from __future__ import annotations
@@ -101,31 +106,41 @@ def main() -> None:
     data = load_dataset(dataset, device)
     threads = torch.get_num_threads()
     print(f"device {device}, {args.train_size} training images, {args.repeats} rounds, torch {torch.__version__}, {threads} threads")
-    print(f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'measurement s':>14} {'of the epoch':>13}")
+    print(
+        f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'at sigma 0':>11}"
+        f" {'measurement s':>14} {'of the epoch':>13}"
+    )
     scratch = Path(tempfile.mkdtemp(prefix="nin-probe-bench-"))
     try:
         for name in args.networks:
             build, batch, lr = SETTINGS[name]
             torch.manual_seed(0)
-            plain, probed = build(data).to(device), build(data).to(device)
-            plain_opt, probed_opt = torch.optim.SGD(plain.parameters(), lr=lr), torch.optim.SGD(probed.parameters(), lr=lr)
-            probe = attach(
-                probed, "input", sigma=3.0, optimizer=probed_opt, run_dir=scratch / name,
-                measure_on=(data.train.x[:1000], data.train.y[:1000]), samples_per_epoch=len(data.train),
-            )  # fmt: skip
-            loops = {"plain": (plain, plain_opt, None), "probe": (probed, probed_opt, probe)}
-            epochs_side_by_side(loops, data, batch, 1)  # warm-up of both (allocations, kernels)
+            loops = {}
+            for label, sigma in (("plain", None), ("probe", 3.0), ("sigma0", 0.0)):
+                net = build(data).to(device)
+                opt = torch.optim.SGD(net.parameters(), lr=lr)
+                probe = None if sigma is None else attach(
+                    net, "input", sigma=sigma, optimizer=opt, run_dir=scratch / f"{name}-{label}",
+                    measure_on=(data.train.x[:1000], data.train.y[:1000]), samples_per_epoch=len(data.train),
+                )  # fmt: skip
+                loops[label] = (net, opt, probe)
+            epochs_side_by_side(loops, data, batch, 1)  # warm-up of each (allocations, kernels)
             times = epochs_side_by_side(loops, data, batch, args.repeats)
-            a, b = statistics.median(times["plain"]), statistics.median(times["probe"])
+            a, b, c = (statistics.median(times[label]) for label in ("plain", "probe", "sigma0"))
+            probe = loops["probe"][2]
             m = measurement_seconds(probe)
-            print(f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {m:>14.3f} {100 * m / a:>12.1f}%")
+            print(
+                f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {100 * (c / a - 1):>10.1f}% {m:>14.3f} {100 * m / a:>12.1f}%"
+            )
             if args.measure_every:
                 steps = -(-len(data.train) // batch)
                 extra = m * steps / args.measure_every
                 print(
                     f"{'':<10} a measurement every {args.measure_every} steps adds {extra:.3f} s/epoch: {100 * extra / a:.1f}% of the epoch"
                 )
-            probe.detach()
+            for _, _, attached in loops.values():
+                if attached is not None:
+                    attached.detach()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 
 import nin_cli
 from nin_cli.data import load_dataset
+from nin_cli.factories import seeded
 from nin_cli.probe import attach
 from nin_cli.schema import conf_dir
 from nin_cli.seeding import generator
-from nin_cli.user_model import seeded
 
 
 def main() -> None:

@@ -113,8 +113,8 @@ def load(path: Path, validate: bool = False) -> RunConfig:
 
 def check_model_name(model: DictConfig) -> None:
     """A model is a shipped one by name, or names its factory (model.target / _target_)."""
+    from nin_cli.factories import factory_target
     from nin_cli.models import model_kind
-    from nin_cli.user_model import factory_target
 
     if factory_target(model) is None:
         model_kind(str(model.get("name")))
@@ -132,8 +132,8 @@ def _fill_shipped_model(run: dict) -> None:
     """A model config of one's own for a shipped architecture (`name: mlp` with `width: 32`, from
     --config-dir) that leaves out some of its keys gets the shipped config's values for them, as if
     it began with `defaults: [mlp]` (in place)."""
+    from nin_cli.factories import factory_target
     from nin_cli.models import MODELS
-    from nin_cli.user_model import factory_target
 
     model = run.get("model")
     if not isinstance(model, dict) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
@@ -149,7 +149,7 @@ def _fill_shipped_model(run: dict) -> None:
 def _fill_model_init(run: dict) -> None:
     """model.init where a config leaves it out: the papers' N(0, 1/fan_in) for a shipped model (all
     nin ever drew for them), the factory's own initialisation for a researcher's network."""
-    from nin_cli.user_model import factory_target
+    from nin_cli.factories import factory_target
 
     model = run.get("model")
     if isinstance(model, dict) and "init" not in model:

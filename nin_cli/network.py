@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from nin_cli import user_model
 from nin_cli.data import input_output_shape
 from nin_cli.errors import ConfigError
+from nin_cli.factories import factory_target, seeded
 from nin_cli.models import MODEL_INITS, NINModel, fan_in, init_weights, model_kind, resolve_nin_layers
 from nin_cli.seeding import generator
 
@@ -31,14 +32,14 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, seed:
         raise ConfigError(f"model.init must be one of {', '.join(MODEL_INITS)}, got {init!r}")
     if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
-    if user_model.factory_target(model_cfg) is not None:
+    if factory_target(model_cfg) is not None:
         model: NINModel = user_model.build(model_cfg, in_shape, n_out, seed, records)
     else:
         kind = model_kind(name)
         if kind.images and len(in_shape) != 3:
             raise ConfigError(f"model {name} needs image data; use model=mlp or model=linear for vector datasets")
         if init == "factory":
-            with user_model.seeded(seed):
+            with seeded(seed):
                 model = kind.build(model_cfg, in_shape, n_out)
         else:
             model = kind.build(model_cfg, in_shape, n_out)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from nin_cli.errors import ConfigError
+from nin_cli.factories import factory_arguments, locate
+from nin_cli.factories import factory_target as named_factory
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 OWN_KEYS = ("name", "_target_", "target", "path", "train_size", "test_size", "n_classes", "root")
@@ -30,9 +32,7 @@ def is_user_data(cfg) -> bool:
 
 
 def factory_target(cfg) -> str | None:
-    from nin_cli.user_model import factory_target as named
-
-    return named(cfg, "dataset")
+    return named_factory(cfg, "dataset")
 
 
 def _npz(cfg) -> Path:
@@ -61,8 +61,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _from_factory(cfg) -> dict[str, np.ndarray]:
-    from nin_cli.user_model import factory_arguments, locate
-
     target = factory_target(cfg)
     fn = locate(target)
     kwargs = factory_arguments(cfg, OWN_KEYS, "dataset")

@@ -19,10 +19,10 @@ from nin_cli.analysis.summarize import summarize_paths
 from nin_cli.api import load_data, load_runs
 from nin_cli.data import load_dataset
 from nin_cli.errors import ConfigError
+from nin_cli.factories import seeded
 from nin_cli.probe import attach
 from nin_cli.seeding import generator
 from nin_cli.train import train
-from nin_cli.user_model import seeded
 
 EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
 RUN = ["dataset=fashion_mnist_mini", "dataset.train_size=512", "dataset.test_size=200", "progress=false", "epochs=2", "batch_size=64"]
