@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml examples/pyproject.toml
 	@# the researcher's own package of docs/your_network.md (its networks, data and configs), used by the tests
 	$(BIN)/pip install -q --no-deps -e examples --config-settings editable_mode=compat
 	@# the CNN's fused first block, compiled for this CPU now rather than inside a training job
-	$(BIN)/python -m nin_cli.conv_block
+	$(BIN)/python -m nin_cli.nets.conv_block
 	touch $(STAMP)
 
 data: setup

@@ -3,7 +3,7 @@
 
 - plain: nn.Conv2d, ReLU, max-pool as the plain loop's nn.Sequential has them (no NIN);
 - kernel: nin's path on the CPU since 2026-11-30, the block as one C kernel
-  (nin_cli/conv_block.c) that writes only the pooled output;
+  (nin_cli/nets/conv_block.c) that writes only the pooled output;
 - nin: nin's path in PyTorch's kernels (fused_block=off, and on a GPU): channels-last conv, the
   noise crossing the conv once as one image and added by a rank-1 GEMM onto the output, max-pool,
   then ReLU on a quarter of the values;
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nin_cli import conv_block
+from nin_cli.nets import conv_block
 
 N, C, H, W = 128, 32, 28, 28
 

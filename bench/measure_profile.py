@@ -18,9 +18,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from speed import SETTINGS, nin_ensemble, setting_overrides, sync
 
-from nin_cli.data import load_dataset
-from nin_cli.hessian import ProbedLoss
-from nin_cli.schema import conf_dir
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
+from nin_cli.nets.hessian import ProbedLoss
 from nin_cli.seeding import generator
 from nin_cli.train.rows import epoch_row, eval_batch_size, evaluate, model_norms, norm_groups, train_subset
 from nin_cli.train.setup import matmul_autocast

@@ -20,8 +20,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from speed import SETTINGS, former_measurement, measured
 
-from nin_cli.records import RunRecords
-from nin_cli.schema import conf_dir
+from nin_cli.config.schema import conf_dir
+from nin_cli.records.store import RunRecords
 from nin_cli.train import Member
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.setup import prepare

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from nin_cli.data import load_dataset
-from nin_cli.network import build_model
-from nin_cli.schema import conf_dir
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
+from nin_cli.nets.network import build_model
 from nin_cli.train.precision import set_tf32
 
 EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nin_cli.preflight import check_command
+from nin_cli.config.preflight import check_command
 
 
 def command(n: int) -> list[str]:

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from nin_examples.networks import cnn, mlp
 from omegaconf import OmegaConf
 
-from nin_cli.data import load_dataset
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
 from nin_cli.probe import attach
-from nin_cli.schema import conf_dir
 
 SETTINGS = {
     "fig3_mlp": (lambda d: mlp(d.in_shape, d.n_out, depth=1, width=1024), 1000, 0.01),

@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     from nin_cli.analysis.runs import load_runs
     from nin_cli.analysis.summarize import run_rows
-    from nin_cli.schema import load_settings
+    from nin_cli.config.schema import load_settings
 
     acfg = load_settings("analysis")
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,11 +39,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from nin_cli.data import load_dataset
-from nin_cli.legacy import FORMER_DEFAULTS
-from nin_cli.optimizers import PRECISIONS
-from nin_cli.records import RunRecords
-from nin_cli.schema import conf_dir
+from nin_cli.config.legacy import FORMER_DEFAULTS
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
+from nin_cli.nets.optimizers import PRECISIONS
+from nin_cli.records.store import RunRecords
 from nin_cli.train import Member
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.precision import set_tf32
@@ -58,7 +58,7 @@ SETTINGS = {
 }
 
 
-# The generic path (nin_cli/user_model.py): the same networks as a researcher's nn.Sequential factories
+# The generic path (nin_cli/nets/user_model.py): the same networks as a researcher's nn.Sequential factories
 # (examples/nin_examples/networks.py), with the papers' init, NINs wired by module name through hooks.
 GENERIC = {
     "fig3": {"name": "my_mlp", "_target_": "nin_examples.networks.mlp", "init": "fan_in"},
@@ -196,7 +196,7 @@ def nin_single(cfg, data, tmp: Path) -> Callable[[], tuple[float, float, float]]
 
 
 def unfused(cfg):
-    """The same config with the CNN's first block on PyTorch's kernels, not nin_cli/conv_block.c's
+    """The same config with the CNN's first block on PyTorch's kernels, not nin_cli/nets/conv_block.c's
     (fused_block=off): the fused block's gain, read in the same process."""
     off = cfg.copy()
     off.fused_block = "off"
@@ -233,7 +233,7 @@ def nin_batched(cfg, data, tmp: Path, k: int, kind: str | None = None) -> Callab
 
 def generic_kind(cfg):
     """What the steps can do with the factory's network (built once, on the CPU)."""
-    from nin_cli.network import build_model
+    from nin_cli.nets.network import build_model
 
     return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0).kind
 

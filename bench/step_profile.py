@@ -15,8 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from speed import SETTINGS, nin_ensemble, setting_overrides
 
-from nin_cli.data import load_dataset
-from nin_cli.schema import conf_dir
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
 
 GEMMS = ("aten::baddbmm", "aten::baddbmm_", "aten::bmm", "aten::mm", "aten::addmm", "aten::mkldnn_convolution")
 

@@ -21,9 +21,9 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nin_cli.data import load_dataset
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
 from nin_cli.probe.lightning import NINProbe
-from nin_cli.schema import conf_dir
 
 
 class LitCNN(L.LightningModule):

@@ -22,10 +22,10 @@ from nin_examples.networks import mlp
 from omegaconf import OmegaConf
 
 import nin_cli
-from nin_cli.data import load_dataset
+from nin_cli.config.schema import conf_dir
+from nin_cli.data.datasets import load_dataset
 from nin_cli.factories import seeded
 from nin_cli.probe import attach
-from nin_cli.schema import conf_dir
 from nin_cli.seeding import generator
 
 

@@ -1,4 +1,4 @@
-from nin_cli.cli import main
+from nin_cli.interface.cli import main
 
 if __name__ == "__main__":
     main()

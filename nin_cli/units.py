@@ -1,5 +1,5 @@
 """The papers' units of sigma^2: what noise.sigma2_paper means, and a run's noise in those units.
-(What a config written before a convention existed meant is nin_cli/legacy.py's.)"""
+(What a config written before a convention existed meant is nin_cli/config/legacy.py's.)"""
 
 from __future__ import annotations
 

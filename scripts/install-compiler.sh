@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Best effort: a C compiler for the CNN's fused first block (nin_cli/conv_block.c). CI expects one
+# Best effort: a C compiler for the CNN's fused first block (nin_cli/nets/conv_block.c). CI expects one
 # (NIN_EXPECT_COMPILER=1 in .ci/run): without it the kernel's tests fail instead of skipping.
 set -u
 if command -v "${CC:-cc}" >/dev/null 2>&1; then exit 0; fi

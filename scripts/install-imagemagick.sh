@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Best effort: ImageMagick's MagickWand library, so the tests can check the motion-blur port
-# (nin_cli/corruptions.py) against ImageMagick itself. Without it that one test is skipped.
+# (nin_cli/data/corruptions.py) against ImageMagick itself. Without it that one test is skipped.
 set -u
 if ls /usr/lib/*/libMagickWand-6.Q16.so.6 >/dev/null 2>&1; then exit 0; fi
 command -v apt-get >/dev/null 2>&1 || exit 0

@@ -11,10 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nin_cli.corruptions import CORRUPTIONS, corrupt  # noqa: E402
-from nin_cli.data import load_dataset  # noqa: E402
-from nin_cli.robustness import PixelSpace  # noqa: E402
-from nin_cli.schema import conf_dir  # noqa: E402
+from nin_cli.config.schema import conf_dir  # noqa: E402
+from nin_cli.data.corruptions import CORRUPTIONS, corrupt  # noqa: E402
+from nin_cli.data.datasets import load_dataset  # noqa: E402
+from nin_cli.robustness.evaluate import PixelSpace  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -24,7 +24,7 @@ import forkrun
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nin_cli.schema import conf_dir
+from nin_cli.config.schema import conf_dir
 
 # Small, quick settings on the embedded slice of real Fashion-MNIST.
 QUICK = ["dataset=fashion_mnist_mini", "progress=false", "model.width=128", "hessian.samples=300", "hessian.probes=2"]
@@ -106,7 +106,7 @@ def quick():
 
 
 class Gate:
-    """The fault point `NIN_FAULT=point:n:HOLD` (nin_cli/faults.py): runs wait there until the test opens it."""
+    """The fault point `NIN_FAULT=point:n:HOLD` (nin_cli/records/faults.py): runs wait there until the test opens it."""
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)

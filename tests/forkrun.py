@@ -4,7 +4,7 @@ A `nin` subprocess spends 3-6 s importing Python, torch and Hydra before it does
 tests need a separate process only for what a process gives (its own exit code, signals, locks,
 globals, a death by SIGKILL). A multiprocessing forkserver imports nin once; each call forks a
 child from it, which sets its working directory, environment and file descriptors like a fresh
-process and then runs `nin_cli.cli.main`. The server never runs a torch op, so no thread pool is
+process and then runs `nin_cli.interface.cli.main`. The server never runs a torch op, so no thread pool is
 copied half-alive into a child. Exit codes follow `subprocess`: the code of `sys.exit`, or minus
 the signal that killed the child.
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 # What a child would otherwise import itself: torch._dynamo (1.6 s; torch.optim imports it when it
 # builds its first optimizer) and the plotting of reports (1.1 s) above all.
 PRELOAD = [
-    "nin_cli.cli",
-    "nin_cli.runner",
-    "nin_cli.robustness",
+    "nin_cli.interface.cli",
+    "nin_cli.interface.runner",
+    "nin_cli.robustness.evaluate",
     "nin_cli.analysis.summarize",
     "nin_cli.analysis.report",
     "nin_cli.analysis.plots",
@@ -50,7 +50,7 @@ def _ctx() -> multiprocessing.context.ForkServerContext:
 
 def nin_main(args: list) -> None:
     """The `nin` command line."""
-    from nin_cli.cli import main
+    from nin_cli.interface.cli import main
 
     main(args)
 

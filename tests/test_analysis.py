@@ -16,7 +16,7 @@ from nin_cli.analysis.plots import first_steps_figure
 from nin_cli.analysis.runs import Run, load_run, load_runs
 from nin_cli.analysis.summarize import phase_rows, run_rows
 from nin_cli.analysis.theory import theory_rows
-from nin_cli.schema import load_settings
+from nin_cli.config.schema import load_settings
 from nin_cli.train import train
 
 ACFG = load_settings("analysis")
@@ -185,7 +185,7 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     assert set(api.load_metrics(sweep).run) == {p.name for p in run_dir.values()}  # the damaged run's good rows too
     clean = run_dir["sigma=0.3,seed=0"]
     model = api.load_model(clean)
-    from nin_cli.data import load_dataset
+    from nin_cli.data.datasets import load_dataset
 
     data = load_dataset(make_cfg(*QUICK).dataset)
     accuracy = float((model(data.test.x).argmax(1) == data.test.y).float().mean())
@@ -313,7 +313,7 @@ def test_old_run_directories_read_as_what_they_were(tmp_path):
 
 
 def test_sigma_in_the_papers_units():
-    from nin_cli.config import resolve
+    from nin_cli.config.resolve import resolve
     from nin_cli.units import paper_units
 
     cfg = resolve(make_cfg("+experiment=fig3", "noise.sigma2_paper=0.01")).cfg
@@ -373,3 +373,62 @@ def test_robustness_figure_keeps_a_methods_colour_across_models(tmp_path, monkey
                 colours.setdefault(container.get_label(), set()).add(container.lines[0].get_color())
     assert set(colours) == {"cdt04", "none"}
     assert all(len(c) == 1 for c in colours.values()) and colours["none"] != colours["cdt04"]
+
+
+def _steps_run(weight: np.ndarray, hessian: list[float], niw_rise: float = 0.9) -> Run:
+    """A run of 100 logged steps whose NIW and noisy loss rise together around step 4, with the next
+    layer's weight norm `weight` and Tr H_z `hessian` at epochs 0 and 1."""
+    t = np.arange(0, 101)
+    bump = np.exp(-(((t - 4) / 2.0) ** 2))
+    steps = pd.DataFrame(
+        {
+            "step": t,
+            "epoch": t // 100,
+            "train_loss": 3 * (1 + 10 * bump) * np.exp(-t / 50),
+            "niw_norm_fc1": (1 + niw_rise * bump) * np.exp(-t / 50),
+            "weight_norm_fc2": weight,
+        }
+    )
+    metrics = pd.DataFrame(
+        {
+            "epoch": [0, 1],
+            "step": [0, 100],
+            "train_loss": [3.0, 0.6],
+            "train_loss_clean": [2.3, 0.5],
+            "train_acc": [0.1, 0.8],
+            "test_loss": [2.3, 0.55],
+            "niw_norm_fc1": [1.0, math.exp(-2)],
+            "weight_norm_fc2": [weight[0], weight[-1]],
+            "hessian_trace_fc1": hessian,
+        }
+    )
+    network = {"nins": [{"layer": "fc1", "feeds": "fc2"}]}
+    return Run(
+        path=Path("catapult"),
+        config={"noise.sigma": 5.0, "nin": "input"},
+        status={"status": "completed"},
+        metrics=metrics,
+        steps=steps,
+        network=network,
+    )
+
+
+def test_the_papers_catapult_is_told_from_a_label_on_one_observation():
+    """scripts/catapult_check.py's signature: NIW and loss up together, the next layer's weights down
+    while the loss is up, Tr H_z down, then recovery and the NIW's decay: the papers' catapult. The
+    same rises over weights that only grow is what the classifier labels catapult but the papers would
+    not; a NIW that never rises lacks that."""
+    from nin_cli.analysis.catapult import signature
+
+    t = np.arange(0, 101)
+    dip = 10 * (1 - 0.2 * np.exp(-(((t - 6) / 3.0) ** 2)))
+    papers = signature(_steps_run(dip, [2.0, 0.5]), "fc1")
+    assert papers.niw_rise == pytest.approx(1.725, abs=1e-3) and papers.loss_rise == pytest.approx(8.58, abs=0.01)  # peak / first value
+    assert papers.weight_dip == pytest.approx(0.8, abs=0.01) and papers.hessian_fall == pytest.approx(0.25)
+    assert papers.missing(ACFG.phases) == []
+    growing = signature(_steps_run(10 + 0.01 * t, [2.0, 0.5]), "fc1")
+    assert classify(_steps_run(10 + 0.01 * t, [2.0, 0.5]), ACFG.phases)[0] == "catapult"
+    (lack,) = growing.missing(ACFG.phases)
+    assert "did not shrink" in lack
+    flat = signature(_steps_run(dip, [2.0, 3.0], niw_rise=0.1), "fc1")
+    assert {w.split(" ")[1] for w in flat.missing(ACFG.phases)} == {"NIW", "H_z"}

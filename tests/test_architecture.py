@@ -78,74 +78,61 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_nothing_imports_the_cli_module():
     graph = import_graph()
-    assert sorted(m for m, edges in graph.items() if "nin_cli.cli" in edges and m != "nin_cli.__main__") == []
+    assert sorted(m for m, edges in graph.items() if "nin_cli.interface.cli" in edges and m != "nin_cli.__main__") == []
     plugins = Path(__file__).resolve().parents[1] / "hydra_plugins"
-    assert not [p for p in plugins.rglob("*.py") if "nin_cli.cli" in p.read_text()]
+    assert not [p for p in plugins.rglob("*.py") if "nin_cli.interface.cli" in p.read_text()]
 
 
-# The stage order, written down once, lowest first: a module imports only modules of its own stage
-# or below. A new module fails test_every_module_imports_only_its_stage_or_below until placed here.
-STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "seeding", "faults", "identity", "units", "version", "assets", "cluster", "locks")),
-    ("records", ("records", "loggers", "provenance")),
-    (
-        "parts",
-        (
-            "corruptions",
-            "noise",
-            "objectives",
-            "optimizers",
-            "conv_block",
-            "models",
-            "user_model",
-            "user_data",
-            "data",
-            "network",
-            "hessian",
-            "perturbations",
-        ),
-    ),  # fmt: skip
-    ("config", ("schema", "sources", "legacy", "config")),
-    ("preflight", ("preflight",)),
-    ("engine", ("train", "train.*")),
-    ("analysis", ("analysis", "analysis.*")),
-    ("probe", ("probe", "probe.*")),  # NINs in the researcher's own loop: the engine's measurement, analysis's verdicts
-    ("robustness", ("robustness",)),
-    ("runner", ("runner", "ensemble_job", "callbacks")),
-    ("interface", ("api", "commands", "completion", "cli", "__main__", "")),  # "": the package itself
-]
+# The stages are nin_cli's folders, lowest first: a module imports only modules of its own folder or
+# of one below it. The modules at the package's top are the base every stage uses (errors, seeds,
+# units, run identity, factories); the package itself and __main__ are entry points, with the
+# interface. A new folder fails test_the_order_names_every_folder until it is placed here.
+ORDER = ("", "records", "data", "nets", "config", "train", "analysis", "probe", "robustness", "interface")
+ENTRY_POINTS = ("", "__main__")
+
+
+def folders() -> set[str]:
+    """nin_cli's folders that hold modules (assets/ holds data only)."""
+    return {p.name for p in PACKAGE.iterdir() if p.is_dir() and any(f.name != "__init__.py" for f in p.glob("*.py"))}
 
 
 def stage_of(module: str) -> int | None:
     short = module.removeprefix("nin_cli").removeprefix(".")
-    for index, (_, names) in enumerate(STAGES):
-        for name in names:
-            if short == name or (name.endswith(".*") and short.startswith(name[:-1])):
-                return index
-    return None
+    if short in ENTRY_POINTS:
+        return ORDER.index("interface")
+    folder = short.split(".")[0]
+    folder = folder if folder in folders() else ""  # a top-level module, or assets/ (data)
+    return ORDER.index(folder) if folder in ORDER else None
+
+
+def stage_name(module: str) -> str:
+    return ORDER[stage_of(module)] or "base"
 
 
 def upward(graph: dict[str, set[str]]) -> list[str]:
     """Imports that run back up the stage order."""
-    return [
-        f"{m} ({STAGES[stage_of(m)][0]}) -> {e} ({STAGES[stage_of(e)][0]})"
-        for m in sorted(graph)
-        for e in sorted(graph[m])
-        if stage_of(e) > stage_of(m)
-    ]
+    return [f"{m} ({stage_name(m)}) -> {e} ({stage_name(e)})" for m in sorted(graph) for e in sorted(graph[m]) if stage_of(e) > stage_of(m)]
+
+
+def test_the_order_names_every_folder():
+    assert folders() == set(ORDER) - {""}
 
 
 def test_every_module_imports_only_its_stage_or_below():
     graph = import_graph()
     unplaced = sorted(m for m in graph if stage_of(m) is None)
-    assert unplaced == [], f"place these modules in STAGES: {unplaced}"
+    assert unplaced == [], f"place these modules in a stage's folder: {unplaced}"
     assert upward(graph) == []
 
 
 def test_the_stage_rule_finds_an_import_that_runs_back_up():
     """An import from the engine up to robustness, as one a training loop that evaluated would need."""
-    graph = {"nin_cli.train.loop": {"nin_cli.robustness", "nin_cli.records"}, "nin_cli.robustness": set(), "nin_cli.records": set()}
-    assert upward(graph) == ["nin_cli.train.loop (engine) -> nin_cli.robustness (robustness)"]
+    graph = {
+        "nin_cli.train.loop": {"nin_cli.robustness.evaluate", "nin_cli.records.store"},
+        "nin_cli.robustness.evaluate": set(),
+        "nin_cli.records.store": set(),
+    }
+    assert upward(graph) == ["nin_cli.train.loop (train) -> nin_cli.robustness.evaluate (robustness)"]
 
 
 def test_a_batched_sweep_of_values_is_composed_once_and_each_job_resolved_once(tmp_path, monkeypatch):
@@ -158,7 +145,9 @@ def test_a_batched_sweep_of_values_is_composed_once_and_each_job_resolved_once(t
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    from nin_cli import cli, config, preflight
+    from nin_cli.config import preflight
+    from nin_cli.config import resolve as config
+    from nin_cli.interface import cli
 
     resolved: Counter = Counter()
     nin_composed: Counter = Counter()
@@ -209,7 +198,7 @@ def test_a_jobs_config_made_from_the_pre_flight_equals_hydras_own(tmp_path, monk
     from hydra.core.plugins import Plugins
     from omegaconf import OmegaConf
 
-    from nin_cli import cli
+    from nin_cli.interface import cli
 
     Plugins.instance()  # Hydra's scan loads the plugin modules anew: patch the module it will use
     bl = sys.modules["hydra_plugins.nin_batched_launcher.batched_launcher"]

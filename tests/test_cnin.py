@@ -14,8 +14,8 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
 from omegaconf import OmegaConf
 
 import nin_cli as api
-from nin_cli.config import load
-from nin_cli.network import build_model
+from nin_cli.config.resolve import load
+from nin_cli.nets.network import build_model
 from nin_cli.seeding import generator
 from nin_cli.train import train, train_many
 

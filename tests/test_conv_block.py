@@ -1,4 +1,4 @@
-"""The CNN's first block fused into one C kernel on the CPU (nin_cli/conv_block.py): the same
+"""The CNN's first block fused into one C kernel on the CPU (nin_cli/nets/conv_block.py): the same
 function and gradients as PyTorch's conv, noise, max-pool and ReLU, and the same training."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import column, nin_cli
 from test_cnin import SMALL_CNN, cnn, loss_and_gradients
 
-from nin_cli import conv_block
+from nin_cli.nets import conv_block
 
 # Where a compiler is expected (CI sets NIN_EXPECT_COMPILER=1), a kernel that does not build fails
 # these tests instead of skipping them.

@@ -15,10 +15,10 @@ import torch
 from conftest import QUICK, column, make_cfg, nin_cli, read_rows
 from test_cnin import cnn, loss_and_gradients
 
-from nin_cli import conv_block
-from nin_cli.records import RunRecords
-from nin_cli.robustness import evaluate_run
-from nin_cli.schema import load_settings
+from nin_cli.config.schema import load_settings
+from nin_cli.nets import conv_block
+from nin_cli.records.store import RunRecords
+from nin_cli.robustness.evaluate import evaluate_run
 from nin_cli.train import Member, train, train_many
 from nin_cli.train.loop import Ensemble
 from nin_cli.train.precision import configure
@@ -174,7 +174,7 @@ def test_cuda_a_single_run_of_a_factory_network_is_one_graph_and_trains_as_eager
 def test_cuda_cnn_measures_its_hessian_by_forward_mode_as_the_double_backward_would():
     """On CUDA a convolutional network's HVPs go by forward mode (a conv's double backward computes
     an unwanted weight gradient there at 3x the cost): the same traces and curvatures."""
-    from nin_cli.hessian import ProbedLoss
+    from nin_cli.nets.hessian import ProbedLoss
 
     setup = prepare(make_cfg("model=cnn", "nin=all", "dataset=fashion_mnist_mini", "device=cuda"))
     x, y = setup.data.train.x[:128], setup.data.train.y[:128]

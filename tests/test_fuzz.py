@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nin_cli.analysis.predict import predict_setting
+from nin_cli.config.preflight import check_command
+from nin_cli.config.schema import SETTINGS, conf_dir, file_schema, load_settings, train_schema
+from nin_cli.config.sources import from_entries
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.preflight import check_command
-from nin_cli.schema import SETTINGS, conf_dir, file_schema, load_settings, train_schema
-from nin_cli.sources import from_entries
 
 # The suite's draws are the same on every checkout and in CI (derandomize); `make fuzz` draws anew each time.
 settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -305,7 +305,7 @@ def test_every_drawn_setting_of_the_analysis_and_evaluate_commands_is_answered(t
     """Accepted settings then summarize the sweep (nin summarize in-process) without a traceback;
     refused ones are one line."""
     from nin_cli.analysis.summarize import summarize_paths
-    from nin_cli.perturbations import plan
+    from nin_cli.data.perturbations import plan
 
     name = data.draw(st.sampled_from(sorted(SETTINGS)))
     overrides = data.draw(st.lists(settings_override(name), min_size=1, max_size=3))
@@ -334,7 +334,7 @@ def test_every_drawn_setting_of_the_analysis_and_evaluate_commands_is_answered(t
     ],
 )
 def test_found_settings_failures_stay_answered(name, override):
-    from nin_cli.perturbations import plan
+    from nin_cli.data.perturbations import plan
 
     with pytest.raises(ConfigError) as caught:
         cfg = load_settings(name, [override])

@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY, make_cfg, nin_cli, read_rows
 from omegaconf import OmegaConf
 
-from nin_cli.cli import main
+from nin_cli.interface.cli import main
 
 pytestmark = pytest.mark.e2e  # real backends, kills and resumes: `make test`, not `make test-fast`
 

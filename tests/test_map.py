@@ -169,7 +169,7 @@ def test_a_map_follows_the_nin_it_is_told_to_and_refuses_one_the_network_lacks(t
     mapped = nin_cli("map", *both, "hydra.sweeper.nin=w1", f"hydra.sweep.dir={tmp_path / 'map'}")
     assert mapped.returncode == 0, mapped.stderr
     from nin_cli.analysis.phases import run_phase
-    from nin_cli.schema import load_settings
+    from nin_cli.config.schema import load_settings
 
     thresholds = load_settings("analysis").phases
     points = pd.read_csv(tmp_path / "map" / "map_points.csv")

@@ -96,8 +96,8 @@ def test_forward_and_reverse_mode_hessian_vector_products_agree(overrides):
     """ProbedLoss's two ways to a Hessian-vector product w.r.t. the probes (hessian.hvp_mode: forward
     mode for convolutional networks on CUDA, a double backward elsewhere) give the same traces,
     curvatures and top eigenvalue, to float rounding, on the same weights, samples and probes."""
-    from nin_cli.data import load_dataset
-    from nin_cli.hessian import ProbedLoss, hvp_mode
+    from nin_cli.data.datasets import load_dataset
+    from nin_cli.nets.hessian import ProbedLoss, hvp_mode
 
     cfg = make_cfg(*(o for o in QUICK if not o.startswith("model.")), *overrides)
     setup = prepare(cfg, load_dataset(cfg.dataset, torch.device("cpu")))

@@ -10,9 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nin_cli.config import resolve, without_hydra
-from nin_cli.preflight import JobComposer, command_sources, sweep_jobs
-from nin_cli.sources import using
+from nin_cli.config.preflight import JobComposer, command_sources, sweep_jobs
+from nin_cli.config.resolve import resolve, without_hydra
+from nin_cli.config.sources import using
 
 CONF = Path(__file__).resolve().parents[1] / "examples" / "nin_examples" / "conf"
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import TINY, make_cfg, nin_cli, read_rows
 
-from nin_cli.config import resolve
-from nin_cli.records import RunRecords
+from nin_cli.config.resolve import resolve
+from nin_cli.records.store import RunRecords
 from nin_cli.train import Member, train
 from nin_cli.train.engine import check_engine_change, engine_record, recorded_arithmetic
 from nin_cli.train.graphs import GraphedStep, graphed_on_cuda

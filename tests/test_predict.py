@@ -11,8 +11,8 @@ from conftest import QUICK, make_cfg, nin_cli
 
 from nin_cli.analysis.predict import predict
 from nin_cli.analysis.theory import ToySetting
-from nin_cli.hessian import ProbedLoss, noisy_sharpness
-from nin_cli.schema import load_settings
+from nin_cli.config.schema import load_settings
+from nin_cli.nets.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
 

@@ -16,10 +16,10 @@ from nin_examples.networks import cnn, mlp
 from torch import nn
 
 from nin_cli.analysis.summarize import summarize_paths
-from nin_cli.api import load_data, load_runs
-from nin_cli.data import load_dataset
+from nin_cli.data.datasets import load_dataset
 from nin_cli.errors import ConfigError
 from nin_cli.factories import seeded
+from nin_cli.interface.api import load_data, load_runs
 from nin_cli.probe import attach
 from nin_cli.seeding import generator
 from nin_cli.train import train

@@ -18,8 +18,8 @@ import torch
 from conftest import TINY, forked_train, make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.runs import load_run
-from nin_cli.locks import RunLock
-from nin_cli.records import RunRecords
+from nin_cli.records.locks import RunLock
+from nin_cli.records.store import RunRecords
 from nin_cli.train import train
 
 
@@ -261,7 +261,7 @@ def test_provenance_log_and_version(tmp_path):
 
 
 def test_config_is_typed_and_checked_per_case():
-    from nin_cli.config import resolve
+    from nin_cli.config.resolve import resolve
     from nin_cli.errors import ConfigError
 
     bad = {
@@ -328,8 +328,8 @@ def test_without_flock_the_lock_is_an_exclusive_file_with_host_and_pid(tmp_path,
     ENOLCK: the run lock falls back to <run>/.lock.owner (host, PID), with stale-lock detection."""
     import socket
 
-    from nin_cli import locks
     from nin_cli.errors import RecordError
+    from nin_cli.records import locks
 
     def no_flock(fd, op):
         raise OSError(code, os.strerror(code))

@@ -14,12 +14,13 @@ import torch
 from conftest import QUICK, column, make_cfg, nin_cli, real_nin
 from omegaconf import OmegaConf
 
-from nin_cli.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
-from nin_cli.data import load_dataset
+from nin_cli.config.schema import load_settings
+from nin_cli.data.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
+from nin_cli.data.datasets import load_dataset
+from nin_cli.data.perturbations import plan
 from nin_cli.errors import ConfigError
-from nin_cli.locks import RunLock
-from nin_cli.perturbations import plan
-from nin_cli.robustness import (
+from nin_cli.records.locks import RunLock
+from nin_cli.robustness.evaluate import (
     PixelModel,
     PixelSpace,
     evaluate_after_training,
@@ -27,7 +28,6 @@ from nin_cli.robustness import (
     pgd,
     reference_attack,
 )
-from nin_cli.schema import load_settings
 from nin_cli.seeding import generator
 from nin_cli.train import train
 from nin_cli.train.setup import build
@@ -132,7 +132,7 @@ def test_ninr_presets_draw_the_niws_at_the_models_preset_scale():
     """model.ninr_init is the NINR methods' nin.init: the CNN's image NIW (784 pixels, conv1's
     fan-in 9) is drawn with std 1/sqrt(784) under `input`, 1/3 under `layer`; a model without the
     key keeps the papers' `layer`, and a typed nin.init wins over the preset."""
-    from nin_cli.network import build_model
+    from nin_cli.nets.network import build_model
 
     def image_niw_std(*overrides: str) -> float:
         cfg = make_cfg("model=cnn", "method=in_ninr_decay", *overrides)
@@ -364,7 +364,7 @@ def test_shear_is_the_2019_datasets_matrix_whatever_the_scikit_image(c):
     scikit-image < 0.21's AffineTransform(shear=c), which made the published data."""
     from scipy.ndimage import map_coordinates
 
-    from nin_cli.corruptions import shear
+    from nin_cli.data.corruptions import shear
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(28, 28)) / 255.0

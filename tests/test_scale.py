@@ -13,9 +13,9 @@ from conftest import QUICK, column, make_cfg, nin_cli, read_rows, start_nin, wit
 
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
+from nin_cli.config.schema import load_settings
 from nin_cli.errors import ConfigError
-from nin_cli.records import RunRecords
-from nin_cli.schema import load_settings
+from nin_cli.records.store import RunRecords
 from nin_cli.train import Member, train, train_many
 from nin_cli.train.ensembles import as_runs, check_batchable, structure_groups
 from nin_cli.train.loop import Ensemble

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import make_cfg, nin_cli
 
-from nin_cli.data import load_dataset
+from nin_cli.data.datasets import load_dataset
 from nin_cli.errors import ConfigError
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import QUICK, column, make_cfg, read_rows, without_timing
 
-from nin_cli.hessian import ProbedLoss
-from nin_cli.network import build_model
-from nin_cli.noise import NoiseSource, unit_noise
-from nin_cli.objectives import make_loss, mse_half
+from nin_cli.nets.hessian import ProbedLoss
+from nin_cli.nets.network import build_model
+from nin_cli.nets.noise import NoiseSource, unit_noise
+from nin_cli.nets.objectives import make_loss, mse_half
 from nin_cli.seeding import generator
 from nin_cli.train import train
 from nin_cli.train.setup import prepare
@@ -200,7 +200,7 @@ def test_schedules_give_sigma_per_epoch(tmp_path, schedule, expected):
 
 
 def test_a_fraction_split_resplits_the_pooled_images_by_the_fraction():
-    from nin_cli.data import load_dataset
+    from nin_cli.data.datasets import load_dataset
 
     data = load_dataset(make_cfg("dataset=fashion_mnist_mini", "dataset.split=fraction", "dataset.train_fraction=0.5").dataset)
     assert (len(data.train), len(data.test)) == (3500, 3500)
@@ -237,7 +237,7 @@ def test_a_new_model_type_is_one_registered_builder_and_one_config_file(tmp_path
     batched (vmap: stackable, not fused), and its NIW decays."""
     from torch import nn
 
-    from nin_cli.models import MODELS, NINModel, register_model
+    from nin_cli.nets.models import MODELS, NINModel, register_model
     from nin_cli.train import train_many
     from nin_cli.train.steps import choose_step
 

@@ -16,8 +16,8 @@ from conftest import QUICK, nin_cli, read_rows
 from omegaconf import OmegaConf
 
 import nin_cli as api
-from nin_cli.cli import main
-from nin_cli.schema import flatten
+from nin_cli.config.schema import flatten
+from nin_cli.interface.cli import main
 from nin_cli.units import sigma2_per_paper_unit
 
 BIN = str(Path(sys.executable).parent)
@@ -298,12 +298,12 @@ def test_a_trained_network_reaches_the_catapult(toy_sweep):
 
 
 def test_the_one_sweep_expansion_makes_the_jobs_hydras_sweeper_makes():
-    """nin expands a sweep once (nin_cli/config.py, Hydra's public override parser); the jobs
+    """nin expands a sweep once (nin_cli/config/resolve.py, Hydra's public override parser); the jobs
     equal those of Hydra's basic sweeper, which launches them, and glob() takes a group's options."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference, in the test only
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from nin_cli.preflight import sweep_jobs
+    from nin_cli.config.preflight import sweep_jobs
 
     grid = {"noise.sigma2_paper": "1e-5,1e-3", "seed": "range(0,3)"}
     typed = ["model.width=64", "optimizer.lr=0.01,0.05"]

@@ -1,4 +1,4 @@
-"""A researcher's own network, data and configs (nin_cli/user_model.py, user_data.py, sources.py):
+"""A researcher's own network, data and configs (nin_cli/nets/user_model.py, user_data.py, sources.py):
 the networks of examples/nin_examples (plain PyTorch) trained through nin's configs from the
 examples' own config directory, as a user meets them: the generic path gives the shipped models'
 rows for the same seed, and everything a shipped model gets works for it."""
@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import make_cfg, nin_cli, read_rows, without_timing
 
+from nin_cli.config.preflight import check_command
 from nin_cli.errors import ConfigError
-from nin_cli.network import build_model
-from nin_cli.preflight import check_command
+from nin_cli.nets.network import build_model
 from nin_cli.train import train
 
 EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
@@ -77,7 +77,7 @@ def test_a_plain_mlp_factory_takes_the_fused_step_which_its_hooks_and_vmap_agree
     """A factory's Sequential of Linear and ReLU layers is the shipped MLP's structure: the engine
     picks the fused step for it; the same members through their NIN hooks and autograd (the loop
     step) and stacked under vmap take the same steps to float rounding."""
-    from nin_cli.records import RunRecords
+    from nin_cli.records.store import RunRecords
     from nin_cli.train import Member
     from nin_cli.train.loop import Ensemble
     from nin_cli.train.setup import prepare
@@ -266,7 +266,7 @@ def test_an_npz_of_images_trains_a_cnn_and_is_standardized_like_fashion_mnist(tm
     train(cfg, tmp_path / "run")
     rows = read_rows(tmp_path / "run")
     assert float(rows[-1]["test_acc"]) > 0.9 and float(rows[-1]["train_loss_clean"]) < float(rows[0]["train_loss_clean"]) / 3
-    from nin_cli.data import load_dataset
+    from nin_cli.data.datasets import load_dataset
 
     data = load_dataset(cfg.dataset)
     assert data.in_shape == (1, 28, 28) and data.n_out == 3
@@ -329,7 +329,7 @@ def damaged(how: str) -> dict[str, np.ndarray]:
     ],
 )
 def test_damaged_arrays_are_one_line_naming_the_array(tmp_path, how, message):
-    from nin_cli.data import load_dataset
+    from nin_cli.data.datasets import load_dataset
 
     path = save_arrays(tmp_path / "d.npz", **damaged(how))
     cfg = make_cfg("dataset=arrays", f"dataset.path={path}", "dataset.n_classes=5").dataset
@@ -358,7 +358,7 @@ def test_a_batched_sweep_of_my_networks_replays_single_runs_and_analysis_never_i
         member = next(c.parent for c in (sweep / model).glob("*/config.yaml") if "  sigma: 30\n" in c.read_text())
         assert_rows_close(read_rows(single), read_rows(member), rel=1e-4)  # stacked products round as a single run's may not
     code = (
-        "import sys\nfrom nin_cli.cli import main\n"
+        "import sys\nfrom nin_cli.interface.cli import main\n"
         f"for args in (['summarize', {str(sweep)!r}], ['report', {str(sweep / 'my_mlp')!r}], ['plot', {str(sweep)!r}], "
         f"['progress', {str(sweep / 'my_mlp')!r}]):\n    main(args)\n"
         "assert not any(m.startswith('nin_examples') for m in sys.modules), [m for m in sys.modules if 'nin_examples' in m]\n"

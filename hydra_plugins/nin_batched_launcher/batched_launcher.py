@@ -79,7 +79,7 @@ class CollectingLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        from nin_cli.config import checked
+        from nin_cli.config.resolve import checked
 
         runs: list = []  # each job's RunConfig: the pre-flight's where it checked this job, else resolved here, once
         dirs: list[Path] = []
@@ -111,7 +111,7 @@ class CollectingLauncher(Launcher):
     def job_config(self, overrides: list[str]) -> DictConfig:
         """A job's config with Hydra's node: made from the pre-flight's composition where the
         pre-flight composed this job (so a job is composed once), else composed by Hydra."""
-        from nin_cli.config import composed_job
+        from nin_cli.config.resolve import composed_job
 
         composed = composed_job(overrides)
         if composed is None:
@@ -152,7 +152,7 @@ def settle(returns: list[JobReturn], statuses: list[str]) -> list[JobReturn]:
 class BatchedLauncher(CollectingLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from nin_cli.errors import one_line_errors
-        from nin_cli.runner import run_jobs
+        from nin_cli.interface.runner import run_jobs
 
         log.info(f"Launching {len(job_overrides)} jobs as batched ensembles of up to {self.ensemble_size}")
         returns, runs, dirs = self.collect(job_overrides, initial_job_idx)
@@ -190,8 +190,8 @@ class BatchedSubmititLauncher(CollectingLauncher):
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nin_cli.ensemble_job import EnsembleJob
         from nin_cli.errors import one_line_errors
+        from nin_cli.interface.ensemble_job import EnsembleJob
         from nin_cli.train.ensembles import finished, plan_ensembles, recorded_status
 
         returns, runs, dirs = self.collect(job_overrides, initial_job_idx)
@@ -291,7 +291,7 @@ def quiet_without_accounting(jobs: list) -> None:
         return
     from submitit.slurm.slurm import SlurmInfoWatcher
 
-    from nin_cli.cluster import has_accounting
+    from nin_cli.config.cluster import has_accounting
 
     if has_accounting():
         return
@@ -315,7 +315,7 @@ def wait_for_jobs(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> di
     wait cures (the partition cannot hold it) is cancelled, with one line naming the option."""
     import time
 
-    from nin_cli import cluster
+    from nin_cli.config import cluster
     from nin_cli.errors import ConfigError
     from nin_cli.train.ensembles import finished
 

@@ -1,6 +1,6 @@
 """`hydra/sweeper=grid`, nin's default sweeper: Hydra's basic sweeper (the same grid, in the same
 order, the same batches and launch), except that it does not compose each job a second time to
-check it can be composed where nin's pre-flight (nin_cli/preflight.py) composed it already. A job
+check it can be composed where nin's pre-flight (nin_cli/config/preflight.py) composed it already. A job
 the pre-flight did not see (a command run through Hydra without it) is checked as Hydra does.
 
 Its config is conf/hydra/sweeper/grid.yaml (a file of the primary config directory, so that every
@@ -14,7 +14,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 class GridSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from nin_cli.config import was_checked
+        from nin_cli.config.resolve import was_checked
 
         unchecked = [job for job in batch if not was_checked(list(job))]
         if unchecked:

@@ -110,7 +110,7 @@ class MapSweeper(Sweeper):
     def compose(self, overrides: list) -> DictConfig:
         """A job's config, as the launcher will compose it (to check it, and to know which runs match)."""
         assert self.hydra_context is not None and self.config is not None
-        from nin_cli.config import without_hydra
+        from nin_cli.config.resolve import without_hydra
 
         # the job's own config, as its run writes it (hydra.runtime is only set when it runs)
         return without_hydra(self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides)))

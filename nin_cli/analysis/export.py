@@ -14,8 +14,8 @@ from pathlib import Path
 from nin_cli.analysis.phases import PHASES
 from nin_cli.analysis.runs import Run, load_runs
 from nin_cli.analysis.summarize import run_rows, varying_keys
+from nin_cli.config.schema import load_settings
 from nin_cli.errors import ConfigError, install_hint
-from nin_cli.schema import load_settings
 
 INSTALL = f"TensorBoard export needs the tensorboard package: {install_hint('tensorboard')}"
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from nin_cli.analysis.phases import PHASES
 from nin_cli.errors import ConfigError
 from nin_cli.identity import identity
-from nin_cli.records import FINISHED, RunRecords, atomic_write_text
+from nin_cli.records.store import FINISHED, RunRecords, atomic_write_text
 
 MIXED = "mixed"
 ORDER = {phase: i for i, phase in enumerate(PHASES)}
@@ -147,7 +147,7 @@ class MapRun:
     """One `hydra/sweeper=map` multirun: which runs each round needs, and the map they make."""
 
     def __init__(self, settings: dict, overrides: list, sweep_dir: Path, compose: Callable[[list[str]], DictConfig]):
-        from nin_cli.schema import load_settings
+        from nin_cli.config.schema import load_settings
 
         self.sweep_dir, self.compose = sweep_dir, compose
         self.axis = str(settings.get("axis", "noise.sigma2_paper"))
@@ -208,7 +208,7 @@ class MapRun:
         return [*self.fixed, *extra, f"{self.axis}={value:g}", f"seed={seed}"]
 
     def _resolved(self, second: str | None, value: float, seed: str):
-        from nin_cli.config import resolve
+        from nin_cli.config.resolve import resolve
 
         return resolve(self.compose(self.job(second, value, seed)))
 
@@ -230,7 +230,7 @@ class MapRun:
 
     def _check_nin(self, run) -> None:
         """hydra.sweeper.nin names a NIN the map's network has (built once, on the CPU, no data)."""
-        from nin_cli.network import record_of
+        from nin_cli.nets.network import record_of
 
         record = record_of(run.cfg.model, run.cfg.nin, run.cfg.dataset, int(run.cfg.seed))
         if record is None:

@@ -500,8 +500,8 @@ def plot_paths(paths: list[str], overrides: list[str], out: Path, ext: str, per_
 
     from nin_cli.analysis.runs import load_runs
     from nin_cli.analysis.summarize import summarize
+    from nin_cli.config.schema import load_settings
     from nin_cli.errors import ConfigError
-    from nin_cli.schema import load_settings
 
     acfg = load_settings("analysis", overrides)
     runs = load_runs(paths)

@@ -1,7 +1,7 @@
 """Phase boundaries and initial NIW decay of any network, predicted at initialisation from the
 local Hessian (the method's second-order theory: the NIW update carries the factor 1 - eta sigma^2 H_z).
 
-Measured on a sample of training data, at each NIN layer l (nin_cli/hessian.py):
+Measured on a sample of training data, at each NIN layer l (nin_cli/nets/hessian.py):
   lambda_l  top eigenvalue of <H_z>            (power iteration on Hessian-vector products)
   c_l       curvature along the NIW, W^T <H_z> W / |W|^2
   G_l       sum_j <g_{z,j}^2>, the per-sample gradient's second moment
@@ -32,10 +32,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from nin_cli.config import load, paper_unit
-from nin_cli.hessian import ProbedLoss, noisy_sharpness
+from nin_cli.config.resolve import load, paper_unit
 from nin_cli.identity import exempt
-from nin_cli.noise import unit_noise
+from nin_cli.nets.hessian import ProbedLoss, noisy_sharpness
+from nin_cli.nets.noise import unit_noise
 from nin_cli.seeding import generator
 from nin_cli.train.rows import train_subset
 from nin_cli.train.setup import Setup
@@ -242,7 +242,7 @@ def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]
 def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
     """The noise scales of the experiment's sweep grid (noise.sigma or noise.sigma2_paper), else a
     log grid of the papers' units from 1e-5 to 100 (of sigma from 0.01 to 1000 where no unit exists)."""
-    from nin_cli.preflight import sweep_jobs
+    from nin_cli.config.preflight import sweep_jobs
 
     unit = paper_unit(cfg)
     params = {str(k): v for k, v in (hydra_cfg.hydra.sweeper.get("params") or {}).items()}
@@ -276,10 +276,10 @@ def predict_setting(
     from hydra import compose, initialize_config_dir
 
     from nin_cli.analysis.summarize import write_csv
-    from nin_cli.config import resolve, without_hydra
-    from nin_cli.preflight import check_command
-    from nin_cli.schema import conf_dir, load_settings
-    from nin_cli.sources import using
+    from nin_cli.config.preflight import check_command
+    from nin_cli.config.resolve import resolve, without_hydra
+    from nin_cli.config.schema import conf_dir, load_settings
+    from nin_cli.config.sources import using
     from nin_cli.train.setup import build
 
     conf = conf_dir()

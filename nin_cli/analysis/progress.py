@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from nin_cli.analysis.runs import find_runs
-from nin_cli.records import ENDED, RunRecords, atomic_write_text
+from nin_cli.records.store import ENDED, RunRecords, atomic_write_text
 
 SWEEP_FILE = "sweep.json"
 DEFAULT_SUBDIR = "${nin_dirname:${hydra.overrides.task}}"  # conf/train.yaml's hydra.sweep.subdir
@@ -24,9 +24,9 @@ DEFAULT_SUBDIR = "${nin_dirname:${hydra.overrides.task}}"  # conf/train.yaml's h
 
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """Each job's overrides as Hydra's sweeper makes them of this multirun (its params, then the
-    command line's overrides: nin_cli/config.py's one expansion); None when they cannot be
+    command line's overrides: nin_cli/config/resolve.py's one expansion); None when they cannot be
     expanded here (glob() choices, which need Hydra's config loader: no total, still progress)."""
-    from nin_cli.preflight import sweep_jobs as expand
+    from nin_cli.config.preflight import sweep_jobs as expand
 
     if "nin_map_sweeper" in str(config.hydra.sweeper.get("_target_", "")):
         return None  # a phase map decides its runs round by round

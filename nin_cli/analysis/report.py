@@ -11,9 +11,9 @@ from pathlib import Path
 
 from nin_cli.analysis.runs import load_runs
 from nin_cli.analysis.summarize import compact, markdown, summarize
+from nin_cli.config.schema import load_settings
 from nin_cli.errors import ConfigError
-from nin_cli.records import atomic_write_text
-from nin_cli.schema import load_settings
+from nin_cli.records.store import atomic_write_text
 
 REPORT = "report.md"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from nin_cli.config import load
+from nin_cli.config.resolve import load
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.locks import RunLock
+from nin_cli.records.locks import RunLock
 
 MARKERS = ("metrics.csv", "status.json")
 

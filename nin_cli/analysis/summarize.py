@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from nin_cli.analysis.phases import PHASES, decay_times, nin_decay_times, nin_phases, run_phase
 from nin_cli.analysis.runs import Run
 from nin_cli.identity import exempt
-from nin_cli.records import ENDED, ROBUSTNESS, atomic_write_text
+from nin_cli.records.store import ENDED, ROBUSTNESS, atomic_write_text
 from nin_cli.units import paper_units
 
 TAUS = ("tau_niw", "tau_train", "tau_test")
@@ -331,8 +331,8 @@ def summarize_paths(paths: list[str], overrides: list[str], out: Path) -> tuple[
     import warnings
 
     from nin_cli.analysis.runs import load_runs
+    from nin_cli.config.schema import load_settings
     from nin_cli.errors import ConfigError
-    from nin_cli.schema import load_settings
 
     acfg = load_settings("analysis", overrides)
     with warnings.catch_warnings(record=True) as caught:

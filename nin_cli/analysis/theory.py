@@ -25,7 +25,7 @@ from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.phases import classify, decay_times
 from nin_cli.analysis.predict import niw_mean_square, niw_tau_steps, phase_at
 from nin_cli.analysis.runs import Run
-from nin_cli.network import build_model
+from nin_cli.nets.network import build_model
 from nin_cli.units import paper_units
 
 
@@ -230,8 +230,8 @@ def theory_tables(
     from nin_cli.analysis.predict import sweep_boundaries
     from nin_cli.analysis.runs import load_runs
     from nin_cli.analysis.summarize import write_csv
+    from nin_cli.config.schema import load_settings
     from nin_cli.errors import ConfigError
-    from nin_cli.schema import load_settings
 
     acfg = load_settings("analysis", overrides)
     runs = load_runs(paths)

@@ -45,17 +45,18 @@ from torch import nn
 
 from nin_cli.analysis.phases import nin_decay_times, nin_phases
 from nin_cli.analysis.runs import Run
-from nin_cli.config import flat
-from nin_cli.data import Dataset, Split
+from nin_cli.config.resolve import flat
+from nin_cli.config.schema import conf_dir, load_settings
+from nin_cli.data.datasets import Dataset, Split
 from nin_cli.errors import ConfigError
-from nin_cli.models import resolve_nin_layers
-from nin_cli.network import nin_record
-from nin_cli.noise import sigma_at, unit_noise
-from nin_cli.objectives import make_loss
+from nin_cli.nets.models import resolve_nin_layers
+from nin_cli.nets.network import nin_record
+from nin_cli.nets.noise import sigma_at, unit_noise
+from nin_cli.nets.objectives import make_loss
+from nin_cli.nets.user_model import ModuleNINModel
 from nin_cli.probe.status import NINStatus, confidence
-from nin_cli.provenance import provenance
-from nin_cli.records import CsvTable, RunRecords, atomic_write_bytes, atomic_write_text
-from nin_cli.schema import conf_dir, load_settings
+from nin_cli.records.provenance import provenance
+from nin_cli.records.store import CsvTable, RunRecords, atomic_write_bytes, atomic_write_text
 from nin_cli.seeding import generator
 from nin_cli.train.rows import (
     divergence_reason,
@@ -70,7 +71,6 @@ from nin_cli.train.rows import (
 )
 from nin_cli.train.setup import Setup
 from nin_cli.units import sigma2_per_paper_unit
-from nin_cli.user_model import ModuleNINModel
 
 MEASUREMENTS = "measurements.csv"  # the probe's measurements between epoch ends (schedule and events)
 EVENTS = "events"  # the checkpoints saved at events

@@ -17,10 +17,10 @@ import platform
 
 import torch
 
-from nin_cli import conv_block
+from nin_cli.config.legacy import engine_precision
 from nin_cli.errors import ConfigError, console
-from nin_cli.legacy import engine_precision
-from nin_cli.records import RunRecords
+from nin_cli.nets import conv_block
+from nin_cli.records.store import RunRecords
 from nin_cli.train.precision import arithmetic, tf32_flags
 from nin_cli.train.setup import Setup
 

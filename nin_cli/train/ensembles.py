@@ -1,6 +1,6 @@
 """A sweep's runs trained: each opened (fresh, resumed or skipped; nin_cli/train/resume.py says
 when), grouped into ensembles of runs that differ only in per-member keys, trained, and how each
-ended recorded (signals and crashes included). nin_cli/runner.py calls `train_many`."""
+ended recorded (signals and crashes included). nin_cli/interface/runner.py calls `train_many`."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config import RunConfig, resolve
-from nin_cli.data import Dataset
+from nin_cli.config.resolve import RunConfig, resolve
+from nin_cli.data.datasets import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
-from nin_cli.loggers import open_logger
-from nin_cli.network import nin_record
-from nin_cli.provenance import provenance
-from nin_cli.records import ENDED, FINISHED, RunRecords, atomic_write_text
+from nin_cli.nets.network import nin_record
+from nin_cli.records.loggers import open_logger
+from nin_cli.records.provenance import provenance
+from nin_cli.records.store import ENDED, FINISHED, RunRecords, atomic_write_text
 from nin_cli.train.engine import check_engine_change, engine_record
 from nin_cli.train.graphs import replayed
 from nin_cli.train.loop import Ensemble, describe

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from nin_cli.objectives import mse_output_scale, one_hot_targets
+from nin_cli.nets.objectives import mse_output_scale, one_hot_targets
 
 Tensors = dict[str, torch.Tensor]
 

@@ -14,7 +14,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nin_cli.errors import console
-from nin_cli.faults import fault_point
+from nin_cli.records.faults import fault_point
 from nin_cli.train.member import Member, RunResult
 from nin_cli.train.rows import stacked_norms, step_rows
 from nin_cli.train.steps import Step, StepChoice, choose_step, make_step

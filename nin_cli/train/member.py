@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from nin_cli.faults import fault_point
-from nin_cli.legacy import checkpoint_device
-from nin_cli.loggers import RunLogger
-from nin_cli.noise import NoiseSource, sigma_at
-from nin_cli.optimizers import make_optimizer
-from nin_cli.records import FINISHED, RunRecords
+from nin_cli.config.legacy import checkpoint_device
+from nin_cli.nets.noise import NoiseSource, sigma_at
+from nin_cli.nets.optimizers import make_optimizer
+from nin_cli.records.faults import fault_point
+from nin_cli.records.loggers import RunLogger
+from nin_cli.records.store import FINISHED, RunRecords
 from nin_cli.seeding import generator, resumed_generator
 from nin_cli.train.rows import divergence_reason, epoch_row, initial_row, metric_columns, norm_groups, step_columns
 from nin_cli.train.setup import Setup

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from nin_cli.config import RunConfig, load
+from nin_cli.config.legacy import named_with_epochs, resume_hints
+from nin_cli.config.resolve import RunConfig, load
 from nin_cli.errors import ConfigError, RecordError
 from nin_cli.identity import differing, identity
-from nin_cli.legacy import named_with_epochs, resume_hints
-from nin_cli.records import RunRecords
+from nin_cli.records.store import RunRecords
 from nin_cli.train.member import Member
 
 

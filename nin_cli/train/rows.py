@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.data import Split
-from nin_cli.hessian import ProbedLoss, rademacher
-from nin_cli.models import NINModel
-from nin_cli.noise import NoiseSource
-from nin_cli.objectives import Estimate, LossFn, correct_samples, mean_and_error, mean_and_se, sample_losses
+from nin_cli.data.datasets import Split
+from nin_cli.nets.hessian import ProbedLoss, rademacher
+from nin_cli.nets.models import NINModel
+from nin_cli.nets.noise import NoiseSource
+from nin_cli.nets.objectives import Estimate, LossFn, correct_samples, mean_and_error, mean_and_se, sample_losses
 from nin_cli.seeding import generator
 from nin_cli.train.graphs import graphed_measurement
 from nin_cli.train.setup import Setup, matmul_autocast

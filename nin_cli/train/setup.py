@@ -1,6 +1,6 @@
 """Everything a run builds from its config before the first step: device and precision, data,
 model and loss, and the optimizer. The config comes resolved and, for training, validated
-(nin_cli/config.py); rebuilding a trained run to evaluate it takes its saved config as it is."""
+(nin_cli/config/resolve.py); rebuilding a trained run to evaluate it takes its saved config as it is."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from nin_cli.config import resolve
-from nin_cli.data import Dataset, load_dataset
+from nin_cli.config.legacy import FUSED_BLOCK_BEFORE
+from nin_cli.config.resolve import resolve
+from nin_cli.data.datasets import Dataset, load_dataset
 from nin_cli.errors import ConfigError
-from nin_cli.legacy import FUSED_BLOCK_BEFORE
-from nin_cli.models import NINModel
-from nin_cli.network import build_model
-from nin_cli.objectives import LossFn, make_loss
+from nin_cli.nets.models import NINModel
+from nin_cli.nets.network import build_model
+from nin_cli.nets.objectives import LossFn, make_loss
 from nin_cli.train.precision import configure as configure_precision
 
 
@@ -73,5 +73,5 @@ def build(cfg: DictConfig, data: Dataset | None = None, records: Path | None = N
 
 
 def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:
-    """A composed config resolved and validated (nin_cli/config.py), then built: what training does."""
+    """A composed config resolved and validated (nin_cli/config/resolve.py), then built: what training does."""
     return build(resolve(cfg).cfg, data)

@@ -25,9 +25,9 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
-from nin_cli.models import ModelKind, model_kind
-from nin_cli.objectives import fused_loss
-from nin_cli.optimizers import plain_sgd
+from nin_cli.nets.models import ModelKind, model_kind
+from nin_cli.nets.objectives import fused_loss
+from nin_cli.nets.optimizers import plain_sgd
 from nin_cli.train.fused_mlp import FusedMLPStep
 from nin_cli.train.graphs import graphed_on_cuda
 from nin_cli.train.member import Member

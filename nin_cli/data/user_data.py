@@ -213,7 +213,7 @@ def _in_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def load(cfg) -> dict:
     """The arrays checked, cut to train_size/test_size and standardized, as CPU tensors with their
-    task, outputs and (for images) the pixel statistics: the parts of a Dataset (nin_cli/data.py)."""
+    task, outputs and (for images) the pixel statistics: the parts of a Dataset (nin_cli/data/datasets.py)."""
     arrays = raw_arrays(cfg)
     task, n_out = check(arrays, cfg.get("n_classes"))
     x_train, y_train, x_test, y_test = (arrays[k] for k in ARRAYS)

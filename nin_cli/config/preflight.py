@@ -1,5 +1,5 @@
 """The pre-flight of `nin train`, `nin map` and `nin predict`: every job of a command composed,
-resolved (nin_cli/config.py) and checked before the first one trains. Inputs that contradict each
+resolved (nin_cli/config/resolve.py) and checked before the first one trains. Inputs that contradict each
 other are refused in one line that names both sides; Hydra's own errors are reworded to one line;
 the launcher's settings are checked against what it can do here. The one sweep expansion
 (`sweep_jobs`, Hydra's own parser) lives here too.
@@ -17,11 +17,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nin_cli.config import SIGMA_KEYS, RunConfig, forget_checked, group_choices, named_by_choice, remember, resolve, without_hydra
+from nin_cli.config.legacy import RENAMED
+from nin_cli.config.resolve import SIGMA_KEYS, RunConfig, forget_checked, group_choices, named_by_choice, remember, resolve, without_hydra
+from nin_cli.config.schema import FACTORY_GROUPS, train_schema
+from nin_cli.config.sources import Sources, current, from_entries, using
 from nin_cli.errors import ConfigError
-from nin_cli.legacy import RENAMED
-from nin_cli.schema import FACTORY_GROUPS, train_schema
-from nin_cli.sources import Sources, current, from_entries, using
 from nin_cli.units import sigma2_per_paper_unit
 
 
@@ -250,7 +250,7 @@ def check_builds(run: RunConfig, built: set[str]) -> None:
     """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
     a factory that fails, a NIN at a module that is not there, a forward pass that never reaches
     it, outputs that do not fit the data's targets (check_outputs)."""
-    from nin_cli.network import built_from
+    from nin_cli.nets.network import built_from
 
     key = repr(sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin.", "dataset."))))
     if key in built:
@@ -267,7 +267,7 @@ def check_outputs(cfg: DictConfig, model, shape: tuple[tuple[int, ...], int]) ->
     are named as such. What would otherwise fail mid-training, or train on the wrong problem."""
     import torch
 
-    from nin_cli import user_data
+    from nin_cli.data import user_data
 
     in_shape, n_out = shape
     model.eval()
@@ -347,7 +347,7 @@ def check_launcher(base: DictConfig) -> None:
     """The launcher's own settings (an ensemble of at least one run); a SLURM launcher needs
     SLURM's sbatch here, and a request that a node of its partition can satisfy; say so before
     Hydra's submitit fails or a job waits forever."""
-    from nin_cli.cluster import check_request
+    from nin_cli.config.cluster import check_request
 
     size = launcher_setting(base, "ensemble_size") if "nin_batched_launcher" in str(launcher_setting(base, "_target_") or "") else None
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):

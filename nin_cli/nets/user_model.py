@@ -26,7 +26,7 @@ from torch import nn
 
 from nin_cli.errors import ConfigError
 from nin_cli.factories import factory_arguments, factory_target, locate, seeded
-from nin_cli.models import ModelKind, NINModel, Tensors
+from nin_cli.nets.models import ModelKind, NINModel, Tensors
 
 NIN_TYPES = (nn.Linear, nn.Conv2d)  # what the method defines a NIN's wiring for
 OWN_KEYS = ("name", "_target_", "target", "init", "ninr_sigma", "ninr_init")  # nin's keys of a model config, not the factory's

@@ -38,11 +38,11 @@ def train_run(*overrides: str, run_dir: str | Path, config_dir: str | Path | Non
     line `nin train` would print."""
     from hydra import compose, initialize_config_dir
 
-    from nin_cli.config import forget_checked, resolve, without_hydra
-    from nin_cli.preflight import check_command
-    from nin_cli.runner import run_jobs
-    from nin_cli.schema import conf_dir
-    from nin_cli.sources import using
+    from nin_cli.config.preflight import check_command
+    from nin_cli.config.resolve import forget_checked, resolve, without_hydra
+    from nin_cli.config.schema import conf_dir
+    from nin_cli.config.sources import using
+    from nin_cli.interface.runner import run_jobs
 
     fixed, sources = check_command([*overrides], multirun=False, config_dirs=[str(config_dir)] if config_dir else [])
     forget_checked()  # composed here, once more, as the one run this call trains
@@ -57,15 +57,15 @@ def load_data(run_dir: str | Path, device: str = "cpu"):
     standardized with the training set's statistics (`.mean`, `.std` of the [0, 1] pixels for
     images; None for features, whose statistics `load_model(raw_inputs=True)` reads from the data
     itself), `.in_shape`, `.n_out`, `.task`."""
-    from nin_cli.data import load_dataset
+    from nin_cli.data.datasets import load_dataset
 
     return load_dataset(_saved_config(run_dir).dataset, device)
 
 
 def _saved_config(run_dir: str | Path):
-    from nin_cli.config import load
+    from nin_cli.config.resolve import load
     from nin_cli.errors import RecordError
-    from nin_cli.records import RunRecords
+    from nin_cli.records.store import RunRecords
 
     records = RunRecords(Path(run_dir))
     if not records.config_path.exists():
@@ -78,7 +78,7 @@ def load_runs(path: str | Path) -> pd.DataFrame:
     its reason, the fitted time-scales and the final metrics. The columns runs.csv has hold the
     same values as runs.csv (`nin summarize` writes it from the same rows)."""
     from nin_cli.analysis.summarize import run_name, run_rows
-    from nin_cli.schema import load_settings
+    from nin_cli.config.schema import load_settings
 
     root = Path(path)
     runs = _runs(root)
@@ -112,10 +112,10 @@ def load_model(run_dir: str | Path, device: str = "cpu", raw_inputs: bool = Fals
     data as it comes ([0, 1] pixels or uint8 images, unscaled features), standardized inside with
     the training set's statistics (which loads the data once). `model(x)` is clean,
     `model(x, eps={layer: eps})` injects NIN noise."""
-    from nin_cli.data import input_output_shape
+    from nin_cli.data.datasets import input_output_shape
     from nin_cli.errors import RecordError
-    from nin_cli.network import build_model
-    from nin_cli.records import RunRecords
+    from nin_cli.nets.network import build_model
+    from nin_cli.records.store import RunRecords
 
     cfg = _saved_config(run_dir)
     records = RunRecords(Path(run_dir))
@@ -133,8 +133,7 @@ def load_model(run_dir: str | Path, device: str = "cpu", raw_inputs: bool = Fals
 def input_statistics(dataset_cfg) -> tuple:
     """(mean, std) a run's inputs were standardized with, for inputs as the data holds them;
     (None, None) for data nin does not standardize (the linear toy's)."""
-    from nin_cli import user_data
-    from nin_cli.data import load_dataset
+    from nin_cli.data.datasets import load_dataset, user_data
 
     if user_data.is_user_data(dataset_cfg):
         return user_data.input_statistics(dataset_cfg)

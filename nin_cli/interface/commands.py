@@ -1,7 +1,7 @@
 """nin's subcommands, in one place: what `nin --help` lists, what each command parses (also what
 shell completion offers), and what each does with its parsed arguments: it calls the stage that
 does the work and prints what it returned. The stages below return data and print nothing of a
-command's own. (`nin train` and `nin map` are Hydra's: nin_cli/cli.py hands them to it.)"""
+command's own. (`nin train` and `nin map` are Hydra's: nin_cli/interface/cli.py hands them to it.)"""
 
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def export_command(ns) -> None:
 
 
 def download_command(ns) -> None:
-    from nin_cli.data import download
+    from nin_cli.data.datasets import download
 
     print(f"downloaded {ns.dataset} to {download(ns.dataset, ns.root)}")
 
@@ -247,11 +247,11 @@ def evaluate(paths: list[str], overrides: list[str], device: str | None, force: 
     process holds (training, or another `nin evaluate` of the same sweep: several share a sweep so)
     is left to it with a line, not counted as a failure."""
     from nin_cli.analysis.runs import find_runs
+    from nin_cli.config.schema import load_settings
+    from nin_cli.data.perturbations import missing_extra, plan
     from nin_cli.errors import RecordError, RunInUse
-    from nin_cli.perturbations import missing_extra, plan
-    from nin_cli.records import ROBUSTNESS, ROBUSTNESS_PARTIAL
-    from nin_cli.robustness import clean_accuracy, evaluate_run, left_to_holder, strongest_attack
-    from nin_cli.schema import load_settings
+    from nin_cli.records.store import ROBUSTNESS, ROBUSTNESS_PARTIAL
+    from nin_cli.robustness.evaluate import clean_accuracy, evaluate_run, left_to_holder, strongest_attack
     from nin_cli.train.loop import progress_bar
 
     rcfg = load_settings("robustness", overrides)

@@ -1,5 +1,5 @@
 """Robustness of a trained run: clean test accuracy, additive Gaussian noise, the 15 MNIST-C
-corruptions (nin_cli/corruptions.py) and L-inf attacks: hand-written FGSM and PGD, and as the
+corruptions (nin_cli/data/corruptions.py) and L-inf attacks: hand-written FGSM and PGD, and as the
 reference torchattacks' APGD-CE or the standard AutoAttack ensemble (the robustness extra).
 
 Perturbations act on pixels in [0, 1] (the standardization is undone first and redone after) and
@@ -19,14 +19,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nin_cli.config import load
-from nin_cli.corruptions import corrupt
-from nin_cli.data import Dataset, Split
+from nin_cli.config.resolve import load
+from nin_cli.data.corruptions import corrupt
+from nin_cli.data.datasets import Dataset, Split
+from nin_cli.data.perturbations import available, missing_extra, plan, settings_hash
 from nin_cli.errors import ConfigError, RunInUse, console, install_hint
-from nin_cli.faults import fault_point
-from nin_cli.objectives import LossFn, correct_samples
-from nin_cli.perturbations import available, missing_extra, plan, settings_hash
-from nin_cli.records import ROBUSTNESS, ROBUSTNESS_PARTIAL, ROBUSTNESS_SETTINGS, RunRecords, atomic_write_text
+from nin_cli.nets.objectives import LossFn, correct_samples
+from nin_cli.records.faults import fault_point
+from nin_cli.records.store import ROBUSTNESS, ROBUSTNESS_PARTIAL, ROBUSTNESS_SETTINGS, RunRecords, atomic_write_text
 from nin_cli.seeding import generator
 from nin_cli.train.setup import build
 

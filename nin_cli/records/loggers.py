@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from nin_cli.errors import ConfigError, install_hint
-from nin_cli.records import FINISHED, atomic_write_text
+from nin_cli.records.store import FINISHED, atomic_write_text
 
 STATE = "logger.json"
 Point = tuple[int, str, float]  # (step, tag, value)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from nin_cli.config.schema import conf_dir
 from nin_cli.errors import ConfigError
-from nin_cli.schema import conf_dir
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, jvp
 
-from nin_cli.objectives import Estimate, LossFn, mean_and_error
+from nin_cli.nets.objectives import Estimate, LossFn, mean_and_error
 
 
 @dataclass

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nin_cli import conv_block
 from nin_cli.errors import ConfigError
+from nin_cli.nets import conv_block
 
 # nin.init, the NIW's scale: layer: N(0, 1/fan_in of the layer it joins) (the papers') | input: N(0, 1/size
 # of that layer's input, flattened: 784 at an image) | unit: N(0, 1) | a number: that std

@@ -36,10 +36,10 @@ NULLABLE: dict[str, type] = {
     "robustness.test_size": int,
     "robustness.attack_test_size": int,
     "robustness.corruptions": dict,  # a table, or null: no corruptions
-    "model.target": str,  # a researcher's network: its factory, pkg.module:function (nin_cli/user_model.py)
+    "model.target": str,  # a researcher's network: its factory, pkg.module:function (nin_cli/nets/user_model.py)
     "model._target_": str,  # ... or Hydra's way, pkg.module.function
     "dataset.path": str,  # dataset=arrays: the .npz file
-    "dataset.target": str,  # a researcher's data: a factory of four arrays (nin_cli/user_data.py)
+    "dataset.target": str,  # a researcher's data: a factory of four arrays (nin_cli/data/user_data.py)
     "dataset._target_": str,
     "logger.dir": str,
     "logger.tracking_uri": str,
@@ -115,11 +115,11 @@ TRAIN_RULES.update({f"robustness.{k}": rule for k, rule in ROBUSTNESS_RULES.item
 
 def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
-    from nin_cli.conv_block import FUSED_BLOCK
-    from nin_cli.models import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
-    from nin_cli.noise import DISTRIBUTIONS, MODES, SCHEDULES
-    from nin_cli.objectives import LOSSES, OUTPUTS, REDUCTIONS
-    from nin_cli.optimizers import OPTIMIZERS, PRECISIONS
+    from nin_cli.nets.conv_block import FUSED_BLOCK
+    from nin_cli.nets.models import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
+    from nin_cli.nets.noise import DISTRIBUTIONS, MODES, SCHEDULES
+    from nin_cli.nets.objectives import LOSSES, OUTPUTS, REDUCTIONS
+    from nin_cli.nets.optimizers import OPTIMIZERS, PRECISIONS
 
     return {
         "device": ("auto", "cpu", "cuda"),
@@ -252,7 +252,7 @@ def _collect(types: dict[str, set[type]], flat: Mapping[str, Any]) -> None:
 
 def conf_dir() -> Path:
     """conf/ ships inside the wheel as nin_cli/conf; in a source tree it is the repo's conf/."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # nin_cli/
     for candidate in (here / "conf", here.parent / "conf"):
         if (candidate / "train.yaml").exists():
             return candidate
@@ -261,7 +261,7 @@ def conf_dir() -> Path:
 
 def train_schema(*dirs: Path) -> Schema:
     """The schema of `nin train`'s config: train.yaml plus every option of every group, from
-    conf/ and then from each config directory a user adds on the search path (nin_cli/sources.py).
+    conf/ and then from each config directory a user adds on the search path (nin_cli/config/sources.py).
     A user's option may set only keys nin knows, with values of their types (one line naming the
     file and the key otherwise), except the arguments of a factory it names (`_target_`)."""
     return Schema(_train_types(tuple(dirs) or (conf_dir(),)), TRAIN_RULES, train_choices(), open_prefixes=("robustness.corruptions.",))

@@ -20,7 +20,7 @@ def provenance(device) -> dict:
     import torch
 
     commit = None
-    source = Path(__file__).resolve().parents[1]  # the checkout, where nin runs from one
+    source = Path(__file__).resolve().parents[2]  # the checkout, where nin runs from one
     if (source / ".git").exists():
         try:
             out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

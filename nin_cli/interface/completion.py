@@ -46,7 +46,7 @@ def shell_completion(args: list[str]) -> None:
 
 def candidates(line: str) -> list[str]:
     """What may come next on `line` (the command line up to the cursor, `nin` first)."""
-    from nin_cli.commands import COMMANDS, parser
+    from nin_cli.interface.commands import COMMANDS, parser
 
     words = line.split()
     new_word = line.endswith(" ")
@@ -79,8 +79,8 @@ def hydra_candidates(line: str) -> list[str]:
 
     import hydra
 
-    from nin_cli.runner import hydra_task
-    from nin_cli.schema import conf_dir
+    from nin_cli.config.schema import conf_dir
+    from nin_cli.interface.runner import hydra_task
 
     out = io.StringIO()
     argv, environ = sys.argv, dict(os.environ)

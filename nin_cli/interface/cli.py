@@ -11,8 +11,8 @@ import os
 import sys
 import warnings
 
-from nin_cli.commands import COMMANDS, HANDLERS, parser
 from nin_cli.errors import fail, one_line_errors
+from nin_cli.interface.commands import COMMANDS, HANDLERS, parser
 
 HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--resolve", "-p", "--package")
 HYDRA_FLAGS += ("--shell-completion", "-sc", "--run", "-r", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
@@ -35,10 +35,10 @@ register_resolvers()
 def train_command(args: list[str]) -> None:
     import hydra
 
-    from nin_cli.preflight import check_command
-    from nin_cli.runner import hydra_task
-    from nin_cli.schema import conf_dir
-    from nin_cli.sources import hand_down
+    from nin_cli.config.preflight import check_command
+    from nin_cli.config.schema import conf_dir
+    from nin_cli.config.sources import hand_down
+    from nin_cli.interface.runner import hydra_task
 
     for arg in args:
         if arg.startswith("-") and arg.split("=", 1)[0] not in HYDRA_FLAGS:
@@ -48,7 +48,7 @@ def train_command(args: list[str]) -> None:
     if len({m.lstrip("-")[:1] for m in modes}) > 1:  # Hydra raises a ValueError for these
         fail(f"{' and '.join(modes)} cannot be combined: use one of -m, --cfg, --info")
     if any(a in args for a in ("--shell-completion", "-sc")):
-        from nin_cli.completion import shell_completion
+        from nin_cli.interface.completion import shell_completion
 
         return shell_completion(args)
     args = [_recorded_key(a) for a in args]
@@ -144,7 +144,7 @@ def dispatch(argv: list[str]) -> None:
         print(f"nin {__version__}")
         return
     if argv[0] in ("-sc", "--shell-completion"):
-        from nin_cli.completion import shell_completion
+        from nin_cli.interface.completion import shell_completion
 
         return shell_completion(argv)
     command, rest = argv[0], argv[1:]

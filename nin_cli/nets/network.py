@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from nin_cli import user_model
-from nin_cli.data import input_output_shape
+from nin_cli.data.datasets import input_output_shape
 from nin_cli.errors import ConfigError
 from nin_cli.factories import factory_target, seeded
-from nin_cli.models import MODEL_INITS, NINModel, fan_in, init_weights, model_kind, resolve_nin_layers
+from nin_cli.nets import user_model
+from nin_cli.nets.models import MODEL_INITS, NINModel, fan_in, init_weights, model_kind, resolve_nin_layers
 from nin_cli.seeding import generator
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nin_cli.schema import flatten
+from nin_cli.config.schema import flatten
 
 
 def defaults_before_keys(flat: Mapping) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def defaults_before_keys(flat: Mapping) -> dict[str, Any]:
     - 2026-11-29: nin.conv (a convolution's NIN joined its output; in a network without
       convolutions it changes nothing, so there the old config reads as the new default and an MLP
       run resumes as it always did), eval.standard_errors (not recorded)."""
-    from nin_cli.models import MODELS  # here, not at the top: models imports torch, which reading a config does not need
+    from nin_cli.nets.models import MODELS  # here, not at the top: models imports torch, which reading a config does not need
 
     kind = MODELS.get(str(flat.get("model.name")))
     mse = flat.get("loss.name") == "mse"

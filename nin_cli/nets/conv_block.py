@@ -4,7 +4,7 @@ nin.conv=input, W_NI under nin.conv=output). Eager PyTorch moves the convolution
 full-resolution output through memory five times a step (conv_block.c); this writes only the
 pooled output. The same function to float rounding (tests/test_conv_block.py).
 
-Built ahead of time by `make setup` (`python -m nin_cli.conv_block`), else on first use, with the
+Built ahead of time by `make setup` (`python -m nin_cli.nets.conv_block`), else on first use, with the
 system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
 source, the compiler and the CPU's features (x86's `flags`, ARM's `Features`: -march=native code
 is never loaded on another CPU). Where it does not apply (a GPU, more than an image's few channels,

@@ -8,7 +8,7 @@ summarize, the notebook API, report, evaluate, predict and theory all take a run
 here, so no two of them can read it differently.
 
 The pre-flight of a whole command (every job of a sweep checked before anything trains) is
-nin_cli/preflight.py's; it resolves each job here.
+nin_cli/config/preflight.py's; it resolves each job here.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nin_cli.config.legacy import fill_config
+from nin_cli.config.schema import conf_dir, factory_groups, flatten, train_schema
+from nin_cli.config.sources import current
 from nin_cli.errors import ConfigError, RecordError
-from nin_cli.legacy import fill_config
-from nin_cli.schema import conf_dir, factory_groups, flatten, train_schema
-from nin_cli.sources import current
 from nin_cli.units import sigma2_per_paper_unit
 
 # What every config.yaml nin ever wrote holds: without one of them a saved config is damaged.
@@ -114,7 +114,7 @@ def load(path: Path, validate: bool = False) -> RunConfig:
 def check_model_name(model: DictConfig) -> None:
     """A model is a shipped one by name, or names its factory (model.target / _target_)."""
     from nin_cli.factories import factory_target
-    from nin_cli.models import model_kind
+    from nin_cli.nets.models import model_kind
 
     if factory_target(model) is None:
         model_kind(str(model.get("name")))
@@ -133,7 +133,7 @@ def _fill_shipped_model(run: dict) -> None:
     --config-dir) that leaves out some of its keys gets the shipped config's values for them, as if
     it began with `defaults: [mlp]` (in place)."""
     from nin_cli.factories import factory_target
-    from nin_cli.models import MODELS
+    from nin_cli.nets.models import MODELS
 
     model = run.get("model")
     if not isinstance(model, dict) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
@@ -178,7 +178,7 @@ def paper_unit(cfg: DictConfig) -> float:
     """sigma^2 of one paper unit for a run's config: the papers' rule for nin's own networks on
     nin's data, else the fan-in (and, for MSE, the width) of the layer the run's first NIN joins,
     for a network or data of one's own (units.sigma2_per_paper_unit; network.json says which)."""
-    from nin_cli.network import unit_layer
+    from nin_cli.nets.network import unit_layer
 
     unit = sigma2_per_paper_unit(cfg)
     if math.isfinite(unit) or not all(isinstance(cfg.get(g), DictConfig) for g in ("model", "nin", "dataset")):
@@ -188,9 +188,9 @@ def paper_unit(cfg: DictConfig) -> float:
 
 
 def _check(run: DictConfig, record: dict[str, Any]) -> None:
-    from nin_cli.data import check_sizes
-    from nin_cli.loggers import check_installed
-    from nin_cli.perturbations import plan
+    from nin_cli.data.datasets import check_sizes
+    from nin_cli.data.perturbations import plan
+    from nin_cli.records.loggers import check_installed
 
     schema = train_schema(*current().dirs)
     dataclasses.replace(schema, factory_prefixes=factory_groups(record)).check(record)
@@ -237,7 +237,7 @@ def named_by_choice(cfg, choices: Mapping[str, str]) -> None:
 
 
 # --- each job resolved once ------------------------------------------------------------------------
-# The pre-flight resolves every job of a command before anything trains (nin_cli/preflight.py);
+# The pre-flight resolves every job of a command before anything trains (nin_cli/config/preflight.py);
 # where the same process then trains them (nin train, the basic and batched launchers), the job's
 # RunConfig is taken from here instead of being resolved again. Keyed by the job's own overrides
 # (Hydra's settings aside) as the sweeper hands them to the launcher; emptied by each pre-flight.

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from nin_cli.errors import RecordError
-from nin_cli.faults import fault_point
-from nin_cli.locks import RunLock
+from nin_cli.records.faults import fault_point
+from nin_cli.records.locks import RunLock
 
 METRICS = "metrics.csv"
 STEPS = "steps.csv"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nin_cli import user_data
+from nin_cli.data import user_data
 from nin_cli.errors import ConfigError
 from nin_cli.seeding import generator
 

@@ -21,7 +21,7 @@ class EnsembleJob:
 
     def __call__(self, runs: list, run_dirs: list[str]) -> list[str]:
         """`runs`: the members' RunConfigs, resolved where the launcher collected them."""
-        from nin_cli.runner import run_jobs
+        from nin_cli.interface.runner import run_jobs
 
         return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], self.ensemble_size)]
 

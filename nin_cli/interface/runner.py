@@ -1,6 +1,6 @@
 """The runner above the stages: what `nin train` and every launcher run for a sweep's jobs. It
 trains them (nin_cli/train: opened, resumed or skipped, in ensembles), then evaluates each completed
-run whose config asks for it (nin_cli/robustness.py); `hydra_task` is `nin train`'s Hydra task."""
+run whose config asks for it (nin_cli/robustness/evaluate.py); `hydra_task` is `nin train`'s Hydra task."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from nin_cli.config import RunConfig, checked
+from nin_cli.config.resolve import RunConfig, checked
 from nin_cli.errors import console
-from nin_cli.robustness import evaluate_after_training
+from nin_cli.robustness.evaluate import evaluate_after_training
 from nin_cli.train.ensembles import as_runs, train_many
 from nin_cli.train.member import RunResult
 

@@ -1,7 +1,7 @@
 """What a robustness evaluation will do, checked before anything runs: the perturbations and
 severities of conf/robustness/default.yaml (with `key=value` overrides), in evaluation order, and
 which of them this install can run. Below training and evaluation alike, so that a config is
-checked once (nin_cli/config.py) without importing either."""
+checked once (nin_cli/config/resolve.py) without importing either."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nin_cli.corruptions import check_corruption
+from nin_cli.data.corruptions import check_corruption
 from nin_cli.errors import ConfigError, install_hint
 
 ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")

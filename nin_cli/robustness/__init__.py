@@ -1,0 +1,1 @@
+"""Trained runs evaluated under noise, MNIST-C and attacks (evaluate.py), resumably."""
