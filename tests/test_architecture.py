@@ -145,7 +145,7 @@ def test_a_batched_sweep_of_values_is_composed_once_and_each_job_resolved_once(t
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    from nin_cli.config import preflight
+    from nin_cli.config import plan, preflight
     from nin_cli.config import resolve as config
     from nin_cli.interface import cli
 
@@ -171,7 +171,7 @@ def test_a_batched_sweep_of_values_is_composed_once_and_each_job_resolved_once(t
         nin_composed[tuple(sorted(o for o in overrides if o.startswith(("noise", "seed"))))] += 1
         return real_hydra_compose(config_name, overrides=overrides, **kw)
 
-    for module in (config, preflight):
+    for module in (config, preflight, plan):
         monkeypatch.setattr(module, "resolve", counting_resolve, raising=False)
     monkeypatch.setattr(hydra, "compose", counting_compose)
     monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counting_sweep_config)

@@ -126,7 +126,7 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
     )
     (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)], check=True, cwd=tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NIN_CONFIG_SEARCHPATH")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
     def nin(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -169,7 +169,7 @@ def test_every_subcommand_as_the_installed_console_script(tmp_path):
     """`.venv/bin/nin`, a new process each: import-time settings, plugin discovery and exit-time
     output are what a user gets (the forked nin of tests/forkrun.py shares a preloaded server's)."""
     script = Path(sys.executable).parent / "nin"
-    env = {k: v for k, v in os.environ.items() if k != "NIN_CONFIG_SEARCHPATH"}
+    env = dict(os.environ)
 
     def nin(*args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(script), *pinned(list(args))], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

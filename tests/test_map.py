@@ -1,5 +1,5 @@
-"""`nin map` (hydra/sweeper=map) on the linear toy model, seconds a run: the located boundary
-lies within 6% above the theory's, a killed map resumes without retraining, a tighter tolerance only adds
+"""`nin map` (hydra/sweeper=map) on the linear toy model, seconds a run: the located bracket
+holds the boundary near the theory's, a killed map resumes without retraining, a tighter tolerance only adds
 runs, the budget holds, and bad axes or ranges are one line before anything trains."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def toy_map(tmp_path_factory) -> tuple:
 
 
 @pytest.mark.e2e
-def test_located_boundary_lies_within_6_percent_above_the_theorys_and_a_tighter_tolerance_only_adds_runs(toy_map):
+def test_the_located_bracket_holds_the_boundary_near_the_theorys_and_a_tighter_tolerance_only_adds_runs(toy_map):
     sweep, first = toy_map
     after = finished_runs(sweep)
     assert set(first) < set(after) and all(after[name] == first[name] for name in first)  # reused, untouched
@@ -56,10 +56,11 @@ def test_located_boundary_lies_within_6_percent_above_the_theorys_and_a_tighter_
     # seed 2: sigma^2 = 41.35 (sigma 6.43). The classifier calls a catapult once the NIW grows 1.5x
     # within the run, which just above the instability takes a little longer: the measured
     # boundary sits 4-5.5% above the theory's (6.68-6.78, docs/map/linear_toy_fine_boundaries.csv).
-    # The located bracket (which holds the measured boundary) must overlap [theory, 1.06 theory].
+    # The located bracket (ratio at most 1.2, holding the measured boundary) lies within
+    # [0.85, 1.3] x theory: each end at least 10% from where the boundary was measured.
     theory = math.sqrt(toy_setting(load_runs([sweep])[0]).boundaries()["decay/catapult"])
     decay = bounds(sweep).loc["decay/catapult"]
-    assert decay["noise.sigma below"] < 1.06 * theory and decay["noise.sigma above"] > theory
+    assert 0.85 * theory < decay["noise.sigma below"] < decay["noise.sigma above"] < 1.3 * theory
     assert decay["ratio"] <= 1.2 and bool(decay["bracketed"])
     assert decay["seeds below"] == "decay 1/1" and decay["seeds above"] == "catapult 1/1"
     assert (sweep / "map.png").stat().st_size > 0 and "## Phase boundaries (nin map)" in (sweep / "report.md").read_text()

@@ -79,7 +79,7 @@ class CollectingLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        from nin_cli.config.resolve import checked
+        from nin_cli.config.plan import checked
 
         runs: list = []  # each job's RunConfig: the pre-flight's where it checked this job, else resolved here, once
         dirs: list[Path] = []
@@ -111,9 +111,10 @@ class CollectingLauncher(Launcher):
     def job_config(self, overrides: list[str]) -> DictConfig:
         """A job's config with Hydra's node: made from the pre-flight's composition where the
         pre-flight composed this job (so a job is composed once), else composed by Hydra."""
-        from nin_cli.config.resolve import composed_job
+        from nin_cli.config.plan import received
 
-        composed = composed_job(overrides)
+        plan = received()
+        composed = plan.composed_job(overrides) if plan is not None else None
         if composed is None:
             return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         return sweep_config_of(self.config, composed, overrides)
@@ -126,7 +127,7 @@ def sweep_config_of(master: DictConfig, composed: DictConfig, overrides: list[st
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = composed  # composed_job's: a copy of the launcher's own
+    cfg = composed  # the plan's composed_job: a copy of the launcher's own
     choices = composed.hydra.runtime.choices.copy()
     with open_dict(cfg):
         cfg.hydra = master.hydra.copy()

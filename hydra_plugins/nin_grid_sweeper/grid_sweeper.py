@@ -14,8 +14,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 class GridSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from nin_cli.config.resolve import was_checked
+        from nin_cli.config.plan import received
 
-        unchecked = [job for job in batch if not was_checked(list(job))]
+        plan = received()  # the pre-flight's plan of this command (nin_cli/config/plan.py)
+        unchecked = [job for job in batch if plan is None or not plan.was_composed(list(job))]
         if unchecked:
             super().validate_batch_is_legal(unchecked)

@@ -283,7 +283,8 @@ def predict_setting(
     from nin_cli.train.setup import build
 
     conf = conf_dir()
-    overrides, sources = check_command(overrides, multirun=False, config_dirs=config_dirs)
+    plan = check_command(overrides, multirun=False, config_dirs=config_dirs)
+    overrides, sources = plan.overrides, plan.sources
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"), using(sources):
         hydra_cfg = compose("train", overrides=overrides, return_hydra_config=True)
         cfg = resolve(without_hydra(hydra_cfg)).cfg  # the one composition, Hydra's node set aside

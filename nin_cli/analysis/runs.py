@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,12 +114,21 @@ def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None
             number = pd.to_numeric(raw[c], errors="coerce")
             damaged |= number.isna() & ~raw[c].astype(str).str.strip().str.lower().isin(NAN_TEXT)
             raw[c] = number
+    if len(raw) and not damaged.iloc[-1] and not _ends_a_line(path):  # nin writes whole lines: the last was cut
+        damaged.iloc[-1] = True
+        problems.append(f"{path.name}: its last line is cut short")
     table = raw[~damaged].astype(float).reset_index(drop=True)
     table.columns = header
     bad += int(damaged.sum())
     if bad:
         problems.append(f"{path.name}: skipped {bad} damaged row(s)")
     return table
+
+
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def load_run(path: Path) -> Run:
@@ -145,6 +155,9 @@ def load_run(path: Path) -> Run:
     if metrics is None:
         metrics = pd.DataFrame({"epoch": [], "step": []})
         problems.append("no usable metrics.csv")
+    ended = status.get("epoch")
+    if isinstance(ended, int) and len(metrics) and float(metrics["epoch"].iloc[-1]) < ended:
+        problems.append(f"metrics.csv ends at epoch {int(metrics['epoch'].iloc[-1])}, status.json says epoch {ended}: rows are missing")
     steps = read_table(path / "steps.csv", "step", problems)
     problems += record_gaps(metrics, "epoch") + record_gaps(steps, "step", every=None)
     if status.get("status") == "running":

@@ -18,7 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.config.legacy import RENAMED
-from nin_cli.config.resolve import SIGMA_KEYS, RunConfig, forget_checked, group_choices, named_by_choice, remember, resolve, without_hydra
+from nin_cli.config.plan import Plan
+from nin_cli.config.resolve import SIGMA_KEYS, RunConfig, group_choices, named_by_choice, resolve, without_hydra
 from nin_cli.config.schema import FACTORY_GROUPS, train_schema
 from nin_cli.config.sources import Sources, current, from_entries, using
 from nin_cli.errors import ConfigError
@@ -123,25 +124,28 @@ def command_sources(overrides: list[str], config_dirs: list[str]) -> tuple[Sourc
     return sources, rest
 
 
-def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] = (), inspect: bool = False) -> tuple[list[str], Sources]:
+def check_command(overrides: list[str], multirun: bool, config_dirs: list[str] = (), inspect: bool = False) -> Plan:
     """Every job of the command composed, resolved and validated before the first one trains:
     unknown keys and options, Hydra's own config (hydra.launcher.*), a launcher that cannot start
     here, contradicting inputs, each job's values, and each distinct model built once (a factory
     that does not import, a NIN at a module that is not there). A ConfigError names the job and
-    the value, against every config directory on the search path. Returns the overrides to
-    compose with (`hydra.searchpath` holding every config directory) and those directories."""
+    the value, against every config directory on the search path. Returns the command's plan
+    (config/plan.py): the overrides to compose with (`hydra.searchpath` holding every config
+    directory), those directories, and each job's RunConfig and composition."""
     sources, overrides = command_sources(overrides, list(config_dirs))
-    forget_checked()
+    plan = Plan(sources, overrides)
     with using(sources):
-        _check_command(overrides, multirun, sources, inspect)
-    return overrides, sources
+        _check_command(plan, multirun, inspect)
+    return plan
 
 
 SWEEP_ONLY = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper")  # what only a multirun (-m) reads
 
 
-def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspect: bool = False) -> None:
+def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
     from hydra import compose, initialize_config_dir
+
+    overrides, sources = plan.overrides, plan.sources
 
     conf = sources.dirs[0]
     parsed = parse(overrides)
@@ -188,7 +192,7 @@ def _check_command(overrides: list[str], multirun: bool, sources: Sources, inspe
                     current, composed = compose_job(job)
                     run = resolve(current)
                 check_builds(run, built)
-                remember(job, run, composed if multirun else None)
+                plan.add(job, run, composed if multirun else None)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
             except Exception as exc:  # Hydra's composition errors: the message says it

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,46 +234,3 @@ def named_by_choice(cfg, choices: Mapping[str, str]) -> None:
         node = cfg.get(group)
         if isinstance(node, (dict, DictConfig)) and node.get("name") is None and choices.get(group):
             node["name"] = choices[group].split("/")[-1]
-
-
-# --- each job resolved once ------------------------------------------------------------------------
-# The pre-flight resolves every job of a command before anything trains (nin_cli/config/preflight.py);
-# where the same process then trains them (nin train, the basic and batched launchers), the job's
-# RunConfig is taken from here instead of being resolved again. Keyed by the job's own overrides
-# (Hydra's settings aside) as the sweeper hands them to the launcher; emptied by each pre-flight.
-_CHECKED: dict[tuple[str, ...], tuple[RunConfig, DictConfig | Callable[[], DictConfig] | None]] = {}
-
-
-def job_key(overrides: list[str]) -> tuple[str, ...]:
-    return tuple(o for o in overrides if not o.lstrip("+~").startswith("hydra"))
-
-
-def remember(overrides: list[str], run: RunConfig, composed: DictConfig | Callable[[], DictConfig] | None = None) -> None:
-    """The pre-flight's RunConfig of a job, and its composition where it has one: Hydra's config of
-    the job, or a maker of it (preflight.JobComposer's, made when the launcher asks)."""
-    _CHECKED[job_key(overrides)] = (run, composed)
-
-
-def was_checked(overrides: list[str]) -> bool:
-    """Whether the pre-flight composed this job (the grid sweeper's question: nothing is made)."""
-    return _CHECKED.get(job_key(overrides), (None, None))[1] is not None
-
-
-def forget_checked() -> None:
-    _CHECKED.clear()
-
-
-def composed_job(overrides: list[str]) -> DictConfig | None:
-    """The pre-flight's composition of a job, a config of the caller's own (Hydra's config of the
-    job, made now where the pre-flight kept a maker), or None."""
-    composed = _CHECKED.get(job_key(overrides), (None, None))[1]
-    if composed is None:
-        return None
-    return composed() if callable(composed) else composed.copy()  # the caller's own, to change
-
-
-def checked(overrides: list[str], cfg: DictConfig) -> RunConfig:
-    """The job's RunConfig as the pre-flight resolved it (once), else `cfg` resolved now (a job
-    process of its own: joblib, submitit)."""
-    found = _CHECKED.pop(job_key(overrides), None)
-    return found[0] if found else resolve(cfg)

@@ -3,14 +3,15 @@ config search path (`--config-dir DIR`, `hydra.searchpath=[file://DIR, pkg://pac
 
 Hydra composes from all of them; every check of nin (known keys, types, did-you-mean, a group's
 options) is built from the same list, so a user's own experiment, model, dataset or launcher
-preset is as valid as a shipped one. The list is the command's (set by the pre-flight from what
-was typed), else the running Hydra job's (`hydra.runtime.config_sources`), else conf/ alone.
+preset is as valid as a shipped one. The list is the command's (the pre-flight's, from what
+was typed, and its plan's while the command runs), else the running Hydra job's
+(`hydra.runtime.config_sources`: a job process of its own is handed its config with them), else
+conf/ alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -93,23 +94,12 @@ def using(sources: Sources) -> Iterator[None]:
         _current = saved
 
 
-def hand_down(sources: Sources) -> None:
-    """The command's config directories for the processes it starts (joblib workers, local and
-    SLURM submitit jobs: sbatch passes the environment on), where no Hydra job says them."""
-    if sources.extra:
-        os.environ["NIN_CONFIG_SEARCHPATH"] = "\n".join(sources.searchpath())  # a line each: entries hold ':'
-
-
 def current() -> Sources:
-    """The sources of this command: its pre-flight's (`using`), else those of the Hydra job
-    running, else those the launching process handed down, else conf/ alone."""
+    """The sources of this command: its pre-flight's or plan's (`using`), else those of the Hydra
+    job running, else conf/ alone."""
     if _current is not None:
         return _current
-    entries = _hydra_job_entries()
-    if entries is None:
-        inherited = os.environ.get("NIN_CONFIG_SEARCHPATH", "")
-        entries = [e for e in inherited.splitlines() if e]
-    return _cached(tuple(entries))
+    return _cached(tuple(_hydra_job_entries() or ()))
 
 
 @lru_cache(maxsize=8)

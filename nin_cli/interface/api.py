@@ -36,19 +36,13 @@ def train_run(*overrides: str, run_dir: str | Path, config_dir: str | Path | Non
     retrained; an interrupted one resumes), and return its row of `load_runs`: status, phase,
     time-scales, final accuracies and its config. Bad input raises nin's ConfigError, with the
     line `nin train` would print."""
-    from hydra import compose, initialize_config_dir
-
     from nin_cli.config.preflight import check_command
-    from nin_cli.config.resolve import forget_checked, resolve, without_hydra
-    from nin_cli.config.schema import conf_dir
     from nin_cli.config.sources import using
     from nin_cli.interface.runner import run_jobs
 
-    fixed, sources = check_command([*overrides], multirun=False, config_dirs=[str(config_dir)] if config_dir else [])
-    forget_checked()  # composed here, once more, as the one run this call trains
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"), using(sources):
-        run = resolve(without_hydra(compose("train", overrides=fixed, return_hydra_config=True)))
-        run_jobs([run], [Path(run_dir)])
+    plan = check_command([*overrides], multirun=False, config_dirs=[str(config_dir)] if config_dir else [])
+    with using(plan.sources):
+        run_jobs([plan.single], [Path(run_dir)])  # the RunConfig the pre-flight resolved: composed once
     return load_runs(run_dir).iloc[0]
 
 

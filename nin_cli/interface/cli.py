@@ -7,6 +7,7 @@ one `nin: error:` line (nin_cli/errors.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -35,9 +36,9 @@ register_resolvers()
 def train_command(args: list[str]) -> None:
     import hydra
 
+    from nin_cli.config.plan import handed
     from nin_cli.config.preflight import check_command
     from nin_cli.config.schema import conf_dir
-    from nin_cli.config.sources import hand_down
     from nin_cli.interface.runner import hydra_task
 
     for arg in args:
@@ -53,13 +54,15 @@ def train_command(args: list[str]) -> None:
         return shell_completion(args)
     args = [_recorded_key(a) for a in args]
     config_dirs = _flag_values(args, ("--config-dir", "-cd"))
+    plan = None
     if not any(a in args for a in ("--help", "-h", "--hydra-help")):
         multirun = any(a in args for a in ("-m", "--multirun"))
         inspect = any(a in args for a in ("--cfg", "-c", "--info", "-i"))
-        _, sources = check_command(_values(args), multirun=multirun, config_dirs=config_dirs, inspect=inspect)
-        hand_down(sources)
+        plan = check_command(_values(args), multirun=multirun, config_dirs=config_dirs, inspect=inspect)
     sys.argv = ["nin train", *_flags_first(args)]
-    hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(hydra_task)()
+    app = hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(hydra_task)
+    with handed(plan) if plan is not None else contextlib.nullcontext():  # the sweeper, launcher and task receive it
+        app()
 
 
 # Hydra's flags that take a value, as the next argument or after '=' (--config-dir DIR, --cfg job)
@@ -139,7 +142,7 @@ def dispatch(argv: list[str]) -> None:
         print(usage())
         return
     if argv[0] in ("-V", "--version"):
-        from nin_cli import __version__
+        from nin_cli.version import __version__
 
         print(f"nin {__version__}")
         return
@@ -152,7 +155,7 @@ def dispatch(argv: list[str]) -> None:
         return train_command(rest)
     if command == "map":  # a multirun whose sweeper is the map (hydra_plugins/nin_map_sweeper)
         if any(a in ("-h", "--help") for a in rest):
-            from hydra_plugins.nin_map_sweeper.map_sweeper import help_text
+            from nin_cli.config.map_settings import help_text
 
             print(help_text())
             return

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from nin_cli.config.resolve import RunConfig, checked
+from nin_cli.config.plan import checked
+from nin_cli.config.resolve import RunConfig
 from nin_cli.errors import console
 from nin_cli.robustness.evaluate import evaluate_after_training
 from nin_cli.train.ensembles import as_runs, train_many

@@ -118,6 +118,38 @@ class NoiseAdd(torch.autograd.Function):
         return grad, None, (eps @ grad.reshape(len(grad), -1)).view(ctx.shape)
 
 
+class ConvInputNoise(torch.autograd.Function):
+    """The NIW's gradient for noise added at a convolution's input (conv(h + W_NI eps), the
+    noise put into h by the caller without a path back to W_NI): identity on the convolution's
+    output, and in the backward eps^T dL/dz crossing the convolution back as one image. The
+    convolution computes its own weights' gradient from the noisy input, and no gradient of the
+    whole batch's input is needed for the NIW. The probe's (NINModel.live), where one pass over
+    the layer's input replaces two over its output (NoiseAdd's); nin's own runs keep theirs."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, eps: torch.Tensor, niw: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        ctx.save_for_backward(eps, conv.weight)
+        ctx.shape, ctx.settings = niw.shape, (conv.stride, conv.padding, conv.dilation, conv.groups)
+        ctx.mark_dirty(out)  # returned as itself, not a view: a ReLU(inplace=True) may follow
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        eps, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.settings
+        summed = (eps @ grad.reshape(len(grad), -1)).view(1, *grad.shape[1:])
+        image = summed.new_empty((1, *ctx.shape))
+        (niw_grad, _, _) = torch.ops.aten.convolution_backward(
+            summed, image, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, [True, False, False]
+        )
+        return grad, None, niw_grad[0], None
+
+    @staticmethod
+    def fits(conv: nn.Module) -> bool:
+        """A plain zero-padded Conv2d with numeric padding: what the backward's convolution reproduces."""
+        return type(conv).forward is nn.Conv2d.forward and not isinstance(conv.padding, str) and conv.padding_mode == "zeros"
+
+
 class NINModel(nn.Module):
     """A chain of named layers (`self.layers`, in order) with optional NINs on any of them."""
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from nin_cli.errors import ConfigError
 from nin_cli.factories import factory_arguments, factory_target, locate, seeded
-from nin_cli.nets.models import ModelKind, NINModel, Tensors
+from nin_cli.nets.models import ConvInputNoise, ModelKind, NINModel, Tensors
 
 NIN_TYPES = (nn.Linear, nn.Conv2d)  # what the method defines a NIN's wiring for
 OWN_KEYS = ("name", "_target_", "target", "init", "ninr_sigma", "ninr_init")  # nin's keys of a model config, not the factory's
@@ -157,6 +157,7 @@ class ModuleNINModel(NINModel):
         self._eps: Tensors | None = None
         self._probes: Tensors | None = None
         self._done: set[str] = set()
+        self._at_input: set[str] = set()  # a live network's convolutions whose noise joined their input this pass
         self._inside = False  # in forward(), which hands the pass its eps; else the network is called directly
         self._drawn: dict[str, Tensors | None] = {}  # a direct call's eps, from the pre-hook to the hook of its layer
         self._handles: list = []
@@ -232,6 +233,16 @@ class ModuleNINModel(NINModel):
         # The noise joins the convolution's input where it is probed, or while shapes are read;
         # else it crosses the convolution as one image (the same function: _inject_output).
         eps = self._drawn[name] = self._pass_eps(name, module, args[0])
+        if (
+            self.live
+            and name in self.input_side
+            and self.noisy(name, eps)
+            and self.plain(name, self._probes)
+            and ConvInputNoise.fits(module)
+        ):
+            self._at_input.add(name)  # the probe's: the noise joins the input, the NIW's gradient the output (ConvInputNoise)
+            x, noise = args[0], eps[name].view(-1, *[1] * (args[0].dim() - 1))
+            return (torch.addcmul(x, noise, self.nins[name].weight.detach()), *args[1:])
         if name in self.input_side and not self.plain(name, self._probes):
             self._done.add(name)
             return (self.inject(name, args[0], eps, self._probes), *args[1:])
@@ -239,6 +250,9 @@ class ModuleNINModel(NINModel):
 
     def _inject_output(self, name: str, module, args, out):
         eps = self._drawn.pop(name, None)
+        if name in self._at_input:
+            self._at_input.discard(name)
+            return ConvInputNoise.apply(out, eps[name], self.nins[name].weight, module)
         if name in self._done:
             return None
         if name in self.input_side:  # conv(h + W_NI eps) = conv(h) + eps conv(W_NI) without the bias

@@ -214,6 +214,9 @@ class Probe:
         shapes = {n: tuple(self.wrapper.nins[n].weight.shape) for n in layers}
         self.setup = Setup(self.cfg, device, data, self.wrapper, layers, shapes, make_loss(loss, task))
         self.groups = norm_groups(self.wrapper, layers)
+        # the norm columns' tensors, read in one call a logged step (a group of several: a layer's weights)
+        self.norm_tensors = [self.wrapper.get_parameter(p) for group in self.groups for p in group]
+        self.norm_column = torch.tensor([i for i, group in enumerate(self.groups) for _ in group], device=device)
         self.columns = metric_columns(self.wrapper, layers, bool(niw_curvature), True)
         self.step_columns = step_columns(self.wrapper, layers)
         self.measure_columns = [
@@ -238,9 +241,8 @@ class Probe:
         self.events_on, self.event_growth, self.event_loss_growth = bool(events), float(event_growth), float(event_loss_growth)
         self.sigma_now = self.sigma(1)
         self.epoch, self.step_count, self.seconds = 0, 0, time.perf_counter()
-        self.loss_sum = torch.zeros((), device=device)
-        self.samples = 0
-        self.logged: list[tuple[int, torch.Tensor]] = []
+        self.losses: list[tuple[torch.Tensor, int]] = []  # the epoch's noisy batch losses and batch sizes
+        self.logged: list[tuple[int, torch.Tensor | None, torch.Tensor]] = []  # (step, noisy loss, norms)
         self.metrics_rows: list[dict] = []
         self.steps_rows: list[dict] = []
         self.events_seen: set[str] = set()
@@ -310,22 +312,29 @@ class Probe:
 
     # the loop's calls ---------------------------------------------------------------------------
     def step(self, loss: torch.Tensor | float | None = None) -> None:
-        """After the optimizer's step: the batch's noisy loss and, every `every_steps`, the norms."""
+        """After the optimizer's step: the batch's noisy loss and, every `every_steps`, the norms.
+        Kept as tensors, a few operations a step; made into rows at the epoch's end."""
         if not self.attached:
             return
         self.step_count += 1
+        value = None
         if loss is not None:
-            value = loss.detach().float() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-            self.loss_sum = self.loss_sum + value.to(self.device) * self.batch
-            self.samples += self.batch
+            value = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+            self.losses.append((value, self.batch))
         if self.every > 0 and self.step_count % self.every == 0:
-            norms = model_norms(self.wrapper, self.groups, self.device)
-            current = value if loss is not None else torch.tensor(math.nan, device=self.device)
-            self.logged.append((self.step_count, torch.cat([current.reshape(1).to(self.device), norms])))
+            norms = self._norms()
+            self.logged.append((self.step_count, value, norms))
             if self.events_on and len(self.events_seen) <= len(self.layers):
-                self._check_events(value if loss is not None else None, norms)
+                self._check_events(value, norms)
         if self.measure_every > 0 and self.step_count % self.measure_every == 0:
             self._measure("schedule")
+
+    def _norms(self) -> torch.Tensor:
+        """The norm columns (model_norms' values), in one call over the tensors behind them."""
+        norms = torch.stack(torch._foreach_norm([t.detach() for t in self.norm_tensors]))
+        if len(norms) == len(self.groups):
+            return norms
+        return torch.zeros(len(self.groups), device=norms.device).index_add_(0, self.norm_column, norms.square()).sqrt()
 
     def _check_events(self, loss: torch.Tensor | None, norms: torch.Tensor) -> None:
         """The first logged step at which a NIW's norm rises past event_growth x its first, and the
@@ -385,16 +394,27 @@ class Probe:
         seconds = time.perf_counter() - self.seconds
         epoch = self.epoch + 1
         sigma = self.sigma(epoch)
-        train_loss = float(self.loss_sum) / self.samples if self.samples else math.nan
+        samples = sum(b for _, b in self.losses)
+        losses = torch.stack([v.float().reshape(()) for v, _ in self.losses]) if self.losses else None
+        train_loss = (
+            float(losses @ torch.tensor([float(b) for _, b in self.losses], device=losses.device)) / samples if samples else math.nan
+        )
         was = self.model.training
         row = epoch_row(self.setup, epoch, self.step_count, sigma, train_loss, seconds, self.lr)
         self.model.train(was)
-        steps = [st for st, _ in self.logged]
-        values = torch.stack([v for _, v in self.logged]).tolist() if self.logged else []
+        nan = torch.tensor(math.nan, device=self.device)
+        steps = [st for st, _, _ in self.logged]
+        values = (
+            torch.stack(
+                [torch.cat([(v if v is not None else nan).float().reshape(1).to(self.device), n]) for _, v, n in self.logged]
+            ).tolist()
+            if self.logged
+            else []
+        )
         names = self.step_columns[3:]
         step_rows = [{"step": st, "epoch": epoch, "sigma": sigma, **dict(zip(names, vals))} for st, vals in zip(steps, values)]
         self._append([row], step_rows)
-        self.epoch, self.logged, self.loss_sum, self.samples = epoch, [], torch.zeros((), device=self.device), 0
+        self.epoch, self.logged, self.losses = epoch, [], []
         self.sigma_now = self.sigma(epoch + 1)
         self.seconds = time.perf_counter()
         if self.diverged is None:

@@ -11,6 +11,7 @@ locked (flock, released by the kernel when its process dies) while a process tra
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -43,6 +44,28 @@ ENDED = ("completed", "diverged", "failed")  # nothing more will happen to a run
 FINISHED = ("completed", "diverged")  # ... and of those, the runs that trained to their end (results, not failures)
 # What a fresh run replaces (overwrite=true); Hydra's .hydra/ and the log are kept.
 RUN_FILES = (METRICS, STEPS, STATUS, CHECKPOINT, ENV, NETWORK, ROBUSTNESS, ROBUSTNESS_SETTINGS, ROBUSTNESS_PARTIAL)
+
+
+# A checkpoint's SHA-256 follows its bytes: torch.load checks no checksum, and a flipped byte in a
+# tensor's data would load as a different weight. Zip readers find their directory from the file's
+# end past a short trailer; nin checks and strips it before loading. A checkpoint written before
+# 2026-12-05 has none and is read unchecked.
+SEAL = b"\nnin-sha256:"
+
+
+def sealed(payload: bytes) -> bytes:
+    return payload + SEAL + hashlib.sha256(payload).hexdigest().encode()
+
+
+def unsealed(data: bytes, path: Path) -> bytes:
+    """A checkpoint's bytes without their seal, checked against it (RecordError naming the file)."""
+    cut = len(data) - len(SEAL) - 64
+    if cut < 0 or data[cut : cut + len(SEAL)] != SEAL:
+        return data  # unsealed: written before checkpoints carried their digest, or cut short (torch.load says)
+    payload = data[:cut]
+    if hashlib.sha256(payload).hexdigest().encode() != data[cut + len(SEAL) :]:
+        raise RecordError(f"{path} is damaged: its bytes do not match the checksum written with them")
+    return payload
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str = "write") -> None:
@@ -217,16 +240,17 @@ class RunRecords:
     def save_checkpoint(self, state: dict) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.checkpoint_path, buf.getvalue(), fault="checkpoint")
+        atomic_write_bytes(self.checkpoint_path, sealed(buf.getvalue()), fault="checkpoint")
 
     def load_checkpoint(self) -> dict | None:
         """Tensors and plain containers only (weights_only=True): a checkpoint cannot run code."""
         if not self.checkpoint_path.exists():
             return None
+        payload = unsealed(self.checkpoint_path.read_bytes(), self.checkpoint_path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it
-                state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+                state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, IndexError) as exc:
             why = "it holds objects other than tensors, refused" if "Weights only load failed" in str(exc) else type(exc).__name__
             raise RecordError(f"{self.checkpoint_path} is damaged or not a nin checkpoint ({why})") from None

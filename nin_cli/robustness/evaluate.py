@@ -251,13 +251,16 @@ def without_image_perturbations(rcfg: DictConfig, run_dir: Path) -> DictConfig:
 
 
 def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:
-    """The rows an interrupted evaluation with the same settings finished (none if damaged)."""
+    """The rows an interrupted evaluation with the same settings finished (none if damaged: said)."""
+    if not path.exists():
+        return {}
     try:
         record = json.loads(path.read_text())
         if record.get("settings") != digest:
-            return {}
+            return {}  # another evaluation's: these settings start anew
         return {(r["perturbation"], float(r["severity"])): r for r in record["rows"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        console.print(f"[yellow]{path} is damaged: the perturbations it held are evaluated again[/]")
         return {}
 
 
