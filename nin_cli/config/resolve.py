@@ -17,11 +17,13 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf._utils import get_yaml_loader
 
 from nin_cli.config.legacy import fill_config
 from nin_cli.config.schema import conf_dir, factory_groups, flatten, train_schema
@@ -48,10 +50,37 @@ SIGMA_KEYS = ("noise.sigma", "noise.sigma2_paper")  # two names of one noise sca
 @dataclass(frozen=True)
 class RunConfig:
     """A run's config as it trains: `cfg` (nested, resolved, without Hydra's node) and `flat`
-    (dotted key -> value, lists as tuples), the record every comparison of runs reads."""
+    (dotted key -> value, lists as tuples), the record every comparison of runs reads. A record read
+    back (`load`) makes its `cfg` only when asked: reading a sweep of runs needs `flat` alone."""
 
-    cfg: DictConfig
+    _cfg: DictConfig | None = field(compare=False)
     flat: dict[str, Any]
+    _plain: dict | None = field(default=None, compare=False)
+
+    @property
+    def cfg(self) -> DictConfig:
+        if self._cfg is None:
+            made = OmegaConf.create(self._plain)
+            OmegaConf.set_struct(made, True)
+            object.__setattr__(self, "_cfg", made)  # made once, on first use
+        return self._cfg
+
+
+class RecordLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):
+    """OmegaConf's YAML reading of a saved config (its floats such as 1e-3, no timestamps, a key
+    twice is damage), with libyaml's parser: a sweep's report reads hundreds of them."""
+
+    def construct_mapping(self, node, deep: bool = False):
+        keys = [k.value for k, _ in node.value if k.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
+        if len(keys) != len(set(keys)):
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark, "found a duplicate key")
+        return super().construct_mapping(node, deep=deep)
+
+
+RecordLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in get_yaml_loader().yaml_implicit_resolvers.items()
+}
 
 
 # --- resolving ------------------------------------------------------------------------------------
@@ -76,10 +105,19 @@ def _settle(cfg: DictConfig, validate: bool) -> RunConfig:
     except Exception as exc:  # an interpolation that does not resolve
         raise ConfigError(f"config does not resolve: {str(exc).splitlines()[0]}") from None
     plain.pop("hydra", None)
+    return _settle_plain(plain, choices, validate)
+
+
+def _settle_plain(plain: dict, choices: Mapping[str, str], validate: bool, lazy: bool = False) -> RunConfig:
     named_by_choice(plain, choices)
     _fill_shipped_model(plain)
     fill_config(plain)  # what an older nin's saved config meant (legacy.py)
     _fill_model_init(plain)
+    noise = plain.get("noise")
+    if lazy and not validate and not (isinstance(noise, dict) and noise.get("sigma2_paper") is not None):
+        record = flatten(plain)
+        if not any(isinstance(v, str) and "${" in v for v in record.values()):
+            return RunConfig(None, record, plain)  # a record read back: its DictConfig made when asked
     run = OmegaConf.create(plain)
     record = flatten(plain)  # the values `run` holds, read without walking its nodes again
     if _derive_sigma(run) or any(isinstance(v, str) and "${" in v for v in record.values()):
@@ -94,15 +132,15 @@ def load(path: Path, validate: bool = False) -> RunConfig:
     """A saved config.yaml, resolved as `resolve` does (a trained run is not re-validated: its
     config is what it was trained with). A damaged file is a RecordError naming it."""
     try:
-        saved = OmegaConf.load(path)
+        saved = yaml.load(Path(path).read_text(), Loader=RecordLoader)
     except FileNotFoundError:
         raise
-    except Exception as exc:  # YAML or OmegaConf errors: the file is damaged
+    except Exception as exc:  # YAML errors, or bytes that are not text: the file is damaged
         raise RecordError(f"{path} is damaged ({type(exc).__name__}); cannot tell which run this directory holds") from None
-    if not isinstance(saved, DictConfig):
+    if not isinstance(saved, dict) or not all(isinstance(k, str) for k in saved):
         raise RecordError(f"{path} is damaged (not a mapping); cannot tell which run this directory holds")
     try:
-        run = _settle(saved, validate)
+        run = _settle_plain(saved, group_choices(OmegaConf.create({})), validate, lazy=True)
     except ConfigError as exc:
         raise RecordError(f"{path} is damaged ({exc}); cannot tell which run this directory holds") from None
     missing = [key for key in RUN_KEYS if key not in run.flat]
