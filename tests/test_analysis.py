@@ -94,6 +94,12 @@ def test_a_run_stuck_at_chance_is_divergent():
     assert phase == "divergent" and "learned nothing" in why
 
 
+def _two_epochs(**columns) -> pd.DataFrame:
+    """metrics.csv of a run that learned over one epoch (epoch 0 and 1, 100 steps), with `columns`."""
+    learned = {"train_loss": [3.0, 0.6], "train_loss_clean": [2.3, 0.5], "train_acc": [0.1, 0.8], "test_loss": [2.3, 0.55]}
+    return pd.DataFrame({"epoch": [0, 1], "step": [0, 100], **learned, **columns})
+
+
 def _catapult_run(sigma: float, every: int) -> Run:
     """A run whose NIW norm rises 1.8x and falls back within ten steps (Fig. 1's catapult), its
     steps.csv logged every `every` steps."""
@@ -102,17 +108,7 @@ def _catapult_run(sigma: float, every: int) -> Run:
     steps = pd.DataFrame(
         {"step": t, "epoch": t // 100, "train_loss": 3 * (1 + 10 * bump), "niw_norm_fc1": (1 + 0.9 * bump) * np.exp(-t / 200)}
     )
-    metrics = pd.DataFrame(
-        {
-            "epoch": [0, 1],
-            "step": [0, 100],
-            "train_loss": [3.0, 0.6],
-            "train_loss_clean": [2.3, 0.5],
-            "train_acc": [0.1, 0.8],
-            "test_loss": [2.3, 0.55],
-            "niw_norm_fc1": [1.0, math.exp(-0.5)],
-        }
-    )
+    metrics = _two_epochs(niw_norm_fc1=[1.0, math.exp(-0.5)])
     return Run(
         path=Path(f"sigma{sigma}_every{every}"), config={"noise.sigma": sigma}, status={"status": "completed"}, metrics=metrics, steps=steps
     )
@@ -389,19 +385,7 @@ def _steps_run(weight: np.ndarray, hessian: list[float], niw_rise: float = 0.9) 
             "weight_norm_fc2": weight,
         }
     )
-    metrics = pd.DataFrame(
-        {
-            "epoch": [0, 1],
-            "step": [0, 100],
-            "train_loss": [3.0, 0.6],
-            "train_loss_clean": [2.3, 0.5],
-            "train_acc": [0.1, 0.8],
-            "test_loss": [2.3, 0.55],
-            "niw_norm_fc1": [1.0, math.exp(-2)],
-            "weight_norm_fc2": [weight[0], weight[-1]],
-            "hessian_trace_fc1": hessian,
-        }
-    )
+    metrics = _two_epochs(niw_norm_fc1=[1.0, math.exp(-2)], weight_norm_fc2=[weight[0], weight[-1]], hessian_trace_fc1=hessian)
     network = {"nins": [{"layer": "fc1", "feeds": "fc2"}]}
     return Run(
         path=Path("catapult"),

@@ -67,6 +67,7 @@ class SweepProgress:
     total: int | None  # runs in the sweep directory once the latest multirun ends (None: not recorded)
     statuses: Counter  # run status -> number of run directories with it
     jobs: int | None = None  # jobs of the latest multirun
+    damaged: bool = False  # sweep.json there but unreadable: the total is unknown
 
     @property
     def ended(self) -> int:
@@ -87,19 +88,23 @@ class SweepProgress:
         parts = [f"{self.statuses[s]} {s}" for s in ENDED if self.statuses[s]]
         others = [f"{n} {s}" for s, n in sorted(self.statuses.items()) if s not in ENDED and n]
         text = f"{self.ended}/{total} runs ended" + (f" ({', '.join(parts)})" if parts else "")
-        return text + (f"; {', '.join(others)}" if others else "")
+        text += f"; {', '.join(others)}" if others else ""
+        return text + (f"; {SWEEP_FILE} is damaged: the sweep's size is unknown" if self.damaged else "")
 
 
 def read_progress(sweep: Path) -> SweepProgress:
     """The sweep's recorded total and its runs' statuses, read from disk now."""
     sweep = Path(sweep)
     recorded: dict = {}
+    damaged = False
     try:
         recorded = json.loads((sweep / SWEEP_FILE).read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         pass
-    if not isinstance(recorded, dict):
-        recorded = {}
+    except (OSError, ValueError):
+        damaged = True
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("total"), (int, type(None))):
+        recorded, damaged = {}, True
     statuses: Counter = Counter()
     for run in find_runs([sweep]):
         records = RunRecords(run)
@@ -108,7 +113,7 @@ def read_progress(sweep: Path) -> SweepProgress:
         if name == "running" and records.lock.holder() is None:
             name = "interrupted"  # its process is gone (killed before it could say so): rerun to resume
         statuses[name] += 1
-    return SweepProgress(recorded.get("total"), statuses, recorded.get("jobs", recorded.get("total")))
+    return SweepProgress(recorded.get("total"), statuses, recorded.get("jobs", recorded.get("total")), damaged)
 
 
 def show_progress(sweep: Path, watch: bool, every: float) -> None:

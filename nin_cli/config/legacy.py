@@ -2,10 +2,12 @@
 
 nin reads every run directory it ever wrote (resume, extend, evaluate, summarize). Where a key,
 a default, a file entry or a name changed, what the older record meant is written here, and the
-main path reads as today's code: config.py fills a saved config's missing keys (fill_config),
+main path reads as today's code: resolve.py fills a saved config's missing keys (fill_config),
 resume names the values to type back (resume_hints), the engine reads an old engine record's
 arithmetic (engine_precision), a member reads an old checkpoint's device (checkpoint_device), the
-pre-flight names a renamed key (RENAMED).
+pre-flight names a renamed key (RENAMED). One older meaning lives below this stage, where the
+records are read: a checkpoint written before 2026-12-05 carries no SHA-256 seal and is loaded
+unchecked (records/store.py, `unsealed`).
 """
 
 from __future__ import annotations
