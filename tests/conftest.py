@@ -78,6 +78,17 @@ def without_timing(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
+def coloured(png: Path) -> float:
+    """The fraction of a PNG's pixels in colour (the data: axes, ticks and labels are grey): 0 for
+    a figure of empty axes; 0.004 for two thin curves, 0.017-0.38 for nin's plots (measured
+    2026-12-05)."""
+    import matplotlib.image
+
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    pixels = matplotlib.image.imread(png)[..., :3]
+    return float(((pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.2).mean())
+
+
 def nin_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
     return forkrun.run(pinned(list(args)), cwd=cwd, env=env, timeout=timeout)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import QUICK, make_cfg, nin_cli
+from conftest import QUICK, coloured, make_cfg, nin_cli
 
 from nin_cli.analysis.fits import decay_time
 from nin_cli.analysis.phases import classify
@@ -124,7 +124,7 @@ def test_a_catapult_within_ten_steps_needs_every_step_logged(tmp_path):
     assert classify(coarse[0], ACFG.phases)[0] == "decay"
     phase_of = {run.path: "catapult" for run in fine}
     assert first_steps_figure(fine, phase_of, tmp_path / "fine.png") == tmp_path / "fine.png"
-    assert (tmp_path / "fine.png").stat().st_size > 10_000
+    assert coloured(tmp_path / "fine.png") > 0.001
     assert first_steps_figure(coarse, phase_of, tmp_path / "coarse.png") is None and not (tmp_path / "coarse.png").exists()
 
 
@@ -157,7 +157,7 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     assert plotted.returncode == 0, plotted.stderr
     pngs = sorted((tmp_path / "figs").glob("*.png"))
     assert {"decay_times.png", "niw_norms.png", "first_steps.png"} <= {p.name for p in pngs} and len(pngs) >= 9
-    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
+    assert all(coloured(p) > 0.001 for p in pngs), sorted((round(coloured(p), 4), p.name) for p in pngs)
 
     svg = nin_cli("plot", str(sweep), "--no-runs", "--format", "svg", "--out", str(tmp_path / "svg"), "phases.decay_niw_ratio=0.9")
     assert svg.returncode == 0, svg.stderr
@@ -192,7 +192,8 @@ LINEAR = ["+experiment=linear_toy", "progress=false", "epochs=10"]
 
 
 def test_linear_toy_theory_agrees_with_simulation(tmp_path):
-    for sigma in (0.01, 0.5, 1, 2, 7.3, 30):  # 7.3: inside the catapult window 6.78-7.83 (docs/map/linear_toy_fine_boundaries.csv)
+    # 7.3: the middle of seed 2's catapult window 6.78-7.83 (the toy's windows at 3 seeds: docs/phases.md)
+    for sigma in (0.01, 0.5, 1, 2, 7.3, 30):
         train(make_cfg(*LINEAR, f"noise.sigma={sigma}"), tmp_path / f"s{sigma}")
     table, bounds = theory_rows(load_runs([tmp_path]), ACFG)
     assert len(table) == 6

@@ -197,7 +197,7 @@ def trained_sweep(tmp_path_factory) -> Path:
     proc = nin_cli("train", "-m", *TINY, "epochs=2", "noise.sigma=3", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     run = next(p.parent for p in sweep.glob("*/metrics.csv"))
-    (run / "robustness.partial.json").write_text(json.dumps({"settings": "x", "rows": []}) + "\n")
+    (run / "robustness.partial.json").write_text(json.dumps({"settings": "0123456789abcdef", "rows": []}) + "\n")
     return sweep
 
 

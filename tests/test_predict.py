@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import QUICK, make_cfg, nin_cli
+from conftest import QUICK, coloured, make_cfg, nin_cli
 
 from nin_cli.analysis.predict import predict
 from nin_cli.analysis.theory import ToySetting
@@ -123,4 +123,4 @@ def test_recorded_curvature_predicts_the_niw_trajectory(tmp_path):
     assert decaying["measured_phase"] == "decay"
     assert abs(math.log(decaying["niw_ratio_integrated"] / decaying["niw_ratio_measured"])) < math.log(2)
     assert decaying["niw_ratio_decay_only"] < 0.01 * decaying["niw_ratio_measured"]
-    assert (sweep / "theory_niw.png").stat().st_size > 10_000 and "predicted_phase" in table
+    assert coloured(sweep / "theory_niw.png") > 0.001 and "predicted_phase" in table

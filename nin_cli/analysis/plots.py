@@ -513,6 +513,8 @@ def plot_paths(paths: list[str], overrides: list[str], out: Path, ext: str, per_
     written = []
     if per_run:
         for run in runs:
+            if not len(run.metrics):
+                continue  # nothing recorded yet: no figure of empty axes
             where = run.path.resolve()
             rel = where.relative_to(root) if where.is_relative_to(root) and where != root else run.path.name
             title = f"{run.path}  sigma={run.sigma:g}  phase={phase_of[run.path]}  status={run.status.get('status')}"

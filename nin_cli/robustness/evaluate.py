@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -256,9 +257,12 @@ def read_partial(path: Path, digest: str) -> dict[tuple[str, float], dict]:
         return {}
     try:
         record = json.loads(path.read_text())
-        if record.get("settings") != digest:
+        settings, rows = record["settings"], record["rows"]
+        if not (isinstance(settings, str) and re.fullmatch(r"[0-9a-f]+", settings) and isinstance(rows, list)):
+            raise ValueError("not an evaluation's record")
+        if settings != digest:
             return {}  # another evaluation's: these settings start anew
-        return {(r["perturbation"], float(r["severity"])): r for r in record["rows"]}
+        return {(r["perturbation"], float(r["severity"])): r for r in rows}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         console.print(f"[yellow]{path} is damaged: the perturbations it held are evaluated again[/]")
         return {}
