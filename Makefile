@@ -57,7 +57,8 @@ gpu-bundle: data
 	bash scripts/gpu-bundle.sh
 
 # The NINR poster's table (README, docs/ninr/poster_clean.csv): its 54 runs trained and evaluated two at a
-# time into outputs/sweeps/poster/, then the table written; hours on 2 cores; run again to resume.
+# time into outputs/sweeps/poster/, then the table written; hours on 2 cores; run again to resume
+# (a complete sweep's records are kept in docs/ninr/poster_runs/ and restored, not retrained).
 poster: data
 	$(BIN)/python scripts/poster.py
 

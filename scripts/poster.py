@@ -14,14 +14,23 @@ those sweeps alone:
 - the README's table, between its `poster:begin` / `poster:end` markers;
 - docs/ninr/'s comparison files (scripts/ninr_docs.py);
 - docs/ninr/poster_log.csv: each sweep's wall-clock seconds, appended at every invocation.
+
+The table's sweeps take longer than a working session on 2 cores (about 3.5 hours, most of it the
+CNN's training and attacks), and outputs/ does not outlive a checkout. So each sweep, once complete,
+is kept in docs/ninr/poster_runs/<sweep>/: every run's records but its checkpoint (config.yaml,
+status.json, metrics.csv, steps.csv gzipped, network.json, env.json with the commit that trained it, train.log,
+robustness.csv and .yaml). A later invocation restores a kept sweep into outputs/ instead of
+training it again, and trains only what is not kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +51,8 @@ TABLE = DOCS / "poster_clean.csv"
 LOG = DOCS / "poster_log.csv"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- poster:begin -->", "<!-- poster:end -->"
+KEPT = DOCS / "poster_runs"
+KEPT_FILES = ("config.yaml", "status.json", "metrics.csv", "network.json", "env.json", "train.log", "robustness.csv", "robustness.yaml")
 
 METHODS = ("none", "l2", "dropout", "in_ninr_decay", "in_ninr_catapult", "full_ninr_decay", "full_ninr_catapult", "cdt02", "cdt04")
 SEEDS = (0, 1, 2)
@@ -81,8 +92,47 @@ def finished(name: str) -> int:
     )
 
 
+def expected_runs(name: str) -> int:
+    return len(SWEEPS[name][1]) * len(SEEDS)
+
+
+def keep(name: str) -> bool:
+    """A complete sweep's records (but checkpoints) into docs/ninr/poster_runs/<name>/; whether it was complete."""
+    if finished(name) != expected_runs(name):
+        return False
+    target = KEPT / name
+    shutil.rmtree(target, ignore_errors=True)
+    for run in load_runs([SWEEPS_DIR / name]):
+        where = target / run.path.name
+        where.mkdir(parents=True)
+        for file in KEPT_FILES:
+            if (run.path / file).is_file():
+                shutil.copy2(run.path / file, where / file)
+        with open(run.path / "steps.csv", "rb") as raw, gzip.open(where / "steps.csv.gz", "wb", compresslevel=9) as packed:
+            shutil.copyfileobj(raw, packed)
+    return True
+
+
+def restore(name: str) -> int:
+    """A kept sweep's runs into outputs/ where they are not finished there; how many were restored."""
+    kept = sorted(p for p in (KEPT / name).glob("*") if p.is_dir())
+    if len(kept) != expected_runs(name):
+        return 0
+    for run in kept:
+        where = SWEEPS_DIR / name / run.name
+        where.mkdir(parents=True, exist_ok=True)
+        for file in KEPT_FILES:
+            if (run / file).is_file():
+                shutil.copy2(run / file, where / file)
+        with gzip.open(run / "steps.csv.gz", "rb") as packed, open(where / "steps.csv", "wb") as raw:
+            shutil.copyfileobj(packed, raw)
+    return len(kept)
+
+
 def run_sweep(name: str) -> tuple[str, str, float]:
-    expected = len(SWEEPS[name][1]) * len(SEEDS)
+    expected = expected_runs(name)
+    if finished(name) < expected and restore(name):
+        print(f"{name}: restored from {KEPT.relative_to(ROOT) / name} (trained and evaluated by an earlier invocation)", flush=True)
     done = finished(name)
     if done == expected:
         print(f"{name}: complete ({done} runs), skipped", flush=True)
@@ -93,7 +143,7 @@ def run_sweep(name: str) -> tuple[str, str, float]:
     with open(SWEEPS_DIR / f"{name}.log", "a") as log:
         code = subprocess.call(command(name), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     seconds = time.monotonic() - start
-    status = "ran" if code == 0 and finished(name) == expected else f"incomplete (exit {code})"
+    status = "ran" if code == 0 and keep(name) else f"incomplete (exit {code})"
     print(f"{name}: {status} in {seconds / 60:.1f} min", flush=True)
     return name, status, seconds
 
@@ -173,6 +223,11 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="write the table from the sweeps as they stand; train nothing")
     args = parser.parse_args()
     paths = [SWEEPS_DIR / name for name in SWEEPS]
+    if args.table_only:
+        for name in SWEEPS:  # a kept sweep where outputs/ has less; a complete one kept
+            if finished(name) < expected_runs(name):
+                restore(name)
+            keep(name)
     if not args.table_only:
         start = time.monotonic()
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
