@@ -43,6 +43,9 @@ TINY = [
 ]
 
 
+# The CNN of model=cnn, narrowed (8 and 16 channels, 32 hidden units); each test adds its data's size.
+SMALL_CNN = [*(o for o in QUICK if not o.startswith("model.")), "model=cnn", "model.channels=[8,16]", "model.hidden=32"]
+
 TRAINING_COMMANDS = ("train", "map")
 
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import QUICK, column, make_cfg, nin_cli, read_rows, without_timing
+from conftest import SMALL_CNN, column, make_cfg, nin_cli, read_rows, without_timing
 from omegaconf import OmegaConf
 
 import nin_cli as api
@@ -19,14 +19,7 @@ from nin_cli.nets.network import build_model
 from nin_cli.seeding import generator
 from nin_cli.train import train, train_many
 
-SMALL_CNN = [
-    *(o for o in QUICK if not o.startswith("model.")),
-    "model=cnn",
-    "model.channels=[8,16]",
-    "model.hidden=32",
-    "dataset.train_size=600",
-    "dataset.test_size=300",
-]
+CNIN_CNN = [*SMALL_CNN, "dataset.train_size=600", "dataset.test_size=300"]
 
 
 def cnn(*overrides: str):
@@ -106,14 +99,14 @@ def test_the_noise_crossing_a_convolution_as_one_image_is_the_convolution_of_the
 
 
 def test_the_next_layer_norm_of_an_input_nin_is_the_convolution_it_feeds(tmp_path):
-    train(make_cfg(*SMALL_CNN, "epochs=1", "nin=all", "noise.sigma=1"), tmp_path / "all")
+    train(make_cfg(*CNIN_CNN, "epochs=1", "nin=all", "noise.sigma=1"), tmp_path / "all")
     header = list(read_rows(tmp_path / "all")[0])
     norms = [c for c in header if c.startswith(("niw_norm_", "weight_norm_"))]
     assert norms == [*(f"niw_norm_{n}" for n in ("conv1", "conv2", "fc1", "out")), *(f"weight_norm_{n}" for n in ("conv1", "conv2", "out"))]
 
 
 def test_a_cnn_member_of_an_ensemble_replays_its_single_run(tmp_path):
-    cfgs = [make_cfg(*SMALL_CNN, "epochs=2", "nin=all", f"noise.sigma={s}", f"seed={k}") for k, s in ((0, 0.5), (1, 2.0))]
+    cfgs = [make_cfg(*CNIN_CNN, "epochs=2", "nin=all", f"noise.sigma={s}", f"seed={k}") for k, s in ((0, 0.5), (1, 2.0))]
     batched = [tmp_path / f"batched{k}" for k in range(2)]
     assert [r.status for r in train_many(cfgs, batched)] == ["completed"] * 2
     for k, cfg in enumerate(cfgs):
@@ -129,7 +122,7 @@ def test_a_cnn_member_of_an_ensemble_replays_its_single_run(tmp_path):
 @pytest.mark.e2e
 def test_a_run_from_before_the_choice_reads_and_resumes_as_the_old_placement(tmp_path):
     run = tmp_path / "old"
-    args = [*SMALL_CNN, "epochs=1", "nin=all", "noise.sigma=1", "nin.conv=output", f"hydra.run.dir={run}"]
+    args = [*CNIN_CNN, "epochs=1", "nin=all", "noise.sigma=1", "nin.conv=output", f"hydra.run.dir={run}"]
     assert nin_cli("train", *args).returncode == 0
     config = run / "config.yaml"
     config.write_text("".join(line for line in config.read_text().splitlines(True) if not line.strip().startswith("conv:")))

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import column, nin_cli
-from test_cnin import SMALL_CNN, cnn, loss_and_gradients
+from test_cnin import CNIN_CNN, cnn, loss_and_gradients
 
 from nin_cli.nets import conv_block
 
@@ -111,7 +111,7 @@ def test_a_cnn_with_and_without_the_fused_block_computes_the_same_loss_and_gradi
 def test_a_cnn_run_trains_the_same_with_and_without_the_fused_block(tmp_path):
     """Three epochs of in-NINR on the mini data: the same losses, accuracies and NIW norm to float
     rounding (the kernels sum in another order), whether the fused block runs or not."""
-    args = [*SMALL_CNN, "epochs=3", "noise.sigma=3"]
+    args = [*CNIN_CNN, "epochs=3", "noise.sigma=3"]
     fused = nin_cli("train", *args, f"hydra.run.dir={tmp_path / 'fused'}")
     eager = nin_cli("train", *args, "fused_block=off", f"hydra.run.dir={tmp_path / 'eager'}")
     assert fused.returncode == 0 and eager.returncode == 0, fused.stderr + eager.stderr
@@ -129,7 +129,7 @@ def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unles
     fused_block=off the arithmetic would change: one line, the records untouched, until
     engine_change=allow, which trains on and records both sessions."""
     run = tmp_path / "run"
-    args = [*SMALL_CNN, "noise.sigma=1", f"hydra.run.dir={run}"]
+    args = [*CNIN_CNN, "noise.sigma=1", f"hydra.run.dir={run}"]
     assert nin_cli("train", *args, "epochs=1").returncode == 0
     env = json.loads((run / "env.json").read_text())
     engine = env["engine"]

@@ -43,7 +43,7 @@ SCHEMA = train_schema(conf_dir())
 KEYS = sorted(k for k in SCHEMA.types if not k.startswith("robustness.corruptions."))
 GROUPS = {g: from_entries([]).options(g) for g in ("model", "dataset", "noise", "schedule", "nin", "optimizer", "loss", "method")}
 LAUNCHERS = ["basic", "batched", "parallel", "local", "batched_local", "slurm", "batched_slurm"]
-TINY = ["dataset=fashion_mnist_mini", "dataset.train_size=256", "dataset.test_size=100", "model.width=16", "epochs=1",
+FUZZ_RUN = ["dataset=fashion_mnist_mini", "dataset.train_size=256", "dataset.test_size=100", "model.width=16", "epochs=1",
         "hessian.samples=32", "eval.train_samples=256", "progress=false"]  # fmt: skip
 
 odd_numbers = st.sampled_from(["0", "-1", "-0.5", "nan", "inf", "-inf", "1e308", "99999999999999999999", "1e-320", "0.0"])
@@ -126,7 +126,7 @@ def test_a_fixed_sample_of_drawn_commands_as_real_processes(tmp_path):
     for i, (multirun, overrides) in enumerate(FIXED_SAMPLE):
         out = tmp_path / f"c{i}"
         where = [f"hydra.sweep.dir={out}"] if multirun else [f"hydra.run.dir={out}"]
-        args = ["train", *(["-m"] if multirun else []), *TINY, *overrides, *where]
+        args = ["train", *(["-m"] if multirun else []), *FUZZ_RUN, *overrides, *where]
         proc = nin_cli(*args, cwd=tmp_path, timeout=300)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("nin: error:")]
         assert proc.returncode in (0, 1, 2), (args, proc.returncode, proc.stderr[-2000:])
@@ -194,7 +194,7 @@ DAMAGES = ["truncated", "flipped", "emptied", "foreign", "header"]
 def trained_sweep(tmp_path_factory) -> Path:
     """A sweep of one finished run with every record a run can have (robustness.partial.json too)."""
     sweep = tmp_path_factory.mktemp("damaged") / "sweep"
-    proc = nin_cli("train", "-m", *TINY, "epochs=2", "noise.sigma=3", f"hydra.sweep.dir={sweep}")
+    proc = nin_cli("train", "-m", *FUZZ_RUN, "epochs=2", "noise.sigma=3", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     run = next(p.parent for p in sweep.glob("*/metrics.csv"))
     (run / "robustness.partial.json").write_text(json.dumps({"settings": "0123456789abcdef", "rows": []}) + "\n")
@@ -267,7 +267,7 @@ def answers_damage(trained_sweep: Path, tmp: Path, record: str, how: str, where:
     assert snapshot(sweep) == before  # reading a record never changes it
     answers.append(nin_cli("evaluate", str(run), "test_size=50", "gaussian=[]", "attacks=[]", "corruptions=null", "--no-progress"))
     one_answer(answers[-1])
-    answers.append(nin_cli("train", "-m", *TINY, "epochs=3", "extend=true", "noise.sigma=3", f"hydra.sweep.dir={sweep}"))
+    answers.append(nin_cli("train", "-m", *FUZZ_RUN, "epochs=3", "extend=true", "noise.sigma=3", f"hydra.sweep.dir={sweep}"))
     one_answer(answers[-1])
     # the damage is reported: a warning or an error names the file, unless it left a whole record
     # (a CSV cut at a line's end that status.json does not contradict: a shorter record, not a damaged one)
@@ -303,7 +303,7 @@ def trained_analysis(tmp_path_factory) -> tuple[Path, Path]:
 
     sweep = tmp_path_factory.mktemp("analysis")
     for sigma in (0.5, 3):
-        train(make_cfg(*TINY, "epochs=2", f"noise.sigma={sigma}"), sweep / f"sigma={sigma}")
+        train(make_cfg(*FUZZ_RUN, "epochs=2", f"noise.sigma={sigma}"), sweep / f"sigma={sigma}")
     return sweep, tmp_path_factory.mktemp("out")
 
 

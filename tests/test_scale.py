@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, column, make_cfg, nin_cli, read_rows, start_nin, without_timing
+from conftest import QUICK, SMALL_CNN, column, make_cfg, nin_cli, read_rows, start_nin, without_timing
 
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
@@ -45,13 +45,7 @@ def test_batched_members_replay_their_single_runs(tmp_path):
         assert classify(load_run(bdir), acfg.phases)[0] == classify(load_run(single), acfg.phases)[0]
 
 
-SMALL_CNN = [
-    *(o for o in QUICK if not o.startswith("model.")),
-    "model=cnn",
-    "model.channels=[8,16]",
-    "model.hidden=32",
-    "dataset.train_size=1500",
-]
+SCALE_CNN = [*SMALL_CNN, "dataset.train_size=1500"]
 
 
 def ensemble(cfgs, where: Path, kind: str | None = None) -> Ensemble:
@@ -72,9 +66,9 @@ STEP_CASES = [
         for kind in ("fused", "vmap")
         if kind == "fused" or i in (0, 3)  # vmap on MLPs: with weight decay, and with the half-summed MSE
     ],
-    pytest.param("vmap", [*SMALL_CNN, "nin=all"], id="vmap-cnn-nin=all"),
-    pytest.param("vmap", [*SMALL_CNN, "nin=all", "nin.conv=output"], id="vmap-cnn-nin=all-conv=output"),
-    pytest.param("vmap", [*SMALL_CNN, "model.dropout=0.0", "loss=mse", "regularization.weight_decay=0.01"], id="vmap-cnn-mse-wd"),
+    pytest.param("vmap", [*SCALE_CNN, "nin=all"], id="vmap-cnn-nin=all"),
+    pytest.param("vmap", [*SCALE_CNN, "nin=all", "nin.conv=output"], id="vmap-cnn-nin=all-conv=output"),
+    pytest.param("vmap", [*SCALE_CNN, "model.dropout=0.0", "loss=mse", "regularization.weight_decay=0.01"], id="vmap-cnn-mse-wd"),
 ]
 
 
@@ -131,8 +125,8 @@ def test_the_step_choice_says_why():
     adam = choose_step(make_cfg(*QUICK, "optimizer=adam"), 8, cuda)
     assert adam.kind == "loop" and "adam" in adam.reason
     assert choose_step(make_cfg(*QUICK, "optimizer.momentum=0.9"), 8, cuda).kind == "loop"
-    assert choose_step(make_cfg(*SMALL_CNN), 8, cuda).kind == "vmap"
-    assert "CPU" in choose_step(make_cfg(*SMALL_CNN), 8, cpu).reason
+    assert choose_step(make_cfg(*SCALE_CNN), 8, cuda).kind == "vmap"
+    assert "CPU" in choose_step(make_cfg(*SCALE_CNN), 8, cpu).reason
     assert "batch-norm" in choose_step(make_cfg("model=resnet18"), 8, cuda).reason
 
 
@@ -162,7 +156,7 @@ def test_bf16_precision_trains_like_float32(tmp_path, device):
     assert batch.train_epoch([10.0, 10.0])[0][0] == pytest.approx(single.train_epoch([10.0])[0][0], rel=tolerance)
 
     # N(0, 1) NIWs: noise of unit size at every pixel, where rounding matters most
-    cnn = [*SMALL_CNN, f"device={device}", "epochs=2", "nin=all", "nin.init=unit", "noise.sigma=1"]
+    cnn = [*SCALE_CNN, f"device={device}", "epochs=2", "nin=all", "nin.init=unit", "noise.sigma=1"]
     for precision in ("fp32", "bf16"):
         cnn_cfgs = [make_cfg(*cnn, f"precision={precision}", f"seed={k}") for k in (0, 1)]
         assert [r.status for r in train_many(cnn_cfgs, [tmp_path / f"cnn_{precision}{k}" for k in (0, 1)])] == ["completed"] * 2

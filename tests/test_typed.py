@@ -22,7 +22,7 @@ from nin_cli.units import sigma2_per_paper_unit
 
 BIN = str(Path(sys.executable).parent)
 # The linear toy model of +experiment=linear_toy, typed out (its grid sweeps noise.sigma): seconds a run.
-TOY = [
+LINEAR_TOY = [
     "model=linear",
     "dataset=linear_regression",
     "loss=mse",
@@ -125,7 +125,7 @@ def check_names_match_what_trained(sweep: Path, expected_runs: int) -> None:
 
 
 # few typed keys, so that every run directory's name stays whole (long names are cut and hashed)
-TINY = ["dataset=fashion_mnist_mini", "progress=false", "model.width=16", "hessian.probes=0"]
+FEW_KEYS = ["dataset=fashion_mnist_mini", "progress=false", "model.width=16", "hessian.probes=0"]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ TINY = ["dataset=fashion_mnist_mini", "progress=false", "model.width=16", "hessi
 @pytest.mark.e2e
 def test_every_run_directory_name_equals_its_config_and_its_trained_sigma(tmp_path, capsys, name, args, runs):
     sweep = tmp_path / name
-    code, _, err = run_nin(capsys, "train", "-m", *TINY, *args, "epochs=1", f"hydra.sweep.dir={sweep}")
+    code, _, err = run_nin(capsys, "train", "-m", *FEW_KEYS, *args, "epochs=1", f"hydra.sweep.dir={sweep}")
     assert code == 0, err
     check_names_match_what_trained(sweep, runs)
 
@@ -153,7 +153,7 @@ def toy_sweep(tmp_path_factory):
     the typed settings would make the default names long, cut and hashed."""
     sweep = tmp_path_factory.mktemp("toy") / "sweep"
     grid = ["noise.sigma2_paper=0.000001,0.04,0.53,9", "hydra/launcher=batched", "hydra.sweep.subdir=u${noise.sigma2_paper}"]
-    proc = nin_cli("train", "-m", *TOY, *grid, f"hydra.sweep.dir={sweep}")
+    proc = nin_cli("train", "-m", *LINEAR_TOY, *grid, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.startswith("u")) == ["u0.04", "u0.53", "u1e-06", "u9"]
     return sweep
