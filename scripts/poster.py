@@ -108,8 +108,9 @@ def keep(name: str) -> bool:
         for file in KEPT_FILES:
             if (run.path / file).is_file():
                 shutil.copy2(run.path / file, where / file)
-        with open(run.path / "steps.csv", "rb") as raw, gzip.open(where / "steps.csv.gz", "wb", compresslevel=9) as packed:
-            shutil.copyfileobj(raw, packed)
+        with open(run.path / "steps.csv", "rb") as raw, open(where / "steps.csv.gz", "wb") as out:
+            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=out, mtime=0) as packed:  # the same bytes each time
+                shutil.copyfileobj(raw, packed)
     return True
 
 
