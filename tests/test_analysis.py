@@ -268,6 +268,30 @@ def test_phase_table_aggregates_over_seeds():
     assert table.loc[1, "final_test_acc_mean"] == pytest.approx(0.85)
 
 
+def test_phase_table_of_networks_with_different_nins():
+    """An FC sweep summarized beside a CNN's: the FC's rows have no phase_conv1, and the CNN's get its vote."""
+    runs = pd.DataFrame(
+        {
+            "run": list("abcd"),
+            "model.name": ["fc", "fc", "cnn", "cnn"],
+            "seed": [0, 1, 0, 1],
+            "status": ["completed"] * 4,
+            "epoch": [3] * 4,
+            "phase": ["decay", "decay", "catapult", "catapult"],
+            "phase_reason": [""] * 4,
+            "phase_fc1": ["decay", "decay", "catapult", "decay"],
+            "phase_conv1": [np.nan, np.nan, "decay", "decay"],
+            "tau_niw": [1.0, 3.0, np.nan, np.nan],
+            "tau_train": [2.0] * 4,
+            "tau_test": [2.0] * 4,
+            "final_test_acc": [0.88, 0.88, 0.89, 0.89],
+        }
+    )
+    table = phase_rows(runs).set_index("model.name")
+    assert table.loc["cnn", "phase_conv1"] == "decay" and table.loc["cnn", "phases_conv1"] == "decay:2"
+    assert pd.isna(table.loc["fc", "phase_conv1"]) and table.loc["fc", "phases_fc1"] == "decay:2"
+
+
 def test_run_rows_name_the_varying_keys(tmp_path):
     for sigma in (0, 3):
         train(make_cfg(*QUICK, "epochs=1", f"noise.sigma={sigma}"), tmp_path / f"s{sigma}")

@@ -126,6 +126,8 @@ def phase_rows(table: pd.DataFrame) -> pd.DataFrame:
         for col in nin_phase_columns(group):  # each NIN's own phase over the seeds, and its tau_niw
             nin = col.removeprefix("phase_")
             votes = Counter(group[col].dropna())
+            if not votes:  # a NIN this group's network does not have (an FC run summarized beside a CNN's conv1)
+                continue
             row.update({col: majority(group[col].dropna()), f"phases_{nin}": " ".join(f"{p}:{votes[p]}" for p in sorted(votes))})
             if f"tau_niw_{nin}" in group:
                 row[f"tau_niw_{nin}_mean"], row[f"tau_niw_{nin}_std"] = finite_stats(group[f"tau_niw_{nin}"])
