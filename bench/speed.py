@@ -58,8 +58,8 @@ SETTINGS = {
 }
 
 
-# The generic path (nin_cli/nets/user_model.py): the same networks as a researcher's nn.Sequential factories
-# (examples/nin_examples/networks.py), with the papers' init, NINs wired by module name through hooks.
+# A researcher's factories (examples/nin_examples/networks.py) of the same networks, with the papers' init:
+# the same NIN mechanism (nin_cli/nets/nin.py) as nin's own, and the same accelerators where the structure is the same.
 GENERIC = {
     "fig3": {"name": "my_mlp", "_target_": "nin_examples.networks.mlp", "init": "fan_in"},
     "cnn": {"name": "my_cnn", "_target_": "nin_examples.networks.cnn", "init": "fan_in"},
@@ -339,7 +339,7 @@ def main() -> None:
                     if fused:
                         methods["(b') (b), PyTorch's first block"] = train_seconds(nin_single(unfused(cfg), data, Path(tmp) / "unfused"))
                     for k in ks:
-                        chosen = choose_step(cfg, k, device).kind
+                        chosen = choose_step(cfg, k, device, generic_kind(cfg)).kind
                         kinds = [chosen] + [kind for kind in ("vmap", "loop") if cfg.model.name == "cnn" and kind != chosen]
                         for kind in kinds:  # the CNN: the chosen step, and the other one beside it
                             label = f"(c) batched K={k} ({kind}{', chosen' if kind == chosen and len(kinds) > 1 else ''})"

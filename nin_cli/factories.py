@@ -1,6 +1,6 @@
 """Factories named in a config: a network's or a dataset's `_target_` (Hydra's way) or `target`
 (`pkg.module:function`, nin's short form), located, called with the config's own arguments, and
-seeded from the run. Shared by the researcher's networks (nets/user_model.py) and datasets
+seeded from the run. Shared by the networks (nets/network.py) and datasets
 (data/user_data.py), which is why it sits below both."""
 
 from __future__ import annotations

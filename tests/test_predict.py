@@ -69,8 +69,8 @@ def test_predictions_on_the_linear_model_equal_nin_theorys():
     prediction = predict(setup, load_settings("analysis"))
     m = setup.model
     toy = ToySetting(
-        w0=float(m.layers["w0"].weight.detach()),
-        w1=float(m.layers["w1"].weight.detach()),
+        w0=float(m.layer("w0").weight.detach()),
+        w1=float(m.layer("w1").weight.detach()),
         w_ni=float(m.nins["w0"].weight.detach()),
         eta=float(cfg.optimizer.lr),
         sigma_x=float(cfg.dataset.sigma_x),

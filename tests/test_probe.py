@@ -133,7 +133,7 @@ def test_the_probes_status_is_summarize_s_verdict_and_bad_input_is_one_line(tmp_
     data = load_data_mini(tmp_path)
     with seeded(0):
         net = mlp(data.in_shape, data.n_out, depth=1, width=32)
-    with pytest.raises(ConfigError, match="NIN on module 'fc1'.*its Linear and Conv2d modules are: 1, 3"):
+    with pytest.raises(ConfigError, match="NIN on layer 'fc1', which model Sequential does not have; its layers are: 1, 3"):
         attach(net, ["fc1"], sigma=3.0, optimizer=None, run_dir=tmp_path / "bad", measure_on=(data.train.x[:8], data.train.y[:8]))
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     probe = attach(net, "all", sigma=3.0, optimizer=opt, run_dir=tmp_path / "p", measure_on=(data.train.x[:128], data.train.y[:128]))

@@ -118,16 +118,26 @@ def test_every_step_agrees_with_the_reference_step(tmp_path, kind, args):
 
 
 def test_the_step_choice_says_why():
+    from nin_cli.nets.network import build_model
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose_step(make_cfg(*QUICK), 1, cpu).kind == "fused"
-    assert choose_step(make_cfg(*QUICK, "model.dropout=0.2"), 8, cuda).kind == "vmap"
-    assert choose_step(make_cfg(*QUICK, "model.dropout=0.2"), 1, cuda).kind == "loop"
-    adam = choose_step(make_cfg(*QUICK, "optimizer=adam"), 8, cuda)
+
+    def choice(*args, k: int, device: torch.device):
+        """The step for k members of this config, from what its built network's structure allows."""
+        cfg = make_cfg(*args)
+        return choose_step(cfg, k, device, build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0).kind)
+
+    assert choice(*QUICK, k=1, device=cpu).kind == "fused"
+    assert choice(*QUICK, k=8, device=cuda).kind == "fused"
+    dropout = choice(*QUICK, "model.dropout=0.2", k=8, device=cuda)  # each member's masks its own: stepped in turn
+    assert dropout.kind == "loop" and "dropout" in dropout.reason
+    assert choice(*QUICK, "model.dropout=0.2", k=1, device=cuda).kind == "loop"
+    adam = choice(*QUICK, "optimizer=adam", k=8, device=cuda)
     assert adam.kind == "loop" and "adam" in adam.reason
-    assert choose_step(make_cfg(*QUICK, "optimizer.momentum=0.9"), 8, cuda).kind == "loop"
-    assert choose_step(make_cfg(*SCALE_CNN), 8, cuda).kind == "vmap"
-    assert "CPU" in choose_step(make_cfg(*SCALE_CNN), 8, cpu).reason
-    assert "batch-norm" in choose_step(make_cfg("model=resnet18"), 8, cuda).reason
+    assert choice(*QUICK, "optimizer.momentum=0.9", k=8, device=cuda).kind == "loop"
+    assert choice(*SCALE_CNN, k=8, device=cuda).kind == "vmap"
+    assert "CPU" in choice(*SCALE_CNN, k=8, device=cpu).reason
+    assert "batch-norm" in choice("model=resnet18", k=8, device=cuda).reason
 
 
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
@@ -375,3 +385,17 @@ def test_batched_local_runs_no_more_processes_than_asked(tmp_path):
     assert len([p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]) == 1
     for run in reference.glob("*/metrics.csv"):
         assert without_timing(read_rows(sweep / run.parent.name)) == without_timing(read_rows(run.parent)), run.parent.name
+
+
+def test_a_dropout_run_in_a_batch_is_its_single_run(tmp_path):
+    """Dropout's masks come from the run's own stream (Member.own_rng), not from whatever the process
+    drew before it: a member of a batch, stepped in turn, writes its single run's rows, bit for bit."""
+    from nin_cli.train import train, train_many
+
+    args = [*QUICK, "model.dropout=0.3", "nin=all", "noise.sigma=3", "epochs=2"]
+    train_many([make_cfg(*args, f"seed={k}") for k in (0, 1)], [tmp_path / "b0", tmp_path / "b1"])
+    train(make_cfg(*args, "seed=1"), tmp_path / "single")
+    assert without_timing(read_rows(tmp_path / "b1")) == without_timing(read_rows(tmp_path / "single"))
+    assert without_timing(read_rows(tmp_path / "b0")) != without_timing(read_rows(tmp_path / "single"))
+    steps = lambda d: column(d, "train_loss", "steps.csv")  # noqa: E731
+    assert steps(tmp_path / "b1") == steps(tmp_path / "single")

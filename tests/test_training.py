@@ -111,9 +111,9 @@ def test_evaluation_uses_zero_noise(tmp_path):
 def test_init_follows_the_spec():
     cfg = make_cfg("model.width=2000", "nin=all")
     model = build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
-    w = model.layers["fc1"].weight.detach()
+    w = model.layer("fc1").weight.detach()
     assert abs(float(w.std()) * math.sqrt(784) - 1.0) < 0.02
-    assert float(model.layers["fc1"].bias.detach().abs().max()) == 0.0
+    assert float(model.layer("fc1").bias.detach().abs().max()) == 0.0
     # nin.init=layer (default): the NIW is one more input of the layer it joins, N(0, 1/fan_in)
     assert abs(float(model.nins["fc1"].weight.detach().std()) * math.sqrt(784) - 1.0) < 0.05
     assert abs(float(model.nins["out"].weight.detach().std()) * math.sqrt(2000) - 1.0) < 0.5  # 10 draws
@@ -230,40 +230,33 @@ def test_prepare_puts_data_on_the_device_as_tensors():
     assert abs(float(s.data.train.x.mean())) < 1e-4 and abs(float(s.data.train.x.std()) - 1) < 1e-3
 
 
-def test_a_new_model_type_is_one_registered_builder_and_one_config_file(tmp_path):
-    """What adding a model takes: its class and builder with @register_model (the model file) and
-    conf/model/<name>.yaml (here in a config directory on Hydra's search path). The step choice,
-    the schema's model.name choices and the error messages read the registry; it trains single and
-    batched (vmap: stackable, not fused), and its NIW decays."""
-    from torch import nn
-
-    from nin_cli.nets.models import MODELS, NINModel, register_model
+def test_a_new_network_is_one_factory_and_one_config_file(tmp_path, monkeypatch):
+    """What adding a network takes: a factory returning an nn.Module and conf/model/<name>.yaml that
+    names it (here in a config directory on Hydra's search path), as nin's own networks are. What the
+    steps can do with it is read from its structure (a tanh between its layers: not the fused MLP,
+    stackable: vmap); it trains single and batched, and its NIW decays."""
     from nin_cli.train import train_many
+    from nin_cli.train.setup import prepare
     from nin_cli.train.steps import choose_step
 
-    class Toy(NINModel):  # one tanh hidden layer
-        def __init__(self, in_shape, n_out, width):
-            super().__init__()
-            self.layers = nn.ModuleDict({"hidden": nn.Linear(math.prod(in_shape), width), "out": nn.Linear(width, n_out)})
-
-        def forward(self, x, eps=None, probes=None):
-            h = torch.tanh(self.inject("hidden", self.layers["hidden"](x.flatten(1)), eps, probes))
-            return self.inject("out", self.layers["out"](h), eps, probes)
-
-    register_model("toy")(lambda cfg, in_shape, n_out: Toy(in_shape, n_out, cfg.width))
+    (tmp_path / "toynets.py").write_text(
+        "import math\nfrom collections import OrderedDict\nfrom torch import nn\n"
+        "def toy(in_shape, n_out, width):\n"
+        "    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), hidden=nn.Linear(math.prod(in_shape), width),"
+        " tanh=nn.Tanh(), out=nn.Linear(width, n_out)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "toy.yaml").write_text("name: toy\nwidth: 64\ndropout: 0.0\n")
-    try:
-        args = [*QUICK, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=toy", "noise.sigma=10", "epochs=3"]
-        cfgs = [make_cfg(*args, f"seed={k}") for k in (0, 1)]
-        assert choose_step(cfgs[0], 2, torch.device("cpu")).kind == "vmap"
-        single = train(cfgs[0], tmp_path / "single")
-        batched = train_many(cfgs, [tmp_path / "b0", tmp_path / "b1"])
-        assert single.status == "completed" and [r.status for r in batched] == ["completed"] * 2
-        loss, niw = column(tmp_path / "single", "train_loss_clean"), column(tmp_path / "single", "niw_norm_hidden")
-        assert loss[-1] < 0.6 * loss[0] and niw[-1] < 0.9 * niw[0]
-        assert column(tmp_path / "b0", "train_loss", "steps.csv")[:6] == pytest.approx(
-            column(tmp_path / "single", "train_loss", "steps.csv")[:6], rel=1e-4
-        )
-    finally:
-        MODELS.pop("toy")
+    (tmp_path / "conf" / "model" / "toy.yaml").write_text("name: toy\ntarget: toynets:toy\ninit: fan_in\nwidth: 64\ndropout: 0.0\n")
+    args = [*QUICK, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=toy", "noise.sigma=10", "epochs=3"]
+    cfgs = [make_cfg(*args, f"seed={k}") for k in (0, 1)]
+    kind = prepare(cfgs[0]).model.kind
+    assert not kind.fused and kind.stackable and choose_step(cfgs[0], 2, torch.device("cpu"), kind).kind == "vmap"
+    single = train(cfgs[0], tmp_path / "single")
+    batched = train_many(cfgs, [tmp_path / "b0", tmp_path / "b1"])
+    assert single.status == "completed" and [r.status for r in batched] == ["completed"] * 2
+    loss, niw = column(tmp_path / "single", "train_loss_clean"), column(tmp_path / "single", "niw_norm_hidden")
+    assert loss[-1] < 0.6 * loss[0] and niw[-1] < 0.9 * niw[0]
+    assert column(tmp_path / "b0", "train_loss", "steps.csv")[:6] == pytest.approx(
+        column(tmp_path / "single", "train_loss", "steps.csv")[:6], rel=1e-4
+    )

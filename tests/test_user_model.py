@@ -63,13 +63,14 @@ def renamed(rows: list[dict[str, str]], names: dict[str, str]) -> list[dict[str,
 )
 def test_a_plain_sequential_factory_gives_the_shipped_models_rows(tmp_path, shipped, mine, names):
     """The same network as a plain nn.Sequential, with the papers' init: same weights, same noise,
-    so the same metrics.csv, every column (NIW norms, the fed layers' norms, Tr H_z, curvature)."""
+    the same NIN mechanism and accelerators (read from the structure), so the same metrics.csv,
+    every column (NIW norms, the fed layers' norms, Tr H_z, curvature), bit for bit."""
     train(make_cfg(*SMALL, *shipped, "nin=all", "noise.sigma=3"), tmp_path / "shipped")
     train(make_cfg(EXAMPLES, *SMALL, *mine, "nin=all", "noise.sigma=3"), tmp_path / "mine")
     theirs = renamed(read_rows(tmp_path / "shipped"), names)
     ours = read_rows(tmp_path / "mine")
     assert len(ours) == 3 and any(k.startswith("hessian_trace_") for k in ours[0])
-    assert_rows_close(theirs, ours, rel=2e-3)
+    assert without_timing(theirs) == without_timing(ours)  # one mechanism, one structure: the same numbers, bit for bit
     assert float(ours[-1]["train_loss_clean"]) < float(ours[0]["train_loss_clean"])
 
 
@@ -186,9 +187,9 @@ def test_a_forward_pass_that_never_reaches_a_module_and_one_that_returns_no_modu
     monkeypatch.syspath_prepend(str(tmp_path))
     base = ["model=mlp", "nin=layers"]
     cases = [
-        (["+model.target=mynets:skips", "nin.layers=[unused]"], "never reaches"),
-        (["+model.target=mynets:twice", "nin.layers=[used]"], "runs 2 times in one forward pass"),
-        (["+model.target=mynets:nothing", "nin.layers=[used]"], "returned int, not a torch.nn.Module"),
+        (["model.target=mynets:skips", "nin.layers=[unused]"], "never reaches"),
+        (["model.target=mynets:twice", "nin.layers=[used]"], "runs 2 times in one forward pass"),
+        (["model.target=mynets:nothing", "nin.layers=[used]"], "returned int, not a torch.nn.Module"),
     ]
     for extra, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -449,3 +450,28 @@ def test_a_deep_copy_of_a_factory_model_carries_its_own_nins():
         for nin in twin.nins.values():
             nin.weight.zero_()
     torch.testing.assert_close(twin(x, eps), model(x))  # the copy's NIWs, now zero, carry no noise
+
+
+def test_the_accelerators_are_read_from_the_structure_and_old_checkpoints_load():
+    """nin's networks and a researcher's identical ones get the same accelerators (the fused MLP step,
+    the C first block), read from the structure; a checkpoint an older nin wrote, whose shipped
+    networks held their layers under `layers.`, loads into today's network (config/legacy.py)."""
+    from nin_cli.nets.network import build_model
+    from nin_cli.train.setup import load_weights
+
+    def built(*args):
+        cfg = make_cfg(EXAMPLES, *args)
+        return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
+
+    shipped, mine = built("model=cnn"), built("model=my_cnn")
+    assert shipped.first_block.conv == "conv1" and mine.first_block.conv == "features.0"
+    assert built("model=mlp").kind.fused and built("model=my_mlp").kind.fused and not built("model=bn_mlp").kind.fused
+    assert built("model=linear").first_block is None and not built("model=linear").kind.fused  # no biases
+    dropout = built("model=mlp", "model.dropout=0.2").kind
+    assert dropout.dropout and not dropout.fused and not built("model=mlp").kind.dropout
+    old = {k.replace("net.", "layers.", 1): v + 1 for k, v in shipped.state_dict().items()}  # an older nin's names
+    assert "layers.conv1.weight" in old and "nins.conv1.weight" in old
+    load_weights(shipped, {"model": old})
+    now = shipped.state_dict()
+    assert all(torch.equal(now[k.replace("layers.", "net.", 1)], v) for k, v in old.items())
+    assert float(shipped.layer("conv1").bias.abs().min()) == 1.0  # zero biases, plus one

@@ -92,13 +92,13 @@ def toy_setting(run: Run) -> ToySetting | None:
         return None
     if int(c.get("model.width", 1)) != 1 or int(c.get("dataset.dim", 1)) != 1 or c.get("nin.preset") != "input":
         return None
-    model_cfg = OmegaConf.create({"name": "linear", "width": 1})
+    model_cfg = OmegaConf.create({"name": "linear", "target": c.get("model.target", "nin_cli.nets.shipped:linear"), "width": 1})
     nin_cfg = OmegaConf.create({"preset": "input", "layers": []})
     model = build_model(model_cfg, nin_cfg, (1,), 1, int(c["seed"]))
     n_train, batch = int(c["dataset.n_train"]), int(c["batch_size"])
     return ToySetting(
-        w0=float(model.layers["w0"].weight.detach()),
-        w1=float(model.layers["w1"].weight.detach()),
+        w0=float(model.layer("w0").weight.detach()),
+        w1=float(model.layer("w1").weight.detach()),
         w_ni=float(model.nins["w0"].weight.detach()),
         # The recursion is written for L = 1/(2|B|) sum (f - y)^2; with one output the mean form is
         # twice that, the same SGD at twice the step size.

@@ -4,8 +4,11 @@ nin reads every run directory it ever wrote (resume, extend, evaluate, summarize
 a default, a file entry or a name changed, what the older record meant is written here, and the
 main path reads as today's code: resolve.py fills a saved config's missing keys (fill_config),
 resume names the values to type back (resume_hints), the engine reads an old engine record's
-arithmetic (engine_precision), a member reads an old checkpoint's device (checkpoint_device), the
-pre-flight names a renamed key (RENAMED). One older meaning lives below this stage, where the
+arithmetic (engine_precision), a member reads an old checkpoint's device (checkpoint_device) and
+its model's parameter names (model_state), the pre-flight names a renamed key (RENAMED). A config
+written before 2026-12-05 names nin's network by model.name alone, without the factory
+(model.target) conf/model now gives: resolve.py fills it from conf/model/<name>.yaml, as for any
+model config of one's own that leaves out a shipped network's keys. One older meaning lives below this stage, where the
 records are read: a checkpoint written before 2026-12-05 carries no SHA-256 seal and is loaded
 unchecked (records/store.py, `unsealed`).
 """
@@ -17,6 +20,18 @@ from typing import Any
 
 from nin_cli.config.schema import flatten
 
+# nin's networks with convolutions when nin.conv was added (2026-11-29)
+CONV_MODELS_THEN = ("cnn", "resnet18")
+
+
+def model_state(state: dict) -> dict:
+    """A checkpoint's model state under today's parameter names. 2026-12-05: nin's networks held
+    their layers under `layers.` (the ResNet's bn1 at the top); every network now sits under `net.`
+    beside its NINs (`nins.`)."""
+    if not any(k.startswith("layers.") for k in state):
+        return state
+    return {k if k.startswith(("nins.", "net.")) else "net." + k.removeprefix("layers."): v for k, v in state.items()}
+
 
 def defaults_before_keys(flat: Mapping) -> dict[str, Any]:
     """What a config written before these keys existed trained with:
@@ -25,13 +40,10 @@ def defaults_before_keys(flat: Mapping) -> dict[str, Any]:
     - 2026-11-29: nin.conv (a convolution's NIN joined its output; in a network without
       convolutions it changes nothing, so there the old config reads as the new default and an MLP
       run resumes as it always did), eval.standard_errors (not recorded)."""
-    from nin_cli.nets.models import MODELS  # here, not at the top: models imports torch, which reading a config does not need
-
-    kind = MODELS.get(str(flat.get("model.name")))
     mse = flat.get("loss.name") == "mse"
     return {
         "nin.init": "unit",
-        "nin.conv": "output" if kind is not None and kind.conv else "input",
+        "nin.conv": "output" if flat.get("model.name") in CONV_MODELS_THEN else "input",
         "loss.reduction": "half_sum" if mse else "mean",
         **({"loss.outputs": "logits"} if mse else {}),
         "hessian.niw_curvature": False,

@@ -150,12 +150,14 @@ def load(path: Path, validate: bool = False) -> RunConfig:
 
 
 def check_model_name(model: DictConfig) -> None:
-    """A model is a shipped one by name, or names its factory (model.target / _target_)."""
+    """A model names its factory (model.target / _target_): nin's own networks' come from conf/model."""
     from nin_cli.factories import factory_target
-    from nin_cli.nets.models import model_kind
 
     if factory_target(model) is None:
-        model_kind(str(model.get("name")))
+        shipped = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+        raise ConfigError(
+            f"unknown model {model.get('name')!r}; choose from {', '.join(shipped)}, or name a factory (model.target=pkg.module:function)"
+        )
 
 
 @functools.cache
@@ -171,10 +173,9 @@ def _fill_shipped_model(run: dict) -> None:
     --config-dir) that leaves out some of its keys gets the shipped config's values for them, as if
     it began with `defaults: [mlp]` (in place)."""
     from nin_cli.factories import factory_target
-    from nin_cli.nets.models import MODELS
 
     model = run.get("model")
-    if not isinstance(model, dict) or factory_target(model) is not None or str(model.get("name")) not in MODELS:
+    if not isinstance(model, dict) or factory_target(model) is not None or not shipped_model_keys(str(model.get("name"))):
         return
     missing = [key for key in shipped_model_keys(str(model["name"])) if key not in model]
     if missing:

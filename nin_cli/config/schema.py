@@ -36,7 +36,7 @@ NULLABLE: dict[str, type] = {
     "robustness.test_size": int,
     "robustness.attack_test_size": int,
     "robustness.corruptions": dict,  # a table, or null: no corruptions
-    "model.target": str,  # a researcher's network: its factory, pkg.module:function (nin_cli/nets/user_model.py)
+    "model.target": str,  # the network's factory, pkg.module:function (nin_cli/nets/network.py; nin's own: conf/model)
     "model._target_": str,  # ... or Hydra's way, pkg.module.function
     "dataset.path": str,  # dataset=arrays: the .npz file
     "dataset.target": str,  # a researcher's data: a factory of four arrays (nin_cli/data/user_data.py)
@@ -116,7 +116,7 @@ TRAIN_RULES.update({f"robustness.{k}": rule for k, rule in ROBUSTNESS_RULES.item
 def train_choices() -> dict[str, tuple[str, ...]]:
     """Keys with a fixed set of values, read from the modules that implement them."""
     from nin_cli.nets.conv_block import FUSED_BLOCK
-    from nin_cli.nets.models import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
+    from nin_cli.nets.nin import CONV_PLACEMENTS, MODEL_INITS, NIW_INITS
     from nin_cli.nets.noise import DISTRIBUTIONS, MODES, SCHEDULES
     from nin_cli.nets.objectives import LOSSES, OUTPUTS, REDUCTIONS
     from nin_cli.nets.optimizers import OPTIMIZERS, PRECISIONS

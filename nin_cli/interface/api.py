@@ -110,6 +110,7 @@ def load_model(run_dir: str | Path, device: str = "cpu", raw_inputs: bool = Fals
     from nin_cli.errors import RecordError
     from nin_cli.nets.network import build_model
     from nin_cli.records.store import RunRecords
+    from nin_cli.train.setup import load_weights
 
     cfg = _saved_config(run_dir)
     records = RunRecords(Path(run_dir))
@@ -118,7 +119,7 @@ def load_model(run_dir: str | Path, device: str = "cpu", raw_inputs: bool = Fals
         raise RecordError(f"{run_dir} has no checkpoint.pt")
     in_shape, n_out = input_output_shape(cfg.dataset)
     model = build_model(cfg.model, cfg.nin, in_shape, n_out, int(cfg.seed), records.dir)
-    model.load_state_dict(state["model"])
+    load_weights(model, state)
     if raw_inputs:
         model = Standardized(model, *input_statistics(cfg.dataset))
     return model.to(device).eval()

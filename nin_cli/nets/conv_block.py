@@ -148,16 +148,16 @@ def decision(model: nn.Module, in_shape: tuple[int, ...], device: torch.device) 
     """Whether a model's first block runs fused, as its config's `fused_block` and this machine
     make it: {"mode", "ran", "why"} (the record in env.json)."""
     mode = str(getattr(model, "fused_block", "auto"))
-    convs = [name for name in getattr(model, "conv_layers", ()) if name in getattr(model, "layers", {})]
+    block = getattr(model, "first_block", None)  # nets/structure.py: a Sequential beginning conv, 2x2 max-pool, ReLU
     if mode == "off":
         return {"mode": mode, "ran": False, "why": "fused_block=off"}
-    if not convs or len(in_shape) != 3:
+    if block is None or len(in_shape) != 3:
         return {"mode": mode, "ran": False, "why": "no convolutional first block"}
     if device.type != "cpu":
         return {"mode": mode, "ran": False, "why": f"the kernel is for the CPU; this run is on {device.type}"}
     if library() is None:
         return {"mode": mode, "ran": False, "why": f"not built here: {_state.get('why', 'no C compiler')}"}
-    layer = model.layers[convs[0]]
+    layer = block.layer
     x = torch.zeros(2, *in_shape, dtype=layer.weight.dtype)
     if not applies(layer, x):
         return {"mode": mode, "ran": False, "why": "the first block is not a 3x3 convolution of an image's few channels"}

@@ -1,7 +1,7 @@
 """NINs as a probe of a live network in the researcher's own training loop.
 
 `attach` wires NINs into a network the researcher already has and trains themselves, the way
-`nin train` wires them into a factory's network (user_model.ModuleNINModel: the same hooks, layer
+`nin train` wires them into a factory's network (nets/nin.py's NINModel: the same hooks, layer
 rules and NIW initialisation, drawn as `nin train model.init=factory` draws them for the seed), and
 records into a run directory in nin's own format, so that `nin summarize`, `report`, `plot`,
 `progress` and `load_runs` read it like any run:
@@ -49,11 +49,10 @@ from nin_cli.config.resolve import flat
 from nin_cli.config.schema import conf_dir, load_settings
 from nin_cli.data.datasets import Dataset, Split
 from nin_cli.errors import ConfigError
-from nin_cli.nets.models import resolve_nin_layers
-from nin_cli.nets.network import nin_record
+from nin_cli.nets.network import nin_record, resolve_nin_layers
+from nin_cli.nets.nin import NINModel
 from nin_cli.nets.noise import sigma_at, unit_noise
 from nin_cli.nets.objectives import make_loss
-from nin_cli.nets.user_model import ModuleNINModel
 from nin_cli.probe.status import NINStatus, confidence
 from nin_cli.records.provenance import provenance
 from nin_cli.records.store import CsvTable, RunRecords, atomic_write_bytes, atomic_write_text
@@ -192,7 +191,7 @@ class Probe:
         }
         self.cfg = probe_config(model, nins, self.noise_cfg, optimizer, loss, seed, settings)
         in_shape = tuple(x.shape[1:])
-        self.wrapper = ModuleNINModel(model, in_shape, type(model).__name__)
+        self.wrapper = NINModel(model, in_shape, type(model).__name__)
         self.wrapper.channels_last, self.wrapper.live = False, True  # the network stays as its owner laid it out
         if not isinstance(nins, str):
             self.wrapper.check_layers([str(n) for n in nins])  # says what a named module is, if not a layer

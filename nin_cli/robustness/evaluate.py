@@ -29,7 +29,7 @@ from nin_cli.nets.objectives import LossFn, correct_samples
 from nin_cli.records.faults import fault_point
 from nin_cli.records.store import ROBUSTNESS, ROBUSTNESS_PARTIAL, ROBUSTNESS_SETTINGS, RunRecords, atomic_write_text
 from nin_cli.seeding import generator
-from nin_cli.train.setup import build
+from nin_cli.train.setup import build, load_weights
 
 
 class PixelSpace:
@@ -216,7 +216,7 @@ def evaluate_run(
             raise ConfigError(f"{run_dir}: robustness needs a classification run (this one is a regression)")
         if len(setup.data.in_shape) != 3:
             rcfg = without_image_perturbations(rcfg, run_dir)
-        setup.model.load_state_dict(state["model"])
+        load_weights(setup.model, state)
         partial = records.dir / ROBUSTNESS_PARTIAL
         digest = settings_hash(rcfg)
         done = read_partial(partial, digest)

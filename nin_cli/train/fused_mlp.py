@@ -7,7 +7,7 @@ accumulates into the weights in place, W <- W - (lr dZ)^T h, so the weights are 
 (forward, input gradient) and written once per step, and the gradient is never stored.
 
 It covers what the Fig. 1-3 and NINR sweeps train most: model=mlp|fc, and a researcher's network
-of the same structure (user_model.plain_mlp: a Sequential of Linear and ReLU layers), without
+of the same structure (nets/structure.py plain_mlp: a Sequential of Linear and ReLU layers), without
 dropout, loss ce or mse, NINs on any layers, plain SGD with optional weight decay; single runs use
 it as an ensemble of one. train/steps.py's choose_step decides where it applies (the models' and losses' `fused`
 capability); everything else takes autograd.

@@ -21,7 +21,7 @@ from nin_cli.records.loggers import RunLogger
 from nin_cli.records.store import FINISHED, RunRecords
 from nin_cli.seeding import generator, resumed_generator
 from nin_cli.train.rows import divergence_reason, epoch_row, initial_row, metric_columns, norm_groups, step_columns
-from nin_cli.train.setup import Setup
+from nin_cli.train.setup import Setup, load_weights
 
 
 @dataclass
@@ -49,6 +49,11 @@ class Member:
         self.input_gen = generator(cfg.seed, "input_noise", s.device)
         self.noise = NoiseSource(cfg.noise, s.nin_layers, len(s.data.train), generator(cfg.seed, "noise", s.device), s.device)
         self.input_noise = float(cfg.regularization.input_noise) / s.data.pixel_std
+        # the global generators' states this run's own draws inside a step (dropout) go on from: its
+        # own stream, swapped in around its step (own_rng), so that its masks are its single run's
+        # whatever was built or trained before it in the process
+        self.rng = generator(cfg.seed, "dropout").get_state()
+        self.cuda_rng = generator(cfg.seed, "dropout", s.device).get_state() if s.device.type == "cuda" else None
         self.epoch = 0  # the last epoch whose metrics row is recorded
         self.step = 0
         self.resumed = False  # loaded from a checkpoint: its epoch-0 rows are on disk already
@@ -80,8 +85,8 @@ class Member:
             "data_gen": self.data_gen.get_state(),
             "input_gen": self.input_gen.get_state(),
             "noise": self.noise.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.s.device.type == "cuda" else None,
+            "torch_rng": self.rng,
+            "cuda_rng": [self.cuda_rng] if self.cuda_rng is not None else None,
             "device": self.s.device.type,  # whose generators' states these are
         }
 
@@ -93,7 +98,7 @@ class Member:
         every such resume, and the run's log says so."""
         self.epoch, self.step, self.ref_loss = state["epoch"], state["step"], state["ref_loss"]
         self.resumed = True
-        self.s.model.load_state_dict(state["model"])
+        load_weights(self.s.model, state)
         self.optimizer.load_state_dict(state["optimizer"])
         saved_on = checkpoint_device(state)
         if saved_on == self.s.device.type:
@@ -109,9 +114,25 @@ class Member:
                 f"resumed on {device.type} from a checkpoint written on {saved_on}: data order and noise draw from "
                 f"streams re-seeded at epoch {self.epoch} (a {saved_on} generator's state does not carry over)"
             )
-        torch.set_rng_state(state["torch_rng"])
+        self.rng = state["torch_rng"]
         if state.get("cuda_rng") is not None and self.s.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            saved = state["cuda_rng"]  # this run's device's (an older checkpoint: every device's, by index)
+            self.cuda_rng = saved[self.s.device.index or 0] if len(saved) > 1 else saved[0]
+
+    @contextlib.contextmanager
+    def own_rng(self):
+        """The global generators on this run's own states inside (its dropout masks), and the
+        states it leaves saved for its next step and its checkpoint."""
+        cuda = self.cuda_rng is not None
+        torch.set_rng_state(self.rng)
+        if cuda:
+            torch.cuda.set_rng_state(self.cuda_rng, self.s.device)
+        try:
+            yield
+        finally:
+            self.rng = torch.get_rng_state()
+            if cuda:
+                self.cuda_rng = torch.cuda.get_rng_state(self.s.device)
 
     def checkpoint(self) -> None:
         self.records.save_checkpoint(self.state_dict())

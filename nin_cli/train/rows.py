@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.data.datasets import Split
 from nin_cli.nets.hessian import ProbedLoss, rademacher
-from nin_cli.nets.models import NINModel
+from nin_cli.nets.nin import NINModel
 from nin_cli.nets.noise import NoiseSource
 from nin_cli.nets.objectives import Estimate, LossFn, correct_samples, mean_and_error, mean_and_se, sample_losses
 from nin_cli.seeding import generator

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from nin_cli.config.legacy import FUSED_BLOCK_BEFORE
+from nin_cli.config.legacy import FUSED_BLOCK_BEFORE, model_state
 from nin_cli.config.resolve import resolve
 from nin_cli.data.datasets import Dataset, load_dataset
 from nin_cli.errors import ConfigError
-from nin_cli.nets.models import NINModel
 from nin_cli.nets.network import build_model
+from nin_cli.nets.nin import NINModel
 from nin_cli.nets.objectives import LossFn, make_loss
 from nin_cli.train.precision import configure as configure_precision
 
@@ -70,6 +70,12 @@ def build(cfg: DictConfig, data: Dataset | None = None, records: Path | None = N
     nin_layers = list(model.nins.keys())
     shapes = {n: tuple(model.nins[n].weight.shape) for n in nin_layers}
     return Setup(cfg, device, data, model, nin_layers, shapes, loss_fn)
+
+
+def load_weights(model: NINModel, state: dict) -> None:
+    """A checkpoint's weights into a network built from its run's config (an older nin's
+    parameter names read as today's: config/legacy.py)."""
+    model.load_state_dict(model_state(state["model"]))
 
 
 def prepare(cfg: DictConfig, data: Dataset | None = None) -> Setup:

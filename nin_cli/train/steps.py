@@ -18,6 +18,7 @@ Step agrees with the loop step, which is a single run's own autograd step).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from torch.func import functional_call, vmap
 
-from nin_cli.nets.models import ModelKind, model_kind
+from nin_cli.nets.nin import ModelKind
 from nin_cli.nets.objectives import fused_loss
 from nin_cli.nets.optimizers import plain_sgd
 from nin_cli.train.fused_mlp import FusedMLPStep
@@ -59,11 +60,10 @@ class StepChoice:
     reason: str
 
 
-def choose_step(cfg: DictConfig, k: int, device: torch.device, kind: ModelKind | None = None) -> StepChoice:
+def choose_step(cfg: DictConfig, k: int, device: torch.device, model: ModelKind) -> StepChoice:
     """The one rule for which step trains an ensemble of `k` members of this config, and why
-    (`kind`: what the built model allows; a shipped model's by its name where not given)."""
-    model = kind or model_kind(cfg.model.name)
-    dropout = float(cfg.model.get("dropout", 0.0)) > 0
+    (`model`: what the built network's structure allows, NINModel.kind)."""
+    dropout = float(cfg.model.get("dropout", 0.0)) > 0 or model.dropout
     if not plain_sgd(cfg):
         return StepChoice(
             "loop", f"optimizer {cfg.optimizer.name} (momentum {cfg.optimizer.get('momentum', '-')}) keeps state per parameter"
@@ -72,6 +72,8 @@ def choose_step(cfg: DictConfig, k: int, device: torch.device, kind: ModelKind |
         return StepChoice("fused", f"plain SGD on {cfg.model.name}: the hand-written fused MLP step")
     if k == 1:
         return StepChoice("loop", "a single run: autograd and torch.optim on its own model")
+    if dropout:
+        return StepChoice("loop", "dropout: each member draws its masks from its own stream, so stepped in turn")
     if not model.stackable:
         return StepChoice("loop", f"model {cfg.model.name} has buffers (batch-norm statistics, say) that vmap cannot stack")
     if model.conv and device.type == "cpu":
@@ -115,6 +117,7 @@ class LoopStep:
         head = members[0].s
         self.cfg, self.device = head.cfg, head.device
         self.graphable = loop_graphable(head.cfg, head.model)
+        self.draws = draws_inside(head.model, head.cfg)  # dropout: each member's masks from its own stream (Member.own_rng)
         self.run = self.graphed()
 
     def graphed(self):
@@ -135,10 +138,11 @@ class LoopStep:
             if not self.active[k]:
                 losses.append(torch.zeros((), device=self.device))
                 continue
-            with matmul_autocast(self.cfg, self.device):
-                loss = m.s.loss_fn(m.s.model(x[k], {n: e[k] for n, e in eps.items()}), y[k])
-            m.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with m.own_rng() if self.draws else contextlib.nullcontext():
+                with matmul_autocast(self.cfg, self.device):
+                    loss = m.s.loss_fn(m.s.model(x[k], {n: e[k] for n, e in eps.items()}), y[k])
+                m.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             m.optimizer.step()
             losses.append(loss.detach().float())
         return torch.stack(losses)
