@@ -175,11 +175,11 @@ def test_resnet18_trains_a_step_with_nins(tmp_path):
         tmp_path,
         "model=resnet18",
         "nin=all",
-        "dataset.train_size=64",
-        "dataset.test_size=32",
-        "batch_size=32",
+        "dataset.train_size=32",
+        "dataset.test_size=16",
+        "batch_size=16",
         "epochs=1",
-        "hessian.samples=8",
+        "hessian.samples=4", "eval.train_samples=32",
         base=("dataset=fashion_mnist_mini", "progress=false"),
     )
     rows = read_rows(d)
