@@ -179,7 +179,8 @@ def test_resnet18_trains_a_step_with_nins(tmp_path):
         "dataset.test_size=16",
         "batch_size=16",
         "epochs=1",
-        "hessian.samples=4", "eval.train_samples=32",
+        "hessian.samples=4",
+        "eval.train_samples=32",
         base=("dataset=fashion_mnist_mini", "progress=false"),
     )
     rows = read_rows(d)
