@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
         (["noise.sigma=-1"], "noise.sigma must be >= 0, got -1"),
         (["precision=fp16"], "precision must be one of fp32, tf32, bf16, got 'fp16'"),
         (["nin=layers", "nin.layers=[fc9]"], "NIN on layer 'fc9', which model mlp does not have; its layers are: fc1, out"),
+        (["notes=a=b"], "a value holding '=' or a space is quoted: notes='a=b'"),
         (["dataset=mnist", "dataset.root=/nonexistent/mnist"], "install it with: nin download mnist"),
         (["dataset=fashion_mnist", "dataset.root=/nonexistent/fm"], "sudo apt-get install -y dataset-fashion-mnist"),
     ],

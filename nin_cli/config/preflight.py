@@ -37,9 +37,18 @@ def parse(overrides: list[str]) -> list:
             raise ConfigError(
                 f"{item!r} is not an override: give KEY=VALUE (a list of values after an option is one word, comma-separated)"
             )
+    parser = OverridesParser.create()
     try:
-        return OverridesParser.create().parse_overrides(given)
+        return parser.parse_overrides(given)
     except HydraException as exc:
+        for item in given:  # which one, in nin's words where the fix is quoting
+            key, _, value = item.partition("=")
+            try:
+                parser.parse_overrides([item])
+            except HydraException:
+                if any(c in value for c in "= "):
+                    raise ConfigError(f"{item!r}: a value holding '=' or a space is quoted: {key}='{value}'") from None
+                raise ConfigError(f"{item!r} does not parse: {hydra_message(exc)}") from None
         raise ConfigError(hydra_message(exc)) from None
 
 
