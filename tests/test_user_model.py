@@ -1,4 +1,4 @@
-"""A researcher's own network, data and configs (nin_cli/nets/user_model.py, data/user_data.py, config/sources.py):
+"""A researcher's own network, data and configs (nin_cli/nets/network.py and nin.py, data/user_data.py, config/sources.py):
 the networks of examples/nin_examples (plain PyTorch) trained through nin's configs from the
 examples' own config directory, as a user meets them: the generic path gives the shipped models'
 rows for the same seed, and everything a shipped model gets works for it."""
