@@ -63,7 +63,7 @@ class StepChoice:
 def choose_step(cfg: DictConfig, k: int, device: torch.device, model: ModelKind) -> StepChoice:
     """The one rule for which step trains an ensemble of `k` members of this config, and why
     (`model`: what the built network's structure allows, NINModel.kind)."""
-    dropout = float(cfg.model.get("dropout", 0.0)) > 0 or model.dropout
+    dropout = draws_inside(model, cfg)
     if not plain_sgd(cfg):
         return StepChoice(
             "loop", f"optimizer {cfg.optimizer.name} (momentum {cfg.optimizer.get('momentum', '-')}) keeps state per parameter"
@@ -91,19 +91,18 @@ def make_step(kind: str, members: list[Member]) -> Step:
     raise ValueError(f"unknown step {kind!r}; one of {', '.join(STEPS)}")
 
 
-def draws_inside(model: torch.nn.Module, cfg: DictConfig) -> bool:
-    """Whether a training step draws random numbers of its own (dropout), which a replayed graph
-    would not draw as the eager step does."""
-    if float(cfg.model.get("dropout", 0.0)) > 0:
-        return True
-    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+def draws_inside(model: ModelKind, cfg: DictConfig) -> bool:
+    """Whether a training step draws random numbers of its own (dropout: the config's, or a Dropout
+    module in the network, NINModel.kind), which a replayed graph would not draw as the eager step
+    does, and which each member draws from its own stream (Member.own_rng)."""
+    return float(cfg.model.get("dropout", 0.0)) > 0 or model.dropout
 
 
 def loop_graphable(cfg: DictConfig, model: torch.nn.Module) -> bool:
     """The loop step can be captured as a CUDA graph: torch.optim's SGD keeps its state in tensors
     it updates in place (Adam's step count is a host-side number unless built capturable), and no
     dropout draws inside the step."""
-    return cfg.optimizer.name == "sgd" and not draws_inside(model, cfg)
+    return cfg.optimizer.name == "sgd" and not draws_inside(model.kind, cfg)
 
 
 class LoopStep:
@@ -117,7 +116,7 @@ class LoopStep:
         head = members[0].s
         self.cfg, self.device = head.cfg, head.device
         self.graphable = loop_graphable(head.cfg, head.model)
-        self.draws = draws_inside(head.model, head.cfg)  # dropout: each member's masks from its own stream (Member.own_rng)
+        self.draws = draws_inside(head.model.kind, head.cfg)  # dropout: each member's masks from its own stream (Member.own_rng)
         self.run = self.graphed()
 
     def graphed(self):
@@ -222,7 +221,7 @@ class VmapStep(StackedStep):
         super().__init__(members)
         head = members[0].s
         template, loss_fn = head.model, head.loss_fn
-        dropout = draws_inside(template, head.cfg)
+        dropout = draws_inside(template.kind, head.cfg)
 
         def member_loss(params, x, y, eps):
             return loss_fn(functional_call(template, params, (x,), {"eps": eps}), y)
