@@ -41,11 +41,11 @@ test-fast: setup
 test-slow: setup
 	$(PYTEST) -m slow
 
-# The fuzzer of tests/test_fuzz.py with many more draws (the suite runs 60, and 20 config directories): every draw answered in one line.
+# The fuzzer of tests/interface/test_fuzz.py with many more draws (the suite runs 60, and 20 config directories): every draw answered in one line.
 fuzz: setup
-	HYPOTHESIS_PROFILE=fuzz NIN_FUZZ_CONFIGS=400 $(PYTEST) tests/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz NIN_FUZZ_CONFIGS=400 $(PYTEST) tests/interface/test_fuzz.py
 
-# The GPU check in one call (scripts/test-gpu.sh): tests/test_cuda.py, the main job on CUDA, the NIW
+# The GPU check in one call (scripts/test-gpu.sh): tests/train/test_cuda.py, the main job on CUDA, the NIW
 # precision table and the bench's GPU rows, as one table (GPU_OUT/report.md). On a machine without
 # network access, carry .gpu/ (`make gpu-bundle` here) and run `bash scripts/test-gpu.sh` there.
 GPU_OUT ?= outputs/gpu-check

@@ -15,11 +15,11 @@ from pathlib import Path
 def tests(out: Path) -> list[str]:
     xml = out / "cuda_tests.xml"
     if not xml.exists():
-        return ["| tests/test_cuda.py | did not run (see cuda_tests.txt) |"]
+        return ["| tests/train/test_cuda.py | did not run (see cuda_tests.txt) |"]
     suite = ET.parse(xml).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     total, failures, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
-    rows = [f"| tests/test_cuda.py | {total - failures - errors - skipped} passed, {failures + errors} failed, {skipped} skipped |"]
+    rows = [f"| tests/train/test_cuda.py | {total - failures - errors - skipped} passed, {failures + errors} failed, {skipped} skipped |"]
     for case in suite.iter("testcase"):
         bad = case.find("failure") if case.find("failure") is not None else case.find("error")
         if bad is not None:

@@ -104,15 +104,86 @@ def _child(target: Callable, args: tuple, cwd: str, env: dict[str, str], out: st
     os._exit(code)
 
 
-class ForkedNin:
+def environment(env: dict | None) -> dict[str, str]:
+    """os.environ updated by `env`, where a value of None removes the variable, as a new process gets it."""
+    full = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full.pop("PYTEST_CURRENT_TEST", None)
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = str(value)
+    return full
+
+
+class RunningNin:
+    """A `nin` running beside a test; its stdout and stderr go to files, read at any moment (a process stopped
+    at a fault point has no pipe to drain)."""
+
+    def _open_outputs(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="nin-run-")
+        self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
+
+    @property
+    def stdout(self) -> str:
+        return Path(self._out).read_text(errors="replace") if os.path.exists(self._out) else ""
+
+    @property
+    def stderr(self) -> str:
+        return Path(self._err).read_text(errors="replace") if os.path.exists(self._err) else ""
+
+    def poll(self) -> int | None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> int:
+        raise NotImplementedError
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def result(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise
+        done = subprocess.CompletedProcess(self.args, self.returncode, self.stdout, self.stderr)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return done
+
+
+class StartedNin(RunningNin):
+    """A `nin` started as a new program (`python -m nin_cli`, a console script), with ForkedNin's interface."""
+
+    def __init__(self, command: list[str], cwd: Path | None = None, env: dict | None = None):
+        self.args = command
+        self._open_outputs()
+        with open(self._out, "w") as out, open(self._err, "w") as err:
+            self._proc = subprocess.Popen(command, cwd=cwd, env=environment(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        self.pid: int = self._proc.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        self.returncode = self._proc.poll()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.returncode = self._proc.wait(timeout)
+        return self.returncode
+
+
+class ForkedNin(RunningNin):
     """A running forked `nin`, with the part of `subprocess.Popen` the tests use."""
 
     def __init__(self, args: list, cwd: Path | None = None, env: dict | None = None, target: Callable = nin_main):
         self.args = ["nin", *args] if target is nin_main else [target.__name__, str(args[-1])]
-        self._dir = tempfile.mkdtemp(prefix="nin-fork-")
-        self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env.pop("PYTEST_CURRENT_TEST", None)
+        self._open_outputs()
+        full_env = environment(env)
         call = (list(args),) if target is nin_main else tuple(args)  # nin_main takes the argument list
         spec = (target, call, str(cwd or os.getcwd()), full_env, self._out, self._err)
         self._proc = _ctx().Process(target=_child, args=spec)
@@ -131,33 +202,3 @@ class ForkedNin:
         if self.poll() is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    @property
-    def stdout(self) -> str:
-        return Path(self._out).read_text(errors="replace") if os.path.exists(self._out) else ""
-
-    @property
-    def stderr(self) -> str:
-        return Path(self._err).read_text(errors="replace") if os.path.exists(self._err) else ""
-
-    def result(self, timeout: float | None = None) -> subprocess.CompletedProcess:
-        try:
-            self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.wait()
-            raise
-        done = subprocess.CompletedProcess(self.args, self.returncode, self.stdout, self.stderr)
-        shutil.rmtree(self._dir, ignore_errors=True)
-        return done
-
-
-def run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    return ForkedNin(args, cwd, env).result(timeout)

@@ -118,6 +118,15 @@ def test_the_order_names_every_folder():
     assert folders() == set(ORDER) - {""}
 
 
+def test_the_tests_mirror_the_stages():
+    """tests/<stage>/ holds the tests of nin_cli/<stage>/; at tests/ itself only what spans them (the
+    architecture, the docs, the long checks) and the shared harness."""
+    tests = Path(__file__).resolve().parent
+    test_folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert test_folders == folders()
+    assert {p.name for p in tests.glob("test_*.py")} == {"test_architecture.py", "test_docs.py", "test_slow.py"}
+
+
 def test_every_module_imports_only_its_stage_or_below():
     graph = import_graph()
     unplaced = sorted(m for m in graph if stage_of(m) is None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import make_cfg, nin_cli
+from harness import make_cfg, nin
 
 from nin_cli.data.datasets import load_dataset
 from nin_cli.errors import ConfigError
@@ -26,7 +26,7 @@ def test_fig3_sweep_finds_the_four_phases_in_order(tmp_path):
     up to 4.6e-4 units, decay from 6.8e-4, catapult at 0.68-1, divergent from 1.47; the 3-seed map,
     docs/map/fig3_boundaries.csv: catapult 0.562-1.15), one seed, one point well inside each
     phase (0.8 units: inside both catapult windows), with the measured sweep's protocol (15 epochs)."""
-    proc = nin_cli(
+    proc = nin(
         "train",
         "-m",
         "+experiment=fig3",
@@ -38,6 +38,6 @@ def test_fig3_sweep_finds_the_four_phases_in_order(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert proc.returncode == 0, proc.stderr
-    assert nin_cli("summarize", str(tmp_path)).returncode == 0
+    assert nin("summarize", str(tmp_path)).returncode == 0
     phases = pd.read_csv(tmp_path / "phases.csv").sort_values("noise.sigma")
     assert list(phases["phase"]) == ["decoupled", "decay", "catapult", "divergent"]

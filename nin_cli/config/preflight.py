@@ -218,7 +218,7 @@ class JobComposer:
     is not a plain value: group choices, hydra.*, +/~/++), and each job's values are applied to a
     copy of it by Hydra's own function, in the job's order. The result is Hydra's composition of
     the job, but for Hydra's node, of which it keeps the choices (all the launcher reads:
-    batched_launcher.sweep_config_of); tests/test_orchestration.py compares the two job by job."""
+    batched_launcher.sweep_config_of); tests/config/test_orchestration.py compares the two job by job."""
 
     def __init__(self, compose, sources: Sources):
         self.compose, self.sources = compose, sources

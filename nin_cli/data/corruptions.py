@@ -5,7 +5,7 @@ its quirks), with two changes that make results reproducible: every image draws 
 from its own generator, seeded by (seed, corruption, level, image index), so a corrupted test set
 does not depend on the evaluation batch size or on the order of evaluation; and motion blur uses
 ImageMagick's MotionBlurImage algorithm ported to NumPy (the reference calls it through Wand),
-checked against ImageMagick itself where it is installed (tests/test_corruptions.py).
+checked against ImageMagick itself where it is installed (tests/data/test_corruptions.py).
 
 Images are 28x28 grey levels in [0, 1]; the reference's /255 and *255 cancel. Levels are MNIST-C's
 severities 1-5; corruptions without a severity take level 1. `MNIST_C_LEVEL` is the level the

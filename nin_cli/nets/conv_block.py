@@ -2,7 +2,7 @@
 eps_n * noise)), with noise the NIN's term on the convolution's output (conv(W_NI) under
 nin.conv=input, W_NI under nin.conv=output). Eager PyTorch moves the convolution's
 full-resolution output through memory five times a step (conv_block.c); this writes only the
-pooled output. The same function to float rounding (tests/test_conv_block.py).
+pooled output. The same function to float rounding (tests/nets/test_conv_block.py).
 
 Built ahead of time by `make setup` (`python -m nin_cli.nets.conv_block`), else on first use, with the
 system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the

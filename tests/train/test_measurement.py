@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import QUICK, make_cfg, nin_cli, read_rows
+from harness import QUICK, make_cfg, nin, read_rows
 
 from nin_cli.train import train
 from nin_cli.train.rows import epoch_row
@@ -75,17 +75,17 @@ def test_a_run_from_before_the_subsampled_measurement_resumes_as_it_was_measured
     was, and typed back they do, its rows keeping their columns."""
     run = tmp_path / "old"
     args = [*QUICK, "epochs=2", f"hydra.run.dir={run}"]
-    old = nin_cli("train", *args, "eval.train_samples=null", env={"NIN_FAULT": "metrics_row:2:SIGKILL"})
+    old = nin("train", *args, "eval.train_samples=null", env={"NIN_FAULT": "metrics_row:2:SIGKILL"})
     assert old.returncode == -9
     config = run / "config.yaml"
     config.write_text("".join(line for line in config.read_text().splitlines(True) if "standard_errors" not in line))
     lines = (run / "metrics.csv").read_text().splitlines()
     keep = [i for i, c in enumerate(lines[0].split(",")) if not c.startswith("se_")]  # as an older nin wrote it
     (run / "metrics.csv").write_text("".join(",".join(line.split(",")[i] for i in keep) + "\n" for line in lines))
-    refused = nin_cli("train", *args)
+    refused = nin("train", *args)
     assert refused.returncode == 2 and "differs in: eval.standard_errors, eval.train_samples" in refused.stderr
     assert "resume it as it was trained: eval.standard_errors=false eval.train_samples=null" in refused.stderr, refused.stderr
-    resumed = nin_cli("train", *args, "eval.standard_errors=false", "eval.train_samples=null")
+    resumed = nin("train", *args, "eval.standard_errors=false", "eval.train_samples=null")
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
     rows = read_rows(run)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and not any(c.startswith("se_") for c in rows[0])

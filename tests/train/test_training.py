@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import QUICK, column, make_cfg, read_rows, without_timing
+from harness import QUICK, column, make_cfg, read_rows, without_timing
 
 from nin_cli.nets.hessian import ProbedLoss
 from nin_cli.nets.network import build_model

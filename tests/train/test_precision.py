@@ -1,6 +1,6 @@
 """The host side of the CUDA path, on the CPU: CUDA's float32 precision set and read through one API,
 the engine record of a GPU run, the step and graph decisions for CUDA, and runs moving between a
-GPU and a CPU on resume. tests/test_cuda.py runs the same paths on a GPU."""
+GPU and a CPU on resume. tests/train/test_cuda.py runs the same paths on a GPU."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, make_cfg, nin_cli, read_rows
+from harness import TINY, make_cfg, nin, read_rows
 
 from nin_cli.config.resolve import resolve
 from nin_cli.records.store import RunRecords
@@ -108,9 +108,9 @@ def as_if_trained_on_cuda(run, precision: str) -> None:
 def test_a_run_trained_on_a_gpu_resumes_on_a_cpu_with_its_streams_reseeded(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "epochs=2", "precision=fp32", f"hydra.run.dir={run}"]
-    assert nin_cli("train", *args).returncode == 0
+    assert nin("train", *args).returncode == 0
     as_if_trained_on_cuda(run, "fp32")
-    extended = nin_cli("train", *args[:-2], "epochs=4", "extend=true", f"hydra.run.dir={run}")
+    extended = nin("train", *args[:-2], "epochs=4", "extend=true", f"hydra.run.dir={run}")
     assert extended.returncode == 0, extended.stderr
     said = " ".join(extended.stderr.split())  # the console's line, unwrapped
     assert "device cuda:0 -> cpu" in said and "re-seeded" in said
@@ -118,20 +118,20 @@ def test_a_run_trained_on_a_gpu_resumes_on_a_cpu_with_its_streams_reseeded(tmp_p
     assert "from a checkpoint written on cuda" in (run / "train.log").read_text()
     assert json.loads((run / "env.json").read_text())["engine"]["device"] == "cpu"
     # a second resume on the CPU after that continues the CPU's own streams, as any resume
-    assert nin_cli("train", *args[:-2], "epochs=5", "extend=true", f"hydra.run.dir={run}").returncode == 0
+    assert nin("train", *args[:-2], "epochs=5", "extend=true", f"hydra.run.dir={run}").returncode == 0
 
 
 def test_a_run_trained_in_tf32_is_not_resumed_in_float32_unless_allowed(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "epochs=2", f"hydra.run.dir={run}"]
-    assert nin_cli("train", *args).returncode == 0
+    assert nin("train", *args).returncode == 0
     as_if_trained_on_cuda(run, "tf32")
-    refused = nin_cli("train", *args[:-2], "epochs=3", "extend=true", f"hydra.run.dir={run}")
+    refused = nin("train", *args[:-2], "epochs=3", "extend=true", f"hydra.run.dir={run}")
     lines = [line for line in refused.stderr.splitlines() if line.startswith("nin: error:")]
     assert refused.returncode != 0 and len(lines) == 1 and "Traceback" not in refused.stderr
     assert "trained in tf32 on cuda:0, resumes in fp32 on cpu" in lines[0] and "engine_change=allow" in lines[0]
     assert "precision=tf32 on a GPU" in lines[0]
-    allowed = nin_cli("train", *args[:-2], "epochs=3", "extend=true", "engine_change=allow", f"hydra.run.dir={run}")
+    allowed = nin("train", *args[:-2], "epochs=3", "extend=true", "engine_change=allow", f"hydra.run.dir={run}")
     assert allowed.returncode == 0 and len(read_rows(run)) == 4, allowed.stderr
     assert "engine_change=allow" in (run / "train.log").read_text()
 

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import coloured, nin_cli
+from harness import coloured, nin
 
 from nin_cli.analysis.phase_map import Axis, decade_grid, majority
 from nin_cli.analysis.runs import load_runs
@@ -39,10 +39,10 @@ def toy_map(tmp_path_factory) -> tuple:
     """A map at tolerance 2, then the same command at 1.2 (the default) in the same directory:
     (its directory, the runs the first map had left, byte for byte)."""
     sweep = tmp_path_factory.mktemp("toy") / "map"
-    coarse = nin_cli("map", *TOY_MAP, "hydra.sweeper.tolerance=2", f"hydra.sweep.dir={sweep}")
+    coarse = nin("map", *TOY_MAP, "hydra.sweeper.tolerance=2", f"hydra.sweep.dir={sweep}")
     assert coarse.returncode == 0, coarse.stderr
     first = finished_runs(sweep)
-    fine = nin_cli("map", *TOY_MAP, "hydra.sweeper.tolerance=1.2", f"hydra.sweep.dir={sweep}")
+    fine = nin("map", *TOY_MAP, "hydra.sweeper.tolerance=1.2", f"hydra.sweep.dir={sweep}")
     assert fine.returncode == 0, fine.stderr
     return sweep, first
 
@@ -73,11 +73,11 @@ def test_a_killed_map_resumes_without_retraining_to_the_same_map(tmp_path, toy_m
     at 2 then 1.2 and one straight at 1.2 place the same points)."""
     reference, _ = toy_map
     sweep = tmp_path / "map"
-    killed = nin_cli("map", *TOY_MAP, f"hydra.sweep.dir={sweep}", env={"NIN_FAULT": "metrics_row:40:SIGKILL"})  # in round 2
+    killed = nin("map", *TOY_MAP, f"hydra.sweep.dir={sweep}", env={"NIN_FAULT": "metrics_row:40:SIGKILL"})  # in round 2
     assert killed.returncode == -9
     before = {name: data for name, data in finished_runs(sweep).items() if (sweep / name / "status.json").read_text().find("running") < 0}
     assert before  # round 1 had ended
-    resumed = nin_cli("map", *TOY_MAP, f"hydra.sweep.dir={sweep}")
+    resumed = nin("map", *TOY_MAP, f"hydra.sweep.dir={sweep}")
     assert resumed.returncode == 0, resumed.stderr
     after = finished_runs(sweep)
     assert all(after[name] == data for name, data in before.items())
@@ -87,7 +87,7 @@ def test_a_killed_map_resumes_without_retraining_to_the_same_map(tmp_path, toy_m
 @pytest.mark.e2e
 def test_the_budget_holds(tmp_path):
     capped = tmp_path / "capped"
-    spent = nin_cli("map", *TOY_MAP, "hydra.sweeper.budget=4", f"hydra.sweep.dir={capped}")
+    spent = nin("map", *TOY_MAP, "hydra.sweeper.budget=4", f"hydra.sweep.dir={capped}")
     assert spent.returncode == 0 and "budget of 4 runs is spent" in spent.stderr
     assert len(finished_runs(capped)) == 4
     assert (~bounds(capped)["bracketed"]).any()
@@ -105,7 +105,7 @@ def test_the_budget_holds(tmp_path):
 )
 @pytest.mark.e2e
 def test_bad_axes_and_ranges_are_one_line_before_anything_trains(tmp_path, args, message):
-    proc = nin_cli("map", *TOY_MAP, *args, f"hydra.sweep.dir={tmp_path / 'map'}")
+    proc = nin("map", *TOY_MAP, *args, f"hydra.sweep.dir={tmp_path / 'map'}")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and lines[-1].startswith("nin: error:") and message in lines[-1], proc.stderr
     assert not list((tmp_path / "map").glob("*/metrics.csv"))
@@ -127,7 +127,7 @@ def test_a_second_axis_gives_each_value_its_own_boundary(tmp_path):
     without a catapult between the points)."""
     sweep = tmp_path / "map"
     args = [*TOY_MAP, "hydra.sweeper.lo=3", "hydra.sweeper.hi=20", "hydra.sweeper.tolerance=1.5", "optimizer.lr=0.005,0.01"]
-    proc = nin_cli("map", *args, f"hydra.sweep.dir={sweep}")
+    proc = nin("map", *args, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(sweep / "boundaries.csv")
     end = table[table["boundary"].str.startswith("decay/")].set_index("optimizer.lr")
@@ -142,10 +142,10 @@ def test_runs_a_nin_train_sweep_left_are_points_of_the_map(tmp_path):
     """A `nin train -m` over part of the grid first: the map counts its runs and trains only the rest."""
     sweep = tmp_path / "map"
     grid = [a for a in TOY_MAP if not a.startswith("hydra.sweeper.")]
-    trained = nin_cli("train", "-m", *grid, "hydra.sweeper.params={noise.sigma:'1,10'}", "seed=2", f"hydra.sweep.dir={sweep}")
+    trained = nin("train", "-m", *grid, "hydra.sweeper.params={noise.sigma:'1,10'}", "seed=2", f"hydra.sweep.dir={sweep}")
     assert trained.returncode == 0, trained.stderr
     before = finished_runs(sweep)
-    mapped = nin_cli("map", *TOY_MAP, "hydra.sweeper.budget=3", f"hydra.sweep.dir={sweep}")
+    mapped = nin("map", *TOY_MAP, "hydra.sweeper.budget=3", f"hydra.sweep.dir={sweep}")
     assert mapped.returncode == 0 and "map: round 1: 1 runs (2 ended so far" in mapped.stderr, mapped.stderr
     after = finished_runs(sweep)
     assert len(after) == 3 and all(after[name] == data for name, data in before.items())
@@ -164,10 +164,10 @@ def test_a_map_follows_the_nin_it_is_told_to_and_refuses_one_the_network_lacks(t
     (each point's runs classified by that NIN's own trajectory); a name the network lacks is one
     line, with the NINs it has, before anything trains."""
     both = [*TOY_MAP[:-1], "epochs=3", "nin=all", "hydra.sweeper.budget=4", "device=cpu"]
-    refused = nin_cli("map", *both, "hydra.sweeper.nin=w2", f"hydra.sweep.dir={tmp_path / 'bad'}")
+    refused = nin("map", *both, "hydra.sweeper.nin=w2", f"hydra.sweep.dir={tmp_path / 'bad'}")
     assert refused.returncode != 0 and "hydra.sweeper.nin=w2: the map's runs have no NIN there; their NINs are at: w0, w1" in refused.stderr
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").glob("*/metrics.csv"))
-    mapped = nin_cli("map", *both, "hydra.sweeper.nin=w1", f"hydra.sweep.dir={tmp_path / 'map'}")
+    mapped = nin("map", *both, "hydra.sweeper.nin=w1", f"hydra.sweep.dir={tmp_path / 'map'}")
     assert mapped.returncode == 0, mapped.stderr
     from nin_cli.analysis.phases import run_phase
     from nin_cli.config.schema import load_settings

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import QUICK, coloured, column, make_cfg, nin_cli, real_nin
+from harness import INTERPRETER, QUICK, coloured, column, make_cfg, nin
 from omegaconf import OmegaConf
 
 from nin_cli.config.schema import load_settings
-from nin_cli.data.corruptions import CORRUPTIONS, corrupt, imagemagick_motion_blur
-from nin_cli.data.datasets import load_dataset
 from nin_cli.data.perturbations import plan
 from nin_cli.errors import ConfigError
 from nin_cli.records.locks import RunLock
@@ -44,77 +40,6 @@ needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None, 
 needs_torchattacks = pytest.mark.skipif(
     importlib.util.find_spec("torchattacks") is None, reason="needs the robustness extra (torchattacks)"
 )
-
-
-@pytest.fixture(scope="module")
-def pixels():
-    data = load_dataset(make_cfg(*QUICK).dataset)
-    return PixelSpace(data).to_pixels(data.test.x)  # the 1000 test images of the embedded slice
-
-
-@needs_skimage
-@pytest.mark.parametrize("name", list(CORRUPTIONS))
-def test_mnist_c_corruptions_are_seeded_per_image_and_grow_with_severity(pixels, name):
-    x = pixels[:64]
-    spec = CORRUPTIONS[name]
-    top = len(spec.levels)
-    out = corrupt(x, name, top, seed=3)
-    assert torch.equal(out, corrupt(x, name, top, seed=3)) and out.shape == x.shape
-    assert float(out.min()) >= 0 and float(out.max()) <= 1
-    # image i's randomness is its own: a later slice, told where it starts, gives the same images
-    assert torch.equal(out[40:], corrupt(x[40:], name, top, seed=3, first_index=40))
-    distortion = [float((corrupt(x, name, level, seed=3) - x).abs().mean()) for level in range(1, top + 1)]
-    assert distortion[0] > 0.002
-    assert distortion[-1] > distortion[0] or top == 1
-
-
-@needs_skimage
-@needs_skimage
-def test_a_corrupted_image_does_not_depend_on_the_batch_it_is_corrupted_in():
-    """Each image draws from its own generator (seed, corruption, level, index): corrupting the
-    test images in two batches, split anywhere, gives exactly the images of one call over all."""
-    images = load_dataset(OmegaConf.create({"name": "fashion_mnist_mini", "split": "standard", "train_size": None, "test_size": 24}))
-    pixels = (images.test.x * images.std + images.mean).clamp(0, 1)
-    for name in CORRUPTIONS:
-        whole = corrupt(pixels, name, 1, seed=3)
-        parts = torch.cat([corrupt(pixels[:10], name, 1, seed=3), corrupt(pixels[10:], name, 1, seed=3, first_index=10)])
-        assert torch.equal(whole, parts), name
-        if name in ("shot_noise", "impulse_noise", "spatter"):  # random per image: another split point differs from a reused draw
-            assert not torch.equal(corrupt(pixels[10:], name, 1, seed=3), whole[10:]), name
-
-
-def _imagemagick():
-    try:
-        from wand.api import library
-        from wand.image import Image as WandImage
-    except ImportError:  # Wand, or ImageMagick's MagickWand library, is not installed
-        return None
-    return library, WandImage
-
-
-@pytest.mark.skipif(_imagemagick() is None, reason="needs Wand and ImageMagick (apt-get install libmagickwand-6.q16-6)")
-def test_motion_blur_equals_imagemagick(pixels):
-    """The NumPy port of MotionBlurImage against ImageMagick through Wand, as MNIST-C calls it:
-    an 8-bit PNG in, every level's (radius, sigma), random angles; the same grey levels out."""
-    import ctypes
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    library, wand_image = _imagemagick()
-    library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
-    rng = np.random.default_rng(0)
-    grey = (pixels[:40, 0].numpy() * 255).round().astype(np.uint8)
-    for img in grey:
-        for radius, sigma in CORRUPTIONS["motion_blur"].levels:
-            angle = float(rng.uniform(-45, 45))
-            png = io.BytesIO()
-            Image.fromarray(img).save(png, format="PNG")
-            with wand_image(blob=png.getvalue()) as wand:
-                library.MagickMotionBlurImage(wand.wand, radius, sigma, angle)
-                reference = np.array(Image.open(io.BytesIO(wand.make_blob("png"))))
-            assert np.array_equal(imagemagick_motion_blur(img, radius, sigma, angle), reference)
 
 
 def test_method_presets_set_the_regularizer():
@@ -148,9 +73,9 @@ def test_ninr_presets_draw_the_niws_at_the_models_preset_scale():
     # the pre-flight takes a name or a std whatever the shipped preset is (cnn's is a std): only the
     # bad length is answered, never the scale
     for scale in ("layer", "0.01"):
-        out = nin_cli("train", "model=cnn", "method=in_ninr_decay", f"model.ninr_init={scale}", "epochs=-1").stderr
+        out = nin("train", "model=cnn", "method=in_ninr_decay", f"model.ninr_init={scale}", "epochs=-1").stderr
         assert out.strip() == "nin: error: epochs must be >= 1, got -1", out
-    bad = nin_cli("train", "model=cnn", "method=in_ninr_decay", "model.ninr_init=bogus").stderr
+    bad = nin("train", "model=cnn", "method=in_ninr_decay", "model.ninr_init=bogus").stderr
     assert bad.strip() == "nin: error: model.ninr_init must be one of layer, input, unit or a number > 0, got 'bogus'", bad
 
 
@@ -229,9 +154,9 @@ def test_an_interrupted_evaluation_resumes_to_the_table_of_an_uninterrupted_one(
     # a process killed between writing the record's temporary and renaming it: the record is whole
     (run / "robustness.csv").unlink()
     args = ["evaluate", str(run), *settings, "--no-progress"]
-    killed = nin_cli(*args, env={"NIN_FAULT": "write:3:SIGKILL"})
+    killed = nin(*args, env={"NIN_FAULT": "write:3:SIGKILL"})
     assert killed.returncode == -9 and list(run.glob(".*.tmp*"))  # its temporary is left behind
-    again = nin_cli(*args)
+    again = nin(*args)
     assert again.returncode == 0, again.stderr
     assert "resuming an interrupted evaluation" in again.stdout + again.stderr
     assert (run / "robustness.csv").read_text() == whole
@@ -249,14 +174,14 @@ def test_two_evaluations_of_one_sweep_share_its_runs(tmp_path):
     held = RunLock(sweep / "a")
     held.acquire()
     try:
-        proc = nin_cli("evaluate", str(sweep), *settings)
+        proc = nin("evaluate", str(sweep), *settings)
     finally:
         held.release()
     assert proc.returncode == 0, proc.stderr
     assert f"{sweep / 'a'}: in use by process {os.getpid()}; left to it" in proc.stdout + proc.stderr
     assert "1 run(s) in use by other processes were left to them" in proc.stderr
     assert (sweep / "b" / "robustness.csv").exists() and not (sweep / "a" / "robustness.csv").exists()
-    again = nin_cli("evaluate", str(sweep), *settings)
+    again = nin("evaluate", str(sweep), *settings)
     assert again.returncode == 0, again.stderr
     assert "robustness.csv exists; skipping" in again.stderr and (sweep / "a" / "robustness.csv").exists()
     # a run evaluated by another process between this one's look and its lock is not done twice
@@ -296,7 +221,8 @@ def test_without_the_robustness_extra_evaluate_warns_and_measures_the_rest(tmp_p
     for name in ("skimage", "torchattacks"):
         (blocked / name).mkdir(parents=True)
         (blocked / name / "__init__.py").write_text("raise ImportError('not installed')\n")
-    proc = real_nin("evaluate", str(run), "test_size=100", "--no-progress", env={"PYTHONPATH": str(blocked)})  # a new interpreter
+    evaluate = ["evaluate", str(run), "test_size=100", "--no-progress"]
+    proc = nin(*evaluate, env={"PYTHONPATH": str(blocked)}, program=INTERPRETER)  # a new interpreter: the imports happen anew
     assert proc.returncode == 0, proc.stderr
     assert "skipping apgd, brightness" in proc.stderr and "pip install -e '.[robustness]'" in proc.stderr
     table = pd.read_csv(run / "robustness.csv")
@@ -313,7 +239,7 @@ def test_bad_robustness_settings_are_one_line_before_any_evaluation(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             plan(load_settings("robustness", [setting]))
-    proc = nin_cli("evaluate", str(tmp_path), "attacks=[cw]")  # the command: that one line, before looking for runs
+    proc = nin("evaluate", str(tmp_path), "attacks=[cw]")  # the command: that one line, before looking for runs
     expected = "nin: error: unknown attack 'cw' in robustness.attacks; choose from fgsm, pgd, apgd, autoattack"
     assert proc.returncode == 2 and proc.stderr.strip() == expected
 
@@ -328,7 +254,7 @@ def test_corrupted_data_training_sees_noisy_inputs(tmp_path):
 @pytest.mark.e2e
 def test_comparison_sweep_trains_evaluates_and_tabulates(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = nin_cli(
+    proc = nin(
         "train",
         "-m",
         *QUICK,
@@ -342,46 +268,14 @@ def test_comparison_sweep_trains_evaluates_and_tabulates(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(list(sweep.glob("*/robustness.csv"))) == 4
-    out = nin_cli("summarize", str(sweep), "--format", "markdown")
+    out = nin("summarize", str(sweep), "--format", "markdown")
     assert out.returncode == 0, out.stderr
     assert "### robustness" in out.stdout and "| cdt02 |" in out.stdout
     detail = pd.read_csv(sweep / "robustness_summary.csv")
     assert set(detail["method"]) == {"none", "cdt02"} and (detail["n_seeds"] == 2).all()
     assert len(detail) == 2 * (1 + 2 + (13 + 2 * 2) + 1 + 1)  # clean, gaussian, MNIST-C (two at 2 levels), fgsm, pgd
-    plot = nin_cli("plot", str(sweep), "--no-runs")
+    plot = nin("plot", str(sweep), "--no-runs")
     assert plot.returncode == 0, plot.stderr
     assert coloured(sweep / "plots" / "robustness.png") > 0.001
-    again = nin_cli("evaluate", str(sweep))
+    again = nin("evaluate", str(sweep))
     assert again.returncode == 0 and again.stderr.count("robustness.csv exists; skipping") == 4
-
-
-@needs_skimage
-@pytest.mark.parametrize("c", [0.2, -0.6, 1.0])
-def test_shear_is_the_2019_datasets_matrix_whatever_the_scikit_image(c):
-    """MNIST-C's shear, checked against a hand-built warp: output pixel (row, col) reads the input
-    at (x, y) = (col - sin(c) (row - 13.5), 13.5 + cos(c) (row - 13.5)), bilinear, zero outside the
-    image and blended with it at the edge (scipy's grid-constant mode, as scikit-image's warp);
-    scikit-image < 0.21's AffineTransform(shear=c), which made the published data."""
-    from scipy.ndimage import map_coordinates
-
-    from nin_cli.data.corruptions import shear
-
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(28, 28)) / 255.0
-    sign = int(np.random.default_rng(5).choice([-1, 1], 1)[0])  # the corruption's own draw of the direction
-    got = shear(image, c, np.random.default_rng(5))
-    rows, cols = np.mgrid[0:28, 0:28].astype(float)
-    angle = c * sign
-    x = cols - math.sin(angle) * rows + 13.5 * math.sin(angle)
-    y = math.cos(angle) * rows + 13.5 * (1 - math.cos(angle))
-    expected = np.clip(map_coordinates(image, [y, x], order=1, mode="grid-constant", cval=0.0), 0, 1)
-    assert np.abs(got - expected).max() < 1e-9
-
-
-@needs_skimage
-def test_corruptions_see_pixels_on_the_8_bit_grid():
-    """Standardizing and back leaves pixels a hair off k/255; the corruptions get k/255 exactly."""
-    image = torch.arange(784, dtype=torch.float64).reshape(1, 1, 28, 28) % 256 / 255
-    nudged = (image + 4e-8 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))).float()
-    for name in ("glass_blur", "brightness", "stripe"):
-        assert torch.equal(corrupt(nudged, name, 1, seed=0), corrupt(image.float(), name, 1, seed=0)), name

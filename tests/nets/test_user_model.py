@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_cfg, nin_cli, read_rows, without_timing
+from harness import EXAMPLE_CONF, make_cfg, nin, read_rows, without_timing
 
 from nin_cli.config.preflight import check_command
 from nin_cli.errors import ConfigError
@@ -22,7 +22,6 @@ from nin_cli.nets.network import build_model
 from nin_cli.train import train
 
 EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
-CONF = Path(__file__).resolve().parents[1] / "examples" / "nin_examples" / "conf"
 SMALL = [
     "dataset=fashion_mnist_mini",
     "dataset.train_size=256",
@@ -164,7 +163,7 @@ def test_nins_own_models_take_module_apply():
 )
 def test_a_network_or_data_that_cannot_train_is_one_line_before_anything_trains(overrides, message):
     with pytest.raises(ConfigError) as caught:
-        check_command(overrides, multirun=False, config_dirs=[str(CONF)])
+        check_command(overrides, multirun=False, config_dirs=[str(EXAMPLE_CONF)])
     assert message in str(caught.value)
 
 
@@ -198,11 +197,16 @@ def test_a_forward_pass_that_never_reaches_a_module_and_one_that_returns_no_modu
 
 @pytest.mark.e2e
 def test_config_dirs_from_the_command_line_in_every_form(tmp_path):
-    for flag in (["--config-dir", str(CONF)], [f"--config-dir={CONF}"], [f"hydra.searchpath=[file://{CONF}]"], [EXAMPLES]):
-        proc = nin_cli("train", *flag, "+experiment=mine", "--cfg", "job", cwd=tmp_path)
+    for flag in (
+        ["--config-dir", str(EXAMPLE_CONF)],
+        [f"--config-dir={EXAMPLE_CONF}"],
+        [f"hydra.searchpath=[file://{EXAMPLE_CONF}]"],
+        [EXAMPLES],
+    ):
+        proc = nin("train", *flag, "+experiment=mine", "--cfg", "job", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert "_target_: nin_examples.networks.cnn" in proc.stdout and "- features.0" in proc.stdout
-    typo = nin_cli("train", "--config-dir", str(CONF), "model=my_cnnn", cwd=tmp_path)
+    typo = nin("train", "--config-dir", str(EXAMPLE_CONF), "model=my_cnnn", cwd=tmp_path)
     assert (
         typo.returncode == 2
         and typo.stderr.strip().splitlines() == [typo.stderr.strip().splitlines()[0]]
@@ -234,12 +238,12 @@ def test_tags_and_notes_are_recorded_shown_and_not_the_runs_identity(tmp_path):
     assert train(again, tmp_path / "run").status == "completed"  # the same run: found finished, not refused
     table = nin_api.load_runs(tmp_path / "run")
     assert table.loc[0, "tags"] == "baseline,v2" and table.loc[0, "notes"] == "first try"
-    proc = nin_cli_summary(tmp_path / "run")
+    proc = summary_markdown(tmp_path / "run")
     assert "baseline,v2" in proc
 
 
-def nin_cli_summary(path: Path) -> str:
-    proc = nin_cli("summarize", str(path), "--format", "markdown")
+def summary_markdown(path: Path) -> str:
+    proc = nin("summarize", str(path), "--format", "markdown")
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -348,8 +352,8 @@ def test_a_batched_sweep_of_my_networks_replays_single_runs_and_analysis_never_i
     sweep = tmp_path / "sweep"
     small = [*SMALL, "model.width=32"]
     for model, step in (("my_mlp", "fused step"), ("bn_mlp", "loop step")):
-        proc = nin_cli(
-            "train", "-m", "--config-dir", str(CONF), "hydra/launcher=batched", f"model={model}", *small, "noise.sigma=1,30",
+        proc = nin(
+            "train", "-m", "--config-dir", str(EXAMPLE_CONF), "hydra/launcher=batched", f"model={model}", *small, "noise.sigma=1,30",
             f"hydra.sweep.dir={sweep / model}",
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
@@ -375,15 +379,15 @@ def test_my_cnn_is_extended_evaluated_and_loaded_from_its_installed_factory(tmp_
 
     run = tmp_path / "run"
     small = [*SMALL, "model=my_cnn", "nin=layers", "nin.layers=[features.0,classifier.1]", "noise.sigma=3"]
-    args = ["train", "--config-dir", str(CONF), *small, f"hydra.run.dir={run}"]
-    assert nin_cli(*args).returncode == 0
-    extended = nin_cli(*args[:-1], "epochs=3", "extend=true", f"hydra.run.dir={run}")
+    args = ["train", "--config-dir", str(EXAMPLE_CONF), *small, f"hydra.run.dir={run}"]
+    assert nin(*args).returncode == 0
+    extended = nin(*args[:-1], "epochs=3", "extend=true", f"hydra.run.dir={run}")
     assert extended.returncode == 0, extended.stderr
     assert "from factory nin_examples.networks.cnn" in extended.stderr and "networks.py" in extended.stderr
     straight = tmp_path / "straight"
     train(make_cfg(EXAMPLES, *small, "epochs=3"), straight)
     assert without_timing(read_rows(run)) == without_timing(read_rows(straight))
-    robust = nin_cli("evaluate", str(run), "test_size=200", "gaussian=[0.3]", "attacks=[fgsm]", "epsilons=[0.1]", "corruptions=null")
+    robust = nin("evaluate", str(run), "test_size=200", "gaussian=[0.3]", "attacks=[fgsm]", "epsilons=[0.1]", "corruptions=null")
     assert robust.returncode == 0, robust.stderr
     assert "from factory nin_examples.networks.cnn" in robust.stderr and (run / "robustness.csv").exists()
     model = nin_api.load_model(run)
@@ -400,10 +404,10 @@ def test_a_map_and_a_prediction_of_my_network(tmp_path):
         "hydra.sweeper.seeds=0",
         "hydra.sweeper.budget=6",
     ]
-    proc = nin_cli(
+    proc = nin(
         "map",
         "--config-dir",
-        str(CONF),
+        str(EXAMPLE_CONF),
         "model=my_mlp",
         "model.width=32",
         *SMALL,
@@ -412,8 +416,8 @@ def test_a_map_and_a_prediction_of_my_network(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert proc.returncode == 0, proc.stderr
-    mine = ["--config-dir", str(CONF), "model=my_mlp", "model.width=32", *SMALL]
-    predicted = nin_cli("predict", *mine, "--sigmas", "1,30", "--samples", "64", "--out", str(tmp_path / "predict"))
+    mine = ["--config-dir", str(EXAMPLE_CONF), "model=my_mlp", "model.width=32", *SMALL]
+    predicted = nin("predict", *mine, "--sigmas", "1,30", "--samples", "64", "--out", str(tmp_path / "predict"))
     assert predicted.returncode == 0 and "niw_curvature" in (tmp_path / "predict" / "predict_layers.csv").read_text(), predicted.stderr
     points = (tmp_path / "boundaries.csv").read_text()
     assert "decay" in points or "divergent" in points
@@ -424,8 +428,8 @@ def test_a_map_and_a_prediction_of_my_network(tmp_path):
 def test_a_submitit_launcher_hands_the_config_directory_to_its_jobs(tmp_path):
     """batched_local: each ensemble a process of its own (submitit), with no Hydra job around it,
     still checks and builds the user's model from the command's --config-dir."""
-    proc = nin_cli(
-        "train", "-m", "--config-dir", str(CONF), "hydra/launcher=batched_local", "hydra.launcher.poll_s=1", "model=my_mlp",
+    proc = nin(
+        "train", "-m", "--config-dir", str(EXAMPLE_CONF), "hydra/launcher=batched_local", "hydra.launcher.poll_s=1", "model=my_mlp",
         "model.width=32", *SMALL, "epochs=1", "noise.sigma=1,3", f"hydra.sweep.dir={tmp_path}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -4,17 +4,14 @@ composition of every job, key for key, and the same resolved run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from harness import EXAMPLE_CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nin_cli.config.preflight import JobComposer, command_sources, sweep_jobs
 from nin_cli.config.resolve import resolve, without_hydra
 from nin_cli.config.sources import using
-
-CONF = Path(__file__).resolve().parents[1] / "examples" / "nin_examples" / "conf"
 
 
 def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[str] = ()) -> int:
@@ -58,7 +55,7 @@ def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[s
             1,
         ),
         # a config directory of one's own: a factory's argument swept
-        (["model=my_mlp"], {"model.width": "16,32", "seed": "0,1"}, [str(CONF)], 1),
+        (["model=my_mlp"], {"model.width": "16,32", "seed": "0,1"}, [str(EXAMPLE_CONF)], 1),
     ],
     ids=["ninr-grid", "values", "own-config-dir"],
 )

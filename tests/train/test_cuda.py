@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import QUICK, column, make_cfg, nin_cli, read_rows
+from harness import QUICK, column, make_cfg, nin, read_rows
 from test_cnin import cnn, loss_and_gradients
 
 from nin_cli.config.schema import load_settings
@@ -54,7 +54,7 @@ def test_cuda_batched_members_follow_their_single_runs(tmp_path):
 def test_cuda_run_killed_mid_training_resumes_without_lost_or_duplicated_rows(tmp_path):
     args = ["train", *GPU, "epochs=6", "batch_size=16", "noise.sigma=3", "model.width=512"]
     reference = tmp_path / "reference"
-    assert nin_cli(*args, f"hydra.run.dir={reference}").returncode == 0
+    assert nin(*args, f"hydra.run.dir={reference}").returncode == 0
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "nin_cli", *args, f"hydra.run.dir={run}"], stderr=subprocess.DEVNULL)
     while not ((run / "metrics.csv").exists() and len(read_rows(run)) >= 3):
@@ -62,7 +62,7 @@ def test_cuda_run_killed_mid_training_resumes_without_lost_or_duplicated_rows(tm
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert nin_cli(*args, f"hydra.run.dir={run}").returncode == 0
+    assert nin(*args, f"hydra.run.dir={run}").returncode == 0
     assert [int(r["epoch"]) for r in read_rows(run)] == list(range(7))
     # cuBLAS is not bitwise deterministic across processes: the resumed run tracks the reference closely.
     assert column(run, "test_acc") == pytest.approx(column(reference, "test_acc"), abs=0.02)
@@ -137,8 +137,8 @@ def test_a_gpu_run_resumes_and_is_evaluated_on_the_cpu_and_a_cpu_run_on_the_gpu(
     small = [*QUICK, "epochs=2", "noise.sigma=3"]
     for trained, then in (("cuda", "cpu"), ("cpu", "cuda")):
         run = tmp_path / trained
-        assert nin_cli("train", *small, f"device={trained}", f"hydra.run.dir={run}").returncode == 0
-        moved = nin_cli("train", *small[:-2], "epochs=3", "noise.sigma=3", "extend=true", f"device={then}", f"hydra.run.dir={run}")
+        assert nin("train", *small, f"device={trained}", f"hydra.run.dir={run}").returncode == 0
+        moved = nin("train", *small[:-2], "epochs=3", "noise.sigma=3", "extend=true", f"device={then}", f"hydra.run.dir={run}")
         assert moved.returncode == 0, moved.stderr
         said = " ".join(moved.stderr.split())
         assert f"device {trained}" in said and "re-seeded" in said

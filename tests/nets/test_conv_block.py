@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import column, nin_cli
+from harness import column, nin
 from test_cnin import CNIN_CNN, cnn, loss_and_gradients
 
 from nin_cli.nets import conv_block
@@ -112,8 +112,8 @@ def test_a_cnn_run_trains_the_same_with_and_without_the_fused_block(tmp_path):
     """Three epochs of in-NINR on the mini data: the same losses, accuracies and NIW norm to float
     rounding (the kernels sum in another order), whether the fused block runs or not."""
     args = [*CNIN_CNN, "epochs=3", "noise.sigma=3"]
-    fused = nin_cli("train", *args, f"hydra.run.dir={tmp_path / 'fused'}")
-    eager = nin_cli("train", *args, "fused_block=off", f"hydra.run.dir={tmp_path / 'eager'}")
+    fused = nin("train", *args, f"hydra.run.dir={tmp_path / 'fused'}")
+    eager = nin("train", *args, "fused_block=off", f"hydra.run.dir={tmp_path / 'eager'}")
     assert fused.returncode == 0 and eager.returncode == 0, fused.stderr + eager.stderr
     ran = {d: json.loads((tmp_path / d / "env.json").read_text())["engine"]["fused_block"] for d in ("fused", "eager")}
     assert ran["fused"]["ran"] and not ran["eager"]["ran"] and ran["eager"]["why"] == "fused_block=off", ran
@@ -130,7 +130,7 @@ def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unles
     engine_change=allow, which trains on and records both sessions."""
     run = tmp_path / "run"
     args = [*CNIN_CNN, "noise.sigma=1", f"hydra.run.dir={run}"]
-    assert nin_cli("train", *args, "epochs=1").returncode == 0
+    assert nin("train", *args, "epochs=1").returncode == 0
     env = json.loads((run / "env.json").read_text())
     engine = env["engine"]
     assert engine["fused_block"] == {"mode": "auto", "ran": True, "why": "built for this CPU"}, engine
@@ -142,11 +142,11 @@ def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unles
         and engine["cpu"]
     )
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
-    refused = nin_cli("train", *args, "epochs=2", "extend=true", "fused_block=off")
+    refused = nin("train", *args, "epochs=2", "extend=true", "fused_block=off")
     assert refused.returncode == 2 and "trained with the fused first block, resumes without it" in refused.stderr
     assert "engine_change=allow" in refused.stderr.strip().splitlines()[-1]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
-    allowed = nin_cli("train", *args, "epochs=2", "extend=true", "fused_block=off", "engine_change=allow")
+    allowed = nin("train", *args, "epochs=2", "extend=true", "fused_block=off", "engine_change=allow")
     assert allowed.returncode == 0, allowed.stderr
     env = json.loads((run / "env.json").read_text())
     assert not env["engine"]["fused_block"]["ran"] and env["previous"][-1]["engine"]["fused_block"]["ran"]
@@ -154,7 +154,7 @@ def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unles
 
 
 def test_fused_block_on_where_it_cannot_run_is_one_line(tmp_path):
-    proc = nin_cli("train", "dataset=fashion_mnist_mini", "model.width=16", "epochs=1", "progress=false", "fused_block=on",
+    proc = nin("train", "dataset=fashion_mnist_mini", "model.width=16", "epochs=1", "progress=false", "fused_block=on",
                    f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert proc.returncode == 2
     expected = "fused_block=on, but the fused first block cannot run here (no convolutional first block); use fused_block=auto or off"

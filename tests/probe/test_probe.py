@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_cfg, read_rows, without_timing
+from harness import make_cfg, read_rows, without_timing
 from nin_examples.networks import cnn, mlp
 from torch import nn
 

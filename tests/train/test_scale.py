@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, SMALL_CNN, column, make_cfg, nin_cli, read_rows, start_nin, without_timing
+from harness import QUICK, SMALL_CNN, column, make_cfg, nin, nin_started, read_rows, without_timing
 
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
@@ -200,9 +200,7 @@ def test_batched_groups_a_mixed_sweep_and_steps_what_it_cannot_stack_one_by_one(
 
 @pytest.mark.e2e
 def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
-    proc = nin_cli(
-        "train", "-m", "hydra/launcher=batched", *QUICK, "epochs=1", "noise.sigma=1,1000", "seed=0,1", f"hydra.sweep.dir={tmp_path}"
-    )
+    proc = nin("train", "-m", "hydra/launcher=batched", *QUICK, "epochs=1", "noise.sigma=1,1000", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert "training 4 models together" in proc.stderr
     statuses = {p.parent.name.split("noise.")[1]: json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json")}
@@ -221,7 +219,7 @@ def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
 
 @pytest.mark.e2e
 def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
-    proc = nin_cli(
+    proc = nin(
         "train",
         "-m",
         "hydra/launcher=parallel",
@@ -241,23 +239,23 @@ def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
 @pytest.mark.e2e
 def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     args = ["train", "-m", "hydra/launcher=local", *QUICK, "epochs=1", "noise.sigma=0,3", f"hydra.sweep.dir={tmp_path}"]
-    assert nin_cli(*args).returncode == 0
+    assert nin(*args).returncode == 0
     runs = sorted(tmp_path.glob("*/metrics.csv"))
     assert len(runs) == 2 and all(len(read_rows(p.parent)) == 2 for p in runs)
     before = [p.read_bytes() for p in runs]
     assert (tmp_path / "report.md").exists()  # the sweep-end callback ran after the submitit launcher too
-    redo = nin_cli("report", str(tmp_path))
+    redo = nin("report", str(tmp_path))
     assert redo.returncode == 0 and "2 runs: 2 completed, 0 diverged, 0 failed" in redo.stdout, redo.stderr
-    progress = nin_cli("progress", str(tmp_path))  # the sweep's size was recorded when it started
+    progress = nin("progress", str(tmp_path))  # the sweep's size was recorded when it started
     assert progress.returncode == 0 and progress.stdout == "2/2 runs ended (2 completed)\n", progress.stderr
     # rerun on another launcher, the grid extended by one sigma: the finished runs are skipped, the
     # progress counts the runs already there plus the new one, job by job
-    again = nin_cli(*args[:2], "hydra/launcher=basic", *args[3:-2], "noise.sigma=0,3,5", args[-1])
+    again = nin(*args[:2], "hydra/launcher=basic", *args[3:-2], "noise.sigma=0,3,5", args[-1])
     assert again.returncode == 0
     assert "sweep: job 2/3 starting; 2/3 runs ended (2 completed)" in again.stderr
     assert again.stderr.count("already completed at epoch 1; skipping") == 2
     assert [p.read_bytes() for p in runs] == before
-    assert nin_cli("progress", str(tmp_path)).stdout == "3/3 runs ended (3 completed)\n"
+    assert nin("progress", str(tmp_path)).stdout == "3/3 runs ended (3 completed)\n"
 
 
 PREEMPT = [*QUICK, "epochs=5", "noise.sigma=3"]
@@ -266,10 +264,10 @@ PREEMPT = [*QUICK, "epochs=5", "noise.sigma=3"]
 @pytest.mark.e2e
 def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_rows(tmp_path, gate):
     reference = tmp_path / "reference"
-    assert nin_cli("train", *PREEMPT, f"hydra.run.dir={reference}").returncode == 0
+    assert nin("train", *PREEMPT, f"hydra.run.dir={reference}").returncode == 0
 
     sweep = tmp_path / "sweep"
-    launcher = start_nin("train", "-m", "hydra/launcher=local", *PREEMPT, f"hydra.sweep.dir={sweep}", env=gate.env("metrics_row", 3))
+    launcher = nin_started("train", "-m", "hydra/launcher=local", *PREEMPT, f"hydra.sweep.dir={sweep}", env=gate.env("metrics_row", 3))
     (pid,) = gate.held(alive=lambda: launcher.poll() is None)  # the submitit task, after epoch 2's row
     (metrics,) = sweep.glob("*/metrics.csv")
     assert len(read_rows(metrics.parent)) == 3
@@ -290,10 +288,10 @@ def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_
 def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path, gate):
     args = [*QUICK, "epochs=4", "noise.sigma=1,10"]
     reference = tmp_path / "reference"
-    assert nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
+    assert nin("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
 
     sweep = tmp_path / "sweep"
-    proc = start_nin("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}", env=gate.env("metrics_row", 6))
+    proc = nin_started("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}", env=gate.env("metrics_row", 6))
     gate.held(alive=lambda: proc.poll() is None)  # both members' rows of epochs 0-2 written
     assert sorted(len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")) == [3, 3]
     proc.send_signal(signal.SIGTERM)
@@ -302,7 +300,7 @@ def test_interrupted_batched_sweep_resumes_to_the_same_rows(tmp_path, gate):
     assert proc.returncode == 143 and "rerun the same command (same directory) to resume" in proc.stderr
     assert {json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")} == {"interrupted"}
 
-    again = nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}")
+    again = nin("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("resuming from the checkpoint") == 2
     for run in sorted(sweep.glob("*/metrics.csv")):
@@ -335,13 +333,13 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
     both jobs mid-training requeues them; every member's rows equal those of an uninterrupted
     batched sweep (same ensembles), and a rerun submits nothing."""
     reference = tmp_path / "reference"
-    ref = nin_cli("train", "-m", "hydra/launcher=batched", *BATCHED_PREEMPT, f"hydra.sweep.dir={reference}")
+    ref = nin("train", "-m", "hydra/launcher=batched", *BATCHED_PREEMPT, f"hydra.sweep.dir={reference}")
     assert ref.returncode == 0, ref.stderr
 
     sweep = tmp_path / "sweep"
     env = gate.env("metrics_row", 4)  # in each job, after both members' rows of epochs 0 and 1
     local = ["hydra/launcher=batched_local", "hydra.launcher.poll_s=1", "hydra.launcher.array_parallelism=2", *BATCHED_PREEMPT]
-    launcher = start_nin("train", "-m", *local, f"hydra.sweep.dir={sweep}", env=env)
+    launcher = nin_started("train", "-m", *local, f"hydra.sweep.dir={sweep}", env=env)
     pids = gate.held(2, alive=lambda: launcher.poll() is None)
     assert sorted(len(read_rows(p.parent)) for p in sweep.glob("*/metrics.csv")) == [2, 2, 2, 2]
     for pid in pids:
@@ -358,7 +356,7 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
         assert [int(r["epoch"]) for r in read_rows(resumed)] == list(range(5))
         assert without_timing(read_rows(resumed)) == without_timing(read_rows(run.parent)), run.parent.name
         assert without_timing(read_rows(resumed, "steps.csv")) == without_timing(read_rows(run.parent, "steps.csv"))
-    again = nin_cli("train", "-m", *local, f"hydra.sweep.dir={sweep}")
+    again = nin("train", "-m", *local, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0 and "0 submitted as local jobs, 2 already finished" in again.stdout + again.stderr
 
 
@@ -368,9 +366,9 @@ def test_batched_local_runs_no_more_processes_than_asked(tmp_path):
     turn; every member's rows equal the in-process batched sweep's (the same ensembles)."""
     args = [*QUICK, "epochs=2", "noise.sigma=1,3", "seed=0,1", "hydra.launcher.ensemble_size=2"]
     reference = tmp_path / "reference"
-    assert nin_cli("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
+    assert nin("train", "-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={reference}").returncode == 0
     sweep = tmp_path / "sweep"
-    local = nin_cli(
+    local = nin(
         "train",
         "-m",
         "hydra/launcher=batched_local",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, forked_train, make_cfg, nin_cli, read_rows, start_nin, without_timing
+from harness import TINY, forked_train, make_cfg, nin, nin_started, read_rows, without_timing
 
 from nin_cli.analysis.runs import load_run
 from nin_cli.records.locks import RunLock
@@ -105,10 +105,10 @@ def test_batched_sweep_killed_while_checkpointing_resumes_exactly(tmp_path, sig,
     from different epochs (the first waits for the second inside one ensemble)."""
     sweep = ["-m", *TINY, "hydra/launcher=batched", "seed=0,1"]
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "sweep"
-    assert nin_cli("train", *sweep, f"hydra.sweep.dir={ref_dir}").returncode == 0
-    proc = nin_cli("train", *sweep, f"hydra.sweep.dir={dir_}", env={"NIN_FAULT": f"checkpoint:{hit}:{sig}"})
+    assert nin("train", *sweep, f"hydra.sweep.dir={ref_dir}").returncode == 0
+    proc = nin("train", *sweep, f"hydra.sweep.dir={dir_}", env={"NIN_FAULT": f"checkpoint:{hit}:{sig}"})
     assert proc.returncode != 0
-    assert nin_cli("train", *sweep, f"hydra.sweep.dir={dir_}").returncode == 0
+    assert nin("train", *sweep, f"hydra.sweep.dir={dir_}").returncode == 0
     runs = sorted(p.parent.name for p in ref_dir.glob("*/metrics.csv"))
     assert len(runs) == 2 and sorted(p.parent.name for p in dir_.glob("*/metrics.csv")) == runs
     for name in runs:
@@ -144,14 +144,14 @@ def test_full_or_read_only_disk_is_one_line_and_loses_nothing(tmp_path, tiny_ref
 def test_a_second_process_on_a_locked_directory_fails_naming_the_holder(tmp_path, gate):
     run_dir = tmp_path / "run"
     slow = [*TINY, f"hydra.run.dir={run_dir}"]
-    first = start_nin("train", *slow, env=gate.env("metrics_row", 2))  # held, training, after epoch 1's row
+    first = nin_started("train", *slow, env=gate.env("metrics_row", 2))  # held, training, after epoch 1's row
     try:
         gate.held(alive=lambda: first.poll() is None)
         for extra in ([], ["noise.sigma=3"]):  # same config, or another sigma into the same directory
-            second = nin_cli("train", *slow, *extra)
+            second = nin("train", *slow, *extra)
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 1 and len(lines) == 1 and f"process {first.pid}" in lines[0], second.stderr
-        sweep = nin_cli("train", "-m", *slow, "seed=0", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=run")
+        sweep = nin("train", "-m", *slow, "seed=0", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=run")
         assert sweep.returncode == 1 and f"process {first.pid}" in sweep.stderr  # a sweep member too
         assert "still training" in " ".join(load_run(run_dir).warnings)
     finally:
@@ -179,7 +179,7 @@ def test_resume_refuses_records_that_do_not_match_the_checkpoint(tmp_path, damag
         metrics.write_text("".join(lines[:2]) + lines[2][:10])
     else:
         metrics.write_text("".join(lines[:2] + lines[1:]))  # the old epoch-0 bug: epoch 0 twice
-    proc = nin_cli("train", *TINY, f"hydra.run.dir={run_dir}")
+    proc = nin("train", *TINY, f"hydra.run.dir={run_dir}")
     out = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(out) == 1 and out[0].startswith("nin: error: cannot resume") and "overwrite=true" in out[0]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
@@ -200,7 +200,7 @@ def test_checkpoint_loads_weights_only_and_a_planted_pickle_does_not_run(tmp_pat
     torch.save({"epoch": 1, "model": Payload()}, run_dir / "checkpoint.pt")
     (run_dir / "status.json").write_text(json.dumps({"status": "interrupted", "epoch": 1, "epochs": 3}))
     for command in (["train", *TINY, f"hydra.run.dir={run_dir}"], ["evaluate", str(run_dir), "test_size=50"]):
-        proc = nin_cli(*command)
+        proc = nin(*command)
         assert proc.returncode == 1 and "not a nin checkpoint" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not marker.exists()
@@ -219,7 +219,7 @@ def test_damaged_files_give_one_line_and_keep_the_rows(tmp_path, tiny_reference,
         "status.json": b"{not json",
     }
     (run_dir / name).write_bytes(damaged[name])
-    proc = nin_cli("train", *TINY, f"hydra.run.dir={run_dir}")
+    proc = nin("train", *TINY, f"hydra.run.dir={run_dir}")
     if name == "status.json":  # the status is derived: the checkpoint and the rows say where the run is
         assert proc.returncode == 0 and tables(run_dir) == tiny_reference
         return
@@ -233,7 +233,7 @@ def test_evaluate_over_a_sweep_with_one_bad_run_warns_and_goes_on(tmp_path):
     for seed in (0, 1):
         assert train(make_cfg(*TINY, "epochs=1", f"seed={seed}"), tmp_path / f"s{seed}").status == "completed"
     (tmp_path / "s0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    proc = nin_cli("evaluate", str(tmp_path), "test_size=50", "pgd_steps=1")
+    proc = nin("evaluate", str(tmp_path), "test_size=50", "pgd_steps=1")
     assert proc.returncode == 1 and "nin: warning:" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "s1" / "robustness.csv").exists() and not (tmp_path / "s0" / "robustness.csv").exists()
 
@@ -242,22 +242,22 @@ def test_evaluate_over_a_sweep_with_one_bad_run_warns_and_goes_on(tmp_path):
 def test_resume_false_refuses_to_replace_a_run_unless_overwrite(tmp_path):
     run_dir = reference(tmp_path)
     before = (run_dir / "metrics.csv").read_text()
-    proc = nin_cli("train", *TINY, "noise.sigma=3", "resume=false", f"hydra.run.dir={run_dir}")
+    proc = nin("train", *TINY, "noise.sigma=3", "resume=false", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2 and "overwrite=true" in proc.stderr and (run_dir / "metrics.csv").read_text() == before
-    proc = nin_cli("train", *TINY, "noise.sigma=3", "resume=false", "overwrite=true", f"hydra.run.dir={run_dir}")
+    proc = nin("train", *TINY, "noise.sigma=3", "resume=false", "overwrite=true", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0 and [float(r["sigma"]) for r in read_rows(run_dir)] == [3.0] * 4
 
 
 @pytest.mark.e2e
 def test_provenance_log_and_version(tmp_path):
     run_dir = tmp_path / "run"
-    assert nin_cli("train", *TINY, "epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
+    assert nin("train", *TINY, "epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
     env = json.loads((run_dir / "env.json").read_text())
     assert env["nin_version"] and env["torch"] == torch.__version__ and env["host"] and "nin" in env["command"]
     assert "epoch 1" in (run_dir / "train.log").read_text()
-    version = nin_cli("--version")
+    version = nin("--version")
     assert version.returncode == 0 and version.stdout.startswith("nin ")
-    # a closed pipe (`nin summarize DIR | head`): tests/test_typed.py::test_a_closed_pipe_ends_quietly
+    # a closed pipe (`nin summarize DIR | head`): tests/config/test_typed.py::test_a_closed_pipe_ends_quietly
 
 
 def test_config_is_typed_and_checked_per_case():
@@ -296,7 +296,7 @@ def test_config_is_typed_and_checked_per_case():
 @pytest.mark.e2e
 def test_every_sweep_job_is_checked_before_any_trains(tmp_path, args, message):
     base = [o for o in TINY if not o.startswith("noise.sigma")] if "+experiment=fig3" in args else TINY  # its grid sets the noise
-    proc = nin_cli("train", *base, *args, f"hydra.sweep.dir={tmp_path}/s", f"hydra.run.dir={tmp_path}/r")
+    proc = nin("train", *base, *args, f"hydra.sweep.dir={tmp_path}/s", f"hydra.run.dir={tmp_path}/r")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert not list(tmp_path.rglob("metrics.csv"))
@@ -310,7 +310,7 @@ def test_analysis_overrides_are_checked(tmp_path):
         ("summarize", "phases.decay_niw_rati=0.9", "did you mean phases.decay_niw_ratio"),
         ("evaluate", "test_size=abc", "must be an integer"),
     ):
-        proc = nin_cli(command, str(run_dir), override)
+        proc = nin(command, str(run_dir), override)
         assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
 
 
@@ -373,26 +373,26 @@ def test_extended_run_equals_the_longer_uninterrupted_run(tmp_path):
     extend=true, shorter, or under a schedule that depends on the total, refused in one line."""
     longer = [*TINY, "epochs=4"]
     ref = tmp_path / "ref"
-    assert nin_cli("train", *longer, f"hydra.run.dir={ref}").returncode == 0
+    assert nin("train", *longer, f"hydra.run.dir={ref}").returncode == 0
     run = tmp_path / "run"
-    assert nin_cli("train", *TINY, "epochs=2", f"hydra.run.dir={run}").returncode == 0
-    refused = nin_cli("train", *longer, f"hydra.run.dir={run}")
+    assert nin("train", *TINY, "epochs=2", f"hydra.run.dir={run}").returncode == 0
+    refused = nin("train", *longer, f"hydra.run.dir={run}")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
         f"nin: error: {run} holds a run of epochs=2 (differs in: epochs); add extend=true to train it on to epochs=4, "
         "or use a new output directory"
     ]
-    shorter = nin_cli("train", *TINY, "epochs=1", "extend=true", f"hydra.run.dir={run}")
+    shorter = nin("train", *TINY, "epochs=1", "extend=true", f"hydra.run.dir={run}")
     assert shorter.returncode == 2 and "epochs=1 would shorten it" in shorter.stderr
-    extended = nin_cli("train", *longer, "extend=true", f"hydra.run.dir={run}")
+    extended = nin("train", *longer, "extend=true", f"hydra.run.dir={run}")
     assert extended.returncode == 0 and "extending from epoch 2 to 4" in extended.stderr, extended.stderr
     assert tables(run) == tables(ref)
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
-    again = nin_cli("train", *longer, "extend=true", f"hydra.run.dir={run}")
+    again = nin("train", *longer, "extend=true", f"hydra.run.dir={run}")
     assert again.returncode == 0 and "already completed at epoch 4; skipping" in again.stderr
 
     linear = [*TINY, "schedule=linear", f"hydra.run.dir={tmp_path / 'linear'}"]
-    assert nin_cli("train", *linear, "epochs=2").returncode == 0
-    ramp = nin_cli("train", *linear, "epochs=4", "extend=true")
+    assert nin("train", *linear, "epochs=2").returncode == 0
+    ramp = nin("train", *linear, "epochs=4", "extend=true")
     assert ramp.returncode == 2 and "noise.schedule=linear" in ramp.stderr and "cannot be extended" in ramp.stderr
 
 
@@ -402,21 +402,21 @@ def test_extended_batched_sweep_equals_the_longer_sweep_and_a_diverged_run_stays
     one), every member's rows as the 3-epoch sweep's. A diverged run is left as it ended."""
     sweep = ["-m", *TINY, "hydra/launcher=batched", "noise.sigma=1,3"]
     ref, dir_ = tmp_path / "ref", tmp_path / "sweep"
-    assert nin_cli("train", *sweep, "epochs=3", f"hydra.sweep.dir={ref}").returncode == 0
-    assert nin_cli("train", *sweep, "epochs=2", f"hydra.sweep.dir={dir_}").returncode == 0
+    assert nin("train", *sweep, "epochs=3", f"hydra.sweep.dir={ref}").returncode == 0
+    assert nin("train", *sweep, "epochs=2", f"hydra.sweep.dir={dir_}").returncode == 0
     names = sorted(p.parent.name for p in dir_.glob("*/metrics.csv"))
     assert names == sorted(p.parent.name for p in ref.glob("*/metrics.csv")) and len(names) == 2
     assert not any("epochs=" in name for name in names)
-    extended = nin_cli("train", *sweep, "epochs=3", "extend=true", f"hydra.sweep.dir={dir_}")
+    extended = nin("train", *sweep, "epochs=3", "extend=true", f"hydra.sweep.dir={dir_}")
     assert extended.returncode == 0 and extended.stderr.count("extending from epoch 2 to 3") == 2, extended.stderr
     assert sorted(p.parent.name for p in dir_.glob("*/metrics.csv")) == names
     for name in names:
         assert tables(dir_ / name) == tables(ref / name), name
 
     blown = [*TINY, "noise.sigma=3000", f"hydra.run.dir={tmp_path / 'blown'}"]
-    assert nin_cli("train", *blown, "epochs=2").returncode == 0
+    assert nin("train", *blown, "epochs=2").returncode == 0
     status, before = (tmp_path / "blown" / "status.json").read_text(), tables(tmp_path / "blown")
     assert json.loads(status)["status"] == "diverged"
-    again = nin_cli("train", *blown, "epochs=3", "extend=true")
+    again = nin("train", *blown, "epochs=3", "extend=true")
     assert again.returncode == 0 and "a diverged run is not extended" in again.stderr
     assert (tmp_path / "blown" / "status.json").read_text() == status and tables(tmp_path / "blown") == before

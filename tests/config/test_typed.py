@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import QUICK, nin_cli, read_rows
+from harness import QUICK, nin, nin_in_process, read_rows
 from omegaconf import OmegaConf
 
 import nin_cli as api
 from nin_cli.config.schema import flatten
-from nin_cli.interface.cli import main
 from nin_cli.units import sigma2_per_paper_unit
 
 BIN = str(Path(sys.executable).parent)
@@ -37,17 +36,6 @@ LINEAR_TOY = [
     "progress=false",
     "hessian.samples=500",
 ]
-
-
-def run_nin(capsys, *args: str) -> tuple[int, str, str]:
-    """`nin ARGS` in this process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error_line(err: str) -> str:
@@ -85,13 +73,13 @@ def one_error_line(err: str) -> str:
     ],
 )
 def test_conflicting_inputs_are_refused_in_one_line_before_training(tmp_path, capsys, args, expected):
-    code, _, err = run_nin(capsys, "train", *QUICK, *args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep")
+    code, _, err = nin_in_process(capsys, "train", *QUICK, *args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep")
     assert code == 2 and expected in one_error_line(err)
     assert not list(tmp_path.rglob("metrics.csv"))
 
 
 def test_the_sigma_hint_converts_the_typed_values_into_the_grids_units(capsys):
-    code, _, err = run_nin(capsys, "train", "-m", "+experiment=fig3", "noise.sigma=2.8,88.5")
+    code, _, err = nin_in_process(capsys, "train", "-m", "+experiment=fig3", "noise.sigma=2.8,88.5")
     unit = 784 / 0.01
     assert code == 2
     assert f"\"hydra.sweeper.params={{noise.sigma2_paper:'{2.8**2 / unit:.6g},{88.5**2 / unit:.6g}'}}\"" in one_error_line(err)
@@ -140,7 +128,7 @@ FEW_KEYS = ["dataset=fashion_mnist_mini", "progress=false", "model.width=16", "h
 @pytest.mark.e2e
 def test_every_run_directory_name_equals_its_config_and_its_trained_sigma(tmp_path, capsys, name, args, runs):
     sweep = tmp_path / name
-    code, _, err = run_nin(capsys, "train", "-m", *FEW_KEYS, *args, "epochs=1", f"hydra.sweep.dir={sweep}")
+    code, _, err = nin_in_process(capsys, "train", "-m", *FEW_KEYS, *args, "epochs=1", f"hydra.sweep.dir={sweep}")
     assert code == 0, err
     check_names_match_what_trained(sweep, runs)
 
@@ -153,7 +141,7 @@ def toy_sweep(tmp_path_factory):
     the typed settings would make the default names long, cut and hashed."""
     sweep = tmp_path_factory.mktemp("toy") / "sweep"
     grid = ["noise.sigma2_paper=0.000001,0.04,0.53,9", "hydra/launcher=batched", "hydra.sweep.subdir=u${noise.sigma2_paper}"]
-    proc = nin_cli("train", "-m", *LINEAR_TOY, *grid, f"hydra.sweep.dir={sweep}")
+    proc = nin("train", "-m", *LINEAR_TOY, *grid, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.startswith("u")) == ["u0.04", "u0.53", "u1e-06", "u9"]
     return sweep
@@ -210,25 +198,25 @@ def test_report_figures_colour_each_run_by_its_own_phase(toy_sweep, monkeypatch)
     ],
 )
 def test_each_user_error_is_one_line(capsys, args, code, expected):
-    got, out, err = run_nin(capsys, *args)
+    got, out, err = nin_in_process(capsys, *args)
     assert got == code and expected in one_error_line(err)
 
 
 def test_a_slurm_launcher_without_slurm_is_one_line(capsys, monkeypatch):
     monkeypatch.setenv("PATH", BIN)  # no sbatch on it, whatever this machine has
-    code, _, err = run_nin(capsys, "train", "-m", "hydra/launcher=slurm", *QUICK)
+    code, _, err = nin_in_process(capsys, "train", "-m", "hydra/launcher=slurm", *QUICK)
     assert code == 2 and "hydra/launcher=slurm submits to SLURM, but sbatch is not on PATH" in one_error_line(err)
 
 
 def test_bare_nin_prints_usage_and_exits_2(capsys):
-    code, out, err = run_nin(capsys)
+    code, out, err = nin_in_process(capsys)
     assert code == 2 and err.startswith("usage: nin COMMAND") and "summarize" in err and out == ""
 
 
 def test_progress_on_a_directory_without_runs_says_so(tmp_path, capsys):
-    code, _, err = run_nin(capsys, "progress", str(tmp_path))
+    code, _, err = nin_in_process(capsys, "progress", str(tmp_path))
     assert code == 1 and f"{tmp_path} holds no runs and no sweep record" in one_error_line(err)
-    code, _, err = run_nin(capsys, "progress", str(tmp_path), "--watch", "--every", "0.01")
+    code, _, err = nin_in_process(capsys, "progress", str(tmp_path), "--watch", "--every", "0.01")
     assert code == 1 and "holds no runs" in one_error_line(err)
 
 
@@ -282,9 +270,9 @@ def test_zsh_gets_the_same_completion_through_bashcompinit():
 
 @pytest.mark.e2e
 def test_progress_watch_ends_when_every_run_has(toy_sweep, capsys):
-    code, out, err = run_nin(capsys, "progress", str(toy_sweep), "--watch", "--every", "0.01")
+    code, out, err = nin_in_process(capsys, "progress", str(toy_sweep), "--watch", "--every", "0.01")
     assert code == 0 and "4/4 runs ended" in out + err
-    code, out, _ = run_nin(capsys, "progress", str(toy_sweep))
+    code, out, _ = nin_in_process(capsys, "progress", str(toy_sweep))
     assert code == 0 and out.startswith("4/4 runs ended (3 completed, 1 diverged)")
 
 

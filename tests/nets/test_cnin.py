@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SMALL_CNN, column, make_cfg, nin_cli, read_rows, without_timing
+from harness import SMALL_CNN, column, make_cfg, nin, read_rows, without_timing
 from omegaconf import OmegaConf
 
 import nin_cli as api
@@ -130,14 +130,14 @@ def test_a_cnn_member_of_an_ensemble_replays_its_single_run(tmp_path):
 def test_a_run_from_before_the_choice_reads_and_resumes_as_the_old_placement(tmp_path):
     run = tmp_path / "old"
     args = [*CNIN_CNN, "epochs=1", "nin=all", "noise.sigma=1", "nin.conv=output", f"hydra.run.dir={run}"]
-    assert nin_cli("train", *args).returncode == 0
+    assert nin("train", *args).returncode == 0
     config = run / "config.yaml"
     config.write_text("".join(line for line in config.read_text().splitlines(True) if not line.strip().startswith("conv:")))
     assert "conv" not in OmegaConf.load(config).nin
     assert load(config).flat["nin.conv"] == "output"  # what it trained with
     model = api.load_model(run)  # the checkpoint's NIW shapes are the old placement's
     assert tuple(model.nins["conv1"].weight.shape) == (8, 28, 28)
-    new = nin_cli("train", *[a for a in args if a != "nin.conv=output"])
+    new = nin("train", *[a for a in args if a != "nin.conv=output"])
     assert new.returncode == 2 and "differs in: nin.conv" in new.stderr and "resume it as it was trained: nin.conv=output" in new.stderr
-    again = nin_cli("train", *args)
+    again = nin("train", *args)
     assert again.returncode == 0 and "already completed" in again.stderr, again.stderr

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import nin_cli
+from harness import nin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,7 +127,7 @@ def test_a_fixed_sample_of_drawn_commands_as_real_processes(tmp_path):
         out = tmp_path / f"c{i}"
         where = [f"hydra.sweep.dir={out}"] if multirun else [f"hydra.run.dir={out}"]
         args = ["train", *(["-m"] if multirun else []), *FUZZ_RUN, *overrides, *where]
-        proc = nin_cli(*args, cwd=tmp_path, timeout=300)
+        proc = nin(*args, cwd=tmp_path, timeout=300)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("nin: error:")]
         assert proc.returncode in (0, 1, 2), (args, proc.returncode, proc.stderr[-2000:])
         assert len(errors) <= 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
@@ -194,7 +194,7 @@ DAMAGES = ["truncated", "flipped", "emptied", "foreign", "header"]
 def trained_sweep(tmp_path_factory) -> Path:
     """A sweep of one finished run with every record a run can have (robustness.partial.json too)."""
     sweep = tmp_path_factory.mktemp("damaged") / "sweep"
-    proc = nin_cli("train", "-m", *FUZZ_RUN, "epochs=2", "noise.sigma=3", f"hydra.sweep.dir={sweep}")
+    proc = nin("train", "-m", *FUZZ_RUN, "epochs=2", "noise.sigma=3", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     run = next(p.parent for p in sweep.glob("*/metrics.csv"))
     (run / "robustness.partial.json").write_text(json.dumps({"settings": "0123456789abcdef", "rows": []}) + "\n")
@@ -262,12 +262,12 @@ def answers_damage(trained_sweep: Path, tmp: Path, record: str, how: str, where:
     before = snapshot(sweep)
     answers = []
     for args in (["summarize", str(sweep)], ["report", str(sweep)], ["progress", str(sweep)], ["plot", str(sweep), "--no-runs"]):
-        answers.append(nin_cli(*args))
+        answers.append(nin(*args))
         one_answer(answers[-1])
     assert snapshot(sweep) == before  # reading a record never changes it
-    answers.append(nin_cli("evaluate", str(run), "test_size=50", "gaussian=[]", "attacks=[]", "corruptions=null", "--no-progress"))
+    answers.append(nin("evaluate", str(run), "test_size=50", "gaussian=[]", "attacks=[]", "corruptions=null", "--no-progress"))
     one_answer(answers[-1])
-    answers.append(nin_cli("train", "-m", *FUZZ_RUN, "epochs=3", "extend=true", "noise.sigma=3", f"hydra.sweep.dir={sweep}"))
+    answers.append(nin("train", "-m", *FUZZ_RUN, "epochs=3", "extend=true", "noise.sigma=3", f"hydra.sweep.dir={sweep}"))
     one_answer(answers[-1])
     # the damage is reported: a warning or an error names the file, unless it left a whole record
     # (a CSV cut at a line's end that status.json does not contradict: a shorter record, not a damaged one)
@@ -297,7 +297,7 @@ def settings_override(name: str) -> st.SearchStrategy[str]:
 @pytest.fixture(scope="module")
 def trained_analysis(tmp_path_factory) -> tuple[Path, Path]:
     """Two tiny finished runs (in-process), and where the summaries go."""
-    from conftest import make_cfg
+    from harness import make_cfg
 
     from nin_cli.train import train
 
@@ -361,7 +361,7 @@ def test_settings_of_every_reading_command_as_real_processes(trained_sweep):
         ["evaluate", "epsilons=[a,[b]]"],
         ["summarize", "fits.min_points=0", "phases.chance_acc=2"],
     ):
-        proc = nin_cli(args[0], str(trained_sweep), *args[1:])
+        proc = nin(args[0], str(trained_sweep), *args[1:])
         one_answer(proc)
     assert snapshot(trained_sweep) == before
 

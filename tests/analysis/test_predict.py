@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import QUICK, coloured, make_cfg, nin_cli
+from harness import QUICK, coloured, make_cfg, nin
 
 from nin_cli.analysis.predict import predict
 from nin_cli.analysis.theory import ToySetting
@@ -94,7 +94,7 @@ def test_predictions_on_the_linear_model_equal_nin_theorys():
 @pytest.mark.e2e
 def test_nin_predict_prints_boundaries_and_decay_times(tmp_path):
     args = ["--sigmas", "0.1,3,30,300,3000", "--samples", "300", "--out", str(tmp_path), "--format", "markdown"]
-    proc = nin_cli("predict", *QUICK, "model.width=64", *args)
+    proc = nin("predict", *QUICK, "model.width=64", *args)
     assert proc.returncode == 0, proc.stderr
     bounds = pd.read_csv(tmp_path / "predict_boundaries.csv").set_index("boundary")["sigma2"]
     assert 0 < bounds["decoupled/decay"] <= bounds["decay/catapult"] <= bounds["catapult/divergent"] < math.inf
@@ -105,7 +105,7 @@ def test_nin_predict_prints_boundaries_and_decay_times(tmp_path):
     taus = table["tau_niw_fc1"].to_numpy()
     assert taus[0] > taus[1] > taus[2]  # the NIW decays faster as the noise grows
     assert "sigma2_paper" in table and "| decay/catapult |" in proc.stdout
-    bad = nin_cli("predict", *QUICK, "nin=none")
+    bad = nin("predict", *QUICK, "nin=none")
     assert bad.returncode == 2 and bad.stderr.strip() == "nin: error: nin predict needs a model with NINs (nin=input, all or layers)"
 
 
@@ -114,9 +114,9 @@ def test_recorded_curvature_predicts_the_niw_trajectory(tmp_path):
     """A decaying run: its NIW norm, integrated from the curvature and gradient moment it recorded
     each epoch, ends within a factor 2 of the measured one; the decay term alone overshoots."""
     sweep = tmp_path / "sweep"
-    proc = nin_cli("train", "-m", *QUICK, "model.width=64", "epochs=3", "noise.sigma=1,30", f"hydra.sweep.dir={sweep}")
+    proc = nin("train", "-m", *QUICK, "model.width=64", "epochs=3", "noise.sigma=1,30", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
-    out = nin_cli("theory", str(sweep), "--format", "markdown")
+    out = nin("theory", str(sweep), "--format", "markdown")
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(sweep / "theory.csv").set_index("noise.sigma")
     decaying = table.loc[30.0]

@@ -10,7 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import nin_cli, read_rows
+from harness import nin, read_rows
 
 NETWORK = """
 import torch
@@ -73,8 +73,9 @@ def user(tmp_path) -> dict:
     return {"dir": tmp_path, "conf": str(conf), "env": env}
 
 
-def nin(user: dict, *args: str):
-    return nin_cli(*args, cwd=user["dir"], env=user["env"])
+def as_user(user: dict, *args: str):
+    """`nin ARGS` in the user's directory, with their package on PYTHONPATH."""
+    return nin(*args, cwd=user["dir"], env=user["env"])
 
 
 def one_line(proc) -> str:
@@ -88,21 +89,21 @@ def one_line(proc) -> str:
 def test_a_new_users_network_trains_sweeps_and_gets_a_phase_and_tau_per_nin(user):
     base = ["--config-dir", user["conf"], "model=resmlp", "dataset=mine", "+experiment=first", "progress=false"]
     run = user["dir"] / "run"
-    trained = nin(user, "train", *base, "noise.sigma=10", f"hydra.run.dir={run}")
+    trained = as_user(user, "train", *base, "noise.sigma=10", f"hydra.run.dir={run}")
     assert trained.returncode == 0, trained.stderr
     saved = (run / "config.yaml").read_text()
     assert "name: resmlp" in saved  # named by the option that chose it
     assert {"niw_norm_stem", "niw_norm_blocks.0.fc1", "weight_norm_blocks.0.fc1"} <= set(read_rows(run)[0])
-    extended = nin(user, "train", *base, "noise.sigma=10", "epochs=5", "extend=true", f"hydra.run.dir={run}")
+    extended = as_user(user, "train", *base, "noise.sigma=10", "epochs=5", "extend=true", f"hydra.run.dir={run}")
     assert extended.returncode == 0 and len(read_rows(run)) == 6, extended.stderr
-    evaluated = nin(user, "evaluate", str(run), "test_size=100", "--no-progress")  # not images: clean and Gaussian noise
+    evaluated = as_user(user, "evaluate", str(run), "test_size=100", "--no-progress")  # not images: clean and Gaussian noise
     assert evaluated.returncode == 0 and "need images" in evaluated.stderr + evaluated.stdout, evaluated.stderr
     table = read_rows(run, "robustness.csv")
     assert {r["perturbation"] for r in table} == {"clean", "gaussian"} and float(table[0]["accuracy"]) > 0.5
     sweep = user["dir"] / "sweep"
-    swept = nin(user, "train", "-m", *base, "noise.sigma=3,30", "seed=0,1", "hydra/launcher=batched", f"hydra.sweep.dir={sweep}")
+    swept = as_user(user, "train", "-m", *base, "noise.sigma=3,30", "seed=0,1", "hydra/launcher=batched", f"hydra.sweep.dir={sweep}")
     assert swept.returncode == 0, swept.stderr
-    assert nin(user, "summarize", str(sweep)).returncode == 0
+    assert as_user(user, "summarize", str(sweep)).returncode == 0
     runs = read_rows(sweep, "runs.csv")
     assert len(runs) == 4
     for row in runs:  # each NIN its own phase and tau_niw; the run's phase is one of theirs, and says which
@@ -114,7 +115,7 @@ def test_a_new_users_network_trains_sweeps_and_gets_a_phase_and_tau_per_nin(user
     assert len(phases) == 2 and "phases_stem" in phases[0] and "tau_niw_blocks.0.fc1_mean" in phases[0]
     # the papers' units for a network of one's own: the fan-in of the layer its first NIN joins (stem: 12 inputs)
     assert [round(float(r["sigma2_paper"]), 6) for r in phases] == [round(s**2 * 0.05 / 12, 6) for s in (3, 30)]
-    predicted = nin(user, "predict", *base, "--measured", str(sweep / "phases.csv"), "--out", str(user["dir"] / "predict"))
+    predicted = as_user(user, "predict", *base, "--measured", str(sweep / "phases.csv"), "--out", str(user["dir"] / "predict"))
     assert predicted.returncode == 0, predicted.stderr
     assert {r["measured_phase"] for r in read_rows(user["dir"] / "predict", "predict.csv")} <= {
         "decoupled",
@@ -122,7 +123,7 @@ def test_a_new_users_network_trains_sweeps_and_gets_a_phase_and_tau_per_nin(user
         "catapult",
         "divergent",
     }
-    mapped = nin(user, "map", *base, "epochs=2", "hydra.sweeper.lo=0.01", "hydra.sweeper.hi=10", "hydra.sweeper.seeds=0",
+    mapped = as_user(user, "map", *base, "epochs=2", "hydra.sweeper.lo=0.01", "hydra.sweeper.hi=10", "hydra.sweeper.seeds=0",
                  "hydra.sweeper.budget=2", "hydra/launcher=batched", f"hydra.sweep.dir={user['dir'] / 'map'}")  # fmt: skip
     assert mapped.returncode == 0 and (user["dir"] / "map" / "boundaries.csv").exists(), mapped.stderr  # on its default axis
 
@@ -143,7 +144,7 @@ def test_a_new_users_network_trains_sweeps_and_gets_a_phase_and_tau_per_nin(user
 )
 def test_a_new_users_missteps_are_one_line_with_the_fix_before_anything_trains(user, args, says):
     run = user["dir"] / "run"
-    refused = nin(user, "train", "--config-dir", user["conf"], *[a.format(dir=user["dir"]) for a in args], f"hydra.run.dir={run}")
+    refused = as_user(user, "train", "--config-dir", user["conf"], *[a.format(dir=user["dir"]) for a in args], f"hydra.run.dir={run}")
     assert says in one_line(refused)
     assert not (run / "metrics.csv").exists()
 
@@ -152,19 +153,19 @@ def test_a_new_users_missteps_are_one_line_with_the_fix_before_anything_trains(u
 def test_configs_of_a_shipped_architecture_and_unknown_options_need_no_omegaconf(user, tmp_path):
     run = tmp_path / "mlp24"
     small = ["dataset=fashion_mnist_mini", "dataset.train_size=256", "dataset.test_size=100", "epochs=1", "progress=false"]
-    trained = nin(user, "train", "--config-dir", user["conf"], "model=mlp24", *small, f"hydra.run.dir={run}")
+    trained = as_user(user, "train", "--config-dir", user["conf"], "model=mlp24", *small, f"hydra.run.dir={run}")
     assert trained.returncode == 0, trained.stderr  # the keys it leaves out (dropout, init, presets) are mlp's
     assert "width: 24" in (run / "config.yaml").read_text() and "dropout: 0.0" in (run / "config.yaml").read_text()
-    assert "add --config-dir DIR with model/resmlp.yaml" in one_line(nin(user, "train", "model=resmlp"))
-    line = one_line(nin(user, "train", "-m", "hydra/launcher=local", "hydra.launcher.timeout_min=${nope}", *small))
+    assert "add --config-dir DIR with model/resmlp.yaml" in one_line(as_user(user, "train", "model=resmlp"))
+    line = one_line(as_user(user, "train", "-m", "hydra/launcher=local", "hydra.launcher.timeout_min=${nope}", *small))
     assert "hydra.launcher.timeout_min=${nope} does not resolve" in line
-    assert "is not an override" in one_line(nin(user, "predict", "--sigmas", "1", "10"))
+    assert "is not an override" in one_line(as_user(user, "predict", "--sigmas", "1", "10"))
 
 
 def test_predict_sets_measured_phases_of_a_sweep_of_integer_sigmas_beside_its_own(tmp_path):
     """phases.csv of a sweep typed noise.sigma=1,10 holds integers; predict's sigmas are floats:
     the two are joined by value (a pandas MergeError before)."""
-    from conftest import QUICK
+    from harness import QUICK
 
     from nin_cli.analysis.predict import predict_setting
 

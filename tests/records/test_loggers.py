@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, make_cfg, nin_cli, read_rows
+from harness import TINY, make_cfg, nin, read_rows
 from omegaconf import OmegaConf
 
 from nin_cli.interface.cli import main
@@ -43,10 +43,10 @@ def once(points: list[tuple[int, float]]) -> dict[int, float]:
 
 
 def killed_then_resumed(run: Path, *logger: str, fault: str = KILL_IN_EPOCH_2) -> None:
-    killed = nin_cli("train", *LOGGED, *logger, f"hydra.run.dir={run}", env={"NIN_FAULT": fault})
+    killed = nin("train", *LOGGED, *logger, f"hydra.run.dir={run}", env={"NIN_FAULT": fault})
     assert killed.returncode in (-9, 143), killed.stderr
     assert json.loads((run / "logger.json").read_text())["through"] == int(read_rows(run)[1]["step"])  # epoch 1 was sent
-    resumed = nin_cli("train", *LOGGED, *logger, f"hydra.run.dir={run}")
+    resumed = nin("train", *LOGGED, *logger, f"hydra.run.dir={run}")
     assert resumed.returncode == 0 and "resuming from the checkpoint of epoch 0" in resumed.stderr, resumed.stderr
 
 
@@ -83,7 +83,7 @@ def test_mlflow_run_holds_every_row_once_across_a_crash_and_one_run_per_member(t
 
     sweep = tmp_path / "sweep"
     args = ["-m", *LOGGED, "epochs=1", "seed=0,1", "hydra/launcher=batched", "logger=mlflow", f"logger.tracking_uri={uri}"]
-    assert nin_cli("train", *args, f"hydra.sweep.dir={sweep}").returncode == 0
+    assert nin("train", *args, f"hydra.sweep.dir={sweep}").returncode == 0
     members = sorted(p.parent for p in sweep.glob("*/metrics.csv"))
     runs = client.search_runs([experiment], f"tags.`nin.run_dir` LIKE '{sweep.resolve()}/%'")
     assert sorted(r.data.tags["nin.run_dir"] for r in runs) == [str(m.resolve()) for m in members]

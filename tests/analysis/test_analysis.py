@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import QUICK, coloured, make_cfg, nin_cli
+from harness import QUICK, coloured, make_cfg, nin
 
 from nin_cli.analysis.fits import decay_time
 from nin_cli.analysis.phases import classify
@@ -131,7 +131,7 @@ def test_a_catapult_within_ten_steps_needs_every_step_logged(tmp_path):
 @pytest.mark.e2e
 def test_summaries_of_a_real_multirun_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = nin_cli("train", "-m", *QUICK, "epochs=3", "noise.sigma=0.3,10,1000", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    proc = nin("train", "-m", *QUICK, "epochs=3", "noise.sigma=0.3,10,1000", "seed=0,1", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr
     # an unfinished run and a damaged one must be summarized with a warning, not a crash
     run_dir = {p.name.split("noise.")[1]: p for p in sweep.glob("*noise.sigma=*")}
@@ -140,7 +140,7 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     (run_dir["sigma=0.3,seed=1"] / "status.json").write_text("{not json")
     (sweep / "empty-run").mkdir()
     (sweep / "empty-run" / "status.json").write_text('{"status": "running", "epoch": 0}')
-    out = nin_cli("summarize", str(sweep), "--format", "markdown")
+    out = nin("summarize", str(sweep), "--format", "markdown")
     assert out.returncode == 0, out.stderr
     assert "skipped 1 damaged row" in out.stderr and "status.json damaged" in out.stderr
     runs = pd.read_csv(sweep / "runs.csv")
@@ -153,13 +153,13 @@ def test_summaries_of_a_real_multirun_sweep(tmp_path):
     assert by_sigma.loc[10, "n_runs"] == 2
     assert "| noise.sigma |" in out.stdout
 
-    plotted = nin_cli("plot", str(sweep), "--out", str(tmp_path / "figs"))
+    plotted = nin("plot", str(sweep), "--out", str(tmp_path / "figs"))
     assert plotted.returncode == 0, plotted.stderr
     pngs = sorted((tmp_path / "figs").glob("*.png"))
     assert {"decay_times.png", "niw_norms.png", "first_steps.png"} <= {p.name for p in pngs} and len(pngs) >= 9
     assert all(coloured(p) > 0.001 for p in pngs), sorted((round(coloured(p), 4), p.name) for p in pngs)
 
-    svg = nin_cli("plot", str(sweep), "--no-runs", "--format", "svg", "--out", str(tmp_path / "svg"), "phases.decay_niw_ratio=0.9")
+    svg = nin("plot", str(sweep), "--no-runs", "--format", "svg", "--out", str(tmp_path / "svg"), "phases.decay_niw_ratio=0.9")
     assert svg.returncode == 0, svg.stderr
     assert {p.name for p in (tmp_path / "svg").iterdir()} == {"niw_norms.svg", "first_steps.svg", "decay_times.svg", "hessian_traces.svg"}
     assert (tmp_path / "svg" / "decay_times.svg").read_text().lstrip().startswith("<?xml")
@@ -318,18 +318,18 @@ def test_old_run_directories_read_as_what_they_were(tmp_path):
     run_dir = tmp_path / "old"
     mse = [*QUICK, "loss=mse", "epochs=2", "dataset.train_size=500", f"hydra.run.dir={run_dir}"]
     old_conventions = ["nin.init=unit", "loss.reduction=half_sum"]
-    old = nin_cli("train", *mse, *old_conventions, env={"NIN_FAULT": "step:6:SIGKILL"})  # killed in epoch 2
+    old = nin("train", *mse, *old_conventions, env={"NIN_FAULT": "step:6:SIGKILL"})  # killed in epoch 2
     assert old.returncode == -9
     text = (run_dir / "config.yaml").read_text()
     text = text.replace("  init: unit\n", "").replace("  reduction: half_sum\n", "")
     (run_dir / "config.yaml").write_text(text)
     run = load_run(run_dir)
     assert run.config["nin.init"] == "unit" and run.config["loss.reduction"] == "half_sum"
-    summary = nin_cli("summarize", str(run_dir))
+    summary = nin("summarize", str(run_dir))
     assert summary.returncode == 0, summary.stderr
-    refused = nin_cli("train", *mse)
+    refused = nin("train", *mse)
     assert refused.returncode == 2 and "resume it as it was trained: loss.reduction=half_sum nin.init=unit" in refused.stderr
-    resumed = nin_cli("train", *mse, *old_conventions)
+    resumed = nin("train", *mse, *old_conventions)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr
 
 
@@ -353,7 +353,7 @@ def test_tensorboard_export_reads_back_as_the_csvs(tmp_path):
 
     for sigma in ("1", "10"):
         train(make_cfg(*QUICK, "epochs=2", f"noise.sigma={sigma}", "log.every_steps=5"), tmp_path / "sweep" / f"noise.sigma={sigma}")
-    out = nin_cli("export", "tensorboard", str(tmp_path / "sweep"), "--out", str(tmp_path / "tb"))
+    out = nin("export", "tensorboard", str(tmp_path / "sweep"), "--out", str(tmp_path / "tb"))
     assert out.returncode == 0, out.stderr
     for sigma in ("1", "10"):
         events = EventAccumulator(str(tmp_path / "tb" / f"noise.sigma={sigma}"), size_guidance={"scalars": 0}).Reload()
