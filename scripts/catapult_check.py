@@ -4,7 +4,7 @@ from its records, and what it lacks of the sequence the papers mean.
     python scripts/catapult_check.py outputs/sweeps/poster/cnn_in_ninr [more sweeps] [--method catapult]
         [--csv docs/ninr/catapult_check.csv]
 
-A row per run and NIN: the NIW's rise and when it peaked, the noisy loss's rise, how far the next
+A row per run (its directory's name) and NIN, with its NIWs' initial scale: the NIW's rise and when it peaked, the noisy loss's rise, how far the next
 layer's weights fell from their peak, how far Tr H_z fell below epoch 0's, the clean loss at the end
 against epoch 0's, the NIW at the end against its peak, and the verdict with the classifier's
 thresholds (conf/analysis.yaml).
@@ -38,10 +38,12 @@ def main() -> None:
             lacks = sig.missing(thresholds)
             rows.append(
                 {
+                    "run": run.path.name,
                     "model": run.config.get("model.name"),
                     "method": run.config.get("method"),
                     "seed": run.config.get("seed"),
                     "sigma": run.sigma,
+                    "nin.init": run.config.get("nin.init"),
                     **dataclasses.asdict(sig),
                     "papers_catapult": not lacks,
                     "lacks": "; ".join(lacks),
@@ -54,7 +56,7 @@ def main() -> None:
         print(table.drop(columns="lacks").round(3).to_string(index=False))
         for row in table.itertuples():
             if row.lacks:
-                print(f"{row.model} {row.method} seed {row.seed} {row.nin}: {row.lacks}")
+                print(f"{row.run} {row.nin}: {row.lacks}")
     if args.csv:
         table.round(4).to_csv(args.csv, index=False)
 

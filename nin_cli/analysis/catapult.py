@@ -80,7 +80,9 @@ def signature(run: Run, nin: str | None = None) -> Signature:
     column = f"hessian_trace_{nin}"
     hessian_fall = math.nan
     if column in m and len(m) > 1 and float(m[column].iloc[0]) > 0:
-        hessian_fall = float(np.nanmin(m[column].to_numpy(dtype=float)[1:]) / float(m[column].iloc[0]))
+        later = m[column].to_numpy(dtype=float)[1:]
+        if np.isfinite(later).any():  # a run that diverged in its first epoch has none
+            hessian_fall = float(np.nanmin(later) / float(m[column].iloc[0]))
     clean = m["train_loss_clean"].to_numpy(dtype=float) if "train_loss_clean" in m else np.array([math.nan])
     niw_end = float(traj.niw[-1] / np.nanmax(traj.niw)) if traj.niw is not None and len(traj.niw) else math.nan
     return Signature(
