@@ -8,6 +8,8 @@ starts fast."""
 
 from nin_cli.version import __version__ as __version__
 
+# Imported where used: the API's functions load torch; `import nin_cli` alone stays instant (PEP 562).
+
 __all__ = ["load_data", "load_metrics", "load_model", "load_runs", "train_run"]
 
 

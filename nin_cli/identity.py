@@ -15,6 +15,7 @@ Patterns are dotted key prefixes: `robustness` covers `robustness.seed`; a Hydra
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 
 # pattern                role(s) in which the key does NOT make runs different
@@ -90,8 +91,6 @@ def run_dirname(overrides: Iterable[str]) -> str:
     """A sweep job's subdirectory: its sorted overrides (`noise.sigma=3,seed=1`), minus those that
     never name a directory; long names are cut and made unique with a hash. Registered as
     ${nin_dirname:...} (conf/train.yaml's hydra.sweep.subdir)."""
-    import hashlib
-
     name = ",".join(kept_overrides(overrides)).replace("/", "_") or "run"
     if len(name) > 120:
         name = f"{name[:100]}..{hashlib.sha1(name.encode()).hexdigest()[:10]}"

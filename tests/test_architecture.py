@@ -230,3 +230,32 @@ def test_a_jobs_config_made_from_the_pre_flight_equals_hydras_own(tmp_path, monk
             "noise.sigma=1,2", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
     cli.main(args)
     assert len(compared) == 4
+
+
+# Optional extras (and a plugin's own package) are imported where they are used, so that nin runs
+# without them and says which extra a command needs.
+EXTRAS = ("mlflow", "wandb", "torch.utils.tensorboard", "torchattacks", "skimage", "submitit", "lightning", "torchvision")
+
+
+def function_level_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    found += [a.name for a in inner.names]
+                elif isinstance(inner, ast.ImportFrom) and inner.module:
+                    found.append(inner.module)
+    return found
+
+
+def test_an_import_inside_a_function_is_an_extra_or_its_module_says_why():
+    """A file's top shows what it uses. The exceptions: an optional extra, and a module whose top
+    says why it loads a stage where it is used (a comment `# Imported where used: ...`): the CLI's
+    start-up, completion, config read without torch."""
+    unexplained = {
+        str(path.relative_to(PACKAGE.parent)): sorted({m for m in function_level_imports(path) if not m.startswith(EXTRAS)})
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "# Imported where used: " not in path.read_text()
+    }
+    assert {f: m for f, m in unexplained.items() if m} == {}

@@ -19,13 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.patches import Patch, Rectangle
 from omegaconf import DictConfig
 
-from nin_cli.analysis.phases import PHASES
+from nin_cli.analysis.phases import PHASES, run_phase
+from nin_cli.analysis.plots import PHASE_COLOURS
+from nin_cli.analysis.predict import predict
+from nin_cli.analysis.runs import find_runs, load_run
+from nin_cli.analysis.summarize import markdown, write_csv
+from nin_cli.config.resolve import resolve
+from nin_cli.config.schema import load_settings
 from nin_cli.errors import ConfigError
 from nin_cli.identity import identity
+from nin_cli.nets.network import record_of
 from nin_cli.records.store import FINISHED, RunRecords, atomic_write_text
+from nin_cli.train.setup import build
 
 MIXED = "mixed"
 ORDER = {phase: i for i, phase in enumerate(PHASES)}
@@ -147,8 +158,6 @@ class MapRun:
     """One `hydra/sweeper=map` multirun: which runs each round needs, and the map they make."""
 
     def __init__(self, settings: dict, overrides: list, sweep_dir: Path, compose: Callable[[list[str]], DictConfig]):
-        from nin_cli.config.schema import load_settings
-
         self.sweep_dir, self.compose = sweep_dir, compose
         self.axis = str(settings.get("axis", "noise.sigma2_paper"))
         self.tolerance, self.budget = float(settings.get("tolerance", 1.2)), int(settings.get("budget", 200))
@@ -208,8 +217,6 @@ class MapRun:
         return [*self.fixed, *extra, f"{self.axis}={value:g}", f"seed={seed}"]
 
     def _resolved(self, second: str | None, value: float, seed: str):
-        from nin_cli.config.resolve import resolve
-
         return resolve(self.compose(self.job(second, value, seed)))
 
     def _key(self, flat: dict) -> str:
@@ -220,9 +227,6 @@ class MapRun:
 
     def _predict(self) -> dict[str, float]:
         """`nin predict`'s boundaries for the base config, in the axis's units."""
-        from nin_cli.analysis.predict import predict
-        from nin_cli.train.setup import build
-
         run = self._resolved(self.seconds[0], self.first_grid[0], self.seeds[0])
         result = predict(build(run.cfg), self.acfg)
         scale = 1 / result.sigma2_unit if self.axis == "noise.sigma2_paper" else None
@@ -230,8 +234,6 @@ class MapRun:
 
     def _check_nin(self, run) -> None:
         """hydra.sweeper.nin names a NIN the map's network has (built once, on the CPU, no data)."""
-        from nin_cli.nets.network import record_of
-
         record = record_of(run.cfg.model, run.cfg.nin, run.cfg.dataset, int(run.cfg.seed))
         if record is None:
             return  # a dataset factory: its runs say (run_phase names their NINs)
@@ -244,9 +246,6 @@ class MapRun:
     # the directory --------------------------------------------------------------------------------
     def scan(self) -> dict[str | None, dict[float, dict[str, str]]]:
         """second value -> axis value -> seed -> phase, of the ended runs in the directory that belong to the map."""
-        from nin_cli.analysis.phases import run_phase
-        from nin_cli.analysis.runs import find_runs, load_run
-
         found: dict[str | None, dict[float, dict[str, str]]] = {s: {} for s in self.seconds}
         for run_dir in find_runs([self.sweep_dir]):
             status = RunRecords(run_dir).read_status()  # before reading its tables: only ended runs are points
@@ -305,8 +304,6 @@ class MapRun:
 
     def finish(self) -> None:
         """boundaries.csv/.md, map_points.csv and map.png in the sweep directory; the boundaries printed."""
-        from nin_cli.analysis.summarize import markdown, write_csv
-
         found = self.scan()
         axes = self.axes(found)
         runs = self.count(found)
@@ -344,14 +341,7 @@ def map_figure(axes: dict[str | None, Axis], axis_key: str, second_key: str | No
     """The phase diagram: a row per value of the second key, each point's cell (out to the
     geometric middles with its neighbours) coloured by its majority phase, each point marked, and
     each boundary drawn at its bracket's geometric middle, joined across rows."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
-
-    from nin_cli.analysis.plots import PHASE_COLOURS
-
     colours = {**{p: PHASE_COLOURS[p] for p in PHASES}, MIXED: PHASE_COLOURS["unknown"]}
     every = sorted({v for axis in axes.values() for v in axis.phases})
     if not every:

@@ -4,18 +4,31 @@ phase regions shaded (Fig. 1 right)."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import matplotlib
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from nin_cli.analysis.phases import PHASES  # noqa: E402
-from nin_cli.analysis.runs import Run  # noqa: E402
-from nin_cli.analysis.summarize import key_columns, nin_phase_columns, ordered  # noqa: E402
+from nin_cli.analysis.phases import PHASES
+from nin_cli.analysis.runs import Run, load_runs
+from nin_cli.analysis.summarize import (
+    NOT_CORRUPTIONS,
+    key_columns,
+    nin_phase_columns,
+    ordered,
+    robustness_groups,
+    robustness_rows,
+    summarize,
+)
+from nin_cli.config.schema import load_settings
+from nin_cli.errors import ConfigError
 
 PHASE_COLOURS = {"decoupled": "#9ecae1", "decay": "#a1d99b", "catapult": "#fdd49e", "divergent": "#fc9272", "unknown": "#dddddd"}
 
@@ -303,8 +316,6 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
     """Accuracy per method: against severity for Gaussian noise and each attack (clean at 0), and
     the mean over the MNIST-C corruptions as bars (clean accuracy marked); one row per model when
     several were compared. The per-corruption heatmap goes beside it (mnist_c_figure)."""
-    from nin_cli.analysis.summarize import NOT_CORRUPTIONS
-
     if long.empty:
         return None
     long = long.copy()
@@ -364,8 +375,6 @@ def robustness_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path
 def mnist_c_figure(long: pd.DataFrame, groups: list[str], path: Path) -> Path | None:
     """Heatmap of test accuracy per method (rows) and MNIST-C corruption (columns), mean over seeds;
     one panel per model when several were compared."""
-    from nin_cli.analysis.summarize import NOT_CORRUPTIONS
-
     corr = long[~long["perturbation"].isin(NOT_CORRUPTIONS)] if not long.empty else long
     if corr.empty:
         return None
@@ -404,9 +413,6 @@ def phase_diagram_figure(phases: pd.DataFrame, path: Path) -> Path | None:
     grid = np.full((len(ys), len(xs)), np.nan)
     for _, row in phases.iterrows():
         grid[ys.index(row[y_key]), xs.index(row[x_key])] = order.index(row["phase"]) if row["phase"] in order else len(order) - 1
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(xs) + 2), max(3.5, 0.5 * len(ys) + 2)), constrained_layout=True)
     cmap = ListedColormap([PHASE_COLOURS[p] for p in order])
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, origin="lower", aspect="auto")
@@ -480,8 +486,6 @@ def niw_theory_figure(curves: list[tuple[str, pd.DataFrame]], path: Path) -> Pat
 def sweep_figures(runs: list, phases: pd.DataFrame, phase_of: dict, out: Path, ext: str = ".png") -> list[tuple[str, Path | None]]:
     """The figures of a sweep as a whole, (title, path or None where it does not apply): what
     `nin plot` draws besides the per-run panels, and what report.md shows."""
-    from nin_cli.analysis.summarize import robustness_groups, robustness_rows
-
     long, groups = robustness_rows(runs), robustness_groups(runs)
     return [
         ("NIW norms", niw_overlay_figure(runs, phase_of, out / f"niw_norms{ext}")),
@@ -496,13 +500,6 @@ def sweep_figures(runs: list, phases: pd.DataFrame, phase_of: dict, out: Path, e
 
 def plot_paths(paths: list[str], overrides: list[str], out: Path, ext: str, per_run: bool) -> list[Path]:
     """`nin plot`: a figure per run (unless not `per_run`) and the sweep's figures, in `out`."""
-    import re
-
-    from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import summarize
-    from nin_cli.config.schema import load_settings
-    from nin_cli.errors import ConfigError
-
     acfg = load_settings("analysis", overrides)
     runs = load_runs(paths)
     if not runs:

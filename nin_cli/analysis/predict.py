@@ -29,16 +29,22 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from nin_cli.config.resolve import load, paper_unit
+from nin_cli.analysis.summarize import write_csv
+from nin_cli.config.preflight import check_command, sweep_jobs
+from nin_cli.config.resolve import load, paper_unit, resolve, without_hydra
+from nin_cli.config.schema import conf_dir, load_settings
+from nin_cli.config.sources import using
+from nin_cli.errors import ConfigError
 from nin_cli.identity import exempt
 from nin_cli.nets.hessian import ProbedLoss, noisy_sharpness
 from nin_cli.nets.noise import unit_noise
 from nin_cli.seeding import generator
 from nin_cli.train.rows import train_subset
-from nin_cli.train.setup import Setup
+from nin_cli.train.setup import Setup, build
 
 
 def niw_mean_square(w_sq: float, curvature: float, grad_moment: float, eta: float, sigma: float, batch: int, steps: float):
@@ -153,8 +159,6 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
     hessian.samples), and the boundaries and time-scales it implies."""
     cfg, model = setup.cfg, setup.model
     if not setup.nin_layers:
-        from nin_cli.errors import ConfigError
-
         raise ConfigError("nin predict needs a model with NINs (nin=input, all or layers)")
     data = train_subset(setup.data.train, samples or int(cfg.hessian.samples))
     x, y = data.x, data.y
@@ -225,8 +229,6 @@ def predict(setup: Setup, acfg: DictConfig, samples: int | None = None, sharpnes
 def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]]:
     """Predicted boundaries (sigma^2) for each run of a sweep: one prediction per group of runs
     that differ only in noise scale and seed, from its first run's config (model at that seed's init)."""
-    from nin_cli.train.setup import build
-
     skip = ("noise.sigma", "noise.sigma2_paper", "seed")
     groups: dict[tuple, list] = {}
     for run in runs:
@@ -242,8 +244,6 @@ def sweep_boundaries(runs: list, acfg: DictConfig) -> dict[str, dict[str, float]
 def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
     """The noise scales of the experiment's sweep grid (noise.sigma or noise.sigma2_paper), else a
     log grid of the papers' units from 1e-5 to 100 (of sigma from 0.01 to 1000 where no unit exists)."""
-    from nin_cli.config.preflight import sweep_jobs
-
     unit = paper_unit(cfg)
     params = {str(k): v for k, v in (hydra_cfg.hydra.sweeper.get("params") or {}).items()}
     for key, to_sigma in (("noise.sigma", float), ("noise.sigma2_paper", lambda u: math.sqrt(float(u) * unit))):
@@ -256,8 +256,6 @@ def sweep_sigmas(hydra_cfg, cfg) -> list[float]:
 
 def read_measured(path: str) -> pd.DataFrame:
     """A phases.csv of `nin summarize`: its sigmas, measured phase and tau_niw, renamed for predict.csv."""
-    from nin_cli.errors import ConfigError
-
     try:
         measured = pd.read_csv(path)
         measured["noise.sigma"] = measured["noise.sigma"].astype(float)
@@ -273,20 +271,11 @@ def predict_setting(
 ):
     """What `nin predict` shows: predict.csv, predict_boundaries.csv and predict_layers.csv in `out`; the
     tables to print, titled, and the prediction's notes."""
-    from hydra import compose, initialize_config_dir
-
-    from nin_cli.analysis.summarize import write_csv
-    from nin_cli.config.preflight import check_command
-    from nin_cli.config.resolve import resolve, without_hydra
-    from nin_cli.config.schema import conf_dir, load_settings
-    from nin_cli.config.sources import using
-    from nin_cli.train.setup import build
-
     conf = conf_dir()
     plan = check_command(overrides, multirun=False, config_dirs=config_dirs)
     overrides, sources = plan.overrides, plan.sources
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"), using(sources):
-        hydra_cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with hydra.initialize_config_dir(config_dir=str(conf), version_base="1.3"), using(sources):
+        hydra_cfg = hydra.compose("train", overrides=overrides, return_hydra_config=True)
         cfg = resolve(without_hydra(hydra_cfg)).cfg  # the one composition, Hydra's node set aside
     measured = read_measured(measured_path) if measured_path else None
     if sigmas:

@@ -9,14 +9,19 @@ jobs on other nodes) and after a restart.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.analysis.runs import find_runs
+from nin_cli.config.preflight import sweep_jobs as expand
+from nin_cli.errors import ConfigError, RecordError
+from nin_cli.identity import run_dirname
 from nin_cli.records.store import ENDED, RunRecords, atomic_write_text
+from nin_cli.train.loop import progress_bar
 
 SWEEP_FILE = "sweep.json"
 DEFAULT_SUBDIR = "${nin_dirname:${hydra.overrides.task}}"  # conf/train.yaml's hydra.sweep.subdir
@@ -26,8 +31,6 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """Each job's overrides as Hydra's sweeper makes them of this multirun (its params, then the
     command line's overrides: nin_cli/config/resolve.py's one expansion); None when they cannot be
     expanded here (glob() choices, which need Hydra's config loader: no total, still progress)."""
-    from nin_cli.config.preflight import sweep_jobs as expand
-
     if "nin_map_sweeper" in str(config.hydra.sweeper.get("_target_", "")):
         return None  # a phase map decides its runs round by round
     params = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
@@ -42,10 +45,6 @@ def sweep_size(config: DictConfig) -> tuple[int | None, int | None]:
 
     A sweep directory is often extended (a refined grid, more seeds): its total counts the runs
     already there plus the jobs of this command that are not (named by the run-directory rule)."""
-    from omegaconf import OmegaConf
-
-    from nin_cli.identity import run_dirname
-
     jobs = sweep_jobs(config)
     if jobs is None:
         return None, None
@@ -120,11 +119,6 @@ def show_progress(sweep: Path, watch: bool, every: float) -> None:
     """`nin progress`: one line (runs ended / total, by status), or with `watch` a live bar until
     every run has ended. A directory that holds no run and no sweep record is an error: nothing
     there would ever end."""
-    import time
-
-    from nin_cli.errors import ConfigError, RecordError
-    from nin_cli.train.loop import progress_bar
-
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise ConfigError(f"{sweep}: no such sweep directory")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from nin_cli.analysis.plots import sweep_figures
 from nin_cli.analysis.runs import load_runs
 from nin_cli.analysis.summarize import compact, markdown, summarize
 from nin_cli.config.schema import load_settings
@@ -20,8 +21,6 @@ REPORT = "report.md"
 
 def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path, str]:
     """Write `sweep`/report.md (and runs.csv, phases.csv, plots/); its path and the outcome line."""
-    from nin_cli.analysis.plots import sweep_figures
-
     sweep = Path(sweep)
     runs = load_runs([sweep])
     if not runs:

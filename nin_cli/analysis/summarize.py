@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from nin_cli.analysis.phases import PHASES, decay_times, nin_decay_times, nin_phases, run_phase
-from nin_cli.analysis.runs import Run
+from nin_cli.analysis.runs import Run, load_runs
+from nin_cli.config.schema import load_settings
+from nin_cli.errors import ConfigError
 from nin_cli.identity import exempt
 from nin_cli.records.store import ENDED, ROBUSTNESS, atomic_write_text
 from nin_cli.units import paper_units
@@ -329,13 +333,6 @@ def summarize(runs: list[Run], acfg: DictConfig, root: Path | None = None) -> Su
 
 def summarize_paths(paths: list[str], overrides: list[str], out: Path) -> tuple[Summary, list[str]]:
     """`nin summarize`: the runs under `paths` (their problems as warnings), summarized and written to `out`."""
-    import sys
-    import warnings
-
-    from nin_cli.analysis.runs import load_runs
-    from nin_cli.config.schema import load_settings
-    from nin_cli.errors import ConfigError
-
     acfg = load_settings("analysis", overrides)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -23,8 +23,12 @@ from omegaconf import OmegaConf
 
 from nin_cli.analysis.fits import decay_fit
 from nin_cli.analysis.phases import classify, decay_times
-from nin_cli.analysis.predict import niw_mean_square, niw_tau_steps, phase_at
-from nin_cli.analysis.runs import Run
+from nin_cli.analysis.plots import niw_theory_figure, theory_figure
+from nin_cli.analysis.predict import niw_mean_square, niw_tau_steps, phase_at, sweep_boundaries
+from nin_cli.analysis.runs import Run, load_runs
+from nin_cli.analysis.summarize import write_csv
+from nin_cli.config.schema import load_settings
+from nin_cli.errors import ConfigError
 from nin_cli.nets.network import build_model
 from nin_cli.units import paper_units
 
@@ -226,13 +230,6 @@ def theory_tables(
     or for networks the NIW decay integrated from the recorded curvature (and the phases predicted
     at init); theory.csv and a figure written to `out`. (table, boundary lines, title, the
     agreement line, the files written)."""
-    from nin_cli.analysis.plots import niw_theory_figure, theory_figure
-    from nin_cli.analysis.predict import sweep_boundaries
-    from nin_cli.analysis.runs import load_runs
-    from nin_cli.analysis.summarize import write_csv
-    from nin_cli.config.schema import load_settings
-    from nin_cli.errors import ConfigError
-
     acfg = load_settings("analysis", overrides)
     runs = load_runs(paths)
     table, bounds = theory_rows(runs, acfg)

@@ -15,22 +15,29 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import hydra
+import torch
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nin_cli.config.cluster import check_request
 from nin_cli.config.legacy import RENAMED
 from nin_cli.config.plan import Plan
 from nin_cli.config.resolve import SIGMA_KEYS, RunConfig, group_choices, named_by_choice, resolve, without_hydra
 from nin_cli.config.schema import FACTORY_GROUPS, train_schema
 from nin_cli.config.sources import Sources, current, from_entries, using
+from nin_cli.data import user_data
 from nin_cli.errors import ConfigError
+from nin_cli.nets.network import built_from
 from nin_cli.units import sigma2_per_paper_unit
 
 
 def parse(overrides: list[str]) -> list:
     """Hydra's own parse of command-line overrides; a malformed one is one ConfigError line."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     given = [o for o in overrides if not o.startswith("-")]
     for item in given:
         if "=" not in item and not item.startswith("~"):
@@ -57,8 +64,6 @@ def sweep_jobs(grid: Mapping[str, Any], overrides: list[str]) -> list[list[str]]
     (hydra.sweeper.params) and the command's overrides: the cartesian product of every swept
     key's values, in key order, through Hydra's public override parser. A key given twice keeps
     its last values (check_command refuses that before a sweep runs)."""
-    from hydra.core.override_parser.types import Glob
-
     parsed = parse([f"{k}={v}" for k, v in grid.items()] + list(overrides))
     axes: dict[str, list[str]] = {}
     for override in parsed:
@@ -91,9 +96,6 @@ def hydra_message(exc: Exception) -> str:
 def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
     """`group=option` for an option that does not exist: one line that lists the group's options,
     as Hydra finds them (every config directory on the search path, and the plugins' own)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.types import Glob
-
     loader = GlobalHydra.instance().config_loader()
     for override in parse(overrides):
         group = override.key_or_group
@@ -152,8 +154,6 @@ SWEEP_ONLY = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweepe
 
 
 def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
-    from hydra import compose, initialize_config_dir
-
     overrides, sources = plan.overrides, plan.sources
 
     conf = sources.dirs[0]
@@ -175,12 +175,12 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
         if not key.startswith("hydra") and not sources.is_group(key) and not adds_argument:
             schema.check_key(key)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with hydra.initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         check_group_choices(overrides, [o for o in overrides if o.startswith("hydra.searchpath=")])
         try:
-            base = compose("train", overrides=fixed, return_hydra_config=True)
+            base = hydra.compose("train", overrides=fixed, return_hydra_config=True)
         except Exception as exc:  # Hydra's composition errors
-            raise ConfigError(_composition_error(exc, fixed, compose)) from None
+            raise ConfigError(_composition_error(exc, fixed, hydra.compose)) from None
         with open_dict(base):
             named_by_choice(base, group_choices(base))
         grid = {str(k): str(v) for k, v in (base.hydra.sweeper.get("params") or {}).items()} if multirun else {}
@@ -191,7 +191,7 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
         jobs = sweep_jobs(grid, overrides) if multirun else [[o for o in overrides if not o.startswith("-")]]
         varied = tuple(f"{k.lstrip('+~')}=" for k in {*grid, *(o.key_or_group for o in parsed if o.is_sweep_override())})
         built: set[str] = set()
-        compose_job = JobComposer(compose, sources)
+        compose_job = JobComposer(hydra.compose, sources)
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
@@ -235,8 +235,6 @@ class JobComposer:
         first is the structure's template with the job's values set in place: the jobs of a
         structure set the same keys, each over the last's (a value that merges, a mapping, takes
         a copy instead); the maker copies the template and sets the job's values when called."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
         parsed = [self.parsed[o] if o in self.parsed else self.parsed.setdefault(o, parse([o])[0]) for o in job]
         structure = tuple(o.input_line for o in parsed if self.structural(o))
         values = [o for o in parsed if not self.structural(o)]
@@ -263,8 +261,6 @@ def check_builds(run: RunConfig, built: set[str]) -> None:
     """The run's model built once per distinct model, NIN and input shape (on the CPU, no data):
     a factory that fails, a NIN at a module that is not there, a forward pass that never reaches
     it, outputs that do not fit the data's targets (check_outputs)."""
-    from nin_cli.nets.network import built_from
-
     key = repr(sorted((k, v) for k, v in run.flat.items() if k.startswith(("model.", "nin.", "dataset."))))
     if key in built:
         return  # a sweep's jobs that differ in seed or sigma only: the data's files are not read again
@@ -278,10 +274,6 @@ def check_outputs(cfg: DictConfig, model, shape: tuple[tuple[int, ...], int]) ->
     """The network's outputs fit the data's targets (one dry forward pass on the CPU): as many as
     the classes its labels name, or as wide as a regression's targets; class labels written one-hot
     are named as such. What would otherwise fail mid-training, or train on the wrong problem."""
-    import torch
-
-    from nin_cli.data import user_data
-
     in_shape, n_out = shape
     model.eval()
     with torch.no_grad():
@@ -318,7 +310,7 @@ def _composition_error(exc: Exception, fixed: list[str], compose) -> str:
             continue
         parent, leaf = key.rsplit(".", 1)
         try:
-            node = OmegaConf.select(compose("train", overrides=[f for f in fixed if f != item], return_hydra_config=True), parent)
+            node = OmegaConf.select(hydra.compose("train", overrides=[f for f in fixed if f != item], return_hydra_config=True), parent)
         except Exception:
             break
         new = RENAMED.get(key)
@@ -360,8 +352,6 @@ def check_launcher(base: DictConfig) -> None:
     """The launcher's own settings (an ensemble of at least one run); a SLURM launcher needs
     SLURM's sbatch here, and a request that a node of its partition can satisfy; say so before
     Hydra's submitit fails or a job waits forever."""
-    from nin_cli.config.cluster import check_request
-
     size = launcher_setting(base, "ensemble_size") if "nin_batched_launcher" in str(launcher_setting(base, "_target_") or "") else None
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ConfigError(f"hydra.launcher.ensemble_size (runs per ensemble) must be an integer >= 1, got {size!r}")

@@ -31,6 +31,9 @@ from nin_cli.config.sources import current
 from nin_cli.errors import ConfigError, RecordError
 from nin_cli.units import sigma2_per_paper_unit
 
+# Imported where used: config is read by the analysis, completion and the launchers' bookkeeping
+# without torch; the data, network and logger checks load their stages when a run is resolved.
+
 # What every config.yaml nin ever wrote holds: without one of them a saved config is damaged.
 RUN_KEYS = (
     "seed",

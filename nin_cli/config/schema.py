@@ -22,6 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.errors import ConfigError
 
+# Imported where used: the analysis and completion read settings without torch; the choices the
+# networks define are read from nets/ when a config is checked.
+
 MISSING = "???"
 
 # Keys whose default is null: the type a set value must have.

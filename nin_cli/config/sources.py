@@ -12,6 +12,7 @@ conf/ alone.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from nin_cli.config.schema import conf_dir
 from nin_cli.errors import ConfigError
+
+# Imported where used: Hydra's running config is read only inside a Hydra job; the analysis reads sources without Hydra.
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,6 @@ def entry_dir(entry: str) -> Path:
 def _package_dir(entry: str, parts: list[str]) -> Path:
     """pkg://a.b.conf: the directory `conf` of the package a.b (the longest prefix that imports as
     a regular package; what follows is a folder in it)."""
-    import importlib
-
     for cut in range(len(parts), 0, -1):
         try:
             module = importlib.import_module(".".join(parts[:cut]))

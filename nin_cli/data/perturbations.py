@@ -6,6 +6,7 @@ checked once (nin_cli/config/resolve.py) without importing either."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import sys
@@ -32,8 +33,6 @@ class Perturbation:
 
 def available(name: str) -> bool:
     """Whether the libraries a perturbation needs import here (the robustness extra)."""
-    import importlib
-
     module = "torchattacks" if name in REFERENCE_ATTACKS else None if name in ("clean", "gaussian", "fgsm", "pgd") else "skimage"
     if module is None:
         return True

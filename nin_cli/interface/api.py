@@ -17,12 +17,22 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nin_cli.analysis.runs import load_runs as read_runs
+from nin_cli.analysis.summarize import run_name, run_rows
+from nin_cli.config.resolve import load
+from nin_cli.config.schema import load_settings
+from nin_cli.data.datasets import input_output_shape, load_dataset
+from nin_cli.errors import RecordError
+from nin_cli.nets.network import build_model
+from nin_cli.records.store import RunRecords
+from nin_cli.train.setup import load_weights
+
+# Imported where used: Hydra's composition and the runner, only where a run trains: a notebook that reads runs does not load them.
+
 TABLES = {"metrics": "metrics", "steps": "steps"}
 
 
 def _runs(path: str | Path):
-    from nin_cli.analysis.runs import load_runs as read_runs
-
     runs = read_runs([path])
     for run in runs:
         for problem in run.warnings:
@@ -36,6 +46,8 @@ def train_run(*overrides: str, run_dir: str | Path, config_dir: str | Path | Non
     retrained; an interrupted one resumes), and return its row of `load_runs`: status, phase,
     time-scales, final accuracies and its config. Bad input raises nin's ConfigError, with the
     line `nin train` would print."""
+    # Hydra's composition and the runner, imported only where a run trains: a notebook that reads
+    # runs does not load Hydra (1.5 s).
     from nin_cli.config.preflight import check_command
     from nin_cli.config.sources import using
     from nin_cli.interface.runner import run_jobs
@@ -51,16 +63,10 @@ def load_data(run_dir: str | Path, device: str = "cpu"):
     standardized with the training set's statistics (`.mean`, `.std` of the [0, 1] pixels for
     images; None for features, whose statistics `load_model(raw_inputs=True)` reads from the data
     itself), `.in_shape`, `.n_out`, `.task`."""
-    from nin_cli.data.datasets import load_dataset
-
     return load_dataset(_saved_config(run_dir).dataset, device)
 
 
 def _saved_config(run_dir: str | Path):
-    from nin_cli.config.resolve import load
-    from nin_cli.errors import RecordError
-    from nin_cli.records.store import RunRecords
-
     records = RunRecords(Path(run_dir))
     if not records.config_path.exists():
         raise RecordError(f"{run_dir} has no config.yaml: not a run directory")
@@ -71,9 +77,6 @@ def load_runs(path: str | Path) -> pd.DataFrame:
     """One row per run under `path`: its name (`run`), every flattened config key, status, phase and
     its reason, the fitted time-scales and the final metrics. The columns runs.csv has hold the
     same values as runs.csv (`nin summarize` writes it from the same rows)."""
-    from nin_cli.analysis.summarize import run_name, run_rows
-    from nin_cli.config.schema import load_settings
-
     root = Path(path)
     runs = _runs(root)
     if not runs:
@@ -106,12 +109,6 @@ def load_model(run_dir: str | Path, device: str = "cpu", raw_inputs: bool = Fals
     data as it comes ([0, 1] pixels or uint8 images, unscaled features), standardized inside with
     the training set's statistics (which loads the data once). `model(x)` is clean,
     `model(x, eps={layer: eps})` injects NIN noise."""
-    from nin_cli.data.datasets import input_output_shape
-    from nin_cli.errors import RecordError
-    from nin_cli.nets.network import build_model
-    from nin_cli.records.store import RunRecords
-    from nin_cli.train.setup import load_weights
-
     cfg = _saved_config(run_dir)
     records = RunRecords(Path(run_dir))
     state = records.load_checkpoint()

@@ -9,6 +9,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+# Imported where used: Hydra builds these callbacks in every run's process; the analysis (pandas,
+# matplotlib) is loaded at a sweep's start and end only.
+
 
 class SweepReport(Callback):
     """Every multirun, whatever its launcher: its size recorded when it starts (sweep.json), a

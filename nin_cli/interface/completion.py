@@ -11,10 +11,14 @@ option name or an option's choices, else the shell completes file names.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 
 from nin_cli.errors import ConfigError
+
+# Imported where used: it runs at every TAB; Hydra and the runner are loaded only to complete a `nin train` line.
 
 SCRIPT = """_nin_completion()
 {
@@ -74,9 +78,6 @@ def candidates(line: str) -> list[str]:
 
 def hydra_candidates(line: str) -> list[str]:
     """Hydra's bash completion of a `nin train` line (`line` starts with the app's name)."""
-    import contextlib
-    import io
-
     import hydra
 
     from nin_cli.config.schema import conf_dir

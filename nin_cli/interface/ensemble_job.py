@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nin_cli.interface.runner import run_jobs
+
 
 class EnsembleJob:
     """One or more ensembles as a submitit job: it trains their members with `run_jobs`, ensembles
@@ -21,8 +23,6 @@ class EnsembleJob:
 
     def __call__(self, runs: list, run_dirs: list[str]) -> list[str]:
         """`runs`: the members' RunConfigs, resolved where the launcher collected them."""
-        from nin_cli.interface.runner import run_jobs
-
         return [r.status for r in run_jobs(runs, [Path(d) for d in run_dirs], self.ensemble_size)]
 
     def checkpoint(self, *args, **kwargs):

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nin_cli.config.plan import checked
 from nin_cli.config.resolve import RunConfig
-from nin_cli.errors import console
+from nin_cli.errors import console, one_line_errors
 from nin_cli.robustness.evaluate import evaluate_after_training
 from nin_cli.train.ensembles import as_runs, train_many
 from nin_cli.train.member import RunResult
@@ -30,10 +31,6 @@ def run_jobs(runs: Sequence[RunConfig | DictConfig], run_dirs: list[Path], ensem
 
 def hydra_task(cfg: DictConfig) -> str:
     """`nin train`'s Hydra task function: one run in Hydra's output directory, a line on how it ended."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from nin_cli.errors import one_line_errors
-
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     with one_line_errors():

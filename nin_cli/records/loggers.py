@@ -11,7 +11,9 @@ are not sent twice. Each backend is an install extra; without it, one line names
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -42,8 +44,6 @@ def missing(kind: str) -> ConfigError:
 
 def check_installed(kind: str) -> None:
     """Before anything trains: the backend's package, or one line naming the extra."""
-    import importlib.util
-
     if kind != "none" and importlib.util.find_spec(kind) is None:
         raise missing(kind)
 
@@ -159,8 +159,6 @@ class MlflowLogger(RunLogger):
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise missing(self.kind) from None
-        import logging
-
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database migrations on every new store
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=self.settings.get("tracking_uri"))

@@ -4,21 +4,20 @@ one entry per start or resume."""
 from __future__ import annotations
 
 import os
+import platform
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import torch
 
 from nin_cli.version import __version__
 
 
 def provenance(device) -> dict:
     """env.json: what produced the run's numbers (one entry per start or resume)."""
-    import platform
-    import socket
-    import subprocess
-    import sys
-
-    import torch
-
     commit = None
     source = Path(__file__).resolve().parents[2]  # the checkout, where nin runs from one
     if (source / ".git").exists():
