@@ -4,10 +4,10 @@ from its records, and what it lacks of the sequence the papers mean.
     python scripts/catapult_check.py outputs/sweeps/poster/cnn_in_ninr [more sweeps] [--method catapult]
         [--csv docs/ninr/catapult_check.csv]
 
-A row per run (its directory's name) and NIN, with its NIWs' initial scale: the NIW's rise and when it peaked, the noisy loss's rise, how far the next
-layer's weights fell from their peak, how far Tr H_z fell below epoch 0's, the clean loss at the end
-against epoch 0's, the NIW at the end against its peak, and the verdict with the classifier's
-thresholds (conf/analysis.yaml).
+A row per run (its directory's name) and NIN, with its NIWs' initial scale: the NIW's rise and
+when it peaked, the noisy loss's rise, how far the next layer's weights fell from their peak, how
+far Tr H_z fell below epoch 0's, the clean loss at the end against epoch 0's, the NIW at the end
+against its peak, and the verdict with the classifier's thresholds (conf/analysis.yaml).
 """
 
 from __future__ import annotations
