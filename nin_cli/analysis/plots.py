@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -185,24 +186,32 @@ def _binned(curves: list[tuple[float, np.ndarray, np.ndarray, str]]) -> list[tup
     return out
 
 
+def _sigma_colours(values) -> Callable:
+    """One viridis colour per distinct sigma, in order: for a figure whose legend names each."""
+    cmap, sigmas = plt.get_cmap("viridis"), sorted(set(values))
+    return lambda sigma: cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1))
+
+
+def _sigma_colour_bar(ax, values: list[float], label: str) -> Callable:
+    """Colours by sigma on a colour bar (logarithmic over a decade or more): for more lines than a
+    legend can name."""
+    cmap, lo, hi = plt.get_cmap("viridis"), min(values), max(values)
+    norm = matplotlib.colors.LogNorm(lo, hi) if lo > 0 and hi > 10 * lo else matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1)
+    ax.figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
+    return lambda sigma: cmap(norm(sigma))
+
+
 def _overlay(ax, curves: list[tuple[float, np.ndarray, np.ndarray, str]], legend: dict | None) -> None:
     """Curves (sigma, t, y relative to its start, phase) on a log axis: one colour per sigma, one
     legend entry per (sigma, phase), divergent runs dashed and let out of the frame (their blow-up
     would flatten every other curve). Beyond MAX_LINES curves: the medians of sigma's bins
     (_binned), coloured by sigma on a colour bar, without a legend entry per line."""
-    cmap = plt.get_cmap("viridis")
     many = len(curves) > MAX_LINES
     if many:
         curves = _binned(curves)
-        values = [c[0] for c in curves]
-        lo, hi = min(values), max(values)
-        log = lo > 0 and hi > 10 * lo
-        norm = matplotlib.colors.LogNorm(lo, hi) if log else matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1)
-        colour = lambda sigma: cmap(norm(sigma))
-        ax.figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="sigma (median of each bin)")
+        colour = _sigma_colour_bar(ax, [c[0] for c in curves], "sigma (median of each bin)")
     else:
-        sigmas = sorted({c[0] for c in curves})
-        colour = lambda sigma: cmap(sigmas.index(sigma) / max(len(sigmas) - 1, 1))
+        colour = _sigma_colours(c[0] for c in curves)
     labelled: set[tuple[float, str]] = set()
     for sigma, t, y, phase in sorted(curves, key=lambda c: c[0]):
         label = None if many or legend is None or (sigma, phase) in labelled else f"sigma={sigma:.4g} ({phase})"
@@ -433,18 +442,18 @@ def hessian_trace_figure(runs: list[Run], path: Path) -> Path | None:
     if not layers or not runs:
         return None
     sigmas = sorted({r.sigma for r in runs})
-    cmap = plt.get_cmap("viridis")
+    many = len(sigmas) > MAX_LINES  # a colour bar, not a legend entry per sigma
     fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.5), constrained_layout=True, squeeze=False)
     for ax, layer in zip(axes[0], layers):
+        colour = _sigma_colour_bar(ax, sigmas, "sigma") if many else _sigma_colours(sigmas)
         labelled = set()
         for run in sorted(runs, key=lambda r: r.sigma):
             col = f"hessian_trace_{layer}"
             if col not in run.metrics:
                 continue
-            label = None if run.sigma in labelled else f"sigma={run.sigma:g}"
+            label = None if many or run.sigma in labelled else f"sigma={run.sigma:g}"
             labelled.add(run.sigma)
-            colour = cmap(sigmas.index(run.sigma) / max(len(sigmas) - 1, 1))
-            ax.plot(run.metrics["epoch"], run.metrics[col], "o-", ms=2, lw=1, color=colour, label=label)
+            ax.plot(run.metrics["epoch"], run.metrics[col], "o-", ms=2, lw=1, color=colour(run.sigma), label=label)
         _safe_log(
             ax,
             np.concatenate(
@@ -452,7 +461,8 @@ def hessian_trace_figure(runs: list[Run], path: Path) -> Path | None:
             ),
         )
         ax.set(title=f"Tr H_z at {layer} (Hutchinson)", xlabel="epoch", ylabel="<Tr H_z> per sample")
-        ax.legend(fontsize=7)
+        if not many:
+            ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

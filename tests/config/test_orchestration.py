@@ -92,3 +92,31 @@ def test_an_overlay_of_hundreds_of_runs_draws_the_medians_of_sigma_bins_with_a_c
     slowest, fastest = ax.lines[0].get_ydata(), ax.lines[-1].get_ydata()
     assert slowest[-1] > fastest[-1]  # the bins keep the order of sigma: the smallest sigma's median decays least
     plt.close(fig)
+
+
+@pytest.mark.e2e
+def test_a_sweep_of_more_sigmas_than_a_legend_names_reports_every_figure_without_a_legend_per_run(tmp_path, monkeypatch):
+    """`nin train -m` of 41 sigmas (more than MAX_LINES): its report and figures are written
+    without matplotlib's warning that the axes collapsed under a legend entry per run, and the Tr H_z
+    figure colours the runs by sigma on a colour bar."""
+    import matplotlib.pyplot as plt
+    from harness import nin
+
+    from nin_cli.analysis.plots import MAX_LINES, hessian_trace_figure
+    from nin_cli.analysis.runs import load_runs
+
+    sweep = tmp_path / "sweep"
+    done = nin(
+        "train", "-m", "+experiment=linear_toy", "hydra.sweeper.params={noise.sigma:'range(1,42)'}", "epochs=1",
+        "hydra/launcher=batched", "progress=false", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert done.returncode == 0 and (sweep / "report.md").exists(), done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    figures: list = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    runs = load_runs([sweep])
+    assert len({r.sigma for r in runs}) == 41 > MAX_LINES
+    assert hessian_trace_figure(runs, tmp_path / "hessian.png") is not None
+    (fig,) = figures
+    assert fig.axes[0].get_legend() is None and len(fig.axes) == 2  # the panel and its colour bar
+    assert len(fig.axes[0].lines) == 41
