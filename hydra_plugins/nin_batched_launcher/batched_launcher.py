@@ -8,25 +8,28 @@
 (No `from __future__ import annotations` here: Hydra imports plugin modules outside sys.modules,
 where dataclasses cannot resolve string annotations.)
 
-Each job still gets Hydra's usual run directory (with .hydra/ and its log): run_job is called with
-a task function that only collects the job's config; training happens afterwards, in ensembles.
+Each job still gets Hydra's usual run directory (with .hydra/ and its log), its callbacks and its
+HydraConfig while it is recorded (record_job: what Hydra's run_job does, for a job that is trained
+afterwards, in ensembles).
 """
 
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf._utils import get_omega_conf_dumper
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +87,6 @@ class CollectingLauncher(Launcher):
         runs: list = []  # each job's RunConfig: the pre-flight's where it checked this job, else resolved here, once
         dirs: list[Path] = []
 
-        def collect(cfg: DictConfig) -> None:
-            hydra = HydraConfig.get()
-            runs.append(checked(list(hydra.overrides.task), cfg))
-            dirs.append(Path(hydra.runtime.output_dir))
-
         returns = []
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
@@ -97,15 +95,11 @@ class CollectingLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            returns.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=collect,
-                    config=sweep_config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
-            )
+            ret, output_dir = record_job(self.hydra_context, sweep_config, lambda cfg, job=list(overrides): runs.append(checked(job, cfg)))
+            if ret.status != JobStatus.COMPLETED:
+                raise ret.return_value
+            dirs.append(output_dir)
+            returns.append(ret)
         return returns, runs, dirs
 
     def job_config(self, overrides: list[str]) -> DictConfig:
@@ -130,7 +124,7 @@ def sweep_config_of(master: DictConfig, composed: DictConfig, overrides: list[st
     cfg = composed  # the plan's composed_job: a copy of the launcher's own
     choices = composed.hydra.runtime.choices.copy()
     with open_dict(cfg):
-        cfg.hydra = master.hydra.copy()
+        cfg.hydra = master.hydra  # deep-copied as it is set: the job's own
         cfg.hydra.overrides.task = list(overrides)
         cfg.hydra.runtime.choices = choices
         named = cfg.hydra.job.config.override_dirname
@@ -140,6 +134,59 @@ def sweep_config_of(master: DictConfig, composed: DictConfig, overrides: list[st
     OmegaConf.set_readonly(cfg.hydra, False)
     OmegaConf.copy_cache(from_config=master, to_config=cfg)
     return cfg
+
+
+class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):
+    """OmegaConf's YAML (strings that read as a bool or a number quoted) through libyaml's emitter."""
+
+
+_Dumper.add_representer(str, get_omega_conf_dumper().str_representer)
+
+
+def _save_yaml(data: Any, path: Path) -> None:
+    path.write_text(yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper), encoding="utf-8")
+
+
+def record_job(hydra_context: HydraContext, config: DictConfig, task: Callable[[DictConfig], Any]) -> tuple[JobReturn, Path]:
+    """What Hydra's run_job does for one job (core/utils.py), for a job that is recorded here and
+    trained afterwards: HydraConfig set while it is recorded, its run directory, the job's logging,
+    .hydra/config.yaml, hydra.yaml and overrides.yaml (the same YAML, emitted by libyaml), the
+    callbacks' on_job_start and on_job_end, and `task` (which records the job) on the job's config
+    without Hydra's node. `config` is the job's own (job_config made it for this job), so it is not
+    copied again: run_job's four copies of it were most of a job's bookkeeping. Returns the job's
+    return and its directory."""
+    orig = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)  # the hydra: resolver may name the directory
+    try:
+        subdir = OmegaConf.select(config, "hydra.sweep.subdir")
+        output_dir = Path(os.path.abspath(os.path.join(str(OmegaConf.select(config, "hydra.sweep.dir")), str(subdir))))
+        for node in (config.hydra.runtime, HydraConfig.instance().cfg.hydra.runtime):
+            with read_write(node), open_dict(node):
+                node.output_dir = str(output_dir)
+        container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
+        hydra_node = {"hydra": container.pop("hydra")}
+        ret = JobReturn(overrides=list(hydra_node["hydra"]["overrides"]["task"]), working_dir=os.getcwd())
+        ret.cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        ret.hydra_cfg = HydraConfig.instance().cfg
+        output_dir.mkdir(parents=True, exist_ok=True)
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        if config.hydra.output_subdir is not None:
+            hydra_output = output_dir / str(config.hydra.output_subdir)
+            hydra_output.mkdir(parents=True, exist_ok=True)
+            _save_yaml(container, hydra_output / "config.yaml")
+            _save_yaml(hydra_node, hydra_output / "hydra.yaml")
+            _save_yaml(ret.overrides, hydra_output / "overrides.yaml")
+        with env_override(dict(config.hydra.job.env_set)):
+            hydra_context.callbacks.on_job_start(config=config, task_function=task)
+            try:
+                ret.return_value, ret.status = task(ret.cfg), JobStatus.COMPLETED  # trained later, in its ensemble
+            except Exception as exc:
+                ret.return_value, ret.status = exc, JobStatus.FAILED
+        ret.task_name = str(config.hydra.job.name)
+        hydra_context.callbacks.on_job_end(config=config, job_return=ret)
+        return ret, output_dir
+    finally:
+        HydraConfig.instance().cfg = orig
 
 
 def settle(returns: list[JobReturn], statuses: list[str]) -> list[JobReturn]:

@@ -4,10 +4,12 @@ composition of every job, key for key, and the same resolved run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from harness import EXAMPLE_CONF
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from nin_cli.config.preflight import JobComposer, command_sources, sweep_jobs
 from nin_cli.config.resolve import resolve, without_hydra
@@ -120,3 +122,42 @@ def test_a_sweep_of_more_sigmas_than_a_legend_names_reports_every_figure_without
     (fig,) = figures
     assert fig.axes[0].get_legend() is None and len(fig.axes) == 2  # the panel and its colour bar
     assert len(fig.axes[0].lines) == 41
+
+
+def test_the_batched_launcher_records_a_job_as_hydras_run_job_does(tmp_path):
+    """record_job (the batched launchers' bookkeeping, without run_job's copies of the config) gives
+    a job what Hydra's run_job gives it: the run directory, .hydra/config.yaml, hydra.yaml and
+    overrides.yaml holding the same YAML, the task called on the same config, the same return."""
+    import yaml
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.utils import run_job
+    from hydra.types import HydraContext, RunMode
+
+    from hydra_plugins.nin_batched_launcher.batched_launcher import record_job
+    from nin_cli.config.schema import conf_dir
+
+    job = ["+experiment=linear_toy", "noise.sigma=3", "seed=1", "notes='" + "a note long enough that YAML folds it over lines, " * 3 + "'"]
+    given: dict[str, list] = {"hydra": [], "nin": []}
+    recorded = {}
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for who in ("hydra", "nin"):
+            cfg = compose("train", overrides=[*job, f"hydra.sweep.dir={tmp_path / who}"], return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.overrides.task = job
+                cfg.hydra.job.id = cfg.hydra.job.num = 7
+                cfg.hydra.mode = RunMode.MULTIRUN
+            context = HydraContext(config_loader=None, callbacks=Callbacks(cfg))
+            task = lambda task_cfg, who=who: given[who].append(OmegaConf.to_yaml(task_cfg))  # noqa: E731
+            if who == "hydra":
+                ret = run_job(task, cfg, "hydra.sweep.dir", "hydra.sweep.subdir", context)
+                out = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            else:
+                ret, out = record_job(context, cfg, task)
+            recorded[who] = (ret, out)
+    (theirs, their_dir), (mine, my_dir) = recorded["hydra"], recorded["nin"]
+    assert my_dir.name == their_dir.name and my_dir.parent.name == "nin" and my_dir.is_dir()
+    assert given["hydra"] == given["nin"] and len(given["nin"]) == 1
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        text = (their_dir / ".hydra" / name).read_text().replace(str(tmp_path / "hydra"), str(tmp_path / "nin"))
+        assert yaml.safe_load((my_dir / ".hydra" / name).read_text()) == yaml.safe_load(text), name
+    assert (mine.status, mine.overrides, OmegaConf.to_yaml(mine.cfg)) == (theirs.status, theirs.overrides, OmegaConf.to_yaml(theirs.cfg))
