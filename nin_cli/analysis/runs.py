@@ -89,8 +89,8 @@ def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None
     A row is damaged when it has the wrong number of fields or a cell that is not a number
     ("nan" and "inf" are numbers: a regression run has no accuracy, a diverged one a NaN loss).
     pandas' C reader does the work: rows with extra fields are skipped (and counted from its
-    warnings); empty cells stay text (no NA parsing), so a row cut short leaves its column text,
-    and only such columns are parsed again, cell by cell.
+    warnings); "nan" reads as NaN, but an empty cell stays text (no other NA parsing), so a row cut
+    short leaves its column text, and only such columns are parsed again, cell by cell.
     """
     if not path.exists():
         return None
@@ -103,7 +103,7 @@ def read_table(path: Path, key: str, problems: list[str]) -> pd.DataFrame | None
             return None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            raw = pd.read_csv(path, keep_default_na=False, na_values=[], on_bad_lines="warn", encoding_errors="replace")
+            raw = pd.read_csv(path, keep_default_na=False, na_values=list(NAN_TEXT), on_bad_lines="warn", encoding_errors="replace")
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         problems.append(f"{path.name} unreadable ({type(exc).__name__})")
         return None
