@@ -3,6 +3,7 @@ one entry per start or resume."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -16,20 +17,27 @@ import torch
 from nin_cli.version import __version__
 
 
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The checkout's commit ("-dirty" with uncommitted changes to tracked files), None outside
+    one: read once a process, as the code it runs was loaded once (a sweep of thousands of runs ran
+    git twice a run)."""
+    source = Path(__file__).resolve().parents[2]  # the checkout, where nin runs from one
+    if not (source / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+
+
 def provenance(device) -> dict:
     """env.json: what produced the run's numbers (one entry per start or resume)."""
-    commit = None
-    source = Path(__file__).resolve().parents[2]  # the checkout, where nin runs from one
-    if (source / ".git").exists():
-        try:
-            out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-            dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
-            commit = out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            commit = None
     return {
         "nin_version": __version__,
-        "git_commit": commit,
+        "git_commit": source_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

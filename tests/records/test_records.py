@@ -254,6 +254,9 @@ def test_provenance_log_and_version(tmp_path):
     assert nin("train", *TINY, "epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
     env = json.loads((run_dir / "env.json").read_text())
     assert env["nin_version"] and env["torch"] == torch.__version__ and env["host"] and "nin" in env["command"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    if head.returncode == 0:  # run from a checkout: the commit the code came from
+        assert env["git_commit"].removesuffix("-dirty") == head.stdout.strip()
     assert "epoch 1" in (run_dir / "train.log").read_text()
     version = nin("--version")
     assert version.returncode == 0 and version.stdout.startswith("nin ")
