@@ -169,12 +169,11 @@ def test_found_failures_stay_answered(multirun, overrides, message):
     assert message in (answered(overrides, multirun) or "")
 
 
-def test_nan_and_inf_are_refused_for_every_number():
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_nan_and_inf_are_refused_for_every_number(bad):
     numbers = [k for k in KEYS if SCHEMA.types[k] & {int, float} and not SCHEMA.types[k] & {str}]
-    for key in numbers:
-        for bad in ("nan", "inf"):
-            message = answered([f"{key}={bad}"], multirun=False)
-            assert message is not None, f"{key}={bad} was accepted"
+    accepted = [f"{key}={bad}" for key in numbers if answered([f"{key}={bad}"], multirun=False) is None]
+    assert len(numbers) > 40 and accepted == []
 
 
 @pytest.mark.parametrize("directory", ["outputs"])
