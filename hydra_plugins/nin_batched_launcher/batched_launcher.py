@@ -165,7 +165,8 @@ def record_job(hydra_context: HydraContext, config: DictConfig, task: Callable[[
                 node.output_dir = str(output_dir)
         container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
         hydra_node = {"hydra": container.pop("hydra")}
-        ret = JobReturn(overrides=list(hydra_node["hydra"]["overrides"]["task"]), working_dir=os.getcwd())
+        chdir = bool(config.hydra.job.get("chdir"))  # the task only records: nothing runs in the directory
+        ret = JobReturn(overrides=list(hydra_node["hydra"]["overrides"]["task"]), working_dir=str(output_dir) if chdir else os.getcwd())
         ret.cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
         ret.hydra_cfg = HydraConfig.instance().cfg
         output_dir.mkdir(parents=True, exist_ok=True)
