@@ -48,8 +48,12 @@ TINY = [
 ]
 
 
-# The CNN of model=cnn, narrowed (8 and 16 channels, 32 hidden units); each test adds its data's size.
-SMALL_CNN = [*(o for o in QUICK if not o.startswith("model.")), "model=cnn", "model.channels=[8,16]", "model.hidden=32"]
+# The CNN of model=cnn, narrowed (8 and 16 channels, 32 hidden units), its Hessian on 100 images with
+# one probe (its measurement was most of a run's time); each test adds its data's size.
+SMALL_CNN = [
+    *(o for o in QUICK if not o.startswith(("model.", "hessian."))),
+    *("model=cnn", "model.channels=[8,16]", "model.hidden=32", "hessian.samples=100", "hessian.probes=1"),
+]
 
 TRAINING_COMMANDS = ("train", "map")
 
