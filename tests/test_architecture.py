@@ -205,7 +205,7 @@ def test_a_jobs_config_made_from_the_pre_flight_equals_hydras_own(tmp_path, monk
     import sys
 
     from hydra.core.plugins import Plugins
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     from nin_cli.interface import cli
 
@@ -215,9 +215,11 @@ def test_a_jobs_config_made_from_the_pre_flight_equals_hydras_own(tmp_path, monk
     compared = []
     made = bl.CollectingLauncher.job_config
 
-    def both(self, overrides):
-        ours = made(self, overrides)
+    def both(self, overrides, idx):
+        ours = made(self, overrides, idx)
         theirs = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(theirs):  # the job's number, which the launcher sets as it makes the job's config
+            theirs.hydra.job.id = theirs.hydra.job.num = idx
         assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(theirs)
         assert OmegaConf.to_yaml(ours, resolve=False) == OmegaConf.to_yaml(theirs, resolve=False)
         assert OmegaConf.is_struct(ours) == OmegaConf.is_struct(theirs) and str(ours.hydra.sweep.dir) == str(theirs.hydra.sweep.dir)

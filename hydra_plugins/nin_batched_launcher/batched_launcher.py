@@ -13,6 +13,7 @@ HydraConfig while it is recorded (record_job: what Hydra's run_job does, for a j
 afterwards, in ensembles).
 """
 
+import functools
 import logging
 import os
 import sys
@@ -21,15 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf._utils import get_omega_conf_dumper
+from omegaconf import MISSING, DictConfig, OmegaConf, flag_override, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -86,89 +85,144 @@ class CollectingLauncher(Launcher):
 
         runs: list = []  # each job's RunConfig: the pre-flight's where it checked this job, else resolved here, once
         dirs: list[Path] = []
+        self.live: dict[int, DictConfig] = {}  # per structure of the sweep: the config its jobs' values are set in (job_config)
 
         returns = []
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            sweep_config = self.job_config(list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            ret, output_dir = record_job(self.hydra_context, sweep_config, lambda cfg, job=list(overrides): runs.append(checked(job, cfg)))
+            sweep_config = self.job_config(list(overrides), idx)
+            ret, output_dir = record_job(
+                self.hydra_context, sweep_config, lambda ret, job=list(overrides): runs.append(checked(job, lambda: ret.cfg))
+            )
             if ret.status != JobStatus.COMPLETED:
                 raise ret.return_value
             dirs.append(output_dir)
             returns.append(ret)
         return returns, runs, dirs
 
-    def job_config(self, overrides: list[str]) -> DictConfig:
-        """A job's config with Hydra's node: made from the pre-flight's composition where the
-        pre-flight composed this job (so a job is composed once), else composed by Hydra."""
+    def job_config(self, overrides: list[str], idx: int) -> DictConfig:
+        """Job `idx`'s config with Hydra's node. Where the pre-flight composed the job it is made
+        from that composition, and a job whose values can be set over another's
+        (plan.Composition.in_place) is set in the config of the last job of its structure: the
+        config is the launcher's until the next job of that structure (record_job writes what the
+        job needs from it before then), not a copy per job. Else Hydra composes it."""
         from nin_cli.config.plan import received
 
         plan = received()
-        composed = plan.composed_job(overrides) if plan is not None else None
-        if composed is None:
-            return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        return sweep_config_of(self.config, composed, overrides)
+        composition = plan.composition(overrides) if plan is not None else None
+        if composition is None:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        elif isinstance(composition, DictConfig):  # a one-job sweep: Hydra's whole composition
+            cfg = with_job_overrides(with_sweeps_hydra_node(self.config, composition.copy()), overrides)
+        elif not composition.in_place:
+            cfg = with_job_overrides(with_sweeps_hydra_node(self.config, composition.make()), overrides)
+        else:
+            live = self.live.get(id(composition.template))
+            if live is None:
+                live = self.live[id(composition.template)] = with_sweeps_hydra_node(self.config, composition.template.copy())
+            composition.apply(live)
+            with read_write(live.hydra.runtime):
+                live.hydra.runtime.output_dir = MISSING  # the last job's: record_job sets this job's
+            cfg = with_job_overrides(live, overrides)
+        with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
+            cfg.hydra.job.id = idx
+            cfg.hydra.job.num = idx
+        return cfg
 
 
-def sweep_config_of(master: DictConfig, composed: DictConfig, overrides: list[str]) -> DictConfig:
-    """The job's config as Hydra's load_sweep_config composes it, made (in place) from the
-    pre-flight's composition of the job: its own keys and group choices, the sweep's Hydra node
-    otherwise (tests/test_architecture.py compares the two key for key)."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    cfg = composed  # the plan's composed_job: a copy of the launcher's own
+def with_sweeps_hydra_node(master: DictConfig, composed: DictConfig) -> DictConfig:
+    """A job's composition (the pre-flight's, of the launcher's own) with the sweep's Hydra node and
+    the job's group choices in it, as Hydra's load_sweep_config composes it (in place); the job's
+    overrides are set by with_job_overrides. tests/test_architecture.py compares the two key for key."""
+    cfg = composed
     choices = composed.hydra.runtime.choices.copy()
     with open_dict(cfg):
         cfg.hydra = master.hydra  # deep-copied as it is set: the job's own
-        cfg.hydra.overrides.task = list(overrides)
         cfg.hydra.runtime.choices = choices
-        named = cfg.hydra.job.config.override_dirname
-        parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
-        cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(named.exclude_keys), named.item_sep, named.kv_sep)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_readonly(cfg.hydra, False)
     OmegaConf.copy_cache(from_config=master, to_config=cfg)
     return cfg
 
 
-class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):
-    """OmegaConf's YAML (strings that read as a bool or a number quoted) through libyaml's emitter."""
+def with_job_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """`cfg` (in place) with the job's overrides in its Hydra node: hydra.overrides.task and
+    hydra.job.override_dirname, as Hydra's load_sweep_config sets them."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-
-_Dumper.add_representer(str, get_omega_conf_dumper().str_representer)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = list(overrides)
+        named = cfg.hydra.job.config.override_dirname
+        parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
+        cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(named.exclude_keys), named.item_sep, named.kv_sep)
+    return cfg
 
 
 def _save_yaml(data: Any, path: Path) -> None:
-    path.write_text(yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper), encoding="utf-8")
+    from nin_cli.config.resolve import yaml_text
+
+    path.write_text(yaml_text(data), encoding="utf-8")
 
 
-def record_job(hydra_context: HydraContext, config: DictConfig, task: Callable[[DictConfig], Any]) -> tuple[JobReturn, Path]:
+class RecordedJob(JobReturn):
+    """Hydra's JobReturn of a job recorded by record_job. Its `cfg` and `hydra_cfg` (in run_job,
+    copies of the job's config and of its Hydra node; nothing in nin reads them) are made from the
+    job's YAML containers when first read."""
+
+    def __init__(self, job: dict, hydra_node: dict, **fields: Any) -> None:
+        super().__init__(**fields)
+        del self.cfg, self.hydra_cfg  # made when read (below)
+        self._job, self._hydra_node = job, hydra_node
+
+    @functools.cached_property
+    def cfg(self) -> DictConfig:
+        cfg = OmegaConf.create(self._job)
+        OmegaConf.set_struct(cfg, True)
+        return cfg
+
+    @functools.cached_property
+    def hydra_cfg(self) -> DictConfig:
+        return OmegaConf.create(self._hydra_node)
+
+
+def share_hydra_config(config: DictConfig) -> None:
+    """HydraConfig.set_config(config) without its copy of the Hydra node: HydraConfig's node is the
+    job's own (read-only, its parent the job's config, as set_config leaves its copy), so what
+    record_job sets in it afterwards (the run directory) is in both, as run_job sets it twice."""
+    OmegaConf.set_readonly(config.hydra, True)
+    root = OmegaConf.create({})
+    with flag_override(root, "no_deepcopy_set_nodes", True):
+        root.hydra = config.hydra
+    config.hydra._set_parent(config)
+    HydraConfig.instance().cfg = root
+
+
+def record_job(hydra_context: HydraContext, config: DictConfig, task: Callable[[JobReturn], Any]) -> tuple[JobReturn, Path]:
     """What Hydra's run_job does for one job (core/utils.py), for a job that is recorded here and
     trained afterwards: HydraConfig set while it is recorded, its run directory, the job's logging,
     .hydra/config.yaml, hydra.yaml and overrides.yaml (the same YAML, emitted by libyaml), the
-    callbacks' on_job_start and on_job_end, and `task` (which records the job) on the job's config
-    without Hydra's node. `config` is the job's own (job_config made it for this job), so it is not
-    copied again: run_job's four copies of it were most of a job's bookkeeping. Returns the job's
-    return and its directory."""
+    callbacks' on_job_start and on_job_end, and `task` (which records the job) called with the
+    job's return, whose `cfg` is the job's config without Hydra's node. `config` is the job's own
+    until the next job of its structure (job_config), so nothing is copied: run_job's four copies
+    of it were most of a job's bookkeeping. Returns the job's return and its directory."""
     orig = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)  # the hydra: resolver may name the directory
+    share_hydra_config(config)  # the hydra: resolver may name the directory
     try:
         subdir = OmegaConf.select(config, "hydra.sweep.subdir")
         output_dir = Path(os.path.abspath(os.path.join(str(OmegaConf.select(config, "hydra.sweep.dir")), str(subdir))))
-        for node in (config.hydra.runtime, HydraConfig.instance().cfg.hydra.runtime):
-            with read_write(node), open_dict(node):
-                node.output_dir = str(output_dir)
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = str(output_dir)
         container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
         hydra_node = {"hydra": container.pop("hydra")}
         chdir = bool(config.hydra.job.get("chdir"))  # the task only records: nothing runs in the directory
-        ret = JobReturn(overrides=list(hydra_node["hydra"]["overrides"]["task"]), working_dir=str(output_dir) if chdir else os.getcwd())
-        ret.cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        ret.hydra_cfg = HydraConfig.instance().cfg
+        ret = RecordedJob(
+            container,
+            hydra_node,
+            overrides=list(hydra_node["hydra"]["overrides"]["task"]),
+            working_dir=str(output_dir) if chdir else os.getcwd(),
+        )
         output_dir.mkdir(parents=True, exist_ok=True)
         configure_log(config.hydra.job_logging, config.hydra.verbose)
         if config.hydra.output_subdir is not None:
@@ -180,7 +234,7 @@ def record_job(hydra_context: HydraContext, config: DictConfig, task: Callable[[
         with env_override(dict(config.hydra.job.env_set)):
             hydra_context.callbacks.on_job_start(config=config, task_function=task)
             try:
-                ret.return_value, ret.status = task(ret.cfg), JobStatus.COMPLETED  # trained later, in its ensemble
+                ret.return_value, ret.status = task(ret), JobStatus.COMPLETED  # trained later, in its ensemble
             except Exception as exc:
                 ret.return_value, ret.status = exc, JobStatus.FAILED
         ret.task_name = str(config.hydra.job.name)

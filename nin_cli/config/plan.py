@@ -20,13 +20,40 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from omegaconf import DictConfig
 
 from nin_cli.config.resolve import RunConfig, resolve
 from nin_cli.config.sources import Sources, using
 
-Composition = DictConfig | Callable[[], DictConfig] | None
+
+@dataclass(frozen=True)
+class Composition:
+    """A job's composition as the pre-flight keeps it: its structure's template (Hydra's composition of
+    the job's config-group choices, shared by every job of that structure, Hydra's node reduced to the
+    choices) and the job's own values, Hydra's parsed overrides in the job's order. `make` gives the
+    job's config; `apply` sets the job's values in a config of the template's that a previous job of
+    the structure set (the same keys, each set over the last's: preflight.JobComposer keys a structure
+    by them), which is what the batched launchers do instead of copying the template for each job."""
+
+    template: DictConfig
+    values: tuple[Any, ...]
+
+    @property
+    def in_place(self) -> bool:
+        """Whether the job's values can be set over another job's: a mapping merges instead."""
+        return not any(isinstance(o.value(), dict) for o in self.values)
+
+    def apply(self, cfg: DictConfig) -> None:
+        ConfigLoaderImpl._apply_overrides_to_config(list(self.values), cfg)
+
+    def make(self) -> DictConfig:
+        """The job's config, of the caller's own."""
+        cfg = self.template.copy()
+        self.apply(cfg)
+        return cfg
 
 
 def job_key(overrides: list[str]) -> tuple[str, ...]:
@@ -40,9 +67,11 @@ class Plan:
 
     sources: Sources
     overrides: list[str]  # the command's overrides to compose with: one hydra.searchpath holds every config directory
-    jobs: dict[tuple[str, ...], tuple[RunConfig, Composition]] = field(default_factory=dict)
+    jobs: dict[tuple[str, ...], tuple[RunConfig, Composition | DictConfig | None]] = field(default_factory=dict)
 
-    def add(self, overrides: list[str], run: RunConfig, composed: Composition = None) -> None:
+    def add(self, overrides: list[str], run: RunConfig, composed: Composition | DictConfig | None = None) -> None:
+        """A job the pre-flight checked: its RunConfig and, in a sweep, its composition (a
+        Composition, or for a one-job sweep Hydra's whole composition)."""
         self.jobs[job_key(overrides)] = (run, composed)
 
     @property
@@ -56,18 +85,14 @@ class Plan:
         """Whether the pre-flight composed this job (the grid sweeper's question: nothing is made)."""
         return self.jobs.get(job_key(overrides), (None, None))[1] is not None
 
-    def composed_job(self, overrides: list[str]) -> DictConfig | None:
-        """The pre-flight's composition of a job, a config of the caller's own (made now where the
-        pre-flight kept a maker), or None."""
-        composed = self.jobs.get(job_key(overrides), (None, None))[1]
-        if composed is None:
-            return None
-        return composed() if callable(composed) else composed.copy()  # the caller's own, to change
+    def composition(self, overrides: list[str]) -> Composition | DictConfig | None:
+        """The pre-flight's composition of a job (see `add`), or None where it did not compose it."""
+        return self.jobs.get(job_key(overrides), (None, None))[1]
 
-    def checked(self, overrides: list[str], cfg: DictConfig) -> RunConfig:
-        """The job's RunConfig as the pre-flight resolved it (once), else `cfg` resolved now."""
+    def checked(self, overrides: list[str], config: Callable[[], DictConfig]) -> RunConfig:
+        """The job's RunConfig as the pre-flight resolved it (once), else its config, made now, resolved."""
         found = self.jobs.pop(job_key(overrides), None)
-        return found[0] if found else resolve(cfg)
+        return found[0] if found else resolve(config())
 
 
 _HANDED: ContextVar[Plan | None] = ContextVar("nin_plan", default=None)
@@ -89,7 +114,8 @@ def received() -> Plan | None:
     return _HANDED.get()
 
 
-def checked(overrides: list[str], cfg: DictConfig) -> RunConfig:
-    """A job's RunConfig: the handed plan's, else `cfg` resolved now (a job process of its own)."""
+def checked(overrides: list[str], config: Callable[[], DictConfig]) -> RunConfig:
+    """A job's RunConfig: the handed plan's, else its config (`config()`) resolved now (a job
+    process of its own); the config is made only where it is resolved."""
     plan = received()
-    return plan.checked(overrides, cfg) if plan is not None else resolve(cfg)
+    return plan.checked(overrides, config) if plan is not None else resolve(config())

@@ -11,13 +11,12 @@ import difflib
 import itertools
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.config.cluster import check_request
 from nin_cli.config.legacy import RENAMED
-from nin_cli.config.plan import Plan
+from nin_cli.config.plan import Composition, Plan
 from nin_cli.config.resolve import SIGMA_KEYS, RunConfig, group_choices, named_by_choice, resolve, without_hydra
 from nin_cli.config.schema import FACTORY_GROUPS, train_schema
 from nin_cli.config.sources import Sources, current, from_entries, using
@@ -215,10 +214,11 @@ class JobComposer:
     (model=cnn, +experiment=fig3, hydra/launcher=...), then its other overrides applied to that
     tree's config in order (noise.sigma=3, seed=1: `_apply_overrides_to_config`). Jobs of a sweep
     that differ in values only share the first part: it is composed once (with every override that
-    is not a plain value: group choices, hydra.*, +/~/++), and each job's values are applied to a
-    copy of it by Hydra's own function, in the job's order. The result is Hydra's composition of
-    the job, but for Hydra's node, of which it keeps the choices (all the launcher reads:
-    batched_launcher.sweep_config_of); tests/config/test_orchestration.py compares the two job by job."""
+    is not a plain value: group choices, hydra.*, +/~/++), and each job's values are applied to it
+    by Hydra's own function, in the job's order (plan.Composition). The result is Hydra's
+    composition of the job, but for Hydra's node, of which it keeps the choices (all the launcher
+    reads: batched_launcher.with_sweeps_hydra_node); tests/config/test_orchestration.py compares the two
+    job by job."""
 
     def __init__(self, compose, sources: Sources):
         self.compose, self.sources = compose, sources
@@ -230,31 +230,25 @@ class JobComposer:
         plain = not (override.is_delete() or override.is_add() or override.is_force_add() or override.package is not None)
         return not plain or key.startswith("hydra") or self.sources.is_group(key) or "/" in key
 
-    def __call__(self, job: list[str]) -> tuple[DictConfig, Callable[[], DictConfig]]:
-        """(the job's config to resolve now, a maker of its composition for the launcher). The
-        first is the structure's template with the job's values set in place: the jobs of a
-        structure set the same keys, each over the last's (a value that merges, a mapping, takes
-        a copy instead); the maker copies the template and sets the job's values when called."""
+    def __call__(self, job: list[str]) -> tuple[DictConfig, Composition]:
+        """(the job's config to resolve now, its Composition for the launcher). The first is the
+        structure's template with the job's values set in place: the jobs of a structure set the
+        same keys (the structure names them), each over the last's; a value that merges, a
+        mapping, is set in a copy instead."""
         parsed = [self.parsed[o] if o in self.parsed else self.parsed.setdefault(o, parse([o])[0]) for o in job]
-        structure = tuple(o.input_line for o in parsed if self.structural(o))
-        values = [o for o in parsed if not self.structural(o)]
+        values = tuple(o for o in parsed if not self.structural(o))
+        structure = (*(o.input_line for o in parsed if self.structural(o)), *(f"{o.key_or_group}=" for o in values))
         if structure not in self.templates:
-            composed = self.compose("train", overrides=list(structure), return_hydra_config=True)
+            composed = self.compose("train", overrides=[o.input_line for o in parsed if self.structural(o)], return_hydra_config=True)
             template = composed.copy()
             with open_dict(template):  # in its place (first), as in Hydra's composition
                 template.hydra = {"runtime": {"choices": dict(composed.hydra.runtime.choices)}}
             self.templates[structure] = template
-        template = self.templates[structure]
-
-        def composition() -> DictConfig:
-            cfg = template.copy()
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-            return cfg
-
-        if any(isinstance(o.value(), dict) for o in values):
-            return composition(), composition
-        ConfigLoaderImpl._apply_overrides_to_config(values, template)
-        return template, composition
+        composition = Composition(self.templates[structure], values)
+        if not composition.in_place:
+            return composition.make(), composition
+        composition.apply(composition.template)
+        return composition.template, composition
 
 
 def check_builds(run: RunConfig, built: set[str]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf._utils import get_yaml_loader
+from omegaconf._utils import get_omega_conf_dumper, get_yaml_loader
 
 from nin_cli.config.legacy import fill_config
 from nin_cli.config.schema import conf_dir, factory_groups, flatten, train_schema
@@ -84,6 +84,19 @@ RecordLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in get_yaml_loader().yaml_implicit_resolvers.items()
 }
+
+
+class _RecordDumper(yaml.CDumper if hasattr(yaml, "CDumper") else yaml.Dumper):
+    """OmegaConf's YAML writing (strings that read as a bool or a number quoted) with libyaml's emitter."""
+
+
+_RecordDumper.add_representer(str, get_omega_conf_dumper().str_representer)
+
+
+def yaml_text(data: Any) -> str:
+    """OmegaConf.to_yaml's text of a plain container (a config's to_container), several times
+    faster: what a run's config.yaml and a job's .hydra/ files hold, written once a job."""
+    return yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_RecordDumper)
 
 
 # --- resolving ------------------------------------------------------------------------------------

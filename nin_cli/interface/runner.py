@@ -34,7 +34,7 @@ def hydra_task(cfg: DictConfig) -> str:
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     with one_line_errors():
-        (result,) = run_jobs([checked(list(hydra.overrides.task), cfg)], [run_dir])
+        (result,) = run_jobs([checked(list(hydra.overrides.task), lambda: cfg)], [run_dir])
     colour = {"completed": "green", "diverged": "yellow"}.get(result.status, "red")
     detail = f" ({result.reason})" if result.reason else ""
     console.print(f"[{colour}]{result.status}[/] at epoch {result.epoch}{detail}: {run_dir}")

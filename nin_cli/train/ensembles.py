@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config.resolve import RunConfig, resolve
+from nin_cli.config.resolve import RunConfig, resolve, yaml_text
 from nin_cli.data.datasets import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
@@ -153,7 +153,7 @@ def _open_locked(run: RunConfig, records: RunRecords, data: Dataset | None) -> M
         check_engine_change(records, engine, cfg.get("engine_change", "refuse") == "allow")
     records.metrics.start(member.columns, keep_through=member.epoch if member.resumed else None)
     records.steps.start(member.step_columns, keep_through=member.step if member.resumed else None)
-    atomic_write_text(records.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(records.config_path, yaml_text(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
     records.write_env({**provenance(member.s.device), "engine": engine})
     records.write_network(nin_record(member.s.model, member.s.nin_layers))
     records.log(f"resumed from the checkpoint of epoch {member.epoch}" if member.resumed else "started")

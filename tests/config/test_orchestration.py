@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness import EXAMPLE_CONF
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_cli.config.preflight import JobComposer, command_sources, sweep_jobs
 from nin_cli.config.resolve import resolve, without_hydra
@@ -25,16 +25,20 @@ def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[s
         ours = JobComposer(compose, sources)
         made = []
         for job in jobs:
-            current, maker = ours(job)
+            current, composition = ours(job)
             theirs = compose("train", overrides=job, return_hydra_config=True)
             assert resolve(current).flat == resolve(without_hydra(theirs)).flat, job
-            made.append((job, maker, theirs))
-        for job, maker, theirs in made:  # the launcher's, made after every job was resolved
-            mine = maker()
-            assert dict(mine.hydra.runtime.choices) == dict(theirs.hydra.runtime.choices), job
-            plain_mine = OmegaConf.to_yaml(OmegaConf.masked_copy(mine, [k for k in mine if k != "hydra"]))
-            plain_theirs = OmegaConf.to_yaml(OmegaConf.masked_copy(theirs, [k for k in theirs if k != "hydra"]))
-            assert plain_mine == plain_theirs, job
+            made.append((job, composition, theirs))
+        live: dict[int, DictConfig] = {}  # the launcher's way: each job's values set over the last's of its structure
+        for job, composition, theirs in made:  # the launcher's, made after every job was resolved
+            if composition.in_place:
+                set_over = live.setdefault(id(composition.template), composition.template.copy())
+                composition.apply(set_over)
+            for mine in (composition.make(), *([set_over] if composition.in_place else [])):
+                assert dict(mine.hydra.runtime.choices) == dict(theirs.hydra.runtime.choices), job
+                plain_mine = OmegaConf.to_yaml(OmegaConf.masked_copy(mine, [k for k in mine if k != "hydra"]))
+                plain_theirs = OmegaConf.to_yaml(OmegaConf.masked_copy(theirs, [k for k in theirs if k != "hydra"]))
+                assert plain_mine == plain_theirs, job
         assert len(ours.templates) <= len(jobs)
     return len(jobs)
 
@@ -147,12 +151,12 @@ def test_the_batched_launcher_records_a_job_as_hydras_run_job_does(tmp_path):
                 cfg.hydra.job.id = cfg.hydra.job.num = 7
                 cfg.hydra.mode = RunMode.MULTIRUN
             context = HydraContext(config_loader=None, callbacks=Callbacks(cfg))
-            task = lambda task_cfg, who=who: given[who].append(OmegaConf.to_yaml(task_cfg))  # noqa: E731
             if who == "hydra":
+                task = lambda task_cfg: given["hydra"].append(OmegaConf.to_yaml(task_cfg))  # noqa: E731
                 ret = run_job(task, cfg, "hydra.sweep.dir", "hydra.sweep.subdir", context)
                 out = Path(ret.hydra_cfg.hydra.runtime.output_dir)
             else:
-                ret, out = record_job(context, cfg, task)
+                ret, out = record_job(context, cfg, lambda job: given["nin"].append(OmegaConf.to_yaml(job.cfg)))
             recorded[who] = (ret, out)
     (theirs, their_dir), (mine, my_dir) = recorded["hydra"], recorded["nin"]
     assert my_dir.name == their_dir.name and my_dir.parent.name == "nin" and my_dir.is_dir()
@@ -161,3 +165,5 @@ def test_the_batched_launcher_records_a_job_as_hydras_run_job_does(tmp_path):
         text = (their_dir / ".hydra" / name).read_text().replace(str(tmp_path / "hydra"), str(tmp_path / "nin"))
         assert yaml.safe_load((my_dir / ".hydra" / name).read_text()) == yaml.safe_load(text), name
     assert (mine.status, mine.overrides, OmegaConf.to_yaml(mine.cfg)) == (theirs.status, theirs.overrides, OmegaConf.to_yaml(theirs.cfg))
+    their_node = OmegaConf.to_yaml(theirs.hydra_cfg).replace(str(tmp_path / "hydra"), str(tmp_path / "nin"))
+    assert OmegaConf.to_yaml(mine.hydra_cfg) == their_node and OmegaConf.is_struct(mine.cfg)

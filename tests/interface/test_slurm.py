@@ -35,6 +35,7 @@ def cluster() -> None:
     if not cluster_up():
         pytest.skip("no SLURM cluster answers here (scripts/slurm-local.sh start)")
 
+
 # what fits the local one-node cluster (2 cores): one core and a little memory per job
 FITS = ["hydra.launcher.partition=debug", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=30"]
 SLOW = [*QUICK, "model.width=512", "batch_size=16", "epochs=4"]  # 375 steps an epoch
