@@ -13,7 +13,7 @@ those sweeps alone:
   (docs/ninr/poster_reference.csv: the cells of the poster's table known here);
 - the README's table, between its `poster:begin` / `poster:end` markers;
 - docs/ninr/'s comparison files (scripts/ninr_docs.py);
-- docs/ninr/poster_log.csv: each sweep's wall-clock seconds, appended at every invocation.
+- docs/ninr/poster_log.csv: each sweep's wall-clock minutes, appended whenever it trains.
 
 The table's sweeps take longer than a working session on 2 cores (about 3.5 hours, most of it the
 CNN's training and attacks), and outputs/ does not outlive a checkout. So each sweep, once complete,
@@ -215,7 +215,8 @@ def log(results: list[tuple[str, str, float]]) -> None:
             writer.writerow(["date", "sweep", "status", "minutes"])
         stamp = time.strftime("%Y-%m-%d %H:%M")
         for name, status, seconds in results:
-            writer.writerow([stamp, name, status, f"{seconds / 60:.1f}"])
+            if status != "skipped":  # a log of what trained: a complete sweep restored or kept is not a row
+                writer.writerow([stamp, name, status, f"{seconds / 60:.1f}"])
 
 
 def main() -> None:
