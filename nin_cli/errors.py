@@ -1,5 +1,5 @@
 """Errors that the CLI turns into one clear line instead of a traceback, the stderr console that
-warnings and progress go to (stdout stays for tables), and the context that does the turning."""
+warnings and progress bars go to (stdout stays for tables), and the context that does the turning."""
 
 from __future__ import annotations
 
@@ -9,8 +9,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True, soft_wrap=True)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """The progress bars of training, evaluation and `nin progress`, on the stderr console."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
 
 
 class ConfigError(ValueError):

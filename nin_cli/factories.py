@@ -11,12 +11,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nin_cli.errors import ConfigError
-from nin_cli.seeding import stream_seed
+
+# Imported where used: torch and the run's seeds, to seed a factory's own initialisation (reading a
+# run's config, which names its factory, loads neither).
 
 
 def factory_target(cfg, group: str = "model") -> str | None:
@@ -82,6 +83,10 @@ def _hidden_paths(exclude: Path | None) -> set[str]:
 def seeded(seed: int) -> Iterator[None]:
     """The global torch generator seeded from the run's seed inside (a builder's own init draws
     from it), and left as it was outside."""
+    import torch
+
+    from nin_cli.seeding import stream_seed
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(int(seed), "factory_init"))
         yield

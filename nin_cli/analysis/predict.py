@@ -34,7 +34,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from nin_cli.analysis.summarize import write_csv
-from nin_cli.config.preflight import check_command, sweep_jobs
+from nin_cli.config.overrides import sweep_jobs
+from nin_cli.config.preflight import check_command
 from nin_cli.config.resolve import load, paper_unit, resolve, without_hydra
 from nin_cli.config.schema import conf_dir, load_settings
 from nin_cli.config.sources import using

@@ -17,11 +17,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from nin_cli.analysis.runs import find_runs
-from nin_cli.config.preflight import sweep_jobs as expand
-from nin_cli.errors import ConfigError, RecordError
+from nin_cli.config.overrides import sweep_jobs as expand
+from nin_cli.errors import ConfigError, RecordError, progress_bar
 from nin_cli.identity import run_dirname
 from nin_cli.records.store import ENDED, RunRecords, atomic_write_text
-from nin_cli.train.loop import progress_bar
 
 SWEEP_FILE = "sweep.json"
 DEFAULT_SUBDIR = "${nin_dirname:${hydra.overrides.task}}"  # conf/train.yaml's hydra.sweep.subdir

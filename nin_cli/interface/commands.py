@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nin_cli.errors import ConfigError, fail
+from nin_cli.errors import ConfigError, fail, progress_bar
 
 # Imported where used: each command loads only the stages it runs, so `nin --help` and completion (which read the parser) start in 0.15 s.
 
@@ -254,7 +254,6 @@ def evaluate(paths: list[str], overrides: list[str], device: str | None, force: 
     from nin_cli.errors import RecordError, RunInUse
     from nin_cli.records.store import ROBUSTNESS, ROBUSTNESS_PARTIAL
     from nin_cli.robustness.evaluate import clean_accuracy, evaluate_run, left_to_holder, strongest_attack
-    from nin_cli.train.loop import progress_bar
 
     rcfg = load_settings("robustness", overrides)
     tasks = plan(rcfg)

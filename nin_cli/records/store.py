@@ -22,11 +22,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nin_cli.errors import RecordError
 from nin_cli.records.faults import fault_point
 from nin_cli.records.locks import RunLock
+
+# Imported where used: torch, for checkpoints alone (the analysis reads a run's records without it).
 
 METRICS = "metrics.csv"
 STEPS = "steps.csv"
@@ -238,6 +238,8 @@ class RunRecords:
 
     # checkpoint -------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
+        import torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.checkpoint_path, sealed(buf.getvalue()), fault="checkpoint")
@@ -246,6 +248,8 @@ class RunRecords:
         """Tensors and plain containers only (weights_only=True): a checkpoint cannot run code."""
         if not self.checkpoint_path.exists():
             return None
+        import torch
+
         payload = unsealed(self.checkpoint_path.read_bytes(), self.checkpoint_path)
         try:
             with warnings.catch_warnings():

@@ -11,27 +11,12 @@ import math
 import time
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from nin_cli.errors import console
+from nin_cli.errors import progress_bar
 from nin_cli.records.faults import fault_point
 from nin_cli.train.member import Member, RunResult
 from nin_cli.train.rows import stacked_norms, step_rows
 from nin_cli.train.steps import Step, StepChoice, choose_step, make_step
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
 
 
 class Ensemble:

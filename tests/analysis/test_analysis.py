@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -441,3 +443,11 @@ def test_the_papers_catapult_is_told_from_a_label_on_one_observation():
     assert "did not shrink" in lack
     flat = signature(_steps_run(dip, [2.0, 3.0], niw_rise=0.1), "fc1")
     assert {w.split(" ")[1] for w in flat.missing(ACFG.phases)} == {"NIW", "H_z"}
+
+
+def test_reading_a_sweep_loads_no_torch():
+    """nin summarize, progress, report, plot and export read records without torch (its import is
+    most of a second on a CPU): a checkpoint's reader and a factory's seeding load it where used."""
+    modules = ["summarize", "progress", "report", "plots", "export", "runs"]
+    code = f"import sys\nfor m in {modules!r}: __import__('nin_cli.analysis.' + m)\nprint('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -11,7 +11,8 @@ from harness import EXAMPLE_CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nin_cli.config.preflight import JobComposer, command_sources, sweep_jobs
+from nin_cli.config.overrides import sweep_jobs
+from nin_cli.config.preflight import JobComposer, command_sources
 from nin_cli.config.resolve import resolve, without_hydra
 from nin_cli.config.sources import using
 

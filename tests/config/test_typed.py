@@ -292,7 +292,7 @@ def test_the_one_sweep_expansion_makes_the_jobs_hydras_sweeper_makes():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference, in the test only
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from nin_cli.config.preflight import sweep_jobs
+    from nin_cli.config.overrides import sweep_jobs
 
     grid = {"noise.sigma2_paper": "1e-5,1e-3", "seed": "range(0,3)"}
     typed = ["model.width=64", "optimizer.lr=0.01,0.05"]
