@@ -61,3 +61,17 @@ def test_no_install_hint_names_an_unpublished_package():
     """Config comments, docstrings and messages name what works from a checkout: pip install -e '.[extra]'."""
     for path in [*(REPO / "conf").rglob("*.yaml"), *(REPO / "nin_cli").rglob("*.py"), *(REPO / "hydra_plugins").rglob("*.py")]:
         assert "nin-cli[" not in path.read_text(), path
+
+
+def test_the_guides_layout_lists_every_module():
+    """docs/guide.md's layout is `ls nin_cli/*/`: each folder's line names its modules, every one."""
+    package = REPO / "nin_cli"
+    block = (REPO / "docs" / "guide.md").read_text().split("```text\nnin_cli/\n", 1)[1].split("```", 1)[0]
+    listed = {line.split()[0].rstrip("/"): set(line.split()[1:]) for line in block.splitlines() if line.split()[0].endswith("/")}
+    folders = {p.name for p in package.iterdir() if p.is_dir() and any(p.glob("*.py")) and p.name != "assets"}
+    assert set(listed) == folders
+    for folder, named in listed.items():
+        files = {p.name for p in (package / folder).iterdir() if p.suffix in (".py", ".c") and p.name != "__init__.py"}
+        assert named == files, folder
+    base = {p.name for p in package.glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert base <= set(block.splitlines()[0].split()), base
