@@ -107,7 +107,7 @@ def test_handwritten_pgd_equals_torchattacks_and_autoattack_is_stronger(tmp_path
     model = setup.model.eval()
     model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
     space = PixelSpace(setup.data)
-    x, y = setup.data.test.x[:200], setup.data.test.y[:200]
+    x, y = setup.data.test.x[:100], setup.data.test.y[:100]
     rcfg = load_settings("robustness", ["apgd_steps=20"])
     for eps in (0.01, 0.1):
         steps, alpha = 10, 2.5 * eps / 10
@@ -117,7 +117,7 @@ def test_handwritten_pgd_equals_torchattacks_and_autoattack_is_stronger(tmp_path
         assert float((space.to_pixels(mine) - theirs).abs().max()) <= 1e-6
         acc_mine = float((model(mine).argmax(-1) == y).float().mean())
         acc_theirs = float((model(space.to_model(theirs)).argmax(-1) == y).float().mean())
-        assert acc_mine == pytest.approx(acc_theirs, abs=0.006)  # ... so one prediction at most (measured: none)
+        assert acc_mine == pytest.approx(acc_theirs, abs=0.011)  # ... so one prediction at most (measured: none)
         auto = reference_attack("autoattack", model, space, eps, rcfg, seed=0)(space.to_pixels(x), y)
         acc_auto = float((model(space.to_model(auto)).argmax(-1) == y).float().mean())
         assert acc_auto <= acc_mine
