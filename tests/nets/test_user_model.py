@@ -105,7 +105,7 @@ def assert_rows_close(theirs: list[dict[str, str]], ours: list[dict[str, str]], 
 def test_torchvision_resnet18_trains_with_nins_at_named_layers(tmp_path):
     cfg = make_cfg(
         EXAMPLES, *SMALL, "model=resnet18_gray", "nin=layers", "nin.layers=[layer1.0.conv1,fc]", "dataset.train_size=64",
-        "dataset.test_size=32", "batch_size=32", "epochs=1", "hessian.samples=16", "noise.sigma=1",
+        "dataset.test_size=32", "batch_size=32", "epochs=1", "hessian.samples=4", "noise.sigma=1",
     )  # fmt: skip
     assert train(cfg, tmp_path).status == "completed"
     row = read_rows(tmp_path)[-1]
