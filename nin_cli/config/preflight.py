@@ -26,7 +26,7 @@ from nin_cli.config.overrides import hydra_message, parse, sweep_jobs
 from nin_cli.config.plan import Composition, Plan
 from nin_cli.config.resolve import SIGMA_KEYS, RunConfig, group_choices, named_by_choice, resolve, without_hydra
 from nin_cli.config.schema import FACTORY_GROUPS, train_schema
-from nin_cli.config.sources import Sources, from_entries, using
+from nin_cli.config.sources import Sources, current, from_entries, using
 from nin_cli.data import user_data
 from nin_cli.errors import ConfigError
 from nin_cli.nets.network import built_from
@@ -42,6 +42,8 @@ def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
         globbed = override.is_sweep_override() and (not override.is_discrete_sweep() or isinstance(override.value(), Glob))
         if "." in group or override.is_delete() or globbed:
             continue  # a key, a deletion, or glob(): Hydra matches a glob against the options itself
+        if "/" not in group and not current().is_group(group):
+            continue  # a top-level key (epochs=3): no config directory has a folder of that name
         options = loader.get_group_options(group, config_name="train", overrides=searchpath)
         if not options:
             continue  # not a group
@@ -138,8 +140,8 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
                 if job == fixed:  # a single run: composed once, above
                     composed, run = base, resolve(without_hydra(base))
                 else:
-                    current, composed = compose_job(job)
-                    run = resolve(current)
+                    job_cfg, composed = compose_job(job)
+                    run = resolve(job_cfg)
                 check_builds(run, built)
                 plan.add(job, run, composed if multirun else None)
             except ConfigError as exc:
