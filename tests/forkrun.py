@@ -28,6 +28,7 @@ from pathlib import Path
 PRELOAD = [
     "nin_cli.interface.cli",
     "nin_cli.interface.runner",
+    "nin_cli.config.preflight",
     "nin_cli.robustness.evaluate",
     "nin_cli.analysis.summarize",
     "nin_cli.analysis.report",
