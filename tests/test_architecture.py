@@ -236,7 +236,7 @@ def test_a_jobs_config_made_from_the_pre_flight_equals_hydras_own(tmp_path, monk
 
 # Optional extras (and a plugin's own package) are imported where they are used, so that nin runs
 # without them and says which extra a command needs.
-EXTRAS = ("mlflow", "wandb", "torch.utils.tensorboard", "torchattacks", "skimage", "submitit", "lightning", "torchvision")
+EXTRAS = ("mlflow", "wandb", "torch.utils.tensorboard", "torchattacks", "skimage", "submitit", "lightning", "transformers", "torchvision")
 
 
 def function_level_imports(path: Path) -> list[str]:

@@ -129,6 +129,24 @@ def noise_config(sigma: float, distribution: str, schedule: dict | None) -> Dict
     return noise
 
 
+def join_scheduler(scheduler, group: dict, first: dict) -> None:
+    """The NIWs' parameter group in a learning-rate scheduler made before it joined the optimizer:
+    it follows the schedule of the optimizer's first group from its own initial lr (a scheduler
+    keeps a value per group, and torch's raises at its next step where the groups outnumber them).
+    The keys a scheduler put in the first group (initial_lr, max_lr, ...) are the NIWs' too, where
+    the NIW group has none; chained and sequential schedulers join through each of theirs."""
+    for key, value in first.items():
+        if key != "params" and key not in group:
+            group[key] = value
+    group["initial_lr"] = group["lr"]
+    for inner in getattr(scheduler, "_schedulers", ()):
+        join_scheduler(inner, group, first)
+    for name in ("base_lrs", "lr_lambdas", "min_lrs", "_last_lr"):
+        values = getattr(scheduler, name, None)
+        if isinstance(values, list) and values:
+            values.append(group["lr"] if name in ("base_lrs", "_last_lr") else values[0])
+
+
 class Probe:
     """NINs attached to a live network (see the module's docstring); made by `attach`."""
 
@@ -140,6 +158,7 @@ class Probe:
         sigma: float | None = None,
         sigma2_paper: float | None = None,
         optimizer: torch.optim.Optimizer | None,
+        scheduler=None,
         run_dir: str | Path,
         measure_on: tuple[torch.Tensor, torch.Tensor],
         test: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -235,6 +254,8 @@ class Probe:
         if optimizer is not None:
             optimizer.add_param_group({"params": self.niws})
             self.group = optimizer.param_groups[-1]
+            if scheduler is not None:
+                join_scheduler(scheduler, self.group, optimizer.param_groups[0])
         # plain values for the per-step path (an OmegaConf lookup costs microseconds at every step)
         self.every, self.measure_every = int(every_steps), int(measure_every)
         self.events_on, self.event_growth, self.event_loss_growth = bool(events), float(event_growth), float(event_loss_growth)

@@ -192,6 +192,100 @@ def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_
     assert len(read_rows(next((tmp_path / "lt").rglob("nin_probe")), "steps.csv")) == 1 + 3 * 8
 
 
+def test_a_hugging_face_trainer_with_the_callback_is_a_run_summarize_reads(tmp_path):
+    """A model written as the Hugging Face Trainer takes one (batches of keywords, a dict with the
+    loss and the logits back), trained by a real `transformers.Trainer` on the CPU with
+    NINProbeCallback: the records are a nin run with a phase for each of its two NINs, a step row
+    for each optimizer step, the labels in the Trainer's log history, and the model as it was."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from torch.utils.data import Dataset
+
+    from nin_cli.probe.huggingface import NINProbeCallback
+
+    class ImageClassifier(nn.Module):
+        def __init__(self, width: int = 32):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
+
+        def forward(self, pixel_values, labels=None):
+            logits = self.net(pixel_values)
+            loss = F.cross_entropy(logits, labels) if labels is not None else None
+            return {"loss": loss, "logits": logits}
+
+    class Images(Dataset):
+        def __init__(self, split):
+            self.split = split
+
+        def __len__(self):
+            return len(self.split.y)
+
+        def __getitem__(self, i):
+            return {"pixel_values": self.split.x[i], "labels": self.split.y[i]}
+
+    data = load_data_mini(tmp_path)
+    torch.manual_seed(0)
+    model = ImageClassifier()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), num_train_epochs=3, per_device_train_batch_size=64, learning_rate=0.05, optim="sgd",
+        lr_scheduler_type="constant", use_cpu=True, report_to="none", save_strategy="no", logging_strategy="no",
+        disable_tqdm=True, seed=0, dataloader_num_workers=0,
+    )  # fmt: skip
+    callback = NINProbeCallback(["net.1", "net.3"], sigma=3.0)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Images(data.train), callbacks=[callback])
+    trainer.train()
+    run = tmp_path / "hf" / "nin_probe"
+    logged = [row for row in trainer.state.log_history if "nin/net.1/phase" in row]
+    assert len(logged) == 3 and {"nin/net.3/phase", "nin/net.1/niw_norm", "nin/net.1/confidence"} <= set(logged[-1])
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # detached at the training's end
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # it trained, with the NIWs gone from it
+    assert set(model.state_dict()) == set(before)
+    summary, _ = summarize_paths([str(run)], [], tmp_path)
+    table = summary.runs
+    assert len(table) == 1 and table["status"].iloc[0] == "completed"
+    assert {table["phase_net.1"].iloc[0], table["phase_net.3"].iloc[0]} <= {"decoupled", "decay", "catapult", "divergent"}
+    steps = read_rows(run, "steps.csv")
+    assert len(steps) == 1 + 3 * 8 and all(math.isfinite(float(r["train_loss"])) for r in steps[1:])  # 512 images, batches of 64
+
+
+@pytest.mark.parametrize("kind", ["step", "lambda", "sequential"])
+def test_a_scheduler_made_before_attach_takes_the_niws_in(tmp_path, kind):
+    """A loop's learning-rate scheduler, made with the optimizer before the probe adds the NIWs'
+    group: given to attach, it schedules that group as the first (torch's would raise at its next
+    step where the groups outnumber its values); the rows' lr is the NIWs'."""
+    from torch.optim import lr_scheduler
+
+    data = load_data_mini(tmp_path)
+    net = mlp(data.in_shape, data.n_out, depth=1, width=16)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    halve = {
+        "step": lambda: lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+        "lambda": lambda: lr_scheduler.LambdaLR(opt, lambda epoch: 0.5**epoch),
+        "sequential": lambda: lr_scheduler.SequentialLR(
+            opt, [lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), lr_scheduler.ExponentialLR(opt, gamma=0.5)], milestones=[1]
+        ),
+    }[kind]
+    sched = halve()
+    sub = (data.train.x[:64], data.train.y[:64])
+    probe = attach(net, "input", sigma=1.0, optimizer=opt, scheduler=sched, run_dir=tmp_path / "run", measure_on=sub, epochs=3)
+    lrs = []
+    for _ in range(3):
+        for start in range(0, 256, 64):
+            loss = F.cross_entropy(net(data.train.x[start : start + 64]), data.train.y[start : start + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            probe.step(loss)
+        sched.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+        probe.epoch_end()
+    probe.detach()
+    assert all(model == niws for model, niws in lrs) and len(lrs[0]) == 2  # the NIWs' group on the first group's schedule
+    assert lrs[-1][0] <= 0.1 * 0.5**2  # the schedule ran: halved at least twice
+    assert [float(r["lr"]) for r in read_rows(tmp_path / "run")][1:] == pytest.approx([lr for lr, _ in lrs])
+
+
 def test_sigma_in_the_papers_units_is_that_of_the_first_nins_layer(tmp_path):
     """sigma2_paper=u: sigma^2 = u d_in / eta with d_in the fan-in of the layer the first NIN joins
     (784 at the MLP's first Linear) and eta the optimizer's rate; given with sigma too, refused."""
