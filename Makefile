@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/main
 
-.PHONY: setup data run test test-fast test-slow test-slurm test-gpu gpu-bundle fuzz poster slurm-start slurm-stop lint format bench clean
+.PHONY: setup data run test test-fast test-slow test-install test-slurm test-gpu gpu-bundle fuzz poster slurm-start slurm-stop lint format bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ test-fast: setup
 
 test-slow: setup
 	$(PYTEST) -m slow
+
+# nin as a user installs it: a wheel built and installed into a fresh environment and driven from
+# outside the checkout, and every subcommand as the console script, each a new interpreter (CI runs it).
+test-install: setup
+	$(PYTEST) -m install
 
 # The fuzzer of tests/interface/test_fuzz.py with many more draws (the suite runs 60, and 20 config directories): every draw answered in one line.
 fuzz: setup

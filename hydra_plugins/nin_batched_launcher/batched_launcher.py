@@ -85,7 +85,8 @@ class CollectingLauncher(Launcher):
 
         runs: list = []  # each job's RunConfig: the pre-flight's where it checked this job, else resolved here, once
         dirs: list[Path] = []
-        self.live: dict[int, DictConfig] = {}  # per structure of the sweep: the config its jobs' values are set in (job_config)
+        # per structure of the sweep (its template, held so that its id stays its own): the config its jobs' values are set in
+        self.live: dict[int, tuple[DictConfig, DictConfig]] = {}
 
         returns = []
         for offset, overrides in enumerate(job_overrides):
@@ -118,9 +119,10 @@ class CollectingLauncher(Launcher):
         elif not composition.in_place:
             cfg = with_job_overrides(with_sweeps_hydra_node(self.config, composition.make()), overrides)
         else:
-            live = self.live.get(id(composition.template))
-            if live is None:
-                live = self.live[id(composition.template)] = with_sweeps_hydra_node(self.config, composition.template.copy())
+            template = composition.template
+            if id(template) not in self.live:
+                self.live[id(template)] = (template, with_sweeps_hydra_node(self.config, template.copy()))
+            live = self.live[id(template)][1]
             composition.apply(live)
             with read_write(live.hydra.runtime):
                 live.hydra.runtime.output_dir = MISSING  # the last job's: record_job sets this job's

@@ -103,6 +103,7 @@ def test_finished_run_is_skipped_and_another_config_is_refused(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.install
 def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users_configs(tmp_path):
     """`pip install .` (a wheel, not editable) into a new virtual environment, run from a directory
     outside the checkout in new interpreters with nothing of the checkout on their path: the
@@ -166,6 +167,7 @@ def test_the_wheel_in_a_fresh_environment_has_every_launcher_the_map_and_a_users
 
 
 @pytest.mark.e2e
+@pytest.mark.install
 def test_every_subcommand_as_the_installed_console_script(tmp_path):
     """`.venv/bin/nin`, a new process each: import-time settings, plugin discovery and exit-time
     output are what a user gets (the forked nin of tests/forkrun.py shares a preloaded server's)."""
