@@ -44,7 +44,6 @@ try:
 except ImportError as exc:  # the extra is optional: one line that says which
     raise ImportError("nin_cli.probe.huggingface needs transformers: pip install -e '.[huggingface]' (in nin's checkout)") from exc
 
-from nin_cli.analysis.phases import PHASES
 from nin_cli.probe.live import Probe
 
 log = logging.getLogger(__name__)
@@ -166,19 +165,12 @@ class NINProbeCallback(TrainerCallback):
             return
         self.busy = True
         try:
-            row = self.probe.epoch_end()
+            logged, statuses = self.probe.labels(self.probe.epoch_end())
         finally:
             self.busy = False
-        logged: dict[str, float] = {"epoch": float(state.epoch or self.probe.epoch), "step": state.global_step}
-        for status in self.probe.status():
-            key = f"nin/{status.nin}"
-            logged[f"{key}/niw_norm"] = float(row.get(f"niw_norm_{status.nin}", math.nan))
-            logged[f"{key}/phase"] = float(PHASES.index(status.phase)) if status.phase in PHASES else math.nan
-            logged[f"{key}/confidence"] = status.confidence
-            if math.isfinite(status.tau_niw):
-                logged[f"{key}/tau_niw"] = status.tau_niw
+        for status in statuses:
             log.info(f"nin: epoch {self.probe.epoch}: {status}")
-        state.log_history.append(logged)
+        state.log_history.append({"epoch": float(state.epoch or self.probe.epoch), "step": state.global_step, **logged})
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
         for hook in self.hooks:

@@ -16,7 +16,6 @@ Needs the `lightning` extra: pip install -e '.[lightning]' (in nin's checkout).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 try:
@@ -25,7 +24,6 @@ try:
 except ImportError as exc:  # the extra is optional: one line that says which
     raise ImportError("nin_cli.probe.lightning needs Lightning: pip install -e '.[lightning]' (in nin's checkout)") from exc
 
-from nin_cli.analysis.phases import PHASES
 from nin_cli.probe.live import Probe
 
 
@@ -61,15 +59,8 @@ class NINProbe(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.probe is None:
             return
-        row = self.probe.epoch_end()
-        logged = {}
-        for status in self.probe.status():
-            key = f"nin/{status.nin}"
-            logged[f"{key}/niw_norm"] = float(row.get(f"niw_norm_{status.nin}", math.nan))
-            logged[f"{key}/phase"] = float(PHASES.index(status.phase)) if status.phase in PHASES else math.nan
-            logged[f"{key}/confidence"] = status.confidence
-            if math.isfinite(status.tau_niw):
-                logged[f"{key}/tau_niw"] = status.tau_niw
+        logged, statuses = self.probe.labels(self.probe.epoch_end())
+        for status in statuses:
             rank_zero_info(f"nin: epoch {self.probe.epoch}: {status}")
         pl_module.log_dict(logged, on_epoch=True, on_step=False)
 

@@ -43,7 +43,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nin_cli.analysis.phases import nin_decay_times, nin_phases
+from nin_cli.analysis.phases import PHASES, nin_decay_times, nin_phases
 from nin_cli.analysis.runs import Run
 from nin_cli.config.resolve import flat
 from nin_cli.config.schema import conf_dir, load_settings
@@ -466,6 +466,21 @@ class Probe:
                 )
             )
         return out
+
+    def labels(self, row: dict) -> tuple[dict[str, float], list[NINStatus]]:
+        """What the callbacks log at an epoch's end (`row`: epoch_end's): each NIN's NIW norm, phase
+        (its index in PHASES), confidence and tau_niw (where finite) under `nin/<layer>/...`, and
+        the statuses they came from."""
+        statuses = self.status()
+        logged: dict[str, float] = {}
+        for status in statuses:
+            key = f"nin/{status.nin}"
+            logged[f"{key}/niw_norm"] = float(row.get(f"niw_norm_{status.nin}", math.nan))
+            logged[f"{key}/phase"] = float(PHASES.index(status.phase)) if status.phase in PHASES else math.nan
+            logged[f"{key}/confidence"] = status.confidence
+            if math.isfinite(status.tau_niw):
+                logged[f"{key}/tau_niw"] = status.tau_niw
+        return logged, statuses
 
     # the end ------------------------------------------------------------------------------------
     def detach(self, status: str = "completed") -> None:
