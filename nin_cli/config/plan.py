@@ -2,8 +2,9 @@
 
 `nin train` checks every job before any trains (preflight.check_command), and the pre-flight
 returns what it found as a Plan: the command's config directories, the overrides to compose with,
-and each job's RunConfig, resolved once, with its composition (or a maker of it, made when the
-launcher asks), keyed by the job's own overrides as the sweeper hands them to the launcher.
+and each job's RunConfig, resolved once, with its composition (a Composition: its structure's
+template and its own values), keyed by the job's own overrides as the sweeper hands them to the
+launcher.
 
 Hydra then runs the command and builds its sweeper and launcher from config, so the CLI cannot pass
 them the plan as an argument. It hands it over for the command's duration instead (`with
