@@ -123,7 +123,8 @@ class NINProbeCallback(TrainerCallback):
                     f"the batch holds {sorted(batch)}: set input_key= and label_key=, or pass measure_on=(x, y)"
                 )
             settings = {"samples_per_epoch": samples, "epochs": epochs, **self.settings}
-            settings.setdefault("measure_on", (batch[self.input_key].detach(), batch[self.label_key].detach()))
+            if "measure_on" not in settings:
+                settings["measure_on"] = (batch[self.input_key].detach(), batch[self.label_key].detach())
             self.busy = True
             try:
                 self.probe = Probe(
