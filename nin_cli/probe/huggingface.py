@@ -31,9 +31,10 @@ Needs the `huggingface` extra: pip install -e '.[huggingface]' (in nin's checkou
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -106,6 +107,16 @@ class NINProbeCallback(TrainerCallback):
         self.hooks: list = []
         self.busy = False  # the probe itself calls the model (its dry pass, its measurements): not a training step
 
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[None]:
+        """The probe calls the model inside (its dry pass, its measurements): no forward pass
+        there attaches the probe or counts as a training step's."""
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, train_dataloader=None, **kwargs) -> None:
         if self.probe is not None or model is None:
             return
@@ -125,8 +136,7 @@ class NINProbeCallback(TrainerCallback):
             settings = {"samples_per_epoch": samples, "epochs": epochs, **self.settings}
             if "measure_on" not in settings:
                 settings["measure_on"] = (batch[self.input_key].detach(), batch[self.label_key].detach())
-            self.busy = True
-            try:
+            with self.probing():
                 self.probe = Probe(
                     Logits(module, self.input_key),
                     self.nins,
@@ -136,8 +146,6 @@ class NINProbeCallback(TrainerCallback):
                     run_dir=run_dir,
                     **settings,
                 )
-            finally:
-                self.busy = False
             log.info(f"nin: probe attached at {', '.join(self.probe.layers)}; records in {run_dir}")
 
         def record(module: nn.Module, _args: tuple, _kwargs: dict, out) -> None:
@@ -155,20 +163,14 @@ class NINProbeCallback(TrainerCallback):
             return
         loss = torch.stack(self.losses).mean() if self.losses else None
         self.losses = []
-        self.busy = True  # a scheduled or event measurement may run inside
-        try:
+        with self.probing():  # a scheduled or event measurement may run inside
             self.probe.step(loss)
-        finally:
-            self.busy = False
 
     def on_epoch_end(self, args, state, control, **kwargs) -> None:
         if self.probe is None:
             return
-        self.busy = True
-        try:
+        with self.probing():
             logged, statuses = self.probe.labels(self.probe.epoch_end())
-        finally:
-            self.busy = False
         for status in statuses:
             log.info(f"nin: epoch {self.probe.epoch}: {status}")
         state.log_history.append({"epoch": float(state.epoch or self.probe.epoch), "step": state.global_step, **logged})
