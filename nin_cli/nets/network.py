@@ -108,10 +108,11 @@ def build_model(model_cfg, nin_cfg, in_shape: tuple[int, ...], n_out: int, seed:
         raise ConfigError(f"model.init must be one of {', '.join(MODEL_INITS)}, got {init!r}")
     if not 0.0 <= float(model_cfg.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {model_cfg.dropout}")
-    model = NINModel(network(model_cfg, in_shape, n_out, seed, records), tuple(in_shape), str(model_cfg.name))
+    net = network(model_cfg, in_shape, n_out, seed, records)
+    gen = generator(int(seed), "init")  # with the factory's seeding: wiring the NINs below needs nothing under nets/
+    model = NINModel(net, tuple(in_shape), str(model_cfg.name))
     layers = resolve_nin_layers(nin_cfg, model.layer_names, str(model_cfg.name))
     model.check_layers(layers)  # says what a named module is, if not a layer
-    gen = generator(int(seed), "init")
     if init == "fan_in":
         init_weights(model, gen)
     model.attach_nins(layers, in_shape, gen, nin_cfg.get("init", "layer"), nin_cfg.get("conv", "input"))
