@@ -16,10 +16,12 @@ the 1,000-image measurement set, Tr H_z on 256 of them with one probe, the norms
 The measurement's own cost is printed beside it, and what a schedule of measurements every N steps
 would cost (--measure-every).
 
-A third loop runs the probe at sigma 0: every operation of the probe (the noise drawn, scaled by 0 and
-added, the NIW's gradient, the norms, the measurement) on activations equal to the plain loop's. Its
-overhead is the probe's own arithmetic; the rest of the sigma-3 overhead is the network's own
-kernels running on noisy activations (CPU max-pooling, for one, branches on its values).
+Two more loops split the sigma-3 overhead in two. "noisy plain" is the plain loop whose first layer
+is given the same kind of noise by a hook (sigma 3 times a fixed weight drawn as the NIW is, no
+gradient, no records): what the network's own kernels cost on noisy activations (the CPU's
+max-pooling branches on its values), which any noise injection brings; the probe's own cost at
+sigma 3 is "probe" against it ("probe's own"). "sigma 0" is the probe with its noise scaled by 0:
+every operation of the probe on the plain loop's activations.
 """
 
 from __future__ import annotations
@@ -44,6 +46,31 @@ SETTINGS = {
     "fig3_mlp": (lambda d: mlp(d.in_shape, d.n_out, depth=1, width=1024), 1000, 0.01),
     "cnn": (lambda d: cnn(d.in_shape, d.n_out), 128, 0.05),
 }
+
+
+def first_layer(net: torch.nn.Module) -> torch.nn.Module:
+    """The layer `nins="input"` puts the NIN at: the first Linear or Conv2d (these networks reach
+    their layers in the order they list them)."""
+    return next(m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+
+
+def add_plain_noise(net: torch.nn.Module, in_shape: tuple[int, ...], sigma: float) -> None:
+    """The noise a NIN at the first layer adds, given by a hook with no gradient and no records:
+    sigma eps W at a Linear's output, at a convolution's input, W drawn N(0, 1/fan_in) as the NIW."""
+    layer = first_layer(net)
+    conv = isinstance(layer, torch.nn.Conv2d)
+    shape = in_shape if conv else (layer.out_features,)
+    fan_in = layer.weight[0].numel()
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(1), device="cpu").to(layer.weight.device) / fan_in**0.5
+    gen = torch.Generator(device=layer.weight.device).manual_seed(2)
+
+    def eps(n: int) -> torch.Tensor:
+        return sigma * torch.randn(n, generator=gen, device=weight.device)
+
+    if conv:  # on the (small) input, as the probe adds it
+        layer.register_forward_pre_hook(lambda m, args: (torch.addcmul(args[0], eps(len(args[0])).view(-1, 1, 1, 1), weight), *args[1:]))
+    else:  # into the layer's fresh output in place, as the probe adds it
+        layer.register_forward_hook(lambda m, args, out: out.addmm_(eps(len(out))[:, None], weight[None]))
 
 
 def step(net, opt, x, y, probe=None) -> float:
@@ -107,8 +134,8 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"device {device}, {args.train_size} training images, {args.repeats} rounds, torch {torch.__version__}, {threads} threads")
     print(
-        f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'at sigma 0':>11}"
-        f" {'measurement s':>14} {'of the epoch':>13}"
+        f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'noisy plain':>12} {'probe own':>10}"
+        f" {'at sigma 0':>11} {'measurement s':>14} {'of the epoch':>13}"
     )
     scratch = Path(tempfile.mkdtemp(prefix="nin-probe-bench-"))
     try:
@@ -116,9 +143,11 @@ def main() -> None:
             build, batch, lr = SETTINGS[name]
             torch.manual_seed(0)
             loops = {}
-            for label, sigma in (("plain", None), ("probe", 3.0), ("sigma0", 0.0)):
+            for label, sigma in (("plain", None), ("noisy", None), ("probe", 3.0), ("sigma0", 0.0)):
                 net = build(data).to(device)
                 opt = torch.optim.SGD(net.parameters(), lr=lr)
+                if label == "noisy":
+                    add_plain_noise(net, data.in_shape, 3.0)
                 probe = None if sigma is None else attach(
                     net, "input", sigma=sigma, optimizer=opt, run_dir=scratch / f"{name}-{label}",
                     measure_on=(data.train.x[:1000], data.train.y[:1000]), samples_per_epoch=len(data.train),
@@ -126,11 +155,12 @@ def main() -> None:
                 loops[label] = (net, opt, probe)
             epochs_side_by_side(loops, data, batch, 1)  # warm-up of each (allocations, kernels)
             times = epochs_side_by_side(loops, data, batch, args.repeats)
-            a, b, c = (statistics.median(times[label]) for label in ("plain", "probe", "sigma0"))
+            a, noisy, b, c = (statistics.median(times[label]) for label in ("plain", "noisy", "probe", "sigma0"))
             probe = loops["probe"][2]
             m = measurement_seconds(probe)
             print(
-                f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {100 * (c / a - 1):>10.1f}% {m:>14.3f} {100 * m / a:>12.1f}%"
+                f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {100 * (noisy / a - 1):>11.1f}%"
+                f" {100 * (b / noisy - 1):>9.1f}% {100 * (c / a - 1):>10.1f}% {m:>14.3f} {100 * m / a:>12.1f}%"
             )
             if args.measure_every:
                 steps = -(-len(data.train) // batch)
