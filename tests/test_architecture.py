@@ -146,10 +146,11 @@ def test_the_stage_rule_finds_an_import_that_runs_back_up():
 
 def test_a_batched_sweep_of_values_is_composed_once_and_each_job_resolved_once(tmp_path, monkeypatch):
     """`nin train -m hydra/launcher=batched` in this process: the pre-flight composes the command
-    once and the sweep's structure once (its jobs differ in values only: preflight.JobComposer),
-    and resolves each job once; the sweeper (hydra/sweeper=grid) does not compose a job again to
-    check it, the launcher makes its Hydra config from that composition, and structuring, batching
-    and training take its RunConfig. (The report reads each run's config.yaml: `load`, not `resolve`.)"""
+    once, which is the sweep's one structure too (its jobs differ in values only:
+    preflight.JobComposer starts from the command's composition), and resolves each job once; the sweeper
+    (hydra/sweeper=grid) does not compose a job again to check it, the launcher makes its Hydra config from
+    that composition, and structuring, batching and training take its RunConfig. (The report reads each
+    run's config.yaml: `load`, not `resolve`.)"""
     from collections import Counter
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -193,7 +194,7 @@ def test_a_batched_sweep_of_values_is_composed_once_and_each_job_resolved_once(t
     cli.main(args)  # returns: the sweep ran
     jobs = {(float(s), k) for s in (1, 2) for k in (0, 1)}
     assert set(resolved) == jobs and set(resolved.values()) == {1}, resolved
-    assert nin_composed == Counter({(): 2}), nin_composed  # the command (its sweep's values aside), and the jobs' one structure
+    assert nin_composed == Counter({(): 1}), nin_composed  # the command (its sweep's values aside), the jobs' one structure too
     assert hydra_composed == Counter(), hydra_composed  # neither the sweeper's check nor the launcher composes a job again
     assert len(list(tmp_path.glob("*/metrics.csv"))) == 4
 

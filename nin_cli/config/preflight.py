@@ -123,6 +123,9 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
             base = hydra.compose("train", overrides=fixed, return_hydra_config=True)
         except Exception as exc:  # Hydra's composition errors
             raise ConfigError(_composition_error(exc, fixed, hydra.compose)) from None
+        compose_job = JobComposer(hydra.compose, sources)
+        if multirun:  # the jobs that sweep no group choice share the fixed overrides' groups: base is their structure
+            compose_job.composed_already([o for o in parsed if not o.is_sweep_override()], base.copy())
         with open_dict(base):
             named_by_choice(base, group_choices(base))
         grid = {str(k): str(v) for k, v in (base.hydra.sweeper.get("params") or {}).items()} if multirun else {}
@@ -133,7 +136,6 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
         jobs = sweep_jobs(grid, overrides) if multirun else [[o for o in overrides if not o.startswith("-")]]
         varied = tuple(f"{k.lstrip('+~')}=" for k in {*grid, *(o.key_or_group for o in parsed if o.is_sweep_override())})
         built: set[str] = set()
-        compose_job = JobComposer(hydra.compose, sources)
         for job in jobs:
             where = f" (sweep job {' '.join(o.lstrip('+') for o in job if o.lstrip('+').startswith(varied))})" if varied else ""
             try:
@@ -167,6 +169,14 @@ class JobComposer:
         self.compose, self.sources = compose, sources
         self.templates: dict[tuple[str, ...], DictConfig] = {}
         self.parsed: dict[str, Any] = {}  # each distinct override parsed once (a sweep's values repeat across its jobs)
+        self.known: tuple[tuple[str, ...], DictConfig] | None = None
+
+    def composed_already(self, parsed: list, composed: DictConfig) -> None:
+        """Hydra's composition of `parsed` (the command's fixed overrides), made by the caller: a
+        structure with the same structural overrides starts from it rather than from a composition
+        of its own. Its values are the job's too (a job is the fixed overrides and its swept
+        values), and each job's values are set over it in the job's order, as over a template."""
+        self.known = (tuple(o.input_line for o in parsed if self.structural(o)), composed)
 
     def structural(self, override) -> bool:
         key = override.key_or_group
@@ -182,7 +192,11 @@ class JobComposer:
         values = tuple(o for o in parsed if not self.structural(o))
         structure = (*(o.input_line for o in parsed if self.structural(o)), *(f"{o.key_or_group}=" for o in values))
         if structure not in self.templates:
-            composed = self.compose("train", overrides=[o.input_line for o in parsed if self.structural(o)], return_hydra_config=True)
+            lines = [o.input_line for o in parsed if self.structural(o)]
+            if self.known is not None and self.known[0] == tuple(lines):
+                composed = self.known[1].copy()
+            else:
+                composed = self.compose("train", overrides=lines, return_hydra_config=True)
             template = composed.copy()
             with open_dict(template):  # in its place (first), as in Hydra's composition
                 template.hydra = {"runtime": {"choices": dict(composed.hydra.runtime.choices)}}

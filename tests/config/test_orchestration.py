@@ -11,7 +11,7 @@ from harness import EXAMPLE_CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nin_cli.config.overrides import sweep_jobs
+from nin_cli.config.overrides import parse, sweep_jobs
 from nin_cli.config.preflight import JobComposer, command_sources
 from nin_cli.config.resolve import resolve, without_hydra
 from nin_cli.config.sources import using
@@ -19,11 +19,14 @@ from nin_cli.config.sources import using
 
 def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[str] = ()) -> int:
     """Every job of a sweep composed by JobComposer and by Hydra: the same config (Hydra's node
-    aside: its choices), the same resolved run. Returns how many jobs were compared."""
+    aside: its choices), the same resolved run. The composer starts from the command's own
+    composition, as the pre-flight's does (a job that sweeps no group choice builds on it). Returns
+    how many jobs were compared."""
     sources, overrides = command_sources(command, list(config_dirs))
     jobs = sweep_jobs(grid, overrides)
     with using(sources), initialize_config_dir(config_dir=str(sources.dirs[0]), version_base="1.3"):
         ours = JobComposer(compose, sources)
+        ours.composed_already(parse(overrides), compose("train", overrides=overrides, return_hydra_config=True))
         made = []
         for job in jobs:
             current, composition = ours(job)
