@@ -23,10 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import forkrun
+import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from nin_cli.config.schema import conf_dir
 from nin_cli.interface.cli import main
+from nin_cli.nets.network import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONF = REPO / "examples" / "nin_examples" / "conf"
@@ -54,6 +57,9 @@ SMALL_CNN = [
     *(o for o in QUICK if not o.startswith(("model.", "hessian."))),
     *("model=cnn", "model.channels=[8,16]", "model.hidden=32", "hessian.samples=100", "hessian.probes=1"),
 ]
+
+# The small CNN on 600 training and 300 test images: the cNINR tests' runs (tests/nets, tests/train).
+CNIN_CNN = [*SMALL_CNN, "dataset.train_size=600", "dataset.test_size=300"]
 
 TRAINING_COMMANDS = ("train", "map")
 
@@ -99,6 +105,22 @@ def coloured(png: Path) -> float:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     pixels = matplotlib.image.imread(png)[..., :3]
     return float(((pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.2).mean())
+
+
+def cnn(*overrides: str):
+    """model=cnn built on the CPU at seed 0, its NINs as `overrides` place them."""
+    cfg = make_cfg("model=cnn", *overrides)
+    return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
+
+
+def loss_and_gradients(model, x, y, eps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The model's cross-entropy on a batch with the given NIN draws, on the model's device, and
+    every parameter's gradient; both returned on the CPU."""
+    device = next(model.parameters()).device
+    model.zero_grad()
+    loss = F.cross_entropy(model(x.to(device), {n: e.to(device) for n, e in eps.items()}), y.to(device))
+    loss.backward()
+    return loss.detach().cpu(), {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()}
 
 
 INTERPRETER = (sys.executable, "-m", "nin_cli")

@@ -262,3 +262,81 @@ def test_an_import_inside_a_function_is_an_extra_or_its_module_says_why():
         if "# Imported where used: " not in path.read_text()
     }
     assert {f: m for f, m in unexplained.items() if m} == {}
+
+
+PROCESS_RUNNERS = {"nin", "nin_started", "forked_train"}  # tests/harness.py: nin as a process of its own
+OUT_OF_TEST_FAST = ("e2e", "slurm", "install", "slow")  # the marks `make test-fast` leaves out
+
+
+def process_tests(source: str) -> dict[str, bool]:
+    """Each test of a test module's source: whether it runs nin as a process of its own, directly or
+    through a helper or a fixture of its module."""
+    functions = {n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+    called = {
+        name: {c.func.id for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)} for name, f in functions.items()
+    }
+    runners = set(PROCESS_RUNNERS)
+    while True:  # the module's helpers and fixtures that run nin, to a fixed point
+        more = {name for name, f in functions.items() if called[name] & runners or {a.arg for a in f.args.args} & runners} - runners
+        if not more:
+            break
+        runners |= more
+    return {name: name in runners for name in functions if name.startswith("test_")}
+
+
+def out_of_test_fast(marks: list[ast.expr]) -> bool:
+    return any(mark in ast.unparse(m) for m in marks for mark in OUT_OF_TEST_FAST)
+
+
+def modules_of_tests() -> list[Path]:
+    return sorted(Path(__file__).resolve().parent.rglob("test_*.py"))
+
+
+def test_a_test_that_runs_nin_as_a_process_is_marked_e2e():
+    """`make test-fast` leaves the e2e tests out: a test that forks or starts nin must say so, or the
+    quick loop starts a preloaded server for it (seconds on 2 cores)."""
+    unmarked = []
+    for path in modules_of_tests():
+        tree = ast.parse(path.read_text())
+        module_marks = [
+            n.value for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+        ]
+        functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        for name, runs in process_tests(path.read_text()).items():
+            if runs and not out_of_test_fast(module_marks + functions[name].decorator_list):
+                unmarked.append(f"{path.parent.name}/{path.name}::{name}")
+    assert unmarked == []
+
+
+def test_the_process_rule_follows_helpers_and_fixtures():
+    source = """
+def helper(path):
+    return nin("summarize", path)
+
+@pytest.fixture
+def swept(tmp_path):
+    return helper(tmp_path)
+
+def test_direct(tmp_path):
+    nin("train")
+
+def test_through_a_fixture(swept):
+    pass
+
+def test_in_process(capsys):
+    nin_in_process(capsys, "train")
+"""
+    assert process_tests(source) == {"test_direct": True, "test_through_a_fixture": True, "test_in_process": False}
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in tests/harness.py: a test module found through another's folder is
+    importable only when pytest happened to collect that folder first (`pytest tests/train/test_cuda.py`,
+    make test-gpu's first step, could not import test_cnin)."""
+    imports = {
+        f"{path.parent.name}/{path.name}": node.module
+        for path in modules_of_tests()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1].startswith("test_")
+    }
+    assert imports == {}

@@ -116,6 +116,8 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
         adds_argument = override.input_line.startswith("+") and key.startswith(FACTORY_GROUPS)  # checked once composed
         if not key.startswith("hydra") and not sources.is_group(key) and not adds_argument:
             schema.check_key(key)
+            if not override.is_sweep_override():  # before anything is composed: no setting takes nan or inf
+                schema.check_finite(key, override.value())
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     with hydra.initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         check_group_choices(overrides, [o for o in overrides if o.startswith("hydra.searchpath=")])

@@ -180,6 +180,12 @@ class Schema:
                 continue
             self.check_value(key, value)
 
+    def check_finite(self, key: str, value: Any) -> None:
+        """nan and inf refused for a number setting: none takes them (the pre-flight asks this of
+        the command's own values before it composes anything)."""
+        if isinstance(value, float) and not math.isfinite(value) and self.types.get(key, set()) & {int, float}:
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+
     def check_value(self, key: str, value: Any) -> None:
         if value == MISSING:
             raise ConfigError(f"{key} must be set (e.g. {key}=...)")
@@ -191,8 +197,7 @@ class Schema:
         if not any(_is(value, kind) for kind in allowed):
             wanted = " or ".join(sorted(TYPE_NAMES[k] for k in allowed if k in TYPE_NAMES))
             raise ConfigError(f"{key} must be {wanted}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        self.check_finite(key, value)
         if isinstance(value, (tuple, list)) and any(isinstance(v, (tuple, list, Mapping)) for v in value):
             raise ConfigError(f"{key} must be a list of values (names or numbers), got {value!r}")
         if key in self.choices and isinstance(value, str) and value not in self.choices[key]:

@@ -9,32 +9,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from harness import SMALL_CNN, column, make_cfg, nin, read_rows, without_timing
+from harness import CNIN_CNN, cnn, column, make_cfg, nin, read_rows, without_timing
 from omegaconf import OmegaConf
 
 import nin_cli as api
 from nin_cli.config.resolve import load
-from nin_cli.nets.network import build_model
 from nin_cli.seeding import generator
 from nin_cli.train import train, train_many
-
-CNIN_CNN = [*SMALL_CNN, "dataset.train_size=600", "dataset.test_size=300"]
-
-
-def cnn(*overrides: str):
-    cfg = make_cfg("model=cnn", *overrides)
-    return build_model(cfg.model, cfg.nin, (1, 28, 28), 10, 0)
-
-
-def loss_and_gradients(model, x, y, eps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The model's cross-entropy on a batch with the given NIN draws, on the model's device, and
-    every parameter's gradient; both returned on the CPU."""
-    device = next(model.parameters()).device
-    model.zero_grad()
-    loss = F.cross_entropy(model(x.to(device), {n: e.to(device) for n, e in eps.items()}), y.to(device))
-    loss.backward()
-    return loss.detach().cpu(), {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import column, nin
-from test_cnin import CNIN_CNN, cnn, loss_and_gradients
+from harness import CNIN_CNN, cnn, column, loss_and_gradients, nin
 
 from nin_cli.nets import conv_block
 
@@ -107,6 +106,7 @@ def test_a_cnn_with_and_without_the_fused_block_computes_the_same_loss_and_gradi
         torch.testing.assert_close(fused_grads[name], g, rtol=1e-4, atol=1e-5 * float(g.abs().max()), msg=name)
 
 
+@pytest.mark.e2e
 @needs_kernel
 def test_a_cnn_run_trains_the_same_with_and_without_the_fused_block(tmp_path):
     """Three epochs of in-NINR on the mini data: the same losses, accuracies and NIW norm to float
@@ -123,6 +123,7 @@ def test_a_cnn_run_trains_the_same_with_and_without_the_fused_block(tmp_path):
         assert column(tmp_path / "fused", key) == pytest.approx(column(tmp_path / "eager", key), rel=2e-3, abs=2e-3), key
 
 
+@pytest.mark.e2e
 @needs_kernel
 def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unless_allowed(tmp_path):
     """env.json says the fused block ran (and the step, precision, threads, CPU); resumed with
@@ -153,6 +154,7 @@ def test_what_ran_is_recorded_and_a_resume_that_would_change_it_is_refused_unles
     assert len(column(run, "train_loss_clean")) == 3
 
 
+@pytest.mark.e2e
 def test_fused_block_on_where_it_cannot_run_is_one_line(tmp_path):
     proc = nin("train", "dataset=fashion_mnist_mini", "model.width=16", "epochs=1", "progress=false", "fused_block=on",
                    f"hydra.run.dir={tmp_path}")  # fmt: skip

@@ -229,6 +229,7 @@ def test_a_user_file_with_an_unknown_key_or_a_wrong_type_is_one_line_naming_it(t
         check_command([], multirun=False, config_dirs=[str(tmp_path)])
 
 
+@pytest.mark.e2e
 def test_tags_and_notes_are_recorded_shown_and_not_the_runs_identity(tmp_path):
     import nin_cli as nin_api
 

@@ -53,6 +53,7 @@ def test_method_presets_set_the_regularizer():
     assert make_cfg("method=dropout").model.dropout == 0.3
 
 
+@pytest.mark.e2e
 def test_ninr_presets_draw_the_niws_at_the_models_preset_scale():
     """model.ninr_init is the NINR methods' nin.init: the CNN's image NIW (784 pixels, conv1's
     fan-in 9) is drawn with std 1/sqrt(784) under `input`, 1/3 under `layer`; a model without the

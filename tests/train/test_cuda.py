@@ -12,8 +12,7 @@ import time
 
 import pytest
 import torch
-from harness import QUICK, column, make_cfg, nin, read_rows
-from test_cnin import cnn, loss_and_gradients
+from harness import QUICK, cnn, column, loss_and_gradients, make_cfg, nin, read_rows
 
 from nin_cli.config.schema import load_settings
 from nin_cli.nets import conv_block
@@ -51,6 +50,7 @@ def test_cuda_batched_members_follow_their_single_runs(tmp_path):
         assert abs(column(bdir, "test_acc")[-1] - column(single, "test_acc")[-1]) < 0.03
 
 
+@pytest.mark.e2e
 def test_cuda_run_killed_mid_training_resumes_without_lost_or_duplicated_rows(tmp_path):
     args = ["train", *GPU, "epochs=6", "batch_size=16", "noise.sigma=3", "model.width=512"]
     reference = tmp_path / "reference"
@@ -133,6 +133,7 @@ def test_cuda_runs_in_ieee_float32_unless_tf32_is_asked_for_and_the_record_says_
     assert engine(tmp_path / "tf32")["arithmetic"] == "tf32" and engine(tmp_path / "tf32")["tf32"] == {"matmul": True, "conv": True}
 
 
+@pytest.mark.e2e
 def test_a_gpu_run_resumes_and_is_evaluated_on_the_cpu_and_a_cpu_run_on_the_gpu(tmp_path):
     small = [*QUICK, "epochs=2", "noise.sigma=3"]
     for trained, then in (("cuda", "cpu"), ("cpu", "cuda")):

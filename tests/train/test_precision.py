@@ -105,6 +105,7 @@ def as_if_trained_on_cuda(run, precision: str) -> None:
     (run / "env.json").write_text(json.dumps(env))
 
 
+@pytest.mark.e2e
 def test_a_run_trained_on_a_gpu_resumes_on_a_cpu_with_its_streams_reseeded(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "epochs=2", "precision=fp32", f"hydra.run.dir={run}"]
@@ -121,6 +122,7 @@ def test_a_run_trained_on_a_gpu_resumes_on_a_cpu_with_its_streams_reseeded(tmp_p
     assert nin("train", *args[:-2], "epochs=5", "extend=true", f"hydra.run.dir={run}").returncode == 0
 
 
+@pytest.mark.e2e
 def test_a_run_trained_in_tf32_is_not_resumed_in_float32_unless_allowed(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "epochs=2", f"hydra.run.dir={run}"]
