@@ -12,15 +12,17 @@ from nin_cli.errors import ConfigError
 pytestmark = pytest.mark.slow
 
 
-def have_fashion_mnist() -> bool:
+@pytest.fixture(scope="module")
+def fashion_mnist() -> None:
+    """Skips where Fashion-MNIST is not installed: asked when a test here runs, not while every
+    worker collects the suite (loading it is seconds)."""
     try:
         load_dataset(make_cfg("dataset=fashion_mnist").dataset)
-        return True
     except ConfigError:
-        return False
+        pytest.skip("Fashion-MNIST not installed (make data)")
 
 
-@pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST not installed (make data)")
+@pytest.mark.usefixtures("fashion_mnist")
 def test_fig3_sweep_finds_the_four_phases_in_order(tmp_path):
     """docs/phases.md's Fig. 3 result under the papers' NIW init (docs/fig3/phases.csv: decoupled
     up to 4.6e-4 units, decay from 6.8e-4, catapult at 0.68-1, divergent from 1.47; the 3-seed map,

@@ -65,7 +65,6 @@ def _imagemagick():
     return library, WandImage
 
 
-@pytest.mark.skipif(_imagemagick() is None, reason="needs Wand and ImageMagick (apt-get install libmagickwand-6.q16-6)")
 def test_motion_blur_equals_imagemagick(pixels):
     """The NumPy port of MotionBlurImage against ImageMagick through Wand, as MNIST-C calls it:
     an 8-bit PNG in, every level's (radius, sigma), random angles; the same grey levels out."""
@@ -75,6 +74,8 @@ def test_motion_blur_equals_imagemagick(pixels):
     import numpy as np
     from PIL import Image
 
+    if _imagemagick() is None:  # asked here, not at collection: importing Wand takes a second
+        pytest.skip("needs Wand and ImageMagick (apt-get install libmagickwand-6.q16-6)")
     library, wand_image = _imagemagick()
     library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
     rng = np.random.default_rng(0)
