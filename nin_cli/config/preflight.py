@@ -174,10 +174,10 @@ class JobComposer:
         self.known: tuple[tuple[str, ...], DictConfig] | None = None
 
     def composed_already(self, parsed: list, composed: DictConfig) -> None:
-        """Hydra's composition of `parsed` (the command's fixed overrides), made by the caller: a
-        structure with the same structural overrides starts from it rather than from a composition
-        of its own. Its values are the job's too (a job is the fixed overrides and its swept
-        values), and each job's values are set over it in the job's order, as over a template."""
+        """Hydra's composition of the command's fixed overrides (`parsed`), which the caller made
+        already: a structure of the same structural overrides is made from it, not composed again.
+        Its fixed values are set in it, but every job sets them too (a job is the fixed overrides
+        and its swept values), in the job's order, so the job's config is the same."""
         self.known = (tuple(o.input_line for o in parsed if self.structural(o)), composed)
 
     def structural(self, override) -> bool:
@@ -196,7 +196,7 @@ class JobComposer:
         if structure not in self.templates:
             lines = [o.input_line for o in parsed if self.structural(o)]
             if self.known is not None and self.known[0] == tuple(lines):
-                composed = self.known[1].copy()
+                composed = self.known[1]  # read, not changed: the template below is a copy
             else:
                 composed = self.compose("train", overrides=lines, return_hydra_config=True)
             template = composed.copy()
