@@ -163,7 +163,7 @@ def with_job_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def _save_yaml(data: Any, path: Path) -> None:
-    from nin_cli.config.resolve import yaml_text
+    from nin_cli.config.yaml_io import yaml_text
 
     path.write_text(yaml_text(data), encoding="utf-8")
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf._utils import get_omega_conf_dumper, get_yaml_loader
 
 from nin_cli.config.legacy import fill_config
 from nin_cli.config.schema import conf_dir, factory_groups, flatten, train_schema
 from nin_cli.config.sources import current
+from nin_cli.config.yaml_io import read_yaml
 from nin_cli.errors import ConfigError, RecordError
 from nin_cli.units import sigma2_per_paper_unit
 
@@ -67,36 +66,6 @@ class RunConfig:
             OmegaConf.set_struct(made, True)
             object.__setattr__(self, "_cfg", made)  # made once, on first use
         return self._cfg
-
-
-class RecordLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):
-    """OmegaConf's YAML reading of a saved config (its floats such as 1e-3, no timestamps, a key
-    twice is damage), with libyaml's parser: a sweep's report reads hundreds of them."""
-
-    def construct_mapping(self, node, deep: bool = False):
-        keys = [k.value for k, _ in node.value if k.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
-        if len(keys) != len(set(keys)):
-            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark, "found a duplicate key")
-        return super().construct_mapping(node, deep=deep)
-
-
-RecordLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in get_yaml_loader().yaml_implicit_resolvers.items()
-}
-
-
-class _RecordDumper(yaml.CDumper if hasattr(yaml, "CDumper") else yaml.Dumper):
-    """OmegaConf's YAML writing (strings that read as a bool or a number quoted) with libyaml's emitter."""
-
-
-_RecordDumper.add_representer(str, get_omega_conf_dumper().str_representer)
-
-
-def yaml_text(data: Any) -> str:
-    """OmegaConf.to_yaml's text of a plain container (a config's to_container), several times
-    faster: what a run's config.yaml and a job's .hydra/ files hold, written once a job."""
-    return yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_RecordDumper)
 
 
 # --- resolving ------------------------------------------------------------------------------------
@@ -148,7 +117,7 @@ def load(path: Path, validate: bool = False) -> RunConfig:
     """A saved config.yaml, resolved as `resolve` does (a trained run is not re-validated: its
     config is what it was trained with). A damaged file is a RecordError naming it."""
     try:
-        saved = yaml.load(Path(path).read_text(), Loader=RecordLoader)
+        saved = read_yaml(path)
     except FileNotFoundError:
         raise
     except Exception as exc:  # YAML errors, or bytes that are not text: the file is damaged

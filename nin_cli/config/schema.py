@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nin_cli.config.yaml_io import read_yaml
 from nin_cli.errors import ConfigError
 
 # Imported where used: the analysis and completion read settings without torch; the choices the
@@ -278,7 +279,7 @@ def train_schema(*dirs: Path) -> Schema:
 @lru_cache(maxsize=8)
 def _train_types(dirs: tuple[Path, ...]) -> dict[str, set[type]]:
     types: dict[str, set[type]] = {}
-    top = OmegaConf.to_container(OmegaConf.load(dirs[0] / "train.yaml"))
+    top = read_yaml(dirs[0] / "train.yaml")
     _collect(types, flatten({k: v for k, v in top.items() if k not in ("defaults", "hydra")}))
     for group, option in _options(dirs[0]):
         _collect(types, _option_keys(option, group))
@@ -316,7 +317,7 @@ def _option_keys(option: Path, group: str) -> dict[str, Any]:
     """An option file's keys (dotted, under its package) and values; one line naming a file that does not parse."""
     try:
         package = _package(option, group)
-        body = OmegaConf.to_container(OmegaConf.load(option)) or {}
+        body = read_yaml(option) or {}
     except Exception as exc:
         raise ConfigError(f"{option} does not parse: {str(exc).splitlines()[0]}") from None
     if not isinstance(body, dict):
@@ -328,7 +329,7 @@ def _option_keys(option: Path, group: str) -> dict[str, Any]:
 def file_schema(path: Path, open_prefixes: tuple[str, ...] = (), rules: dict[str, Rule] | None = None) -> Schema:
     """The schema of a flat settings file (analysis.yaml, robustness/default.yaml): its own keys and types."""
     types: dict[str, set[type]] = {}
-    _collect(types, flatten(OmegaConf.to_container(OmegaConf.load(path))))
+    _collect(types, flatten(read_yaml(path)))
     for key, kind in NULLABLE.items():
         short = key.removeprefix("robustness.")
         if short != key and (short in types or any(k.startswith(f"{short}.") for k in types)):  # a leaf, or a table

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nin_cli.config.resolve import RunConfig, resolve, yaml_text
+from nin_cli.config.resolve import RunConfig, resolve
+from nin_cli.config.yaml_io import yaml_text
 from nin_cli.data.datasets import Dataset
 from nin_cli.errors import ConfigError, Interrupted, RecordError, console
 from nin_cli.identity import differing, exempt, exempt_patterns, identity
