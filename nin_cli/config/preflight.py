@@ -44,7 +44,10 @@ def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
             continue  # a key, a deletion, or glob(): Hydra matches a glob against the options itself
         if "/" not in group and not current().is_group(group):
             continue  # a top-level key (epochs=3): no config directory has a folder of that name
-        options = loader.get_group_options(group, config_name="train", overrides=searchpath)
+        if group.startswith("hydra/"):  # Hydra's groups: their options are its plugins' too
+            options = loader.get_group_options(group, config_name="train", overrides=searchpath)
+        else:  # nin's: the option files of the command's config directories (Hydra's listing of them, without its search)
+            options = current().options(group)
         if not options:
             continue  # not a group
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
