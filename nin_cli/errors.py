@@ -55,6 +55,11 @@ class Interrupted(Exception):
         return 128 + int(getattr(signal, str(self), signal.SIGTERM))
 
 
+def counted(n: int, noun: str) -> str:
+    """A count and its noun as a line says it: 1 run, 2 runs."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def fail(message: str, code: int = 2) -> None:
     """One `nin: error:` line on stderr, then exit (2: bad input; 1: records or the system)."""
     print(f"nin: error: {message}", file=sys.stderr)

@@ -295,7 +295,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from nin_cli.errors import one_line_errors
+        from nin_cli.errors import counted, one_line_errors
         from nin_cli.interface.ensemble_job import EnsembleJob
         from nin_cli.train.ensembles import finished, plan_ensembles, recorded_status
 
@@ -304,7 +304,7 @@ class BatchedSubmititLauncher(CollectingLauncher):
         unfinished = [idx for idx in ensembles if not all(finished(dirs[i], runs[i].cfg) for i in idx)]
         todo = self.jobs_of(unfinished)
         log.info(
-            f"{len(runs)} runs in {len(ensembles)} ensembles of up to {self.ensemble_size}: "
+            f"{counted(len(runs), 'run')} in {counted(len(ensembles), 'ensemble')} of up to {self.ensemble_size}: "
             f"{len(unfinished)} submitted as {self._EXECUTOR} jobs, {len(ensembles) - len(unfinished)} already finished"
             + (f" ({len(todo)} at a time, each process training its share in turn)" if len(todo) < len(unfinished) else "")
         )

@@ -32,7 +32,7 @@ from nin_cli.analysis.runs import find_runs, load_run
 from nin_cli.analysis.summarize import markdown, write_csv
 from nin_cli.config.resolve import resolve
 from nin_cli.config.schema import load_settings
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, counted
 from nin_cli.identity import identity
 from nin_cli.nets.network import record_of
 from nin_cli.records.store import FINISHED, RunRecords, atomic_write_text
@@ -299,7 +299,7 @@ class MapRun:
             )
             return None
         self.last_round, self.rounds = todo, self.rounds + 1
-        print(f"map: round {self.rounds}: {len(todo)} runs ({have} ended so far, budget {self.budget})", file=sys.stderr)
+        print(f"map: round {self.rounds}: {counted(len(todo), 'run')} ({have} ended so far, budget {self.budget})", file=sys.stderr)
         return todo
 
     def finish(self) -> None:

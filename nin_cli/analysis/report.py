@@ -13,7 +13,7 @@ from nin_cli.analysis.plots import sweep_figures
 from nin_cli.analysis.runs import load_runs
 from nin_cli.analysis.summarize import compact, markdown, summarize
 from nin_cli.config.schema import load_settings
-from nin_cli.errors import ConfigError
+from nin_cli.errors import ConfigError, counted
 from nin_cli.records.store import atomic_write_text
 
 REPORT = "report.md"
@@ -30,7 +30,7 @@ def write_report(sweep: Path, overrides: list[str] | None = None) -> tuple[Path,
     plots = sweep / "plots"
     plots.mkdir(exist_ok=True)
     figures = sweep_figures(runs, summary.phases, summary.phase_of(runs), plots)
-    outcome = f"{len(runs)} runs: {summary.outcome()}"
+    outcome = f"{counted(len(runs), 'run')}: {summary.outcome()}"
     lines = [f"# Sweep report: {sweep.name}", "", f"{outcome}. Written {time.strftime('%Y-%m-%d %H:%M')} from `{sweep}`.", ""]
     if (sweep / "boundaries.md").exists():  # a phase map (nin map): its located boundaries first
         lines += ["## Phase boundaries (nin map)", "", (sweep / "boundaries.md").read_text(), "", "![phase map](map.png)", ""]

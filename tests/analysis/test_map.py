@@ -146,7 +146,7 @@ def test_runs_a_nin_train_sweep_left_are_points_of_the_map(tmp_path):
     assert trained.returncode == 0, trained.stderr
     before = finished_runs(sweep)
     mapped = nin("map", *TOY_MAP, "hydra.sweeper.budget=3", f"hydra.sweep.dir={sweep}")
-    assert mapped.returncode == 0 and "map: round 1: 1 runs (2 ended so far" in mapped.stderr, mapped.stderr
+    assert mapped.returncode == 0 and "map: round 1: 1 run (2 ended so far" in mapped.stderr, mapped.stderr
     after = finished_runs(sweep)
     assert len(after) == 3 and all(after[name] == data for name, data in before.items())
 

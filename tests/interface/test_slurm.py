@@ -134,7 +134,7 @@ def test_a_cancelled_job_is_reported_with_its_cause_and_a_rerun_finishes_it(tmp_
     assert len(errors) == 1 and f"job {job}" in errors[0] and "CANCELLED" in errors[0] and "rerun" in errors[0], out
     again = nin("train", "-m", "hydra/launcher=batched_slurm", *FITS, *args, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr
-    assert "1 runs: 1 completed" in again.stderr
+    assert "1 run: 1 completed" in again.stderr
     assert [int(r["epoch"]) for r in read_rows(next(sweep.glob("*/metrics.csv")).parent)] == [0, 1, 2, 3]
 
 
