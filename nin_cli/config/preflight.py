@@ -33,11 +33,12 @@ from nin_cli.nets.network import built_from
 from nin_cli.units import sigma2_per_paper_unit
 
 
-def check_group_choices(overrides: list[str], searchpath: list[str]) -> None:
-    """`group=option` for an option that does not exist: one line that lists the group's options,
-    as Hydra finds them (every config directory on the search path, and the plugins' own)."""
+def check_group_choices(parsed: list, searchpath: list[str]) -> None:
+    """`group=option` for an option that does not exist (`parsed`: the command's overrides, parsed):
+    one line that lists the group's options, as Hydra finds them (every config directory on the
+    search path, and the plugins' own)."""
     loader = GlobalHydra.instance().config_loader()
-    for override in parse(overrides):
+    for override in parsed:
         group = override.key_or_group
         globbed = override.is_sweep_override() and (not override.is_discrete_sweep() or isinstance(override.value(), Glob))
         if "." in group or override.is_delete() or globbed:
@@ -123,7 +124,7 @@ def _check_command(plan: Plan, multirun: bool, inspect: bool = False) -> None:
                 schema.check_finite(key, override.value())
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     with hydra.initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        check_group_choices(overrides, [o for o in overrides if o.startswith("hydra.searchpath=")])
+        check_group_choices(parsed, [o for o in overrides if o.startswith("hydra.searchpath=")])
         try:
             base = hydra.compose("train", overrides=fixed, return_hydra_config=True)
         except Exception as exc:  # Hydra's composition errors
@@ -194,14 +195,14 @@ class JobComposer:
         same keys (the structure names them), each over the last's; a value that merges, a
         mapping, is set in a copy instead."""
         parsed = [self.parsed[o] if o in self.parsed else self.parsed.setdefault(o, parse([o])[0]) for o in job]
+        lines = tuple(o.input_line for o in parsed if self.structural(o))
         values = tuple(o for o in parsed if not self.structural(o))
-        structure = (*(o.input_line for o in parsed if self.structural(o)), *(f"{o.key_or_group}=" for o in values))
+        structure = (*lines, *(f"{o.key_or_group}=" for o in values))
         if structure not in self.templates:
-            lines = [o.input_line for o in parsed if self.structural(o)]
-            if self.known is not None and self.known[0] == tuple(lines):
+            if self.known is not None and self.known[0] == lines:
                 composed = self.known[1]  # read, not changed: the template below is a copy
             else:
-                composed = self.compose("train", overrides=lines, return_hydra_config=True)
+                composed = self.compose("train", overrides=list(lines), return_hydra_config=True)
             template = composed.copy()
             with open_dict(template):  # in its place (first), as in Hydra's composition
                 template.hydra = {"runtime": {"choices": dict(composed.hydra.runtime.choices)}}

@@ -164,7 +164,7 @@ def _fill_shipped_model(run: dict) -> None:
         return
     missing = [key for key in shipped_model_keys(str(model["name"])) if key not in model]
     if missing:
-        defaults = OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{model['name']}.yaml"))
+        defaults = read_yaml(conf_dir() / "model" / f"{model['name']}.yaml")
         for key, value in defaults.items():
             if key not in model and key != "defaults":
                 model[key] = value
