@@ -20,7 +20,7 @@ Two more loops split the sigma-3 overhead in two. "noisy plain" is the plain loo
 is given the same kind of noise by a hook (sigma 3 times a fixed weight drawn as the NIW is, no
 gradient, no records): what the network's own kernels cost on noisy activations (the CPU's
 max-pooling branches on its values), which any noise injection brings; the probe's own cost at
-sigma 3 is "probe" against it ("probe's own"). "sigma 0" is the probe with its noise scaled by 0:
+sigma 3 is "probe" against it ("probe own"). "sigma 0" is the probe with its noise scaled by 0:
 every operation of the probe on the plain loop's activations.
 """
 

@@ -74,9 +74,10 @@ def test_motion_blur_equals_imagemagick(pixels):
     import numpy as np
     from PIL import Image
 
-    if _imagemagick() is None:  # asked here, not at collection: importing Wand takes a second
+    found = _imagemagick()  # asked here, not at collection: importing Wand takes a second
+    if found is None:
         pytest.skip("needs Wand and ImageMagick (apt-get install libmagickwand-6.q16-6)")
-    library, wand_image = _imagemagick()
+    library, wand_image = found
     library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
     rng = np.random.default_rng(0)
     grey = (pixels[:40, 0].numpy() * 255).round().astype(np.uint8)
