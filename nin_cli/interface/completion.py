@@ -18,7 +18,7 @@ import sys
 
 from nin_cli.errors import ConfigError
 
-# Imported where used: it runs at every TAB; Hydra and the runner are loaded only to complete a `nin train` line.
+# Imported where used: it runs at every TAB; Hydra is loaded only to complete a `nin train` line.
 
 SCRIPT = """_nin_completion()
 {
@@ -81,7 +81,6 @@ def hydra_candidates(line: str) -> list[str]:
     import hydra
 
     from nin_cli.config.schema import conf_dir
-    from nin_cli.interface.runner import hydra_task
 
     out = io.StringIO()
     argv, environ = sys.argv, dict(os.environ)
@@ -89,7 +88,8 @@ def hydra_candidates(line: str) -> list[str]:
     sys.argv = ["nin", "-sc", "query=bash"]
     try:
         with contextlib.redirect_stdout(out):
-            hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(hydra_task)()
+            # Hydra answers -sc before it would run the task: no task, so no torch and no runner (2 s at every TAB)
+            hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(lambda cfg: None)()
     except SystemExit:
         pass
     finally:

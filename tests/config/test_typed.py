@@ -4,6 +4,7 @@ name, every user error one line, and shell completion as the shell calls it."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
@@ -234,9 +235,15 @@ def test_a_closed_pipe_ends_quietly(toy_sweep, fmt):
     assert "wrote runs.csv" not in proc.stderr  # it stopped at the first write
 
 
+@functools.cache
+def completion_script(shell: str) -> str:
+    """What `nin --shell-completion install=<shell>` prints (the console script, as a user installs it)."""
+    return subprocess.run([f"{BIN}/nin", "--shell-completion", f"install={shell}"], capture_output=True, text=True, check=True).stdout
+
+
 def complete(line: str, shell: str = "bash") -> list[str]:
     """What the installed completion offers on `line`, asked the way bash asks it."""
-    script = subprocess.run([f"{BIN}/nin", "--shell-completion", f"install={shell}"], capture_output=True, text=True, check=True).stdout
+    script = completion_script(shell)
     words = line.split() + ([""] if line.endswith(" ") else [])
     array = " ".join(f"'{w}'" for w in words)
     driver = f"""{script}
@@ -259,6 +266,16 @@ def test_shell_completion_as_bash_calls_it():
     assert sorted(complete("nin summarize --f")) == ["--format"]
     assert sorted(complete("nin summarize DIR --format ")) == ["markdown", "rich"]
     assert complete("nin export ") == ["tensorboard"]
+
+
+def test_completing_a_train_line_loads_hydra_and_no_torch():
+    """TAB on a `nin train` line asks Hydra alone (0.3 s a TAB): not the runner and torch (2 s)."""
+    code = (
+        "import sys\nfrom nin_cli.interface.completion import candidates\n"
+        "print(sorted(candidates('nin train model=m')), 'torch' in sys.modules)"
+    )
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert answer == "['model=mlp'] False"
 
 
 @pytest.mark.e2e
