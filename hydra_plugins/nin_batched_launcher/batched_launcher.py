@@ -44,7 +44,7 @@ class BatchedSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.nin_batched_launcher.batched_launcher.BatchedSlurmLauncher"
     ensemble_size: int = 64  # members per ensemble, i.e. per SLURM job
     wait: bool = True  # false: submit the job array and return (follow with nin progress, then nin report)
-    poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
+    poll_s: float = 10.0  # the most seconds between reads of the jobs' states while waiting (the first reads come sooner)
 
 
 @dataclass
@@ -54,7 +54,7 @@ class BatchedLocalConf(LocalQueueConf):
     # local processes at most (null: the cores this process may use / cpus_per_task); ensembles
     # beyond it are dealt to those processes, each training its share in turn
     array_parallelism: Optional[int] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
-    poll_s: float = 10.0  # seconds between reads of the jobs' states while waiting
+    poll_s: float = 10.0  # the most seconds between reads of the jobs' states while waiting (the first reads come sooner)
 
 
 store = ConfigStore.instance()
@@ -410,14 +410,20 @@ def quiet_without_accounting(jobs: list) -> None:
         job.watcher = watcher
 
 
+FIRST_POLL_S = 0.25  # wait_for_jobs' first pause between reads of the jobs' states
+
+
 def wait_for_jobs(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> dict:
     """Until every job ends: a line whenever a job ends or a run finishes (runs done / total).
 
     submitit knows a job ended from its result file, and from SLURM's accounting (sacct) where
     there is one. Without accounting, a job that ends without a result (scancel, a kill, a node
     failure) would be waited for forever: SLURM's own queue is read too (squeue, then scontrol),
-    and such a job is returned as lost, {job id: its state}. A job pending for a reason that no
-    wait cures (the partition cannot hold it) is cancelled, with one line naming the option."""
+    and such a job is returned as lost, {job id: its state}, once it has been out of the queue
+    without a result for 2 x `every_s`. A job pending for a reason that no wait cures (the
+    partition cannot hold it) is cancelled, with one line naming the option. The reads start a
+    quarter second apart and double up to `every_s`: a short sweep is not left waiting for a read
+    long after it ended, and a long one is read every `every_s`."""
     import time
 
     from nin_cli.config import cluster
@@ -426,8 +432,9 @@ def wait_for_jobs(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> di
 
     slurm = bool(jobs) and type(jobs[0]).__name__ == "SlurmJob"
     lost: dict = {}
-    gone: dict[str, int] = {}  # polls since a job left SLURM's queue without a result
+    gone: dict[str, float] = {}  # when a job was first seen out of SLURM's queue without a result
     last = None
+    pause = min(FIRST_POLL_S, every_s)
     while True:
         waiting = [job for job in jobs if job.job_id not in lost and not job.done()]
         done_runs = sum(finished(d) for d in run_dirs)
@@ -444,12 +451,13 @@ def wait_for_jobs(jobs: list, run_dirs: list[Path], every_s: float = 10.0) -> di
                     cluster.cancel(j.job_id for j in waiting)
                     raise ConfigError(f"job {job.job_id} cannot start: SLURM keeps it pending ({state.reason}); {state.advice()}")
                 if state is None:  # left the queue: its result file follows, or it ended without one
-                    gone[job.job_id] = gone.get(job.job_id, 0) + 1
-                    if gone[job.job_id] >= 3 and not job.done():
+                    since = gone.setdefault(job.job_id, time.monotonic())
+                    if time.monotonic() - since >= 2 * every_s and not job.done():
                         lost[job.job_id] = cluster.final_state(job.job_id) or cluster.JobState("ENDED", "no longer known to SLURM")
                 else:
                     gone.pop(job.job_id, None)
-        time.sleep(every_s)
+        time.sleep(pause)
+        pause = min(2 * pause, every_s)
 
 
 class BatchedSlurmLauncher(BatchedSubmititLauncher):
