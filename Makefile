@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/main
 
-.PHONY: setup data run test test-fast test-slow test-install test-slurm test-gpu gpu-bundle fuzz poster slurm-start slurm-stop lint format bench clean
+.PHONY: setup data run test test-fast test-slow test-install test-launchers test-slurm test-gpu gpu-bundle fuzz poster slurm-start slurm-stop lint format bench clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ test-slow: setup
 # outside the checkout, and every subcommand as the console script, each a new interpreter (CI runs it).
 test-install: setup
 	$(PYTEST) -m install
+
+# Sweeps through the launchers whose every job starts a new interpreter (3-4 s of imports each here):
+# submitit's local executor (requeues on preemption), the batched local processes, joblib's workers (CI runs it).
+test-launchers: setup
+	$(PYTEST) -m launchers
 
 # The fuzzer of tests/interface/test_fuzz.py with many more draws (the suite runs 60, and 20 config directories): every draw answered in one line.
 fuzz: setup

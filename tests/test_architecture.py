@@ -265,7 +265,7 @@ def test_an_import_inside_a_function_is_an_extra_or_its_module_says_why():
 
 
 PROCESS_RUNNERS = {"nin", "nin_started", "forked_train"}  # tests/harness.py: nin as a process of its own
-OUT_OF_TEST_FAST = ("e2e", "slurm", "install", "slow")  # the marks `make test-fast` leaves out
+OUT_OF_TEST_FAST = ("e2e", "slurm", "install", "launchers", "slow")  # the marks `make test-fast` leaves out
 
 
 def process_tests(source: str) -> dict[str, bool]:

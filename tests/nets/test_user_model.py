@@ -426,6 +426,7 @@ def test_a_map_and_a_prediction_of_my_network(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.launchers
 def test_a_submitit_launcher_hands_the_config_directory_to_its_jobs(tmp_path):
     """batched_local: each ensemble a process of its own (submitit), with no Hydra job around it,
     still checks and builds the user's model from the command's --config-dir."""

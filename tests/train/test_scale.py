@@ -218,6 +218,7 @@ def test_batched_launcher_is_one_switch_on_a_hydra_sweep(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.launchers
 def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
     proc = nin(
         "train",
@@ -237,6 +238,7 @@ def test_the_joblib_launcher_trains_a_sweep_in_worker_processes(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.launchers
 def test_submitit_local_sweep_and_rerun_skips_finished_runs(tmp_path):
     args = ["train", "-m", "hydra/launcher=local", *QUICK, "epochs=1", "noise.sigma=0,3", f"hydra.sweep.dir={tmp_path}"]
     assert nin(*args).returncode == 0
@@ -262,6 +264,7 @@ PREEMPT = [*QUICK, "epochs=5", "noise.sigma=3"]
 
 
 @pytest.mark.e2e
+@pytest.mark.launchers
 def test_preempted_submitit_job_requeues_and_resumes_without_lost_or_duplicated_rows(tmp_path, gate):
     reference = tmp_path / "reference"
     assert nin("train", *PREEMPT, f"hydra.run.dir={reference}").returncode == 0
@@ -328,6 +331,7 @@ BATCHED_PREEMPT = [*PREEMPT, "epochs=4", "noise.sigma=1,3", "seed=0,1", "hydra.l
 
 
 @pytest.mark.e2e
+@pytest.mark.launchers
 def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, gate):
     """hydra/launcher=batched_local: 4 runs as 2 submitit jobs of 2-member ensembles. SIGUSR2 to
     both jobs mid-training requeues them; every member's rows equal those of an uninterrupted
@@ -361,6 +365,7 @@ def test_preempted_batched_local_jobs_requeue_and_resume_every_member(tmp_path, 
 
 
 @pytest.mark.e2e
+@pytest.mark.launchers
 def test_batched_local_runs_no_more_processes_than_asked(tmp_path):
     """array_parallelism=1: the sweep's 2 ensembles go to one local process, which trains them in
     turn; every member's rows equal the in-process batched sweep's (the same ensembles)."""
