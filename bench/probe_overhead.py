@@ -89,17 +89,20 @@ def step(net, opt, x, y, probe=None) -> float:
 
 def epochs_side_by_side(loops, data, batch: int, rounds: int) -> dict[str, list[float]]:
     """Seconds per epoch of each loop, the loops stepped in turn batch by batch on the same batches
-    (so that load from elsewhere falls on both alike); a probe's epoch_end counts in its epoch."""
+    (so that load from elsewhere falls on each alike), the first of the turn rotating from batch to
+    batch (so that none is always the one after another's caches); a probe's epoch_end counts in its epoch."""
     n = len(data.train)
     gen = torch.Generator(device=data.train.x.device).manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
     for _ in range(rounds):
         spent = dict.fromkeys(loops, 0.0)
         perm = torch.randperm(n, generator=gen, device=data.train.x.device)
-        for s in range(0, n, batch):
+        for k, s in enumerate(range(0, n, batch)):
             idx = perm[s : s + batch]
             x, y = data.train.x[idx], data.train.y[idx]
-            for name, (net, opt, probe) in loops.items():
+            for name in names[k % len(names) :] + names[: k % len(names)]:
+                net, opt, probe = loops[name]
                 spent[name] += step(net, opt, x, y, probe)
         for name, (_, _, probe) in loops.items():
             if probe is not None:
