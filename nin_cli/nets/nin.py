@@ -86,27 +86,51 @@ class NoiseInjection(nn.Module):
         return z + self.weight * eps.reshape(-1, *([1] * self.weight.ndim))
 
 
+def batch_rows(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """t (batch first) as a (batch, rest) matrix without a copy where its layout allows: a
+    channels-last image batch read in its own (N, H, W, C) order (True beside it), so that a
+    network laid out NHWC, as oneDNN and cuDNN run convolutions fastest, keeps its layout."""
+    nhwc = t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return (t.permute(0, 2, 3, 1) if nhwc else t).reshape(len(t), -1), nhwc
+
+
+def unit_order(t: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """A (C, H, W) tensor in the order of batch_rows' columns: (H, W, C) where they are NHWC."""
+    return t.permute(1, 2, 0) if nhwc else t
+
+
+def from_unit_order(flat: torch.Tensor, shape: torch.Size, nhwc: bool) -> torch.Tensor:
+    """A vector in batch_rows' column order as a (C, H, W) = `shape` tensor (unit_order undone)."""
+    if not nhwc:
+        return flat.view(shape)
+    c, h, w = shape
+    return flat.view(h, w, c).permute(2, 0, 1)
+
+
 class NoiseAdd(torch.autograd.Function):
-    """z + eps W_NI (eps: one number a sample), added into z where z is contiguous (a layer's fresh
-    output, which no backward reads), its backward the NIW's gradient as one matrix-vector product
-    eps^T dL/dz and z's passed through: what NoiseInjection computes, with no (batch x units)
-    temporary either way. The probe's (NINModel.live); nin's own runs keep NoiseInjection's
-    arithmetic, which their records hold."""
+    """z + eps W_NI (eps: one number a sample), added into z where z is contiguous in its layout
+    (a layer's fresh output, which no backward reads; NCHW or channels-last), its backward the NIW's
+    gradient as one matrix-vector product eps^T dL/dz and z's passed through: what NoiseInjection
+    computes, with no (batch x units) temporary either way. The probe's (NINModel.live); nin's own
+    runs keep NoiseInjection's arithmetic, which their records hold."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(eps)
         ctx.shape = weight.shape
-        if z.is_contiguous():
-            z.view(len(z), -1).addmm_(eps[:, None], weight.reshape(1, -1))
+        rows, nhwc = batch_rows(z)
+        noise = unit_order(weight, nhwc).reshape(1, -1)
+        if z.is_contiguous() or nhwc:  # rows is a view of z: the noise goes into it
+            rows.addmm_(eps[:, None], noise)
             ctx.mark_dirty(z)
             return z
-        return torch.addmm(z.reshape(len(z), -1), eps[:, None], weight.reshape(1, -1)).view(z.shape)
+        return torch.addmm(rows, eps[:, None], noise).view(z.shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (eps,) = ctx.saved_tensors
-        return grad, None, (eps @ grad.reshape(len(grad), -1)).view(ctx.shape)
+        rows, nhwc = batch_rows(grad)
+        return grad, None, from_unit_order(eps @ rows, ctx.shape, nhwc).contiguous()
 
 
 class ConvInputNoise(torch.autograd.Function):
@@ -128,7 +152,8 @@ class ConvInputNoise(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         eps, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.settings
-        summed = (eps @ grad.reshape(len(grad), -1)).view(1, *grad.shape[1:])
+        rows, nhwc = batch_rows(grad)  # a channels-last gradient summed in its own layout, not copied
+        summed = from_unit_order(eps @ rows, grad.shape[1:], nhwc)[None]
         image = summed.new_empty((1, *ctx.shape))
         (niw_grad, _, _) = torch.ops.aten.convolution_backward(
             summed, image, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, [True, False, False]
@@ -308,7 +333,7 @@ class NINModel(nn.Module):
         function, but the noise crosses the convolution as one image, so the NIW's gradient needs no
         input gradient of the whole batch (at the image, none is needed otherwise); in NHWC, the
         layout of the channels-last output, the NIW's gradient is one matrix-vector product."""
-        if self.live and out.is_contiguous():  # a live network in its own NCHW layout (the probe's): left in it
+        if self.live:  # a live network in its own layout, NCHW or channels-last (the probe's): left in it
             return NoiseAdd.apply(out, eps, self.output_noise(name))
         nhwc = out.permute(0, 2, 3, 1)
         noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)

@@ -5,6 +5,7 @@ run that `nin summarize` reads with a phase per NIN."""
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -98,6 +99,40 @@ def test_detach_leaves_the_network_and_optimizer_as_they_were(tmp_path):
     assert len(opt.param_groups) == 1 and not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
     assert torch.equal(net(data.train.x[:8]).detach(), before)
     assert (tmp_path / "p" / "status.json").read_text().count('"completed"') == 1
+
+
+@pytest.mark.parametrize("conv", ["input", "output"])
+def test_a_channels_last_network_keeps_its_layout_and_trains_the_same_niws(tmp_path, conv):
+    """The CNN laid out channels-last (PyTorch's fast CPU layout for convolutions) and in NCHW, the
+    same draws, a NIN at each convolution: the same NIWs after training to float rounding, and the
+    channels-last network's activations stay channels-last with the probe attached (the noise and
+    the NIW's gradient read the layout as it is, not through an NCHW copy)."""
+    data = load_data_mini(tmp_path)
+    niws, layouts = {}, []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        with seeded(2):
+            net = cnn(data.in_shape, data.n_out, channels=(4, 8), hidden=16).to(memory_format=layout)
+        x = data.train.x.contiguous(memory_format=layout)
+        probe = attach(
+            net, ["features.0", "features.3"], sigma=3.0, conv=conv, optimizer=torch.optim.SGD(net.parameters(), lr=0.05),
+            run_dir=tmp_path / f"{conv}-{layout}", measure_on=(x[:64], data.train.y[:64]), samples_per_epoch=len(x),
+        )  # fmt: skip
+        drawn = [w.detach().clone() for w in probe.niws]
+        kept = functools.partial(lambda layout, m, args, out: layouts.append(out.is_contiguous(memory_format=layout)), layout)
+        seen = net.features[3].register_forward_hook(kept)
+        for start in range(0, 256, 64):
+            loss = F.cross_entropy(net(x[start : start + 64]), data.train.y[start : start + 64])
+            probe.optimizer.zero_grad()
+            loss.backward()
+            probe.optimizer.step()
+            probe.step(loss)
+        seen.remove()
+        niws[layout] = [w.detach().clone() for w in probe.niws]
+        assert all(w.ne(w0).any() for w, w0 in zip(niws[layout], drawn))  # trained: a test that can fail
+        probe.detach()
+    assert all(layouts) and len(layouts) == 8
+    nchw, nhwc = niws[torch.contiguous_format], niws[torch.channels_last]
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(nchw, nhwc))
 
 
 def load_data_mini(tmp_path: Path):
