@@ -111,8 +111,10 @@ def library() -> ctypes.CDLL | None:
     return _state["lib"]
 
 
-def _wrapped(t: torch.Tensor) -> bool:
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+def _in_transform() -> bool:
+    """Inside vmap, grad or jvp (torch.func), which the kernel's autograd.Function does not
+    support: a forward-mode Hessian estimate passes the first block with its parameters unwrapped."""
+    return torch._C._are_functorch_transforms_active()
 
 
 IMAGE_CHANNELS = 4  # at most: the kernel is for an image's few channels; oneDNN's GEMMs win on more
@@ -120,7 +122,8 @@ IMAGE_CHANNELS = 4  # at most: the kernel is for an image's few channels; oneDNN
 
 def applies(layer: nn.Module, x: torch.Tensor) -> bool:
     """Whether the fused kernel computes this block: a 3x3, stride-1, padding-1 float32 conv of an
-    image (a few channels, no gradient wanted for it) on the CPU, outside vmap and autocast."""
+    image (a few channels, no gradient wanted for it) on the CPU, outside torch.func's transforms
+    and autocast."""
     return (
         isinstance(layer, nn.Conv2d)
         and x.device.type == "cpu"
@@ -138,8 +141,7 @@ def applies(layer: nn.Module, x: torch.Tensor) -> bool:
         and layer.out_channels % 8 == 0
         and layer.in_channels <= IMAGE_CHANNELS
         and not torch.is_autocast_enabled("cpu")
-        and not _wrapped(x)
-        and not _wrapped(layer.weight)
+        and not _in_transform()
         and library() is not None
     )
 

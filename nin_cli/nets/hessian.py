@@ -15,12 +15,14 @@ everything below is per sample, averaged over the sample (<.>):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch.func import grad, jvp
 
 from nin_cli.nets.objectives import Estimate, LossFn, mean_and_error
+from nin_cli.nets.structure import piecewise_linear
 
 
 @dataclass
@@ -56,19 +58,56 @@ class ProbedLoss:
     them, and Hessian-vector products w.r.t. them (`hvp`), which every second-order measure below
     takes. `mode` (hvp_mode): `reverse` keeps the first backward pass's graph and differentiates
     it again for each product; `forward` differentiates the gradient in the product's direction
-    by forward mode (torch.func.jvp), a forward and backward pass each."""
+    by forward mode (torch.func.jvp), a forward and backward pass each.
 
-    def __init__(self, model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]], mode: str | None = None):
+    The traces and NIW curvatures need only quadratic forms v . H v. Where the NIN layer sits in a
+    piecewise-linear network (structure.piecewise_linear: ReLU, max-pooling, Linear, Conv...), H_z
+    is J^T H_loss J exactly, and the form is u . H_loss u with u = J v: one forward-mode pass and
+    the loss's Hessian on the logits, no backward pass (`gauss_newton`). It is taken where it was
+    measured to pay (bench/measure_profile.py): one NIN, at a convolution, on the CPU, where the
+    double backward would also compute the convolutions' weight gradients (the CNN's Hessian
+    estimates 1.9x faster). A NIN at a Linear is reached by a double backward through the layers
+    after it alone, which a forward pass from the input cannot beat (the Fig. 3 MLP's took 2x
+    longer that way); each more NIN layer needs a pass of its own; on CUDA the measurement is
+    replayed as one captured graph, tested with the HVPs' forward mode and not yet with this."""
+
+    def __init__(
+        self, model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]], mode: str | None = None, gauss_newton: bool | None = None
+    ):
         self.model, self.n, self.names = model, len(x), list(shapes)
         self.mode = mode or hvp_mode(model, x.device)
         if self.mode not in HVP_MODES:
             raise ValueError(f"unknown HVP mode {self.mode!r}; one of {', '.join(HVP_MODES)}")
-        self.loss_of = lambda deltas: loss_fn(model(x, probes=deltas), y)
+        if gauss_newton is None:
+            gauss_newton = (
+                x.device.type == "cpu"
+                and len(self.names) == 1
+                and self.names[0] in getattr(model, "conv_layers", ())
+                and piecewise_linear(getattr(model, "net", model))
+            )
+        self.gauss_newton = gauss_newton
+        self.logits_of = lambda deltas: model(x, probes=deltas)
+        self.loss_of = lambda deltas: loss_fn(self.logits_of(deltas), y)
+        self.loss_on = lambda logits: loss_fn(logits, y)
+        self.deltas = {n: torch.zeros(len(x), *shapes[n], device=x.device, requires_grad=True) for n in self.names}
+
+    def _gradients(self, create_graph: bool) -> dict[str, torch.Tensor]:
         with torch.enable_grad():
-            self.deltas = {n: torch.zeros(len(x), *shapes[n], device=x.device, requires_grad=True) for n in self.names}
-            retained = self.mode == "reverse"
             loss = self.loss_of(self.deltas)
-            self.grads = dict(zip(self.names, torch.autograd.grad(loss, list(self.deltas.values()), create_graph=retained)))
+            return dict(zip(self.names, torch.autograd.grad(loss, list(self.deltas.values()), create_graph=create_graph)))
+
+    @functools.cached_property
+    def graph_grads(self) -> dict[str, torch.Tensor]:
+        """dL/d delta with its graph kept: what the reverse-mode products differentiate again."""
+        return self._gradients(create_graph=True)
+
+    @functools.cached_property
+    def grads(self) -> dict[str, torch.Tensor]:
+        """dL/d delta per layer (the gradient's moment reads it): the reverse products' own where
+        they will be taken, else a first-order backward pass of its own."""
+        if self.mode == "reverse" and not self.gauss_newton:
+            return self.graph_grads
+        return self._gradients(create_graph=False)
 
     def hvp(self, directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """H v for v spanning the layers named in `directions` (zero elsewhere), w.r.t. the batch
@@ -80,8 +119,20 @@ class ProbedLoss:
             _, hv = jvp(grad(self.loss_of), (zeros,), (tangents,))
             return {n: hv[n] for n in names}
         with torch.enable_grad():
-            dot = sum((self.grads[n] * directions[n]).sum() for n in names)
+            dot = sum((self.graph_grads[n] * directions[n]).sum() for n in names)
             return dict(zip(names, torch.autograd.grad(dot, [self.deltas[n] for n in names], retain_graph=True)))
+
+    def forms(self, directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each named layer's per-sample v_l . (H v)_l, (N,), on hvp's scale (the batch mean's),
+        for v spanning `directions` (one tensor for every sample, or one a sample)."""
+        if not self.gauss_newton:
+            return {n: (hv * directions[n]).flatten(1).sum(1) for n, hv in self.hvp(directions).items()}
+        (name,) = self.names
+        zeros = {name: torch.zeros_like(self.deltas[name])}
+        with torch.no_grad():  # forward mode only: no graph for the parameters
+            logits, u = jvp(self.logits_of, (zeros,), ({name: directions[name].expand_as(zeros[name])},))
+            _, hu = jvp(grad(self.loss_on), (logits,), (u,))
+        return {name: (u * hu).flatten(1).sum(1)}
 
     def sample_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
         """(N, ...) H_i v_i per sample, for v (N, ...) or one v for every sample. With L the batch
@@ -99,8 +150,8 @@ class ProbedLoss:
         """Each sample's Hutchinson estimate of Tr H_z per layer, (N,), averaged over `vectors`."""
         per_sample = {n: torch.zeros(self.n, device=self.deltas[n].device) for n in self.names}
         for vs in vectors:
-            for n, hv in self.hvp(vs).items():
-                per_sample[n] += (hv * vs[n]).flatten(1).sum(1) * (self.n / len(vectors))
+            for n, form in self.forms(vs).items():
+                per_sample[n] += form * (self.n / len(vectors))
         return per_sample
 
     def traces(self, probes: int, gen: torch.Generator) -> dict[str, Estimate]:
@@ -117,7 +168,7 @@ class ProbedLoss:
             if n not in self.model.nins:
                 continue
             w = self.model.nins[n].weight.detach()
-            curvature = (self.sample_hvp(n, w) * w).flatten(1).sum(1) / (w * w).sum()
+            curvature = self.forms({n: w})[n] * self.n / (w * w).sum()
             # L is the batch mean, so a sample's own gradient is |B| times its slice of dL/d delta
             moment = (self.grads[n].detach() * self.n).pow(2).flatten(1).sum(1)
             out[n] = (curvature, moment)

@@ -70,6 +70,28 @@ def sequential_leaves(net: nn.Module, prefix: str = "") -> list[tuple[str, nn.Mo
     return leaves
 
 
+# Modules whose function is piecewise linear in their input (their second derivative zero almost
+# everywhere); the dropout and batch-norm ones only in evaluation, where they are the identity and
+# an affine map. Exact types: a subclass may compute anything.
+PIECEWISE_LINEAR = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten, nn.Identity,
+)  # fmt: skip
+LINEAR_IN_EVALUATION = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def piecewise_linear(net: nn.Module) -> bool:
+    """Whether the network, as it is now (training or evaluation), is a Sequential of piecewise-linear
+    modules: then its Hessian w.r.t. an inner activation is J^T H_loss J exactly (the network's own
+    second derivative vanishes almost everywhere), which forward mode gives without a second
+    backward pass (nets/hessian.py)."""
+    leaves = sequential_leaves(net)
+    return bool(leaves) and all(
+        type(m) in PIECEWISE_LINEAR or (type(m) in LINEAR_IN_EVALUATION and not m.training and getattr(m, "track_running_stats", True))
+        for _, m in leaves
+    )
+
+
 def plain_mlp(net: nn.Module, in_shape: tuple[int, ...]) -> bool:
     """Whether a network is the MLP the fused step computes (train/fused_mlp.py): a Sequential of
     a flattening of the input (or inputs already flat), then Linear layers with biases, a ReLU

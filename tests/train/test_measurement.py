@@ -114,3 +114,45 @@ def test_forward_and_reverse_mode_hessian_vector_products_agree(overrides):
     assert measured["forward"] == pytest.approx(measured["reverse"], rel=1e-4, abs=1e-6)
     assert hvp_mode(setup.model, torch.device("cpu")) == "reverse"
     assert hvp_mode(setup.model, torch.device("cuda")) == ("forward" if "model=cnn" in overrides else "reverse")
+
+
+@pytest.mark.parametrize(
+    "overrides, forward_only",
+    [
+        (["model=cnn", "fused_block=off"], True),  # one NIN, conv/max-pool/ReLU/Linear: piecewise linear
+        (["model=cnn", "nin=layers", "nin.layers=[conv2]"], True),  # forward mode through the C first block's layer
+        (["model=mlp"], False),  # piecewise linear, but a NIN at a Linear: the double backward is cheaper
+        (["model=cnn", "fused_block=off", "nin=all"], False),  # a forward pass a layer
+        (["model=resnet18"], False),  # not a Sequential: its forward may compute anything
+    ],
+    ids=["cnn", "cnn-conv2", "mlp", "cnn-all", "resnet"],
+)
+def test_traces_and_curvatures_of_a_piecewise_linear_network_by_forward_mode_alone(overrides, forward_only):
+    """Where one NIN sits in a piecewise-linear network, v . H_z v is u . H_loss u with u = J v
+    (ProbedLoss.gauss_newton): the same per-sample traces and NIW curvatures as the double
+    backward's to float rounding (the MLP's too); taken by default where it pays, at a convolution."""
+    from nin_cli.data.datasets import load_dataset
+    from nin_cli.nets.hessian import ProbedLoss
+    from nin_cli.nets.structure import piecewise_linear
+
+    nn = torch.nn
+    assert not piecewise_linear(nn.Sequential(nn.Linear(4, 4), nn.Tanh()))  # tanh's own curvature: J^T H J is not H
+    assert not piecewise_linear(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)))  # batch statistics while training
+    assert piecewise_linear(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5)).eval())
+
+    cfg = make_cfg(*(o for o in QUICK if not o.startswith("model.")), *overrides)
+    setup = prepare(cfg, load_dataset(cfg.dataset, torch.device("cpu")))
+    x, y = setup.data.train.x[:64], setup.data.train.y[:64]
+    setup.model.eval()
+    assert ProbedLoss(setup.model, x, y, setup.loss_fn, setup.shapes).gauss_newton is forward_only
+    if len(setup.shapes) > 1 or not piecewise_linear(setup.model.net):
+        return
+    measured = {}
+    for gauss_newton in (False, True):
+        probed = ProbedLoss(setup.model, x, y, setup.loss_fn, setup.shapes, gauss_newton=gauss_newton)
+        vectors = probed.rademacher(2, torch.Generator().manual_seed(0))
+        traces = probed.sample_traces(vectors)
+        curvatures = probed.sample_curvatures()
+        measured[gauss_newton] = torch.cat([*traces.values(), *(c for pair in curvatures.values() for c in pair)])
+    assert len(measured[True]) == 3 * 64 and measured[False].abs().min() > 0
+    assert torch.allclose(measured[True], measured[False], rtol=1e-4, atol=1e-7)
