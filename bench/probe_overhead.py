@@ -6,7 +6,9 @@
 
 Networks, written as plain loops (examples/nin_examples/networks.py): the Fig. 3 MLP (784-1024-10,
 batch 1000, SGD lr 0.01: the paper's Fig. 3 protocol) and the CNN (two conv blocks and two Linear
-layers, batch 128, lr 0.05), each with one NIN at its first layer (`nins="input"`, sigma 3).
+layers, batch 128, lr 0.05) in PyTorch's default NCHW layout ("cnn") and laid out channels-last
+("cnn_cl": `net.to(memory_format=torch.channels_last)`, PyTorch's advice for convolutions on the
+CPU and nin's own layout), each with one NIN at its first layer (`nins="input"`, sigma 3).
 
 The two loops are stepped in turn, batch by batch on the same batches, each step timed (--repeats
 epochs; the median epoch of each), so load from elsewhere on the machine falls on both alike. "probe" is everything the probe
@@ -45,7 +47,11 @@ from nin_cli.probe import attach
 SETTINGS = {
     "fig3_mlp": (lambda d: mlp(d.in_shape, d.n_out, depth=1, width=1024), 1000, 0.01),
     "cnn": (lambda d: cnn(d.in_shape, d.n_out), 128, 0.05),
+    # the same CNN laid out channels-last, as PyTorch's performance guide advises for convolutions on
+    # the CPU and as `nin train` lays out its own (oneDNN's NHWC kernels; its max-pool vectorized)
+    "cnn_cl": (lambda d: cnn(d.in_shape, d.n_out).to(memory_format=torch.channels_last), 128, 0.05),
 }
+OUTLIER = 3.0  # a step over this many times its loop's median step was interrupted (the OS, another process)
 
 
 def first_layer(net: torch.nn.Module) -> torch.nn.Module:
@@ -90,26 +96,30 @@ def step(net, opt, x, y, probe=None) -> float:
 def epochs_side_by_side(loops, data, batch: int, rounds: int) -> dict[str, list[float]]:
     """Seconds per epoch of each loop, the loops stepped in turn batch by batch on the same batches
     (so that load from elsewhere falls on each alike), the first of the turn rotating from batch to
-    batch (so that none is always the one after another's caches); a probe's epoch_end counts in its epoch."""
+    batch (so that none is always the one after another's caches); a probe's epoch_end counts in its
+    epoch, in full. A step over OUTLIER x its loop's median counts as that (the same rule for every
+    loop: an interruption from outside falls on one loop's step, not on its work)."""
     n = len(data.train)
     gen = torch.Generator(device=data.train.x.device).manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in loops}
     names = list(loops)
     for _ in range(rounds):
-        spent = dict.fromkeys(loops, 0.0)
+        steps: dict[str, list[float]] = {name: [] for name in loops}
         perm = torch.randperm(n, generator=gen, device=data.train.x.device)
         for k, s in enumerate(range(0, n, batch)):
             idx = perm[s : s + batch]
             x, y = data.train.x[idx], data.train.y[idx]
             for name in names[k % len(names) :] + names[: k % len(names)]:
                 net, opt, probe = loops[name]
-                spent[name] += step(net, opt, x, y, probe)
+                steps[name].append(step(net, opt, x, y, probe))
         for name, (_, _, probe) in loops.items():
+            cap = OUTLIER * statistics.median(steps[name])
+            spent = sum(min(t, cap) for t in steps[name])
             if probe is not None:
                 start = time.perf_counter()
                 probe.epoch_end()
-                spent[name] += time.perf_counter() - start
-            times[name].append(spent[name])
+                spent += time.perf_counter() - start
+            times[name].append(spent)
     return times
 
 
