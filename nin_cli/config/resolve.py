@@ -93,16 +93,20 @@ def _settle(cfg: DictConfig, validate: bool) -> RunConfig:
     return _settle_plain(plain, choices, validate)
 
 
-def _settle_plain(plain: dict, choices: Mapping[str, str], validate: bool, lazy: bool = False) -> RunConfig:
+def _settle_plain(plain: dict, choices: Mapping[str, str], validate: bool) -> RunConfig:
     named_by_choice(plain, choices)
     _fill_shipped_model(plain)
     fill_config(plain)  # what an older nin's saved config meant (legacy.py)
     _fill_model_init(plain)
     noise = plain.get("noise")
-    if lazy and not validate and not (isinstance(noise, dict) and noise.get("sigma2_paper") is not None):
+    if not (isinstance(noise, dict) and noise.get("sigma2_paper") is not None):
         record = flatten(plain)
         if not any(isinstance(v, str) and "${" in v for v in record.values()):
-            return RunConfig(None, record, plain)  # a record read back: its DictConfig made when asked
+            # nothing to derive or interpolate: the record is the plain values, and the nested
+            # DictConfig (6-7 ms a job of a sweep's pre-flight) is made when asked for
+            if validate:
+                _check(plain, record)
+            return RunConfig(None, record, plain)
     run = OmegaConf.create(plain)
     record = flatten(plain)  # the values `run` holds, read without walking its nodes again
     if _derive_sigma(run) or any(isinstance(v, str) and "${" in v for v in record.values()):
@@ -125,7 +129,7 @@ def load(path: Path, validate: bool = False) -> RunConfig:
     if not isinstance(saved, dict) or not all(isinstance(k, str) for k in saved):
         raise RecordError(f"{path} is damaged (not a mapping); cannot tell which run this directory holds")
     try:
-        run = _settle_plain(saved, group_choices(OmegaConf.create({})), validate, lazy=True)
+        run = _settle_plain(saved, group_choices(OmegaConf.create({})), validate)
     except ConfigError as exc:
         raise RecordError(f"{path} is damaged ({exc}); cannot tell which run this directory holds") from None
     missing = [key for key in RUN_KEYS if key not in run.flat]
@@ -211,18 +215,24 @@ def paper_unit(cfg: DictConfig) -> float:
     return sigma2_per_paper_unit(cfg, layer) if layer else unit
 
 
-def _check(run: DictConfig, record: dict[str, Any]) -> None:
+def _check(run: DictConfig | dict, record: dict[str, Any]) -> None:
+    """Every key known, typed and in range (on the flat record), then what the groups' own
+    checks read, each given its group as a DictConfig of its own."""
     from nin_cli.data.datasets import check_sizes
     from nin_cli.data.perturbations import plan
     from nin_cli.records.loggers import check_installed
 
     schema = train_schema(*current().dirs)
     dataclasses.replace(schema, factory_prefixes=factory_groups(record)).check(record)
-    check_model_name(run.model)
-    check_sizes(run.dataset)
-    check_installed(str(run.get("logger", {}).get("kind", "none")))
+
+    def group(name: str) -> DictConfig:
+        return OmegaConf.create(run.get(name) or {})
+
+    check_model_name(group("model"))
+    check_sizes(group("dataset"))
+    check_installed(str((run.get("logger") or {}).get("kind", "none")))
     if run.get("evaluate"):  # names of corruptions and attacks, checked before training too
-        plan(run.robustness)
+        plan(group("robustness"))
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
