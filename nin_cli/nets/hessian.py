@@ -122,17 +122,17 @@ class ProbedLoss:
             dot = sum((self.graph_grads[n] * directions[n]).sum() for n in names)
             return dict(zip(names, torch.autograd.grad(dot, [self.deltas[n] for n in names], retain_graph=True)))
 
-    def forms(self, directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each named layer's per-sample v_l . (H v)_l, (N,), on hvp's scale (the batch mean's),
-        for v spanning `directions` (one tensor for every sample, or one a sample)."""
-        if not self.gauss_newton:
-            return {n: (hv * directions[n]).flatten(1).sum(1) for n, hv in self.hvp(directions).items()}
+    def forms(self, directions: dict[str, torch.Tensor], scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Each named layer's per-sample v_l . (H v)_l, (N,), on hvp's scale (the batch mean's)
+        times `scale`, for v spanning `directions` (one tensor for every sample, or one a sample)."""
+        if not self.gauss_newton:  # (H v scaled) . v, in the order the records were always computed in
+            return {n: (hv * scale * directions[n]).flatten(1).sum(1) for n, hv in self.hvp(directions).items()}
         (name,) = self.names
         zeros = {name: torch.zeros_like(self.deltas[name])}
         with torch.no_grad():  # forward mode only: no graph for the parameters
             logits, u = jvp(self.logits_of, (zeros,), ({name: directions[name].expand_as(zeros[name])},))
             _, hu = jvp(grad(self.loss_on), (logits,), (u,))
-        return {name: (u * hu).flatten(1).sum(1)}
+        return {name: (u * hu).flatten(1).sum(1) * scale}
 
     def sample_hvp(self, name: str, v: torch.Tensor) -> torch.Tensor:
         """(N, ...) H_i v_i per sample, for v (N, ...) or one v for every sample. With L the batch
@@ -168,7 +168,7 @@ class ProbedLoss:
             if n not in self.model.nins:
                 continue
             w = self.model.nins[n].weight.detach()
-            curvature = self.forms({n: w})[n] * self.n / (w * w).sum()
+            curvature = self.forms({n: w}, scale=self.n)[n] / (w * w).sum()
             # L is the batch mean, so a sample's own gradient is |B| times its slice of dL/d delta
             moment = (self.grads[n].detach() * self.n).pow(2).flatten(1).sum(1)
             out[n] = (curvature, moment)
