@@ -99,17 +99,17 @@ def _settle_plain(plain: dict, choices: Mapping[str, str], validate: bool) -> Ru
     fill_config(plain)  # what an older nin's saved config meant (legacy.py)
     _fill_model_init(plain)
     noise = plain.get("noise")
-    if not (isinstance(noise, dict) and noise.get("sigma2_paper") is not None):
-        record = flatten(plain)
-        if not any(isinstance(v, str) and "${" in v for v in record.values()):
-            # nothing to derive or interpolate: the record is the plain values, and the nested
-            # DictConfig (6-7 ms a job of a sweep's pre-flight) is made when asked for
-            if validate:
-                _check(plain, record)
-            return RunConfig(None, record, plain)
+    derived = isinstance(noise, dict) and noise.get("sigma2_paper") is not None
+    record = flatten(plain)  # the values the config holds, read without walking a DictConfig's nodes
+    interpolated = any(isinstance(v, str) and "${" in v for v in record.values())
+    if not derived and not interpolated:
+        # the record is the plain values; the nested DictConfig (6-7 ms a job of a sweep's
+        # pre-flight) is made when asked for
+        if validate:
+            _check(plain, record)
+        return RunConfig(None, record, plain)
     run = OmegaConf.create(plain)
-    record = flatten(plain)  # the values `run` holds, read without walking its nodes again
-    if _derive_sigma(run) or any(isinstance(v, str) and "${" in v for v in record.values()):
+    if _derive_sigma(run) or interpolated:
         record = flat(run)  # sigma derived, or a literal "${" that the config reads as an interpolation
     if validate:
         _check(run, record)

@@ -66,10 +66,11 @@ class ProbedLoss:
     the loss's Hessian on the logits, no backward pass (`gauss_newton`). It is taken where it was
     measured to pay (bench/measure_profile.py): one NIN, at a convolution, on the CPU, where the
     double backward would also compute the convolutions' weight gradients (the CNN's Hessian
-    estimates about 2x faster: docs/speed.md). A NIN at a Linear is reached by a double backward through the layers
-    after it alone, which a forward pass from the input cannot beat (the Fig. 3 MLP's took 2x
-    longer that way); each more NIN layer needs a pass of its own; on CUDA the measurement is
-    replayed as one captured graph, tested with the HVPs' forward mode and not yet with this."""
+    estimates about 2x faster: docs/speed.md). A NIN at a Linear is reached by a double backward
+    through the layers after it alone, which a forward pass from the input cannot beat (the Fig. 3
+    MLP's took 2x longer that way); each more NIN layer needs a pass of its own; on CUDA the
+    measurement is replayed as one captured graph, tested with the HVPs' forward mode and not yet
+    with this."""
 
     def __init__(
         self, model, x, y, loss_fn: LossFn, shapes: dict[str, tuple[int, ...]], mode: str | None = None, gauss_newton: bool | None = None
