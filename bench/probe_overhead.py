@@ -10,13 +10,17 @@ layers, batch 128, lr 0.05) in PyTorch's default NCHW layout ("cnn") and laid ou
 ("cnn_cl": `net.to(memory_format=torch.channels_last)`, PyTorch's advice for convolutions on the
 CPU and nin's own layout), each with one NIN at its first layer (`nins="input"`, sigma 3).
 
-The two loops are stepped in turn, batch by batch on the same batches, each step timed (--repeats
-epochs; the median epoch of each), so load from elsewhere on the machine falls on both alike. "probe" is everything the probe
-adds at its defaults: the NIN's noise and weight in every step, the norms logged every step
-(steps.csv), the event check, and at the epoch's end the measurement (clean loss and accuracy on
-the 1,000-image measurement set, Tr H_z on 256 of them with one probe, the norms), the rows written.
-The measurement's own cost is printed beside it, and what a schedule of measurements every N steps
-would cost (--measure-every).
+The loops are stepped in turn, batch by batch on the same batches (in a fresh random order for
+each batch), each step timed, over --repeats epochs. "overhead" is paired: each batch's probe step
+against its plain step, run back to back, summed over every round (a pair where either step took
+over 3x its loop's median, an interruption from outside, is left out of both), plus each epoch's
+epoch_end against the plain epoch; "rounds" is the same for each round alone, lowest and highest.
+"probe" is everything the probe adds at its defaults: the NIN's noise and weight in every step, the
+norms logged every step (steps.csv), the event check, and at the epoch's end the measurement (clean
+loss and accuracy on the 1,000-image measurement set, Tr H_z on 256 of them with one probe, the
+norms), the rows written. The measurement's own cost is printed beside it, and what a schedule of
+measurements every N steps would cost (--measure-every). "plain again" is a second plain loop read
+the same way against the first: what the bench reads where nothing differs, its floor.
 
 Two more loops split the sigma-3 overhead in two. "noisy plain" is the plain loop whose first layer
 is given the same kind of noise by a hook (sigma 3 times a fixed weight drawn as the NIW is, no
@@ -93,34 +97,64 @@ def step(net, opt, x, y, probe=None) -> float:
     return time.perf_counter() - start
 
 
-def epochs_side_by_side(loops, data, batch: int, rounds: int) -> dict[str, list[float]]:
-    """Seconds per epoch of each loop, the loops stepped in turn batch by batch on the same batches
-    (so that load from elsewhere falls on each alike), the first of the turn rotating from batch to
-    batch (so that none is always the one after another's caches); a probe's epoch_end counts in its
-    epoch, in full. A step over OUTLIER x its loop's median counts as that (the same rule for every
-    loop: an interruption from outside falls on one loop's step, not on its work)."""
+class Timed:
+    """One loop's timings: each round's step seconds (batch by batch) and its epoch_end seconds."""
+
+    def __init__(self) -> None:
+        self.steps: list[list[float]] = []
+        self.ends: list[float] = []
+
+    def epoch(self, r: int) -> float:
+        """Round r's epoch: its steps, each at most OUTLIER x the loop's median step, and its epoch_end."""
+        cap = OUTLIER * statistics.median(self.steps[r])
+        return sum(min(t, cap) for t in self.steps[r]) + self.ends[r]
+
+
+def epochs_side_by_side(loops, data, batch: int, rounds: int) -> dict[str, Timed]:
+    """Each loop's step and epoch_end seconds, the loops stepped in turn batch by batch on the same
+    batches (so that load from elsewhere falls on each alike), in a fresh random order for each
+    batch: no loop is always first, or always the one after another's caches (in a fixed cycle,
+    rotated or not, a loop always follows the same one, and read 3% off its twin)."""
     n = len(data.train)
     gen = torch.Generator(device=data.train.x.device).manual_seed(0)
-    times: dict[str, list[float]] = {name: [] for name in loops}
+    order = torch.Generator().manual_seed(1)
+    timed = {name: Timed() for name in loops}
     names = list(loops)
     for _ in range(rounds):
-        steps: dict[str, list[float]] = {name: [] for name in loops}
+        for name in names:
+            timed[name].steps.append([])
         perm = torch.randperm(n, generator=gen, device=data.train.x.device)
-        for k, s in enumerate(range(0, n, batch)):
+        for s in range(0, n, batch):
             idx = perm[s : s + batch]
             x, y = data.train.x[idx], data.train.y[idx]
-            for name in names[k % len(names) :] + names[: k % len(names)]:
+            for i in torch.randperm(len(names), generator=order).tolist():
+                name = names[i]
                 net, opt, probe = loops[name]
-                steps[name].append(step(net, opt, x, y, probe))
+                timed[name].steps[-1].append(step(net, opt, x, y, probe))
         for name, (_, _, probe) in loops.items():
-            cap = OUTLIER * statistics.median(steps[name])
-            spent = sum(min(t, cap) for t in steps[name])
+            start = time.perf_counter()
             if probe is not None:
-                start = time.perf_counter()
                 probe.epoch_end()
-                spent += time.perf_counter() - start
-            times[name].append(spent)
-    return times
+            timed[name].ends.append(time.perf_counter() - start if probe is not None else 0.0)
+    return timed
+
+
+def overhead(loop: Timed, base: Timed) -> tuple[float, float, float]:
+    """loop's seconds over base's, less 1: (over all rounds, the lowest and the highest round's).
+    Paired step by step: the two steps of one batch ran back to back, so that a change of the
+    machine's pace between rounds or within one falls on both; a pair where either step took over
+    OUTLIER x its loop's median (an interruption from outside) is left out of both. Each round adds
+    loop's epoch_end seconds against base's epoch (the measurement, the rows written)."""
+    per_round = []
+    for r in range(len(base.steps)):
+        caps = OUTLIER * statistics.median(loop.steps[r]), OUTLIER * statistics.median(base.steps[r])
+        pairs = [(a, b) for a, b in zip(loop.steps[r], base.steps[r]) if a <= caps[0] and b <= caps[1]]
+        mine, theirs = sum(a for a, _ in pairs), sum(b for _, b in pairs)
+        per_round.append((mine, theirs, loop.ends[r] - base.ends[r], base.epoch(r)))
+    steps = sum(m for m, _, _, _ in per_round) / sum(t for _, t, _, _ in per_round)
+    ends = sum(e for _, _, e, _ in per_round) / sum(ep for _, _, _, ep in per_round)
+    rounds = [m / t + e / ep - 1 for m, t, e, ep in per_round]
+    return steps + ends - 1, min(rounds), max(rounds)
 
 
 def measurement_seconds(probe, rounds: int = 3) -> float:
@@ -147,8 +181,8 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"device {device}, {args.train_size} training images, {args.repeats} rounds, torch {torch.__version__}, {threads} threads")
     print(
-        f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'noisy plain':>12} {'probe own':>10}"
-        f" {'at sigma 0':>11} {'measurement s':>14} {'of the epoch':>13}"
+        f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'rounds':>13} {'plain again':>12}"
+        f" {'noisy plain':>12} {'probe own':>10} {'at sigma 0':>11} {'measurement s':>14} {'of the epoch':>13}"
     )
     scratch = Path(tempfile.mkdtemp(prefix="nin-probe-bench-"))
     try:
@@ -156,7 +190,7 @@ def main() -> None:
             build, batch, lr = SETTINGS[name]
             torch.manual_seed(0)
             loops = {}
-            for label, sigma in (("plain", None), ("noisy", None), ("probe", 3.0), ("sigma0", 0.0)):
+            for label, sigma in (("plain", None), ("again", None), ("noisy", None), ("probe", 3.0), ("sigma0", 0.0)):
                 net = build(data).to(device)
                 opt = torch.optim.SGD(net.parameters(), lr=lr)
                 if label == "noisy":
@@ -167,13 +201,17 @@ def main() -> None:
                 )  # fmt: skip
                 loops[label] = (net, opt, probe)
             epochs_side_by_side(loops, data, batch, 1)  # warm-up of each (allocations, kernels)
-            times = epochs_side_by_side(loops, data, batch, args.repeats)
-            a, noisy, b, c = (statistics.median(times[label]) for label in ("plain", "noisy", "probe", "sigma0"))
-            probe = loops["probe"][2]
-            m = measurement_seconds(probe)
+            timed = epochs_side_by_side(loops, data, batch, args.repeats)
+            plain = timed["plain"]
+            a = statistics.median(plain.epoch(r) for r in range(args.repeats))
+            b = statistics.median(timed["probe"].epoch(r) for r in range(args.repeats))
+            total, low, high = overhead(timed["probe"], plain)
+            again, noisy = overhead(timed["again"], plain)[0], overhead(timed["noisy"], plain)[0]
+            own, zero = overhead(timed["probe"], timed["noisy"])[0], overhead(timed["sigma0"], plain)[0]
+            m = measurement_seconds(loops["probe"][2])
             print(
-                f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * (b / a - 1):>8.1f}% {100 * (noisy / a - 1):>11.1f}%"
-                f" {100 * (b / noisy - 1):>9.1f}% {100 * (c / a - 1):>10.1f}% {m:>14.3f} {100 * m / a:>12.1f}%"
+                f"{name:<10} {a:>14.3f} {b:>14.3f} {100 * total:>8.1f}% {f'{100 * low:.1f}..{100 * high:.1f}%':>13}"
+                f" {100 * again:>11.1f}% {100 * noisy:>11.1f}% {100 * own:>9.1f}% {100 * zero:>10.1f}% {m:>14.3f} {100 * m / a:>12.1f}%"
             )
             if args.measure_every:
                 steps = -(-len(data.train) // batch)
