@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# make test-gpu: the whole GPU check in one call (about 6 minutes on one H200): tests/train/test_cuda.py,
-# the main job on CUDA (make run's), the NIW precision table and the bench's GPU rows, then one
-# table of all of it (scripts/gpu_report.py). Works in a checkout with its .venv, and on a machine
+# make test-gpu: the whole GPU check in one call (about 6 minutes on one H200): tests/train/test_cuda.py
+# and the probe's GPU test, the main job on CUDA (make run's), the NIW precision table and the bench's
+# GPU rows, then one table of all of it (scripts/gpu_report.py). Works in a checkout with its .venv, and on a machine
 # without network access from a tree carrying .gpu/ (scripts/gpu-bundle.sh) and a python3 with torch.
 #   bash scripts/test-gpu.sh [OUTPUT_DIR]      # default outputs/gpu-check
 set -uo pipefail
@@ -23,7 +23,8 @@ step() { local name=$1 limit=$2; shift 2; local t0=$SECONDS
   timeout "$limit" "$@" >"$out/$name.txt" 2>&1; local rc=$?
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$out/steps.txt"; }
 : >"$out/steps.txt"
-step cuda_tests 240 $py -m pytest -q -p no:cacheprovider -o addopts= tests/train/test_cuda.py --junitxml="$out/cuda_tests.xml"
+step cuda_tests 240 $py -m pytest -q -p no:cacheprovider -o addopts= tests/train/test_cuda.py \
+  tests/probe/test_probe.py::test_on_a_gpu_the_probes_step_never_waits_on_the_device --junitxml="$out/cuda_tests.xml"
 rm -rf "$out/main"
 step main_job 120 $py -m nin_cli train noise.sigma2_paper=0.01 device=cuda progress=false "hydra.run.dir=$out/main"
 step main_summary 60 $py -m nin_cli summarize "$out/main" --format markdown

@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections import deque
 from pathlib import Path
 
 import pandas as pd
@@ -259,6 +260,9 @@ class Probe:
         # plain values for the per-step path (an OmegaConf lookup costs microseconds at every step)
         self.every, self.measure_every = int(every_steps), int(measure_every)
         self.events_on, self.event_growth, self.event_loss_growth = bool(events), float(event_growth), float(event_loss_growth)
+        # on a GPU the event check is read back a logged step later, so that no step waits on the device
+        self.defer = device.type == "cuda"
+        self.pending: deque[tuple[int, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.cuda.Event | None]] = deque()
         self.sigma_now = self.sigma(1)
         self.epoch, self.step_count, self.seconds = 0, 0, time.perf_counter()
         self.losses: list[tuple[torch.Tensor, int]] = []  # the epoch's noisy batch losses and batch sizes
@@ -298,6 +302,8 @@ class Probe:
         first = {k: row[k] for k in self.step_columns} | {"step": 0}
         self._append([row], [first])
         self.niw0 = model_norms(self.wrapper, self.groups, self.device)[: len(self.layers)].tolist()
+        # the NIW event's thresholds on the device, made once (a tensor made from host values waits on it)
+        self.growth_at = self.event_growth * torch.tensor(self.niw0, device=self.device)
         self.loss0 = float(row["train_loss"])  # the epoch-0 noisy loss, the loss event's reference
         self.records.write_status("running", 0, self.cfg.epochs or 0)
         self.records.log(f"probe attached: NINs at {', '.join(self.layers)}, sigma {self.noise_cfg.sigma:g}")
@@ -345,7 +351,10 @@ class Probe:
             norms = self._norms()
             self.logged.append((self.step_count, value, norms))
             if self.events_on and len(self.events_seen) <= len(self.layers):
-                self._check_events(value, norms)
+                if self.defer:
+                    self._check_later(value, norms)
+                else:
+                    self._check_events(value, norms)
         if self.measure_every > 0 and self.step_count % self.measure_every == 0:
             self._measure("schedule")
 
@@ -356,10 +365,35 @@ class Probe:
             return norms
         return torch.zeros(len(self.groups), device=norms.device).index_add_(0, self.norm_column, norms.square()).sqrt()
 
-    def _check_events(self, loss: torch.Tensor | None, norms: torch.Tensor) -> None:
+    def _check_later(self, loss: torch.Tensor | None, norms: torch.Tensor) -> None:
+        """The event check without waiting on the device: this step's comparisons are copied to
+        the host as the device gets to them, and read at a later logged step once they are there;
+        only where one has fired does the full check run (and wait), for the step it was made at."""
+        self._resolve(wait=False)
+        rises = norms[: len(self.layers)] > self.growth_at
+        if loss is not None and math.isfinite(self.loss0) and self.loss0 > 0:
+            ratio = loss.detach().float().reshape(1) / self.loss0
+            rises = torch.cat([rises, (ratio > self.event_loss_growth) | ~torch.isfinite(ratio)])
+        self.pending.append((self.step_count, loss, norms, *_read_back(rises)))
+
+    def _resolve(self, wait: bool) -> None:
+        """The checks of _check_later whose comparisons are on the host, in step order (all of
+        them: `wait`); where one fired, the full check of its step."""
+        while self.pending:
+            step, loss, norms, host, arrived = self.pending[0]
+            if arrived is not None and not arrived.query():
+                if not wait:
+                    return
+                arrived.synchronize()
+            self.pending.popleft()
+            if bool(host.any()) and len(self.events_seen) <= len(self.layers):
+                self._check_events(loss, norms, at=step)
+
+    def _check_events(self, loss: torch.Tensor | None, norms: torch.Tensor, at: int | None = None) -> None:
         """The first logged step at which a NIW's norm rises past event_growth x its first, and the
         first at which the noisy batch loss rises past event_loss_growth x its epoch-0 value (a
-        catapult's rise shows in the loss before, or without, the NIW's): checkpoint and measure."""
+        catapult's rise shows in the loss before, or without, the NIW's): checkpoint and measure.
+        `at`: the step the values are of, where the check reads them later (on a GPU)."""
         rises = [
             (f"niw_growth_{name}", f"the NIW at {name} rose to {now / start:.3g}x its initial norm (> {self.event_growth:g}x)")
             for name, now, start in zip(self.layers, norms[: len(self.layers)].tolist(), self.niw0)
@@ -377,8 +411,10 @@ class Probe:
             self.events_seen.add(trigger)
             path = self._save_event()
             self._measure(trigger)
+            seen = "" if at is None or at == self.step_count else f" (seen at step {self.step_count})"
             self.records.log(
-                f"event at step {self.step_count}: {what}: measured now (measurements.csv, trigger {trigger}), checkpoint {path.name}"
+                f"event at step {at or self.step_count}{seen}: {what}: measured now (measurements.csv, trigger {trigger}),"
+                f" checkpoint {path.name}"
             )
 
     def _save_event(self) -> Path:
@@ -411,6 +447,7 @@ class Probe:
         measures; returns the row."""
         if not self.attached:
             return {}
+        self._resolve(wait=True)  # an event of the epoch's last logged steps, on a GPU
         seconds = time.perf_counter() - self.seconds
         epoch = self.epoch + 1
         sigma = self.sigma(epoch)
@@ -488,6 +525,9 @@ class Probe:
         did before `attach`; the run's status is written (`completed`, or `diverged` if it did)."""
         if not self.attached:
             return
+        if status == "completed":
+            self._resolve(wait=True)  # an event of the last logged steps, on a GPU
+        self.pending.clear()
         self.attached = False
         self.wrapper.unwire()
         self.wrapper.live_noise = None
@@ -506,6 +546,18 @@ class Probe:
 
     def __exit__(self, kind, exc, tb) -> None:
         self.detach("completed" if kind is None else ("interrupted" if kind is KeyboardInterrupt else "failed"))
+
+
+def _read_back(flags: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """flags on the host, and the CUDA event that marks their arrival: from a GPU they are copied
+    into pinned memory as the device gets to them, with no wait; on the CPU they are there now (None)."""
+    if not flags.is_cuda:
+        return flags.clone(), None
+    host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+    host.copy_(flags, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done
 
 
 def attach(model: nn.Module, nins: str | list[str] = "input", **settings) -> Probe:

@@ -164,6 +164,76 @@ def test_a_growing_niw_is_measured_and_checkpointed_when_it_starts_to_grow(tmp_p
     assert f"event at step {first}" in (tmp_path / "p" / "train.log").read_text()
 
 
+def growing_probe(data, run_dir: Path, device: torch.device = torch.device("cpu")):
+    """The 32-unit MLP whose NIW grows at sigma 300 (the event test's), attached on `device`."""
+    with seeded(0):
+        net = mlp(data.in_shape, data.n_out, depth=1, width=32).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    return net, attach(net, "input", sigma=300.0, optimizer=opt, run_dir=run_dir, measure_on=(data.train.x[:128], data.train.y[:128]),
+                       samples_per_epoch=len(data.train), event_growth=1.1, measure_every=4)  # fmt: skip
+
+
+def test_a_check_read_back_later_as_on_a_gpu_finds_the_same_events_one_step_later(tmp_path):
+    """On a GPU the event check is read back at a later logged step, so that no step waits on the
+    device (Probe.defer). Its host side, run here on the CPU: the same events as the check made at
+    once, each seen one logged step later (at an epoch's end, at that step), train.log naming the
+    step each was made at; the checkpoint is of the step that saw it; the NIW's trajectory is the same."""
+    data = load_data_mini(tmp_path)
+    events = {}
+    for defer in (False, True):
+        net, probe = growing_probe(data, tmp_path / f"defer={defer}")
+        probe.defer = defer
+        with probe:
+            own_loop(net, data, probe, epochs=2, batch=64)
+        events[defer] = {(int(r["step"]), r["trigger"]) for r in read_rows(probe.run_dir, "measurements.csv") if r["trigger"] != "schedule"}
+    now, later = tmp_path / "defer=False", tmp_path / "defer=True"
+    assert read_rows(now, "steps.csv") == read_rows(later, "steps.csv")
+    ends = {8, 16}  # 512 images in batches of 64: the epochs' last steps, where epoch_end reads the check
+    assert events[False] and events[True] == {(s if s in ends else s + 1, t) for s, t in events[False]}
+    log = (later / "train.log").read_text()
+    for s, _ in events[False]:
+        seen = s if s in ends else s + 1
+        assert f"event at step {s}" + ("" if s in ends else f" (seen at step {seen})") in log
+        assert torch.load(later / "events" / f"step_{seen}.pt", weights_only=True)["step"] == seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_probes_step_never_waits_on_the_device(tmp_path):
+    """probe.step under torch's sync debug mode set to raise, with no scheduled measurement and
+    thresholds no step reaches: the norms, the losses and the event checks stay on the device. Then
+    the growing NIW's event, read back from the device, is found and recorded."""
+    device = torch.device("cuda")
+    data = load_dataset(make_cfg(*RUN).dataset, device)
+
+    def loop(probe, net, strict: bool) -> None:
+        gen = generator(0, "data")
+        with probe:
+            for _ in range(2):
+                perm = torch.randperm(len(data.train), generator=gen).to(device)
+                for start in range(0, len(data.train), 64):
+                    idx = perm[start : start + 64]
+                    loss = F.cross_entropy(net(data.train.x[idx]), data.train.y[idx])
+                    probe.optimizer.zero_grad()
+                    loss.backward()
+                    probe.optimizer.step()
+                    torch.cuda.set_sync_debug_mode("error" if strict else "default")
+                    try:
+                        probe.step(loss)
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                probe.epoch_end()
+
+    net, probe = growing_probe(data, tmp_path / "quiet", device)
+    probe.event_loss_growth, probe.measure_every = 1e9, 0
+    probe.growth_at = probe.growth_at * 1e9
+    assert probe.defer
+    loop(probe, net, strict=True)
+    assert not (tmp_path / "quiet" / "events").exists()
+    net, probe = growing_probe(data, tmp_path / "grows", device)
+    loop(probe, net, strict=False)
+    assert "niw_growth_1" in {r["trigger"] for r in read_rows(tmp_path / "grows", "measurements.csv")}
+
+
 def test_the_probes_status_is_summarize_s_verdict_and_bad_input_is_one_line(tmp_path):
     data = load_data_mini(tmp_path)
     with seeded(0):
