@@ -372,7 +372,8 @@ class Probe:
         self._resolve(wait=False)
         rises = norms[: len(self.layers)] > self.growth_at
         if loss is not None and math.isfinite(self.loss0) and self.loss0 > 0:
-            ratio = loss.detach().float().reshape(1) / self.loss0
+            # a loss handed as a float is a CPU tensor (step's `value`): to the device of the norms
+            ratio = loss.float().reshape(1).to(rises.device) / self.loss0
             rises = torch.cat([rises, (ratio > self.event_loss_growth) | ~torch.isfinite(ratio)])
         self.pending.append((self.step_count, loss, norms, *_read_back(rises)))
 

@@ -201,7 +201,8 @@ def test_a_check_read_back_later_as_on_a_gpu_finds_the_same_events_one_step_late
 def test_on_a_gpu_the_probes_step_never_waits_on_the_device(tmp_path):
     """probe.step under torch's sync debug mode set to raise, with no scheduled measurement and
     thresholds no step reaches: the norms, the losses and the event checks stay on the device. Then
-    the growing NIW's event, read back from the device, is found and recorded."""
+    the growing NIW's event, read back from the device, is found and recorded, with the loss handed
+    to the probe as a float (a CPU value beside the norms on the device)."""
     device = torch.device("cuda")
     data = load_dataset(make_cfg(*RUN).dataset, device)
 
@@ -218,7 +219,7 @@ def test_on_a_gpu_the_probes_step_never_waits_on_the_device(tmp_path):
                     probe.optimizer.step()
                     torch.cuda.set_sync_debug_mode("error" if strict else "default")
                     try:
-                        probe.step(loss)
+                        probe.step(loss if strict else float(loss))
                     finally:
                         torch.cuda.set_sync_debug_mode("default")
                 probe.epoch_end()
