@@ -30,12 +30,16 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from nin_cli.config.schema import conf_dir
+from nin_cli.config.preflight import JobComposer, command_sources
+from nin_cli.config.resolve import without_hydra
+from nin_cli.config.sources import using
 from nin_cli.interface.cli import main
 from nin_cli.nets.network import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONF = REPO / "examples" / "nin_examples" / "conf"
+# The example package's config directory (its networks and data as factories), on Hydra's search path.
+EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
 
 # Small, quick settings on the embedded slice of real Fashion-MNIST.
 QUICK = ["dataset=fashion_mnist_mini", "progress=false", "model.width=128", "hessian.samples=300", "hessian.probes=2"]
@@ -82,15 +86,22 @@ def pinned(args: list[str]) -> list[str]:
 
 def make_cfg(*overrides: str) -> DictConfig:
     """Hydra's composition of nin train's config with these overrides (on the CPU unless they name a
-    device), a copy of the test's own: composed once per distinct overrides in a worker (a composition
-    is 0.1 s; the in-process tests ask for about 200, many of them alike)."""
+    device), a copy of the test's own. The in-process tests ask for about 170 distinct ones, most of
+    them a few structures (config-group choices) with other values: a worker composes each structure
+    once and sets the values in it, as the pre-flight composes a sweep (preflight.JobComposer,
+    compared with Hydra's composition job by job in tests/config/test_orchestration.py)."""
     return copy.deepcopy(_composed(tuple(on_cpu(list(overrides)))))
 
 
 @functools.cache
 def _composed(overrides: tuple[str, ...]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    sources, lines = command_sources(list(overrides), [])
+    composer = _composers.setdefault(tuple(sources.searchpath()), JobComposer(compose, sources))
+    with using(sources), initialize_config_dir(config_dir=str(sources.dirs[0]), version_base="1.3"):
+        return without_hydra(composer(lines)[1].make())  # a copy: the composer's template is set by the next
+
+
+_composers: dict[tuple[str, ...], JobComposer] = {}  # a worker's, one per config search path
 
 
 def read_rows(run_dir: Path, table: str = "metrics.csv") -> list[dict[str, str]]:

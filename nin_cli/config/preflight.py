@@ -174,6 +174,7 @@ class JobComposer:
     def __init__(self, compose, sources: Sources):
         self.compose, self.sources = compose, sources
         self.templates: dict[tuple[str, ...], DictConfig] = {}
+        self.compositions: dict[tuple[str, ...], DictConfig] = {}
         self.parsed: dict[str, Any] = {}  # each distinct override parsed once (a sweep's values repeat across its jobs)
         self.known: tuple[tuple[str, ...], DictConfig] | None = None
 
@@ -183,6 +184,14 @@ class JobComposer:
         Its fixed values are set in it, but every job sets them too (a job is the fixed overrides
         and its swept values), in the job's order, so the job's config is the same."""
         self.known = (tuple(o.input_line for o in parsed if self.structural(o)), composed)
+
+    def composed(self, lines: tuple[str, ...]) -> DictConfig:
+        """Hydra's composition of these structural overrides, made once: structures that differ
+        in the keys their values set share it (each has a template of its own, a copy)."""
+        if lines not in self.compositions:
+            known = self.known is not None and self.known[0] == lines
+            self.compositions[lines] = self.known[1] if known else self.compose("train", overrides=list(lines), return_hydra_config=True)
+        return self.compositions[lines]
 
     def structural(self, override) -> bool:
         key = override.key_or_group
@@ -199,10 +208,7 @@ class JobComposer:
         values = tuple(o for o in parsed if not self.structural(o))
         structure = (*lines, *(f"{o.key_or_group}=" for o in values))
         if structure not in self.templates:
-            if self.known is not None and self.known[0] == lines:
-                composed = self.known[1]  # read, not changed: the template below is a copy
-            else:
-                composed = self.compose("train", overrides=list(lines), return_hydra_config=True)
+            composed = self.composed(lines)  # read, not changed: the template below is a copy
             template = composed.copy()
             with open_dict(template):  # in its place (first), as in Hydra's composition
                 template.hydra = {"runtime": {"choices": dict(composed.hydra.runtime.choices)}}

@@ -17,11 +17,11 @@ from nin_cli.config.resolve import resolve, without_hydra
 from nin_cli.config.sources import using
 
 
-def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[str] = ()) -> int:
+def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[str] = ()) -> tuple[int, JobComposer]:
     """Every job of a sweep composed by JobComposer and by Hydra: the same config (Hydra's node
     aside: its choices), the same resolved run. The composer starts from the command's own
     composition, as the pre-flight's does (a job that sweeps no group choice builds on it). Returns
-    how many jobs were compared."""
+    how many jobs were compared, and the composer."""
     sources, overrides = command_sources(command, list(config_dirs))
     jobs = sweep_jobs(grid, overrides)
     with using(sources), initialize_config_dir(config_dir=str(sources.dirs[0]), version_base="1.3"):
@@ -44,7 +44,7 @@ def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[s
                 plain_theirs = OmegaConf.to_yaml(OmegaConf.masked_copy(theirs, [k for k in theirs if k != "hydra"]))
                 assert plain_mine == plain_theirs, job
         assert len(ours.templates) <= len(jobs)
-    return len(jobs)
+    return len(jobs), ours
 
 
 @pytest.mark.parametrize(
@@ -70,13 +70,10 @@ def jobs_both_ways(command: list[str], grid: dict[str, str], config_dirs: list[s
     ids=["ninr-grid", "values", "own-config-dir"],
 )
 def test_a_sweep_composed_once_per_structure_is_hydras_composition_of_every_job(command, grid, config_dirs, structures):
-    assert jobs_both_ways(command, grid, config_dirs) == len(sweep_jobs(grid, [])) >= 4
-    sources, overrides = command_sources(command, list(config_dirs))
-    with using(sources), initialize_config_dir(config_dir=str(sources.dirs[0]), version_base="1.3"):
-        composer = JobComposer(compose, sources)
-        for job in sweep_jobs(grid, overrides):
-            composer(job)
-        assert len(composer.templates) == structures
+    compared, composer = jobs_both_ways(command, grid, config_dirs)
+    assert compared == len(sweep_jobs(grid, [])) >= 4
+    assert len(composer.templates) == structures
+    assert len(composer.compositions) <= structures  # Hydra composed each structure once at most (the command's own: before)
 
 
 def test_an_overlay_of_hundreds_of_runs_draws_the_medians_of_sigma_bins_with_a_colour_bar(tmp_path):

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from harness import EXAMPLE_CONF, make_cfg, nin, read_rows, without_timing
+from harness import EXAMPLE_CONF, EXAMPLES, make_cfg, nin, read_rows, without_timing
 
 from nin_cli.config.preflight import check_command
 from nin_cli.errors import ConfigError
 from nin_cli.nets.network import build_model
 from nin_cli.train import train
 
-EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
 SMALL = [
     "dataset=fashion_mnist_mini",
     "dataset.train_size=256",

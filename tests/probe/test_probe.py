@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import make_cfg, read_rows, without_timing
+from harness import EXAMPLES, make_cfg, read_rows, without_timing
 from nin_examples.networks import cnn, mlp
 from torch import nn
 
@@ -25,7 +25,6 @@ from nin_cli.probe import attach
 from nin_cli.seeding import generator
 from nin_cli.train import train
 
-EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
 RUN = ["dataset=fashion_mnist_mini", "dataset.train_size=512", "dataset.test_size=200", "progress=false", "epochs=2", "batch_size=64"]
 MEASURE = ["hessian.samples=64", "eval.train_samples=256", "hessian.niw_curvature=true", "optimizer.lr=0.05"]
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from harness import QUICK, cnn, column, loss_and_gradients, make_cfg, nin, read_rows
+from harness import EXAMPLES, QUICK, cnn, column, loss_and_gradients, make_cfg, nin, read_rows
 
 from nin_cli.config.schema import load_settings
 from nin_cli.nets import conv_block
@@ -26,7 +26,6 @@ from nin_cli.train.setup import prepare
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 GPU = [*QUICK, "device=cuda"]
-EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
 
 
 def test_cuda_training_learns_and_decays_the_niw(tmp_path):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from harness import TINY, make_cfg, nin, read_rows
+from harness import EXAMPLES, TINY, make_cfg, nin, read_rows
 
 from nin_cli.config.resolve import resolve
 from nin_cli.records.store import RunRecords
@@ -19,8 +19,6 @@ from nin_cli.train.graphs import GraphedStep, graphed_on_cuda
 from nin_cli.train.precision import NEW_API, arithmetic, configure, set_tf32, tf32_flags
 from nin_cli.train.setup import prepare
 from nin_cli.train.steps import LoopStep, choose_step
-
-EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
 
 
 @pytest.fixture
