@@ -198,9 +198,9 @@ def power_iteration(hvp, start: list[torch.Tensor], iterations: int, tol: float)
     for _ in range(iterations):
         norm = torch.sqrt(sum((t * t).sum() for t in v)).clamp_min(1e-30)
         v = [t / norm for t in v]
-        hv = hvp(v)
+        hv = [h.detach() for h in hvp(v)]
         new = float(sum((h * t).sum() for h, t in zip(hv, v)))
-        v = [h.detach() for h in hv]
+        v = hv
         if abs(new - value) <= tol * abs(new):
             return new
         value = new
