@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from nin_cli.data.datasets import load_dataset
 from nin_cli.errors import ConfigError
 from nin_cli.factories import seeded
 from nin_cli.interface.api import load_data, load_runs
+from nin_cli.nets.nin import NoiseInjection, add_noise
 from nin_cli.probe import attach
 from nin_cli.seeding import generator
 from nin_cli.train import train
@@ -81,6 +83,26 @@ def test_the_probe_in_a_plain_loop_gives_nin_trains_rows(tmp_path, network, mode
     assert any(k.startswith("niw_curvature_") for k in read_rows(tmp_path / "probe")[0])
     rows = read_rows(tmp_path / "probe")
     assert float(rows[-1]["train_loss_clean"]) < float(rows[0]["train_loss_clean"])  # it learned: a test that can fail
+
+
+@pytest.mark.parametrize("shape, layout", [((64, 300), "matrix"), ((16, 6, 5, 5), "nchw"), ((16, 6, 5, 5), "nhwc")])
+def test_the_probes_noise_is_nins_own_arithmetic_in_every_layout(shape, layout):
+    """add_noise (in place by addmm_ for a Linear's output, NoiseAdd for images in their own layout)
+    gives NoiseInjection's z + W_NI eps and the same gradients of z and of the NIW, to float32
+    rounding (a fused multiply-add, and the batch summed by a matrix product)."""
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(shape, generator=gen)
+    if layout == "nhwc":
+        z0 = z0.contiguous(memory_format=torch.channels_last)
+    eps, niw0, grad = torch.randn(shape[0], generator=gen), torch.randn(shape[1:], generator=gen), torch.randn(shape, generator=gen)
+    results = []
+    for noisy in (lambda z, w: NoiseInjection.forward(SimpleNamespace(weight=w), z, eps), lambda z, w: add_noise(z, eps, w)):
+        z, niw = z0.clone().requires_grad_(), niw0.clone().requires_grad_()
+        out = noisy(z * 1.0, niw)  # a fresh tensor of z's layout, as a layer's output is
+        assert out.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
+        results.append((out.detach(), *torch.autograd.grad(out, (z, niw), grad)))
+    for theirs, ours in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)  # values of 1-10: a sum of 64 float32 terms
 
 
 def test_detach_leaves_the_network_and_optimizer_as_they_were(tmp_path):
