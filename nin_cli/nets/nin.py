@@ -139,7 +139,10 @@ def add_noise(z: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor) -> torch
     NIW's one product eps^T dL/dz), the same numbers, from autograd's C++ rather than a Python
     Function: 0.16 ms a step less on the Fig. 3 MLP (batch 1000, one CPU thread). Images go through
     NoiseAdd, which reads them in their layout as a matrix: an in-place change of such a view of z
-    would copy z's whole gradient in the backward."""
+    would copy z's whole gradient in the backward. The noise is added in z's dtype (bfloat16 or
+    float16 in an autocast region, or in a network cast to it), the NIW's gradient returned in its own."""
+    if eps.dtype != z.dtype or weight.dtype != z.dtype:
+        eps, weight = eps.to(z.dtype), weight.to(z.dtype)  # the cast's backward returns the NIW's gradient in its dtype
     if z.dim() == 2 and z.is_contiguous() and z._base is None:
         return z.addmm_(eps[:, None], weight[None])
     return NoiseAdd.apply(z, eps, weight)
@@ -165,7 +168,8 @@ class ConvInputNoise(torch.autograd.Function):
         eps, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.settings
         rows, nhwc = batch_rows(grad)  # a channels-last gradient summed in its own layout, not copied
-        summed = from_unit_order(eps @ rows, grad.shape[1:], nhwc)[None]
+        # in the gradient's dtype (a half-precision one under autocast), crossing back in the kernel's
+        summed = from_unit_order(eps.to(rows.dtype) @ rows, grad.shape[1:], nhwc)[None].to(weight.dtype)
         image = summed.new_empty((1, *ctx.shape))
         (niw_grad, _, _) = torch.ops.aten.convolution_backward(
             summed, image, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, [True, False, False]
@@ -346,7 +350,7 @@ class NINModel(nn.Module):
         input gradient of the whole batch (at the image, none is needed otherwise); in NHWC, the
         layout of the channels-last output, the NIW's gradient is one matrix-vector product."""
         if self.live:  # a live network in its own layout, NCHW or channels-last (the probe's): left in it
-            return NoiseAdd.apply(out, eps, self.output_noise(name))
+            return add_noise(out, eps, self.output_noise(name))
         nhwc = out.permute(0, 2, 3, 1)
         noise = self.output_noise(name).permute(1, 2, 0).reshape(1, -1)
         flat = torch.addmm(nhwc.reshape(len(out), -1), eps[:, None], noise)
@@ -391,7 +395,7 @@ class NINModel(nn.Module):
         ):
             self._at_input.add(name)  # the probe's: the noise joins the input, the NIW's gradient the output (ConvInputNoise)
             x, noise = args[0], eps[name].view(-1, *[1] * (args[0].dim() - 1))
-            return (torch.addcmul(x, noise, self.nins[name].weight.detach()), *args[1:])
+            return (torch.addcmul(x, noise.to(x.dtype), self.nins[name].weight.detach().to(x.dtype)), *args[1:])
         if name in self.input_side and not self.plain(name, self._probes):
             self._done.add(name)
             return (self.inject(name, args[0], eps, self._probes), *args[1:])
