@@ -30,7 +30,7 @@ run: data
 # Two workers, one thread each (two 2-thread processes on 2 cores run several times slower).
 # `nin` is forked from a preloaded server in the tests (tests/forkrun.py), not started anew.
 # The plugins named, not found: pytest rewrites the asserts of every module of a package that
-# registers a plugin (hypothesis, hydra, anyio: 170 modules, 3.5 s a worker, not cached without
+# registers a plugin (hypothesis, hydra, anyio: 170 modules, 4 s a worker, not cached without
 # bytecode); named, only the plugin module is, and hydra's and anyio's plugins are not loaded.
 PYTEST := OMP_NUM_THREADS=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/pytest -p xdist -p timeout -p hypothesispytest -q -n 2 --dist worksteal
 
