@@ -323,9 +323,11 @@ def test_the_probes_status_is_summarize_s_verdict_and_bad_input_is_one_line(tmp_
         attach(net, "input", sigma=3.0, optimizer=opt, run_dir=tmp_path / "p", measure_on=(data.train.x[:8], data.train.y[:8]))
 
 
-def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_path, precision):
     """A LightningModule written as its users write them, fit by a real Trainer on the CPU with
-    NINProbe: the records are a nin run with a phase for each of its two NINs."""
+    NINProbe, in float32 and in Lightning's mixed precision: the records are a nin run with a phase
+    for each of its two NINs."""
     lightning = pytest.importorskip("lightning")
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -355,6 +357,7 @@ def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_
     trainer = lightning.Trainer(
         max_epochs=3, callbacks=[NINProbe(["net.1", "net.3"], sigma=3.0)], default_root_dir=tmp_path / "lt",
         logger=lightning.pytorch.loggers.CSVLogger(tmp_path / "lt"), enable_progress_bar=False, enable_model_summary=False,
+        precision=precision,
     )  # fmt: skip
     module = LitMLP()
     trainer.fit(module, loader)
@@ -367,11 +370,13 @@ def test_a_lightning_trainer_fit_with_the_callback_is_a_run_summarize_reads(tmp_
     assert len(read_rows(next((tmp_path / "lt").rglob("nin_probe")), "steps.csv")) == 1 + 3 * 8
 
 
-def test_a_hugging_face_trainer_with_the_callback_is_a_run_summarize_reads(tmp_path):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_a_hugging_face_trainer_with_the_callback_is_a_run_summarize_reads(tmp_path, bf16):
     """A model written as the Hugging Face Trainer takes one (batches of keywords, a dict with the
     loss and the logits back), trained by a real `transformers.Trainer` on the CPU with
-    NINProbeCallback: the records are a nin run with a phase for each of its two NINs, a step row
-    for each optimizer step, the labels in the Trainer's log history, and the model as it was."""
+    NINProbeCallback, in float32 and in bfloat16 mixed precision: the records are a nin run with a
+    phase for each of its two NINs, a step row for each optimizer step, the labels in the Trainer's
+    log history, and the model as it was."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     from torch.utils.data import Dataset
@@ -405,7 +410,7 @@ def test_a_hugging_face_trainer_with_the_callback_is_a_run_summarize_reads(tmp_p
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "hf"), num_train_epochs=3, per_device_train_batch_size=64, learning_rate=0.05, optim="sgd",
         lr_scheduler_type="constant", use_cpu=True, report_to="none", save_strategy="no", logging_strategy="no",
-        disable_tqdm=True, seed=0, dataloader_num_workers=0,
+        disable_tqdm=True, seed=0, dataloader_num_workers=0, bf16=bf16,
     )  # fmt: skip
     callback = NINProbeCallback(["net.1", "net.3"], sigma=3.0)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Images(data.train), callbacks=[callback])
