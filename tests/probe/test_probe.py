@@ -102,7 +102,7 @@ def test_the_probes_noise_is_nins_own_arithmetic_in_every_layout(shape, layout):
         assert out.is_contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
         results.append((out.detach(), *torch.autograd.grad(out, (z, niw), grad)))
     for theirs, ours in zip(*results):
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)  # values of 1-10: a sum of 64 float32 terms
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)  # values of 1-10, sums over the batch (up to 64 terms)
 
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
