@@ -96,9 +96,12 @@ def make_cfg(*overrides: str) -> DictConfig:
 @functools.cache
 def _composed(overrides: tuple[str, ...]) -> DictConfig:
     sources, lines = command_sources(list(overrides), [])
-    composer = _composers.setdefault(tuple(sources.searchpath()), JobComposer(compose, sources))
+    key = tuple(sources.searchpath())
+    if key not in _composers:
+        _composers[key] = JobComposer(compose, sources)
     with using(sources), initialize_config_dir(config_dir=str(sources.dirs[0]), version_base="1.3"):
-        return without_hydra(composer(lines)[1].make())  # a copy: the composer's template is set by the next
+        # without_hydra's copy (a deep one) is the cache's own: the composer sets the next job's values in its template
+        return without_hydra(_composers[key](lines)[0])
 
 
 _composers: dict[tuple[str, ...], JobComposer] = {}  # a worker's, one per config search path
