@@ -21,6 +21,7 @@ from speed import SETTINGS, nin_ensemble, setting_overrides, sync
 from nin_cli.config.schema import conf_dir
 from nin_cli.data.datasets import load_dataset
 from nin_cli.nets.hessian import ProbedLoss
+from nin_cli.nets.tangents import input_jvp
 from nin_cli.seeding import generator
 from nin_cli.train.rows import epoch_row, eval_batch_size, evaluate, model_norms, norm_groups, train_subset
 from nin_cli.train.setup import matmul_autocast
@@ -102,6 +103,15 @@ def compare_hvps(s, device, repeats: int) -> None:
             f"  v.Hv by forward mode alone   {t * 1000:>9.2f} ms  (ProbedLoss.gauss_newton; agrees to "
             f"{float((form - exact).abs().max() / exact.abs().max()):.1e} where the network is piecewise linear)"
         )
+        # its J v by PyTorch's own forward-mode formulas, which give the parameters zero tangents and
+        # convolve them (nets/tangents.py), where ProbedLoss takes the input's tangent alone
+        (name,) = vs
+        zeros = {name: torch.zeros_like(vs[name])}
+        with torch.no_grad():
+            t_own = statistics.median(timed(lambda: input_jvp(probed.logits_of, zeros, vs), device) for _ in range(repeats))
+            t_torch = statistics.median(timed(lambda: jvp(probed.logits_of, (zeros,), (vs,)), device) for _ in range(repeats))
+        print(f"  its J v: the input's tangent alone {t_own * 1000:.2f} ms, torch.func.jvp {t_torch * 1000:.2f} ms", end="")
+        print(f" ({t_torch / t_own:.2f}x)")
     model.train()
 
 

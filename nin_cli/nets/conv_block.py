@@ -8,7 +8,7 @@ Built ahead of time by `make setup` (`python -m nin_cli.nets.conv_block`), else 
 system's C compiler (`cc`, or $CC) into ~/.cache/nin, keyed by the
 source, the compiler and the CPU's features (x86's `flags`, ARM's `Features`: -march=native code
 is never loaded on another CPU). Where it does not apply (a GPU, more than an image's few channels,
-an input that needs a gradient, vmap, autocast, Hessian probes at the layer) or no compiler is
+an input that needs a gradient or carries a tangent, vmap, autocast, Hessian probes at the layer) or no compiler is
 found, PyTorch's kernels run instead: `applies` is the one rule. The config's `fused_block`
 (auto | on | off) switches it per model; what ran is in each run's env.json (nin_cli/train/engine.py)."""
 
@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -132,6 +133,7 @@ def applies(layer: nn.Module, x: torch.Tensor) -> bool:
         and x.shape[2] % 2 == 0
         and x.shape[3] % 2 == 0
         and not x.requires_grad
+        and fwAD.unpack_dual(x).tangent is None  # nor a forward-mode tangent (nets/tangents.py's pass)
         and layer.kernel_size == (3, 3)
         and layer.stride == (1, 1)
         and layer.padding == (1, 1)

@@ -23,6 +23,7 @@ from torch.func import grad, jvp
 
 from nin_cli.nets.objectives import Estimate, LossFn, mean_and_error
 from nin_cli.nets.structure import piecewise_linear
+from nin_cli.nets.tangents import input_jvp
 
 
 @dataclass
@@ -63,10 +64,11 @@ class ProbedLoss:
     The traces and NIW curvatures need only quadratic forms v . H v. Where the NIN layer sits in a
     piecewise-linear network (structure.piecewise_linear: ReLU, max-pooling, Linear, Conv...), H_z
     is J^T H_loss J exactly, and the form is u . H_loss u with u = J v: one forward-mode pass and
-    the loss's Hessian on the logits, no backward pass (`gauss_newton`). It is taken where it was
-    measured to pay (bench/measure_profile.py): one NIN, at a convolution, on the CPU, where the
-    double backward would also compute the convolutions' weight gradients (the CNN's Hessian
-    estimates about 2x faster: docs/speed.md). A NIN at a Linear is reached by a double backward
+    the loss's Hessian on the logits, no backward pass (`gauss_newton`; the pass takes the input's
+    tangent alone, nets/tangents.py). It is taken where it was measured to pay
+    (bench/measure_profile.py): one NIN, at a convolution, on the CPU, where the double backward
+    would also compute the convolutions' weight gradients (the CNN's Hessian estimates about 2x
+    faster: docs/speed.md). A NIN at a Linear is reached by a double backward
     through the layers after it alone, which a forward pass from the input cannot beat (the Fig. 3
     MLP's took 2x longer that way); each more NIN layer needs a pass of its own; on CUDA the
     measurement is replayed as one captured graph, tested with the HVPs' forward mode and not yet
@@ -131,7 +133,7 @@ class ProbedLoss:
         (name,) = self.names
         zeros = {name: torch.zeros_like(self.deltas[name])}
         with torch.no_grad():  # forward mode only: no graph for the parameters
-            logits, u = jvp(self.logits_of, (zeros,), ({name: directions[name].expand_as(zeros[name])},))
+            logits, u = input_jvp(self.logits_of, zeros, {name: directions[name].expand_as(zeros[name])})
             _, hu = jvp(grad(self.loss_on), (logits,), (u,))
         return {name: (u * hu).flatten(1).sum(1) * scale}
 
