@@ -47,6 +47,7 @@ from omegaconf import OmegaConf
 from nin_cli.config.schema import conf_dir
 from nin_cli.data.datasets import load_dataset
 from nin_cli.probe import attach
+from nin_cli.train.engine import cpu_model
 
 SETTINGS = {
     "fig3_mlp": (lambda d: mlp(d.in_shape, d.n_out, depth=1, width=1024), 1000, 0.01),
@@ -179,7 +180,9 @@ def main() -> None:
     dataset.train_size, dataset.test_size = args.train_size, 1000
     data = load_dataset(dataset, device)
     threads = torch.get_num_threads()
-    print(f"device {device}, {args.train_size} training images, {args.repeats} rounds, torch {torch.__version__}, {threads} threads")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    print(f"device {device} ({where}), {args.train_size} training images, {args.repeats} rounds", end="")
+    print(f", torch {torch.__version__}, {threads} threads")
     print(
         f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'rounds':>13} {'plain again':>12}"
         f" {'noisy plain':>12} {'probe own':>10} {'at sigma 0':>11} {'measurement s':>14} {'of the epoch':>13}"
