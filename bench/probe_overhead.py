@@ -28,11 +28,20 @@ gradient, no records): what the network's own kernels cost on noisy activations 
 max-pooling branches on its values), which any noise injection brings; the probe's own cost at
 sigma 3 is "probe" against it ("probe own"). "sigma 0" is the probe with its noise scaled by 0:
 every operation of the probe on the plain loop's activations.
+
+The five loops share one process's heap. glibc gives memory back to the system once the free space
+at its top passes a threshold, and a later step then takes page faults to zero it again; with five
+loops' allocations interleaved, which loop's steps take them follows the interleaving, not the
+loop (a loop alone soon reuses the same memory step after step). `--heap kept` (the default) sets
+glibc's thresholds (mallopt) so that the heap is kept and every loop steps on memory it already
+has; `--heap default` leaves them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import shutil
 import statistics
 import tempfile
@@ -82,6 +91,18 @@ def add_plain_noise(net: torch.nn.Module, in_shape: tuple[int, ...], sigma: floa
         layer.register_forward_pre_hook(lambda m, args: (torch.addcmul(args[0], eps(len(args[0])).view(-1, 1, 1, 1), weight), *args[1:]))
     else:  # into the layer's fresh output in place, as the probe adds it
         layer.register_forward_hook(lambda m, args, out: out.addmm_(eps(len(out))[:, None], weight[None]))
+
+
+def keep_heap() -> bool:
+    """glibc's heap kept as it grows: no trimming, no separate mapping under 32 MB (the largest
+    threshold glibc takes), so that no step pays page faults for memory another loop gave back.
+    False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD (malloc.h)
+        return bool(libc.mallopt(trim, 1 << 30)) and bool(libc.mallopt(mmap, 32 << 20))
+    except (OSError, AttributeError):
+        return False
 
 
 def step(net, opt, x, y, probe=None) -> float:
@@ -167,6 +188,31 @@ def measurement_seconds(probe, rounds: int = 3) -> float:
     return statistics.median(times)
 
 
+def crossing_back(repeats: int = 200) -> None:
+    """The NIW's gradient crossing the CNN's conv1 back as one image (ConvInputNoise's backward
+    after its matrix-vector product), as the probe takes it (nets/nin.py: image_through) and by
+    aten's convolution_backward, in both layouts; microseconds a call, the best of five runs."""
+    import timeit
+
+    from nin_cli.nets.nin import image_through
+
+    for layout in (torch.contiguous_format, torch.channels_last):
+        conv = torch.nn.Conv2d(1, 32, 3, padding=1).to(memory_format=layout)
+        settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+        weight, nhwc = conv.weight.detach(), layout == torch.channels_last
+        grad = torch.randn(1, 32, 28, 28).contiguous(memory_format=layout)
+        summed = (grad.permute(0, 2, 3, 1) if nhwc else grad).reshape(-1)
+        args = (grad, torch.empty(1, 1, 28, 28), weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False])
+        ways = {
+            "aten": functools.partial(torch.ops.aten.convolution_backward, *args),
+            "the probe's": functools.partial(image_through, summed, grad.shape[1:], nhwc, weight, torch.Size((1, 28, 28)), settings),
+        }
+        err = float((ways["aten"]()[0][0] - ways["the probe's"]()).abs().max())
+        times = {k: min(timeit.repeat(f, number=repeats, repeat=5)) / repeats * 1e6 for k, f in ways.items()}
+        said = ", ".join(f"{k} {t:.1f} us" for k, t in times.items())
+        print(f"conv1's NIW gradient back through the kernels, {'channels-last' if nhwc else 'NCHW'}: {said}; max difference {err:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=60_000, help="training images per epoch (default: all)")
@@ -174,7 +220,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--measure-every", type=int, default=0, help="also price a measurement every N steps")
     parser.add_argument("--networks", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--crossing", action="store_true", help="only time the NIW's gradient crossing conv1 back, two ways")
+    parser.add_argument("--heap", choices=("kept", "default"), default="kept", help="glibc's heap kept as it grows, or as it comes")
     args = parser.parse_args()
+    if args.crossing:
+        return crossing_back()
+    heap = "kept" if args.heap == "kept" and keep_heap() else "default"
     device = torch.device(args.device)
     dataset = OmegaConf.load(conf_dir() / "dataset" / "fashion_mnist.yaml")
     dataset.train_size, dataset.test_size = args.train_size, 1000
@@ -182,7 +233,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"device {device} ({where}), {args.train_size} training images, {args.repeats} rounds", end="")
-    print(f", torch {torch.__version__}, {threads} threads")
+    print(f", torch {torch.__version__}, {threads} threads, heap {heap}")
     print(
         f"{'network':<10} {'plain s/epoch':>14} {'probe s/epoch':>14} {'overhead':>9} {'rounds':>13} {'plain again':>12}"
         f" {'noisy plain':>12} {'probe own':>10} {'at sigma 0':>11} {'measurement s':>14} {'of the epoch':>13}"

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nin_cli.errors import ConfigError
@@ -148,6 +149,25 @@ def add_noise(z: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor) -> torch
     return NoiseAdd.apply(z, eps, weight)
 
 
+def image_through(summed: torch.Tensor, shape: torch.Size, nhwc: bool, weight: torch.Tensor, image: torch.Size, settings: tuple):
+    """One image's gradient crossing a convolution back: the `image`-shaped (C_in, H, W) input
+    gradient of the output gradient `summed` (of `shape`, a vector in batch_rows' column order).
+    Channels-last and ungrouped, as the kernel's matrix times the gradient's (C_out, H_out W_out)
+    and the columns summed into the image (F.fold, col2im): under half the time of aten's
+    convolution_backward, which for one channels-last image on the CPU takes a slow general path
+    (`bench/probe_overhead.py --crossing`); else by aten's, the faster in NCHW."""
+    kernel, stride, padding, dilation, groups = settings
+    if groups == 1 and nhwc:
+        out = summed.view(-1, shape[0]).t()  # (C_out, H_out W_out), no copy
+        columns = torch.mm(weight.reshape(shape[0], -1).t(), out)  # (C_in k k, H_out W_out)
+        return F.fold(columns[None], image[1:], kernel, dilation, padding, stride)[0]
+    (grad, _, _) = torch.ops.aten.convolution_backward(
+        from_unit_order(summed, shape, nhwc)[None], summed.new_empty((1, *image)), weight, None, list(stride), list(padding),
+        list(dilation), False, [0, 0], groups, [True, False, False],
+    )  # fmt: skip
+    return grad[0]
+
+
 class ConvInputNoise(torch.autograd.Function):
     """The NIW's gradient for noise added at a convolution's input (conv(h + W_NI eps), the
     noise put into h by the caller without a path back to W_NI): identity on the convolution's
@@ -159,22 +179,17 @@ class ConvInputNoise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, out: torch.Tensor, eps: torch.Tensor, niw: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         ctx.save_for_backward(eps, conv.weight)
-        ctx.shape, ctx.settings = niw.shape, (conv.stride, conv.padding, conv.dilation, conv.groups)
+        ctx.shape, ctx.settings = niw.shape, (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
         ctx.mark_dirty(out)  # returned as itself, not a view: a ReLU(inplace=True) may follow
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         eps, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.settings
         rows, nhwc = batch_rows(grad)  # a channels-last gradient summed in its own layout, not copied
         # in the gradient's dtype (a half-precision one under autocast), crossing back in the kernel's
-        summed = from_unit_order(eps.to(rows.dtype) @ rows, grad.shape[1:], nhwc)[None].to(weight.dtype)
-        image = summed.new_empty((1, *ctx.shape))
-        (niw_grad, _, _) = torch.ops.aten.convolution_backward(
-            summed, image, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, [True, False, False]
-        )
-        return grad, None, niw_grad[0], None
+        summed = (eps.to(rows.dtype) @ rows).to(weight.dtype)
+        return grad, None, image_through(summed, grad.shape[1:], nhwc, weight, ctx.shape, ctx.settings), None
 
     @staticmethod
     def fits(conv: nn.Module) -> bool:

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 import nin_cli as api
 from nin_cli.config.resolve import load
+from nin_cli.nets.nin import ConvInputNoise
 from nin_cli.seeding import generator
 from nin_cli.train import train, train_many
 
@@ -84,6 +85,35 @@ def test_the_noise_crossing_a_convolution_as_one_image_is_the_convolution_of_the
     expected = torch.autograd.grad(torch.nn.functional.cross_entropy(reference, y), params)
     for (name, _), g, e in zip(model.named_parameters(), grads, expected):
         assert float((g - e).norm()) <= 1e-5 * float(e.norm()) + 1e-9, name
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(
+    "c_in, c_out, kernel, stride, padding, dilation, groups",
+    [(1, 8, 3, 1, 1, 1, 1), (3, 6, 5, 2, 2, 1, 1), (4, 5, (3, 2), (2, 1), (0, 1), 1, 1), (4, 4, 3, 1, 2, 2, 1), (4, 8, 3, 1, 1, 1, 2)],
+    ids=["3x3", "5x5-stride2", "rect-stride-uneven", "dilated", "grouped"],
+)
+def test_the_probes_niw_gradient_at_a_convolutions_input_is_autograds(layout, c_in, c_out, kernel, stride, padding, dilation, groups):
+    """The probe's path (the noise added to the input, the NIW's gradient taken at the output and
+    crossed back as one image, ConvInputNoise): the NIW's and the kernel's gradients autograd gives
+    for conv(x + W_NI eps), for strides that drop the image's last rows, dilation, groups and both
+    layouts, to float32 rounding."""
+    gen = generator(0, "test")
+    conv = torch.nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups).to(memory_format=layout)
+    x = torch.randn(6, c_in, 11, 9, generator=gen).contiguous(memory_format=layout)
+    eps, niw0 = 3 * torch.randn(6, generator=gen), torch.randn(c_in, 11, 9, generator=gen)
+    results = []
+    for probe_path in (False, True):
+        niw = niw0.clone().requires_grad_()
+        if probe_path:
+            out = ConvInputNoise.apply(conv(torch.addcmul(x, eps.view(-1, 1, 1, 1), niw.detach())), eps, niw, conv)
+        else:
+            out = conv(x + eps.view(-1, 1, 1, 1) * niw)
+        grad = torch.randn(out.shape, generator=generator(1, "test"))
+        results.append((out.detach(), *torch.autograd.grad(out, (niw, conv.weight), grad)))
+    assert ConvInputNoise.fits(conv) and results[1][1].abs().max() > 0
+    for ours, theirs in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)  # sums of a few hundred terms of size 1-10
 
 
 def test_the_next_layer_norm_of_an_input_nin_is_the_convolution_it_feeds(tmp_path):

@@ -115,9 +115,10 @@ HALF = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16"), pytest.param("cuda",
     [
         (lambda: mlp((1, 28, 28), 10, depth=1, width=32), "input"),
         (lambda: cnn((1, 28, 28), 10, channels=(4, 8), hidden=16), "input"),
+        (lambda: cnn((1, 28, 28), 10, channels=(4, 8), hidden=16).to(memory_format=torch.channels_last), "input"),
         (lambda: cnn((1, 28, 28), 10, channels=(4, 8), hidden=16).to(memory_format=torch.channels_last), "output"),
     ],
-    ids=["mlp", "cnn", "cnn-channels-last-output"],
+    ids=["mlp", "cnn", "cnn-channels-last", "cnn-channels-last-output"],
 )
 def test_a_loop_in_half_precision_autocast_trains_the_niws_as_in_float32(tmp_path, network, conv, device, half):
     """A loop under torch.autocast (bfloat16 on the CPU, float16 on a GPU): the layers' outputs in
