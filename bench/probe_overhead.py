@@ -46,6 +46,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import torch
@@ -55,6 +56,7 @@ from omegaconf import OmegaConf
 
 from nin_cli.config.schema import conf_dir
 from nin_cli.data.datasets import load_dataset
+from nin_cli.nets.nin import image_through
 from nin_cli.probe import attach
 from nin_cli.train.engine import cpu_model
 
@@ -192,10 +194,6 @@ def crossing_back(repeats: int = 200) -> None:
     """The NIW's gradient crossing the CNN's conv1 back as one image (ConvInputNoise's backward
     after its matrix-vector product), as the probe takes it (nets/nin.py: image_through) and by
     aten's convolution_backward, in both layouts; microseconds a call, the best of five runs."""
-    import timeit
-
-    from nin_cli.nets.nin import image_through
-
     for layout in (torch.contiguous_format, torch.channels_last):
         conv = torch.nn.Conv2d(1, 32, 3, padding=1).to(memory_format=layout)
         settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
