@@ -56,7 +56,7 @@ from omegaconf import OmegaConf
 
 from nin_cli.config.schema import conf_dir
 from nin_cli.data.datasets import load_dataset
-from nin_cli.nets.nin import image_through
+from nin_cli.nets.nin import batch_rows, crossing_settings, image_through
 from nin_cli.probe import attach
 from nin_cli.train.engine import cpu_model
 
@@ -196,14 +196,14 @@ def crossing_back(repeats: int = 200) -> None:
     aten's convolution_backward, in both layouts; microseconds a call, the best of five runs."""
     for layout in (torch.contiguous_format, torch.channels_last):
         conv = torch.nn.Conv2d(1, 32, 3, padding=1).to(memory_format=layout)
-        settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
-        weight, nhwc = conv.weight.detach(), layout == torch.channels_last
-        grad = torch.randn(1, 32, 28, 28).contiguous(memory_format=layout)
-        summed = (grad.permute(0, 2, 3, 1) if nhwc else grad).reshape(-1)
+        weight, grad = conv.weight.detach(), torch.randn(1, 32, 28, 28).contiguous(memory_format=layout)
+        rows, nhwc = batch_rows(grad)  # the one image's gradient as ConvInputNoise sums it, in its layout
         args = (grad, torch.empty(1, 1, 28, 28), weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False])
         ways = {
             "aten": functools.partial(torch.ops.aten.convolution_backward, *args),
-            "the probe's": functools.partial(image_through, summed, grad.shape[1:], nhwc, weight, torch.Size((1, 28, 28)), settings),
+            "the probe's": functools.partial(
+                image_through, rows[0], grad.shape[1:], nhwc, weight, torch.Size((1, 28, 28)), crossing_settings(conv)
+            ),
         }
         err = float((ways["aten"]()[0][0] - ways["the probe's"]()).abs().max())
         times = {k: min(timeit.repeat(f, number=repeats, repeat=5)) / repeats * 1e6 for k, f in ways.items()}

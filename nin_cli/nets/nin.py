@@ -157,15 +157,20 @@ def image_through(summed: torch.Tensor, shape: torch.Size, nhwc: bool, weight: t
     convolution_backward, which for one channels-last image on the CPU takes a slow general path
     (`bench/probe_overhead.py --crossing`); else by aten's, the faster in NCHW."""
     kernel, stride, padding, dilation, groups = settings
+    out = from_unit_order(summed, shape, nhwc)  # (C_out, H_out, W_out), a view in either order
     if groups == 1 and nhwc:
-        out = summed.view(-1, shape[0]).t()  # (C_out, H_out W_out), no copy
-        columns = torch.mm(weight.reshape(shape[0], -1).t(), out)  # (C_in k k, H_out W_out)
+        columns = torch.mm(weight.reshape(shape[0], -1).t(), out.reshape(shape[0], -1))  # (C_in k k, H_out W_out), no copy of out
         return F.fold(columns[None], image[1:], kernel, dilation, padding, stride)[0]
     (grad, _, _) = torch.ops.aten.convolution_backward(
-        from_unit_order(summed, shape, nhwc)[None], summed.new_empty((1, *image)), weight, None, list(stride), list(padding),
-        list(dilation), False, [0, 0], groups, [True, False, False],
+        out[None], summed.new_empty((1, *image)), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+        [True, False, False],
     )  # fmt: skip
     return grad[0]
+
+
+def crossing_settings(conv: nn.Conv2d) -> tuple:
+    """What image_through reads of a convolution, in its order: kernel, stride, padding, dilation, groups."""
+    return conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
 
 
 class ConvInputNoise(torch.autograd.Function):
@@ -179,7 +184,7 @@ class ConvInputNoise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, out: torch.Tensor, eps: torch.Tensor, niw: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         ctx.save_for_backward(eps, conv.weight)
-        ctx.shape, ctx.settings = niw.shape, (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+        ctx.shape, ctx.settings = niw.shape, crossing_settings(conv)
         ctx.mark_dirty(out)  # returned as itself, not a view: a ReLU(inplace=True) may follow
         return out
 
