@@ -25,7 +25,8 @@ step() { local name=$1 limit=$2; shift 2; local t0=$SECONDS
 : >"$out/steps.txt"
 step cuda_tests 240 $py -m pytest -q -p no:cacheprovider -o addopts= tests/train/test_cuda.py \
   tests/probe/test_probe.py::test_on_a_gpu_the_probes_step_never_waits_on_the_device \
-  tests/probe/test_probe.py::test_a_loop_in_half_precision_autocast_trains_the_niws_as_in_float32 --junitxml="$out/cuda_tests.xml"
+  tests/probe/test_probe.py::test_a_loop_in_half_precision_autocast_trains_the_niws_as_in_float32 \
+  tests/nets/test_cnin.py::test_the_probes_niw_gradient_at_a_convolutions_input_is_autograds --junitxml="$out/cuda_tests.xml"
 rm -rf "$out/main"
 step main_job 120 $py -m nin_cli train noise.sigma2_paper=0.01 device=cuda progress=false "hydra.run.dir=$out/main"
 step main_summary 60 $py -m nin_cli summarize "$out/main" --format markdown

@@ -7,12 +7,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from harness import QUICK
+
+from nin_cli.train.precision import NEW_API
 
 
 @pytest.fixture
 def quick():
     return list(QUICK)
+
+
+@pytest.fixture
+def restored_precision():
+    """The process's TF32 settings as they were before the test (the new API's `none` included)."""
+    if NEW_API:
+        saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    else:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    if NEW_API:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class Gate:

@@ -12,6 +12,7 @@ tangent's share of the work a second forward pass (bench/measure_profile.py)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -66,6 +67,10 @@ def input_jvp(fn: Callable[[dict], torch.Tensor], zeros: dict[str, torch.Tensor]
     """(fn(zeros), J v): fn's output and its derivative along `tangents`, by one forward-mode pass
     in which only `zeros` (the probes) carry tangents."""
     with fwAD.dual_level(), TangentsOfTheInput():
-        duals = {name: fwAD.make_dual(zeros[name], tangents[name]) for name in zeros}
+        with warnings.catch_warnings():
+            # torch loads its forward-mode decompositions at the first make_dual through torch.jit.script,
+            # which torch 2.14 deprecates: a FutureWarning about torch's own code, not the caller's
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+            duals = {name: fwAD.make_dual(zeros[name], tangents[name]) for name in zeros}
         out, jv = fwAD.unpack_dual(fn(duals))
         return out, jv if jv is not None else torch.zeros_like(out)

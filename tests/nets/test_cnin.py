@@ -17,6 +17,7 @@ from nin_cli.config.resolve import load
 from nin_cli.nets.nin import ConvInputNoise
 from nin_cli.seeding import generator
 from nin_cli.train import train, train_many
+from nin_cli.train.precision import set_tf32
 
 
 @pytest.mark.parametrize(
@@ -87,21 +88,28 @@ def test_the_noise_crossing_a_convolution_as_one_image_is_the_convolution_of_the
         assert float((g - e).norm()) <= 1e-5 * float(e.norm()) + 1e-9, name
 
 
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize(
     "c_in, c_out, kernel, stride, padding, dilation, groups",
     [(1, 8, 3, 1, 1, 1, 1), (3, 6, 5, 2, 2, 1, 1), (4, 5, (3, 2), (2, 1), (0, 1), 1, 1), (4, 4, 3, 1, 2, 2, 1), (4, 8, 3, 1, 1, 1, 2)],
     ids=["3x3", "5x5-stride2", "rect-stride-uneven", "dilated", "grouped"],
 )
-def test_the_probes_niw_gradient_at_a_convolutions_input_is_autograds(layout, c_in, c_out, kernel, stride, padding, dilation, groups):
+def test_the_probes_niw_gradient_at_a_convolutions_input_is_autograds(
+    restored_precision, device, layout, c_in, c_out, kernel, stride, padding, dilation, groups
+):
     """The probe's path (the noise added to the input, the NIW's gradient taken at the output and
     crossed back as one image, ConvInputNoise): the NIW's and the kernel's gradients autograd gives
     for conv(x + W_NI eps), for strides that drop the image's last rows, dilation, groups and both
-    layouts, to float32 rounding."""
+    layouts, to float32 rounding, on the CPU and on a GPU (TF32 off, as nin runs unless asked)."""
+    set_tf32(False)  # cuDNN's convolutions in IEEE float32, as nin runs them (torch's default is TF32)
     gen = generator(0, "test")
-    conv = torch.nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups).to(memory_format=layout)
-    x = torch.randn(6, c_in, 11, 9, generator=gen).contiguous(memory_format=layout)
-    eps, niw0 = 3 * torch.randn(6, generator=gen), torch.randn(c_in, 11, 9, generator=gen)
+    conv = torch.nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups).to(device, memory_format=layout)
+    x = torch.randn(6, c_in, 11, 9, generator=gen).to(device).contiguous(memory_format=layout)
+    eps, niw0 = 3 * torch.randn(6, generator=gen).to(device), torch.randn(c_in, 11, 9, generator=gen).to(device)
     results = []
     for probe_path in (False, True):
         niw = niw0.clone().requires_grad_()
@@ -109,7 +117,7 @@ def test_the_probes_niw_gradient_at_a_convolutions_input_is_autograds(layout, c_
             out = ConvInputNoise.apply(conv(torch.addcmul(x, eps.view(-1, 1, 1, 1), niw.detach())), eps, niw, conv)
         else:
             out = conv(x + eps.view(-1, 1, 1, 1) * niw)
-        grad = torch.randn(out.shape, generator=generator(1, "test"))
+        grad = torch.randn(out.shape, generator=generator(1, "test")).to(device)
         results.append((out.detach(), *torch.autograd.grad(out, (niw, conv.weight), grad)))
     assert ConvInputNoise.fits(conv) and results[1][1].abs().max() > 0
     for ours, theirs in zip(results[1], results[0]):

@@ -5,6 +5,9 @@ it saves is timed by bench/measure_profile.py)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -75,3 +78,18 @@ def test_a_parameter_with_a_tangent_of_its_own_goes_to_pytorchs_formula():
     x, v, w, w_t = torch.randn(3, 2, 6, 6), torch.randn(3, 2, 6, 6), torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3)
     _, jv = input_jvp(lambda d: F.conv2d(x + d["in"], fwAD.make_dual(w, w_t), None, 1, 1), {"in": torch.zeros_like(x)}, {"in": v})
     assert torch.allclose(jv, F.conv2d(v, w, None, 1, 1) + F.conv2d(x, w_t, None, 1, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_the_first_forward_mode_pass_of_a_process_warns_of_nothing_of_torchs():
+    """torch loads its forward-mode decompositions at a process's first make_dual through
+    torch.jit.script, which torch 2.14 deprecates with a FutureWarning: a researcher's loop would
+    print it at the probe's first measurement. In a fresh process, so that the load is the first."""
+    code = (
+        "import torch\nfrom nin_cli.nets.tangents import input_jvp\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
+        "x = torch.randn(5, 3)\n"
+        "out, jv = input_jvp(lambda d: net(d['x']), {'x': x}, {'x': torch.ones_like(x)})\n"
+        "assert jv.shape == (5, 2)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

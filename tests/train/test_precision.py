@@ -16,23 +16,9 @@ from nin_cli.records.store import RunRecords
 from nin_cli.train import Member, train
 from nin_cli.train.engine import check_engine_change, engine_record, recorded_arithmetic
 from nin_cli.train.graphs import GraphedStep, graphed_on_cuda
-from nin_cli.train.precision import NEW_API, arithmetic, configure, set_tf32, tf32_flags
+from nin_cli.train.precision import arithmetic, configure, set_tf32, tf32_flags
 from nin_cli.train.setup import prepare
 from nin_cli.train.steps import LoopStep, choose_step
-
-
-@pytest.fixture
-def restored_precision():
-    """The process's TF32 settings as they were before the test (the new API's `none` included)."""
-    if NEW_API:
-        saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-    else:
-        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    yield
-    if NEW_API:
-        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
-    else:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.parametrize("enabled", [True, False])
