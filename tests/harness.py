@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import forkrun
+import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
@@ -40,6 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONF = REPO / "examples" / "nin_examples" / "conf"
 # The example package's config directory (its networks and data as factories), on Hydra's search path.
 EXAMPLES = "hydra.searchpath=[pkg://nin_examples.conf]"
+
+# A test (or a parameter) that runs only where torch sees a CUDA device: `make test-gpu` runs them.
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 # Small, quick settings on the embedded slice of real Fashion-MNIST.
 QUICK = ["dataset=fashion_mnist_mini", "progress=false", "model.width=128", "hessian.samples=300", "hessian.probes=2"]

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from harness import CNIN_CNN, cnn, column, make_cfg, nin, read_rows, without_timing
+from harness import CNIN_CNN, NEEDS_CUDA, cnn, column, make_cfg, nin, read_rows, without_timing
 from omegaconf import OmegaConf
 
 import nin_cli as api
@@ -86,9 +86,6 @@ def test_the_noise_crossing_a_convolution_as_one_image_is_the_convolution_of_the
     expected = torch.autograd.grad(torch.nn.functional.cross_entropy(reference, y), params)
     for (name, _), g, e in zip(model.named_parameters(), grads, expected):
         assert float((g - e).norm()) <= 1e-5 * float(e.norm()) + 1e-9, name
-
-
-NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import EXAMPLES, make_cfg, read_rows, without_timing
+from harness import EXAMPLES, NEEDS_CUDA, make_cfg, read_rows, without_timing
 from nin_examples.networks import cnn, mlp
 from torch import nn
 
@@ -105,7 +105,6 @@ def test_the_probes_noise_is_nins_own_arithmetic_in_every_layout(shape, layout):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)  # values of 1-10, sums over the batch (up to 64 terms)
 
 
-NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 HALF = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16"), pytest.param("cuda", torch.float16, id="cuda-fp16", marks=NEEDS_CUDA)]
 
 

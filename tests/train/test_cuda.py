@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from harness import EXAMPLES, QUICK, cnn, column, loss_and_gradients, make_cfg, nin, read_rows
+from harness import EXAMPLES, NEEDS_CUDA, QUICK, cnn, column, loss_and_gradients, make_cfg, nin, read_rows
 
 from nin_cli.config.schema import load_settings
 from nin_cli.nets import conv_block
@@ -23,7 +23,7 @@ from nin_cli.train.loop import Ensemble
 from nin_cli.train.precision import configure
 from nin_cli.train.setup import prepare
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = NEEDS_CUDA
 
 GPU = [*QUICK, "device=cuda"]
 

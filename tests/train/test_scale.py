@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness import QUICK, SMALL_CNN, column, make_cfg, nin, nin_started, read_rows, without_timing
+from harness import NEEDS_CUDA, QUICK, SMALL_CNN, column, make_cfg, nin, nin_started, read_rows, without_timing
 
 from nin_cli.analysis.phases import classify
 from nin_cli.analysis.runs import load_run
@@ -140,7 +140,7 @@ def test_the_step_choice_says_why():
     assert "batch-norm" in choice("model=resnet18", k=8, device=cuda).reason
 
 
-CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
+CUDA = pytest.param("cuda", marks=NEEDS_CUDA)
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
