@@ -23,7 +23,7 @@ from torch.func import grad, jvp
 
 from nin_cli.nets.objectives import Estimate, LossFn, mean_and_error
 from nin_cli.nets.structure import piecewise_linear
-from nin_cli.nets.tangents import input_jvp
+from nin_cli.nets.tangents import input_jvp, load_forward_mode
 
 
 @dataclass
@@ -117,6 +117,7 @@ class ProbedLoss:
         mean's per-sample probes: each sample's block H_i v_i / |B|, per named layer."""
         names = [n for n in self.names if n in directions]
         if self.mode == "forward":
+            load_forward_mode()
             zeros = {n: torch.zeros_like(d) for n, d in self.deltas.items()}
             tangents = {n: directions[n].expand_as(zeros[n]) if n in directions else zeros[n] for n in self.names}
             _, hv = jvp(grad(self.loss_of), (zeros,), (tangents,))

@@ -12,6 +12,7 @@ tangent's share of the work a second forward pass (bench/measure_profile.py)."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -63,14 +64,23 @@ class TangentsOfTheInput(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@functools.cache
+def load_forward_mode() -> None:
+    """torch's forward-mode decompositions, which torch loads at a process's first make_dual (its
+    own, or torch.func.jvp's) through torch.jit.script, deprecated in torch 2.14: loaded here once,
+    before any forward-mode pass of nin's, with that FutureWarning about torch's own code silenced,
+    so that no measurement prints it into a run's or a researcher's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+        with fwAD.dual_level():
+            fwAD.make_dual(torch.zeros(()), torch.zeros(()))
+
+
 def input_jvp(fn: Callable[[dict], torch.Tensor], zeros: dict[str, torch.Tensor], tangents: dict[str, torch.Tensor]):
     """(fn(zeros), J v): fn's output and its derivative along `tangents`, by one forward-mode pass
     in which only `zeros` (the probes) carry tangents."""
+    load_forward_mode()
     with fwAD.dual_level(), TangentsOfTheInput():
-        with warnings.catch_warnings():
-            # torch loads its forward-mode decompositions at the first make_dual through torch.jit.script,
-            # which torch 2.14 deprecates: a FutureWarning about torch's own code, not the caller's
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-            duals = {name: fwAD.make_dual(zeros[name], tangents[name]) for name in zeros}
+        duals = {name: fwAD.make_dual(zeros[name], tangents[name]) for name in zeros}
         out, jv = fwAD.unpack_dual(fn(duals))
         return out, jv if jv is not None else torch.zeros_like(out)

@@ -80,16 +80,33 @@ def test_a_parameter_with_a_tangent_of_its_own_goes_to_pytorchs_formula():
     assert torch.allclose(jv, F.conv2d(v, w, None, 1, 1) + F.conv2d(x, w_t, None, 1, 1), rtol=1e-5, atol=1e-5)
 
 
-def test_the_first_forward_mode_pass_of_a_process_warns_of_nothing_of_torchs():
-    """torch loads its forward-mode decompositions at a process's first make_dual through
-    torch.jit.script, which torch 2.14 deprecates with a FutureWarning: a researcher's loop would
-    print it at the probe's first measurement. In a fresh process, so that the load is the first."""
-    code = (
-        "import torch\nfrom nin_cli.nets.tangents import input_jvp\n"
+FIRST_PASSES = {
+    "input_jvp": (
+        "from nin_cli.nets.tangents import input_jvp\n"
         "net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
-        "x = torch.randn(5, 3)\n"
         "out, jv = input_jvp(lambda d: net(d['x']), {'x': x}, {'x': torch.ones_like(x)})\n"
         "assert jv.shape == (5, 2)\n"
-    )
+    ),
+    "hvp by torch.func.jvp": (
+        "from nin_cli.nets.hessian import ProbedLoss\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)\n"
+        "    def forward(self, x, probes):\n"
+        "        return self.b(torch.tanh(self.a(x) + probes['a']))\n"
+        "probed = ProbedLoss(Net(), x, torch.tensor([0, 1, 0, 1, 0]), torch.nn.functional.cross_entropy, {'a': (4,)}, 'forward')\n"
+        "assert probed.hvp({'a': torch.ones(5, 4)})['a'].shape == (5, 4)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("first", list(FIRST_PASSES))
+def test_the_first_forward_mode_pass_of_a_process_warns_of_nothing_of_torchs(first):
+    """torch loads its forward-mode decompositions at a process's first make_dual (its own or
+    torch.func.jvp's) through torch.jit.script, which torch 2.14 deprecates with a FutureWarning: a
+    researcher's loop would print it at the probe's first measurement, a GPU run at its CNN's. Each
+    of nin's forward-mode passes in a fresh process, so that the load is the first."""
+    code = "import torch\nx = torch.randn(5, 3)\n" + FIRST_PASSES[first]
     done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
