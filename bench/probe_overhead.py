@@ -56,7 +56,7 @@ from omegaconf import OmegaConf
 
 from nin_cli.config.schema import conf_dir
 from nin_cli.data.datasets import load_dataset
-from nin_cli.nets.nin import batch_rows, crossing_settings, image_through
+from nin_cli.nets.nin import batch_rows, crossing_settings, image_by_aten, image_through
 from nin_cli.probe import attach
 from nin_cli.train.engine import cpu_model
 
@@ -198,14 +198,12 @@ def crossing_back(repeats: int = 200) -> None:
         conv = torch.nn.Conv2d(1, 32, 3, padding=1).to(memory_format=layout)
         weight, grad = conv.weight.detach(), torch.randn(1, 32, 28, 28).contiguous(memory_format=layout)
         rows, nhwc = batch_rows(grad)  # the one image's gradient as ConvInputNoise sums it, in its layout
-        args = (grad, torch.empty(1, 1, 28, 28), weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False])
+        image, settings = torch.Size((1, 28, 28)), crossing_settings(conv)
         ways = {
-            "aten": functools.partial(torch.ops.aten.convolution_backward, *args),
-            "the probe's": functools.partial(
-                image_through, rows[0], grad.shape[1:], nhwc, weight, torch.Size((1, 28, 28)), crossing_settings(conv)
-            ),
+            "aten": functools.partial(image_by_aten, grad[0], weight, image, settings),
+            "the probe's": functools.partial(image_through, rows[0], grad.shape[1:], nhwc, weight, image, settings),
         }
-        err = float((ways["aten"]()[0][0] - ways["the probe's"]()).abs().max())
+        err = float((ways["aten"]() - ways["the probe's"]()).abs().max())
         times = {k: min(timeit.repeat(f, number=repeats, repeat=5)) / repeats * 1e6 for k, f in ways.items()}
         said = ", ".join(f"{k} {t:.1f} us" for k, t in times.items())
         print(f"conv1's NIW gradient back through the kernels, {'channels-last' if nhwc else 'NCHW'}: {said}; max difference {err:.1e}")

@@ -161,8 +161,15 @@ def image_through(summed: torch.Tensor, shape: torch.Size, nhwc: bool, weight: t
     if groups == 1 and nhwc:
         columns = torch.mm(weight.reshape(shape[0], -1).t(), out.reshape(shape[0], -1))  # (C_in k k, H_out W_out), no copy of out
         return F.fold(columns[None], image[1:], kernel, dilation, padding, stride)[0]
+    return image_by_aten(out, weight, image, settings)
+
+
+def image_by_aten(out: torch.Tensor, weight: torch.Tensor, image: torch.Size, settings: tuple) -> torch.Tensor:
+    """The same crossing by aten's convolution_backward, for the (C_out, H_out, W_out) output
+    gradient `out` in its layout: image_through's way in NCHW and for grouped kernels."""
+    _, stride, padding, dilation, groups = settings
     (grad, _, _) = torch.ops.aten.convolution_backward(
-        out[None], summed.new_empty((1, *image)), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+        out[None], out.new_empty((1, *image)), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
         [True, False, False],
     )  # fmt: skip
     return grad[0]
